@@ -1,0 +1,87 @@
+#include "tiny.h"
+
+#define COM1 0x3f8
+
+void *memcpy(void *d, const void *s, unsigned long n)
+{
+	unsigned char *dd = d;
+	const unsigned char *ss = s;
+	while (n--)
+		*dd++ = *ss++;
+	return d;
+}
+
+void *memset(void *d, int c, unsigned long n)
+{
+	unsigned char *dd = d;
+	while (n--)
+		*dd++ = (unsigned char)c;
+	return d;
+}
+
+void tiny_puts(const char *s)
+{
+	for (; *s; s++) {
+		while (!(inb(COM1 + 5) & 0x20)) /* wait for THR empty */
+			cpu_relax();
+		outb(COM1, (uint8_t)*s);
+	}
+}
+
+void tiny_puthex(uint64_t v)
+{
+	char buf[19];
+	buf[0] = '0';
+	buf[1] = 'x';
+	for (int i = 0; i < 16; i++)
+		buf[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 0xf];
+	buf[18] = 0;
+	tiny_puts(buf);
+}
+
+void tiny_putdec(uint64_t v)
+{
+	char buf[21];
+	int i = 20;
+	buf[i] = 0;
+	do {
+		buf[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	tiny_puts(&buf[i]);
+}
+
+void tiny_reset(void)
+{
+	outb(0x64, 0xfe); /* i8042: pulse the reset line */
+	tiny_halt_forever();
+}
+
+void tiny_halt_forever(void)
+{
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+uint64_t tiny_cmdline_num(const void *bp, const char *key, uint64_t def)
+{
+	const char *cl = (const char *)(uintptr_t)*(const volatile uint32_t *)((const char *)bp + 0x228);
+	if (!cl)
+		return def;
+	for (const char *p = cl; *p; p++) {
+		if (p != cl && p[-1] != ' ')
+			continue;
+		const char *k = key, *q = p;
+		while (*k && *q == *k) {
+			k++;
+			q++;
+		}
+		if (*k || *q != '=')
+			continue;
+		uint64_t v = 0;
+		for (q++; *q >= '0' && *q <= '9'; q++)
+			v = v * 10 + (uint64_t)(*q - '0');
+		return v;
+	}
+	return def;
+}

@@ -1,0 +1,270 @@
+/*
+ * libmicrovm - an embeddable KVM microVM library.
+ *
+ * This header is the whole public API. It is self-contained: it needs only
+ * <stdint.h> and <stddef.h>.
+ *
+ * Conventions
+ * -----------
+ * - Every fallible function returns 0 on success or a negative errno value.
+ *   microvm_strerror() turns that into text; microvm_last_error(vm) gives the
+ *   detail of the last failed call on that VM ("kernel: not an ELF image: ...").
+ * - The library never prints, never exits, never aborts on bad input and never
+ *   touches the terminal. Diagnostics go to the callback set with
+ *   microvm_set_log().
+ * - There is no global mutable state: each microvm object is independent, and
+ *   one process may hold thousands of them (mind RLIMIT_NOFILE: a running VM
+ *   holds about 3 + number-of-vCPUs file descriptors).
+ * - A VM object may be used from several threads; calls on one VM are
+ *   serialised internally. microvm_destroy() must not race with other calls on
+ *   the same VM.
+ * - Ownership of every pointer and file descriptor argument is stated per
+ *   function: "copied" (the library keeps its own copy), "borrowed" (the caller
+ *   keeps it valid and open until the VM is destroyed) or "adopted" (the
+ *   library closes it).
+ *
+ * Life cycle
+ * ----------
+ *   microvm_create()  -> CONFIGURED   (setters allowed only here)
+ *   microvm_start()   -> RUNNING
+ *   microvm_pause()   -> PAUSED,  microvm_resume() -> RUNNING
+ *   guest reset/poweroff/crash, internal error, or microvm_stop() -> STOPPED
+ *   microvm_destroy() from any state.
+ * Calls made in the wrong state return -EBUSY (the VM is running or paused and
+ * the call needs a configured VM) or -EINVAL (the call makes no sense in this
+ * state, e.g. resume on a VM that is not paused).
+ *
+ * vCPU kicking
+ * ------------
+ * To interrupt a vCPU that is inside KVM_RUN (for pause/stop), the library
+ * sends a real-time signal to the vCPU thread with pthread_kill(). The signal
+ * is MICROVM_DEFAULT_KICK_SIGNAL_OFFSET + SIGRTMIN unless changed with
+ * microvm_set_kick_signal(). When a VM starts, if that signal's disposition is
+ * SIG_DFL or SIG_IGN, the library installs a no-op handler for it (once; it is
+ * never removed). If the application already has a handler for that signal,
+ * it is kept and must simply return. vCPU threads have every other signal
+ * blocked.
+ */
+#ifndef MICROVM_H
+#define MICROVM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MICROVM_BUILDING) && defined(__GNUC__)
+#define MICROVM_API __attribute__((visibility("default")))
+#else
+#define MICROVM_API
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define MICROVM_VERSION_MAJOR 0
+#define MICROVM_VERSION_MINOR 1
+#define MICROVM_VERSION_PATCH 0
+#define MICROVM_VERSION_STRING "0.1.0"
+/* Encoded as (major << 16) | (minor << 8) | patch. */
+#define MICROVM_VERSION_NUMBER \
+	((MICROVM_VERSION_MAJOR << 16) | (MICROVM_VERSION_MINOR << 8) | MICROVM_VERSION_PATCH)
+
+/* The version of the library actually loaded, e.g. "0.1.0". Never NULL. */
+MICROVM_API const char *microvm_version(void);
+
+/* ----------------------------------------------------------------- errors */
+
+typedef struct microvm microvm;
+
+/*
+ * Text for a negative errno returned by this library (e.g. -ENOENT).
+ * Never NULL; the string is static and thread-safe.
+ */
+MICROVM_API const char *microvm_strerror(int err);
+
+/*
+ * Detail of the last failed call on @vm, or "" if none failed yet.
+ * The string belongs to the VM and stays valid until the next call on @vm.
+ * microvm_last_error(NULL) returns "".
+ */
+MICROVM_API const char *microvm_last_error(const microvm *vm);
+
+/* ---------------------------------------------------------------- logging */
+
+#define MICROVM_LOG_ERROR 1
+#define MICROVM_LOG_WARN 2
+#define MICROVM_LOG_INFO 3
+#define MICROVM_LOG_DEBUG 4
+
+/*
+ * Log callback. @msg is a NUL-terminated line without a trailing newline,
+ * valid only during the call. It may be called from any library thread
+ * (vCPU threads included), so it must be thread-safe and must not call back
+ * into the library for the same VM.
+ */
+typedef void (*microvm_log_fn)(void *opaque, int level, const char *msg);
+
+/*
+ * Route messages of level <= @min_level to @fn. @fn == NULL disables logging
+ * (the default). @opaque is borrowed. Like every setter, only allowed while
+ * the VM is CONFIGURED (-EBUSY otherwise), so no message races a change.
+ * Returns 0, or -EINVAL if @vm is NULL or @min_level is out of range.
+ */
+MICROVM_API int microvm_set_log(microvm *vm, microvm_log_fn fn, void *opaque, int min_level);
+
+/* -------------------------------------------------------------- lifecycle */
+
+/* Limits checked by the setters (KVM's own limits are checked at start). */
+#define MICROVM_MAX_VCPUS 254
+#define MICROVM_MIN_MEMORY_MIB 2
+
+/*
+ * Create a VM object in the CONFIGURED state with 1 vCPU, 128 MiB of RAM, no
+ * kernel and no console. Nothing touches /dev/kvm until microvm_start().
+ * Returns 0 and stores the VM in *@out, -EINVAL if @out is NULL, -ENOMEM.
+ */
+MICROVM_API int microvm_create(microvm **out);
+
+/*
+ * Number of vCPUs, 1..MICROVM_MAX_VCPUS (and at most what KVM allows; that is
+ * checked by microvm_start()). -EINVAL on a bad count, -EBUSY if not
+ * CONFIGURED.
+ */
+MICROVM_API int microvm_set_vcpus(microvm *vm, uint32_t count);
+
+/*
+ * Guest RAM in MiB, MICROVM_MIN_MEMORY_MIB..host physical RAM. Memory is
+ * allocated lazily (a memfd), so only pages the guest touches cost host RAM.
+ * -EINVAL on a bad size, -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_memory(microvm *vm, uint64_t mib);
+
+/*
+ * Kernel image to boot and its command line. @path must name a readable
+ * regular file (checked now; the image itself is parsed by microvm_start()).
+ * Supported images: ELF64 x86_64 executables whose PT_LOAD segments lie at or
+ * above 1 MiB; they are entered in 64-bit mode with paging on (identity map
+ * of the low 4 GiB), interrupts off, CS=0x10, DS/ES/SS=0x18 and RSI pointing
+ * at a Linux "struct boot_params" (zero page) that carries the e820 memory
+ * map and the command line (the Linux x86 64-bit boot protocol).
+ * @cmdline may be NULL (empty); it is limited to MICROVM_MAX_CMDLINE - 1
+ * bytes. Both strings are copied.
+ * -EINVAL (NULL path, command line too long), -ENOENT/-EACCES/... (file not
+ * usable), -EBUSY if not CONFIGURED.
+ */
+#define MICROVM_MAX_CMDLINE 4096
+MICROVM_API int microvm_set_kernel(microvm *vm, const char *path, const char *cmdline);
+
+/*
+ * Initial ramdisk loaded next to the kernel; NULL removes it. @path is copied
+ * and checked like the kernel's.
+ */
+MICROVM_API int microvm_set_initrd(microvm *vm, const char *path);
+
+/*
+ * Console: bytes the guest writes to its serial port go to @out_fd; bytes
+ * read from @in_fd are offered to the guest. Either may be -1 (none). Both
+ * are borrowed: the caller keeps them open until the VM is destroyed. Writes
+ * to @out_fd are blocking writes of small chunks from vCPU threads, so use a
+ * fd that is drained (a pipe someone reads, a file, a terminal).
+ * -EINVAL (fd < -1 or not open), -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd);
+
+#define MICROVM_DEFAULT_KICK_SIGNAL_OFFSET 6
+/*
+ * Signal used to kick vCPU threads (see "vCPU kicking" above); must be in
+ * SIGRTMIN..SIGRTMAX. -EINVAL otherwise, -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo);
+
+/*
+ * Build the VM (open /dev/kvm, check capabilities, allocate RAM, load the
+ * kernel, create vCPUs) and start running it. Returns once the vCPU threads
+ * run; the guest runs in the background. On failure nothing of the VM is left
+ * running, the VM stays CONFIGURED and microvm_last_error() says why.
+ * -EBUSY if already started (running or paused), -EINVAL if stopped or no
+ * kernel is set; -ENOENT/-EACCES when /dev/kvm is missing/not accessible,
+ * -ENOEXEC for an image that is not a supported kernel, -ENOMEM, others.
+ */
+MICROVM_API int microvm_start(microvm *vm);
+
+/*
+ * Pause all vCPUs; returns when none of them runs guest code. Pausing a
+ * paused VM succeeds and does nothing. -EINVAL if the VM is not running
+ * (configured or stopped, including a guest that stopped while pausing).
+ */
+MICROVM_API int microvm_pause(microvm *vm);
+
+/* Resume a paused VM. -EINVAL if it is not paused. */
+MICROVM_API int microvm_resume(microvm *vm);
+
+/*
+ * Stop a running or paused VM: all vCPU threads end and the VM becomes
+ * STOPPED with exit reason MICROVM_EXIT_STOPPED (unless the guest had already
+ * stopped it for another reason, which is kept). Stopping a stopped VM
+ * succeeds. -EINVAL if the VM was never started.
+ */
+MICROVM_API int microvm_stop(microvm *vm);
+
+/* Why a VM stopped (microvm_exit.reason). */
+#define MICROVM_EXIT_NONE 0           /* not stopped yet */
+#define MICROVM_EXIT_RESET 1          /* the guest asked for a reset/reboot */
+#define MICROVM_EXIT_POWEROFF 2       /* the guest powered off */
+#define MICROVM_EXIT_CRASH 3          /* triple fault / guest-reported crash */
+#define MICROVM_EXIT_INTERNAL_ERROR 4 /* KVM or the VMM failed; see message */
+#define MICROVM_EXIT_STOPPED 5        /* microvm_stop() or microvm_destroy() */
+
+#define MICROVM_EXIT_MESSAGE_MAX 256
+
+typedef struct microvm_exit {
+	uint32_t size;   /* in: sizeof(microvm_exit) as the caller knows it */
+	uint32_t reason; /* MICROVM_EXIT_* */
+	int32_t error;   /* negative errno for INTERNAL_ERROR, else 0 */
+	uint32_t vcpu;   /* index of the vCPU that stopped the VM */
+	/* Human-readable detail, e.g. the KVM exit data and instruction bytes. */
+	char message[MICROVM_EXIT_MESSAGE_MAX];
+} microvm_exit;
+
+/* Fill @out->size with this before calling microvm_wait(). */
+#define MICROVM_EXIT_INIT { sizeof(microvm_exit), 0, 0, 0, { 0 } }
+
+/*
+ * Wait until the VM is STOPPED, at most @timeout_ms milliseconds (-1 = no
+ * limit, 0 = just poll). On success fills @out (if not NULL; out->size must
+ * be set, see MICROVM_EXIT_INIT) and returns 0. -ETIMEDOUT if still running,
+ * -EINVAL if the VM was never started or out->size is too small.
+ */
+MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
+
+/*
+ * A file descriptor that becomes readable whenever the VM changes state
+ * (started, paused, resumed, stopped), for poll/epoll users. Owned by the VM:
+ * do not close it; read 8 bytes from it to clear it (it is an eventfd).
+ * Returns the fd (>= 0) or -EINVAL.
+ */
+MICROVM_API int microvm_event_fd(const microvm *vm);
+
+/* States returned by microvm_state(). */
+#define MICROVM_STATE_CONFIGURED 0
+#define MICROVM_STATE_RUNNING 1
+#define MICROVM_STATE_PAUSED 2
+#define MICROVM_STATE_STOPPED 3
+
+/* Current state (MICROVM_STATE_*), or -EINVAL for NULL. */
+MICROVM_API int microvm_state(const microvm *vm);
+
+/*
+ * Destroy the VM in any state: stop it if needed, free everything. NULL is
+ * fine. It does not wait for the kernel's slow VM teardown: closing the KVM
+ * file descriptors is handed to a short-lived background thread.
+ */
+MICROVM_API void microvm_destroy(microvm *vm);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MICROVM_H */

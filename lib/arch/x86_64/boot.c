@@ -1,0 +1,178 @@
+#include "arch/x86_64/boot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86_64/elf.h"
+#include "arch/x86_64/layout.h"
+#include "memory.h"
+#include "microvm.h"
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* Map a whole file read-only. */
+static int map_file(const char *path, const uint8_t **data, size_t *size, char *err,
+		    size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		close(fd);
+		return fail(err, errlen, e, "%s: %s", path, strerror(-e));
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return fail(err, errlen, -EINVAL, "%s: not a regular file", path);
+	}
+	if (st.st_size == 0) {
+		close(fd);
+		return fail(err, errlen, -ENOEXEC, "%s: empty file", path);
+	}
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	int e = errno;
+	close(fd);
+	if (p == MAP_FAILED)
+		return fail(err, errlen, -e, "%s: mmap: %s", path, strerror(e));
+	*data = p;
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
+int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
+		     size_t errlen)
+{
+	const uint8_t *img;
+	size_t size;
+	int r = map_file(path, &img, &size, err, errlen);
+	if (r < 0)
+		return r;
+	struct elf_image ei;
+	char why[256];
+	r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
+	munmap((void *)img, size);
+	if (r < 0)
+		return fail(err, errlen, r, "kernel %s: %s", path, why);
+	bi->entry = ei.entry;
+	bi->kernel_end = ei.load_hi;
+	return 0;
+}
+
+int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
+		     size_t errlen)
+{
+	const uint8_t *img;
+	size_t size;
+	int r = map_file(path, &img, &size, err, errlen);
+	if (r < 0)
+		return r;
+	/* Highest page-aligned spot in low RAM (below 4 GiB, as the 32-bit
+	 * ramdisk fields require) above the kernel. */
+	uint64_t top = mem->low_size;
+	uint64_t addr = size <= top ? ((top - size) & ~0xfffULL) : 0;
+	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL)) {
+		munmap((void *)img, size);
+		return fail(err, errlen, -ENOMEM,
+			    "initrd %s (%zu bytes) does not fit in guest RAM above the kernel", path,
+			    size);
+	}
+	memcpy(gm_ptr(mem, addr, size), img, size);
+	munmap((void *)img, size);
+	bi->initrd_addr = addr;
+	bi->initrd_size = size;
+	return 0;
+}
+
+static void add_e820(uint8_t *bp, uint64_t addr, uint64_t size, uint32_t type)
+{
+	uint8_t n = bp[BP_E820_ENTRIES];
+	uint8_t *e = bp + BP_E820_TABLE + 20 * n;
+	put64(e, addr);
+	put64(e + 8, size);
+	put32(e + 16, type);
+	bp[BP_E820_ENTRIES] = n + 1;
+}
+
+int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
+		      char *err, size_t errlen)
+{
+	size_t cmdlen = cmdline ? strlen(cmdline) : 0;
+	if (cmdlen >= MICROVM_MAX_CMDLINE)
+		return fail(err, errlen, -E2BIG, "command line is %zu bytes (max %d)", cmdlen,
+			    MICROVM_MAX_CMDLINE - 1);
+	if (mem->low_size < HIGH_MEMORY_START + 0x100000)
+		return fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
+
+	/* GDT: null, null, code64 (0x10), data (0x18), TSS (0x20). */
+	uint64_t gdt[5] = {
+		0,
+		0,
+		0x00af9b000000ffffULL, /* 64-bit code, present, DPL0, exec/read */
+		0x00cf93000000ffffULL, /* 4 GiB flat data, read/write */
+		0x00008b0000000067ULL, /* 64-bit TSS (busy), base 0, limit 0x67 */
+	};
+	gm_write(mem, BOOT_GDT_ADDR, gdt, sizeof(gdt));
+	uint64_t zero_idt = 0;
+	gm_write(mem, BOOT_IDT_ADDR, &zero_idt, sizeof(zero_idt));
+
+	/* Identity map of [0, 4 GiB) with 2 MiB pages. */
+	uint8_t *pml4 = gm_ptr(mem, BOOT_PML4_ADDR, 4096);
+	uint8_t *pdpt = gm_ptr(mem, BOOT_PDPT_ADDR, 4096);
+	uint8_t *pd = gm_ptr(mem, BOOT_PD_ADDR, 4 * 4096);
+	memset(pml4, 0, 4096);
+	memset(pdpt, 0, 4096);
+	put64(pml4, BOOT_PDPT_ADDR | 0x3); /* present, writable */
+	for (uint64_t i = 0; i < 4; i++)
+		put64(pdpt + 8 * i, (BOOT_PD_ADDR + 4096 * i) | 0x3);
+	for (uint64_t i = 0; i < 4 * 512; i++)
+		put64(pd + 8 * i, (i << 21) | 0x83); /* present, writable, 2 MiB */
+
+	/* Command line. */
+	uint8_t *cl = gm_ptr(mem, BOOT_CMDLINE_ADDR, MICROVM_MAX_CMDLINE);
+	memset(cl, 0, MICROVM_MAX_CMDLINE);
+	if (cmdlen)
+		memcpy(cl, cmdline, cmdlen);
+
+	/* Zero page. */
+	uint8_t *bp = gm_ptr(mem, BOOT_PARAMS_ADDR, BP_SIZE);
+	memset(bp, 0, BP_SIZE);
+	put16(bp + BP_HDR_BOOT_FLAG, 0xaa55);
+	put32(bp + BP_HDR_HEADER, 0x53726448); /* "HdrS" */
+	put16(bp + BP_HDR_VERSION, 0x020f);
+	bp[BP_HDR_TYPE_OF_LOADER] = 0xff; /* undefined loader */
+	bp[BP_HDR_LOADFLAGS] = 0x01;      /* LOADED_HIGH */
+	put32(bp + BP_HDR_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
+	put32(bp + BP_HDR_CMDLINE_SIZE, MICROVM_MAX_CMDLINE - 1);
+	if (bi->initrd_size) {
+		put32(bp + BP_HDR_RAMDISK_IMAGE, (uint32_t)bi->initrd_addr);
+		put32(bp + BP_HDR_RAMDISK_SIZE, (uint32_t)bi->initrd_size);
+		put32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(bi->initrd_addr >> 32));
+		put32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(bi->initrd_size >> 32));
+	}
+
+	add_e820(bp, 0, EBDA_START, E820_RAM);
+	add_e820(bp, EBDA_START, HIGH_MEMORY_START - EBDA_START, E820_RESERVED);
+	add_e820(bp, HIGH_MEMORY_START, mem->low_size - HIGH_MEMORY_START, E820_RAM);
+	if (mem->size > mem->low_size)
+		add_e820(bp, MEM_HIGH_BASE, mem->size - mem->low_size, E820_RAM);
+	return 0;
+}

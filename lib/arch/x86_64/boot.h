@@ -1,0 +1,58 @@
+/* x86_64 direct boot: kernel load, boot_params (zero page), GDT, page
+ * tables, and the initial vCPU state of the Linux 64-bit boot protocol. */
+#ifndef MICROVM_X86_BOOT_H
+#define MICROVM_X86_BOOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct guest_mem;
+struct microvm;
+
+/* Offsets in struct boot_params (Linux Documentation/arch/x86/zero-page.rst
+ * and boot.rst). */
+#define BP_E820_ENTRIES 0x1e8
+#define BP_HDR_SETUP_SECTS 0x1f1
+#define BP_HDR_BOOT_FLAG 0x1fe
+#define BP_HDR_HEADER 0x202
+#define BP_HDR_VERSION 0x206
+#define BP_HDR_TYPE_OF_LOADER 0x210
+#define BP_HDR_LOADFLAGS 0x211
+#define BP_HDR_RAMDISK_IMAGE 0x218
+#define BP_HDR_RAMDISK_SIZE 0x21c
+#define BP_HDR_CMD_LINE_PTR 0x228
+#define BP_HDR_CMDLINE_SIZE 0x238
+#define BP_EXT_RAMDISK_IMAGE 0x0c0
+#define BP_EXT_RAMDISK_SIZE 0x0c4
+#define BP_EXT_CMD_LINE_PTR 0x0c8
+#define BP_E820_TABLE 0x2d0
+#define BP_E820_MAX 128
+#define BP_SIZE 4096
+
+#define E820_RAM 1
+#define E820_RESERVED 2
+
+struct boot_info {
+	uint64_t entry;
+	uint64_t kernel_end;  /* GPA just past the kernel */
+	uint64_t initrd_addr; /* 0 = none */
+	uint64_t initrd_size;
+};
+
+/*
+ * Write the zero page at BOOT_PARAMS_ADDR: e820 map for @mem, command line
+ * @cmdline (copied to BOOT_CMDLINE_ADDR), initrd. Also writes the GDT and
+ * identity page tables. Returns 0 or -EINVAL/-E2BIG with a message in @err.
+ */
+int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
+		      char *err, size_t errlen);
+
+/* Load a kernel file into guest memory. 0 or negative errno + message. */
+int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
+		     size_t errlen);
+
+/* Load an initrd file above the kernel, below @max_addr. */
+int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
+		     size_t errlen);
+
+#endif

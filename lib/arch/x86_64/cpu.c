@@ -1,0 +1,128 @@
+#include "arch/x86_64/cpu.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "arch/x86_64/layout.h"
+
+int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
+{
+	for (uint32_t n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c)
+			return -ENOMEM;
+		c->nent = n;
+		if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			*out = c;
+			return 0;
+		}
+		int e = errno;
+		free(c);
+		if (e != E2BIG)
+			return -e;
+	}
+	return -E2BIG;
+}
+
+#define CPUID_HYPERVISOR (1u << 31)
+
+static void fix_cpuid(struct kvm_cpuid2 *c, uint32_t index, uint32_t count)
+{
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		switch (e->function) {
+		case 1:
+			/* EBX[31:24] initial APIC ID, [23:16] logical CPUs per package. */
+			e->ebx = (e->ebx & 0x0000ffffu) | (index << 24) | ((count & 0xff) << 16);
+			e->ecx |= CPUID_HYPERVISOR;
+			if (count > 1)
+				e->edx |= 1u << 28; /* HTT: multiple logical CPUs */
+			break;
+		case 0xb:
+		case 0x1f:
+			/* x2APIC ID of this CPU in EDX, for every sub-leaf. */
+			e->edx = index;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
+		   uint64_t entry, const char **what)
+{
+	size_t sz = sizeof(*base) + base->nent * sizeof(base->entries[0]);
+	struct kvm_cpuid2 *c = malloc(sz);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, base, sz);
+	fix_cpuid(c, index, count);
+	int r = ioctl(fd, KVM_SET_CPUID2, c);
+	free(c);
+	if (r < 0) {
+		*what = "KVM_SET_CPUID2";
+		return -errno;
+	}
+
+	struct kvm_fpu fpu;
+	memset(&fpu, 0, sizeof(fpu));
+	fpu.fcw = 0x37f;
+	fpu.mxcsr = 0x1f80;
+	if (ioctl(fd, KVM_SET_FPU, &fpu) < 0) {
+		*what = "KVM_SET_FPU";
+		return -errno;
+	}
+
+	if (index != 0)
+		return 0; /* application processors wait for INIT/SIPI */
+
+	struct kvm_sregs s;
+	if (ioctl(fd, KVM_GET_SREGS, &s) < 0) {
+		*what = "KVM_GET_SREGS";
+		return -errno;
+	}
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = BOOT_CS, .type = 0xb,
+		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
+	};
+	struct kvm_segment data = {
+		.base = 0, .limit = 0xffffffff, .selector = BOOT_DS, .type = 0x3,
+		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+	struct kvm_segment tss = {
+		.base = 0, .limit = 0x67, .selector = BOOT_TSS, .type = 0xb,
+		.present = 1, .dpl = 0, .db = 0, .s = 0, .l = 0, .g = 0,
+	};
+	s.cs = code;
+	s.ds = s.es = s.fs = s.gs = s.ss = data;
+	s.tr = tss;
+	s.gdt.base = BOOT_GDT_ADDR;
+	s.gdt.limit = 5 * 8 - 1;
+	s.idt.base = BOOT_IDT_ADDR;
+	s.idt.limit = 0;
+	s.cr0 = 0x80000033ULL; /* PG | NE | ET | MP | PE */
+	s.cr3 = BOOT_PML4_ADDR;
+	s.cr4 = 0x20; /* PAE */
+	s.efer = 0x500; /* LME | LMA */
+	if (ioctl(fd, KVM_SET_SREGS, &s) < 0) {
+		*what = "KVM_SET_SREGS";
+		return -errno;
+	}
+
+	struct kvm_regs regs;
+	memset(&regs, 0, sizeof(regs));
+	regs.rflags = 0x2;
+	regs.rip = entry;
+	regs.rsp = BOOT_STACK_TOP;
+	regs.rbp = BOOT_STACK_TOP;
+	regs.rsi = BOOT_PARAMS_ADDR;
+	if (ioctl(fd, KVM_SET_REGS, &regs) < 0) {
+		*what = "KVM_SET_REGS";
+		return -errno;
+	}
+	return 0;
+}

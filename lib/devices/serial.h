@@ -1,0 +1,23 @@
+/* 8250/16550A UART at COM1 (0x3f8). Output goes to the console fd. */
+#ifndef MICROVM_SERIAL_H
+#define MICROVM_SERIAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define SERIAL_COM1_BASE 0x3f8
+#define SERIAL_NR_PORTS 8
+
+struct serial {
+	pthread_mutex_t lock; /* several vCPUs may touch the port */
+	int out_fd;           /* borrowed, -1 = discard */
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+};
+
+void serial_init(struct serial *s, int out_fd);
+void serial_destroy(struct serial *s);
+
+struct bus_ops;
+extern const struct bus_ops serial_ops;
+
+#endif

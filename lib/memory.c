@@ -1,0 +1,89 @@
+#include "memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int gm_init(struct guest_mem *m, uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (size == 0 || (size & 0xfff) || size > (1ULL << 46))
+		return -EINVAL;
+	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	madvise(p, size, MADV_DONTDUMP);
+	m->fd = fd;
+	m->host = p;
+	m->size = size;
+	m->low_size = size < MEM_LOW_LIMIT ? size : MEM_LOW_LIMIT;
+	return 0;
+}
+
+void gm_release(struct guest_mem *m)
+{
+	if (m->host)
+		munmap(m->host, m->size);
+	if (m->fd >= 0)
+		close(m->fd);
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+void *gm_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (!m->host)
+		return NULL;
+	/* Low region: [0, low_size). gpa < low_size and len <= low_size - gpa
+	 * cannot overflow. */
+	if (gpa < m->low_size) {
+		if (len > m->low_size - gpa)
+			return NULL;
+		return m->host + gpa;
+	}
+	uint64_t high_size = m->size - m->low_size;
+	if (gpa < MEM_HIGH_BASE || gpa - MEM_HIGH_BASE >= high_size)
+		return NULL;
+	uint64_t off = gpa - MEM_HIGH_BASE;
+	if (len > high_size - off)
+		return NULL;
+	return m->host + m->low_size + off;
+}
+
+bool gm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
+{
+	const void *p = gm_ptr(m, gpa, len);
+	if (!p)
+		return false;
+	memcpy(dst, p, len);
+	return true;
+}
+
+bool gm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = gm_ptr(m, gpa, len);
+	if (!p)
+		return false;
+	memcpy(p, src, len);
+	return true;
+}
+
+uint64_t gm_end(const struct guest_mem *m)
+{
+	if (m->size > m->low_size)
+		return MEM_HIGH_BASE + (m->size - m->low_size);
+	return m->low_size;
+}

@@ -1,0 +1,245 @@
+#include "vcpu.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+static __thread struct vcpu *current_vcpu;
+
+uint32_t vcpu_current_index(void)
+{
+	return current_vcpu ? current_vcpu->index : UINT32_MAX;
+}
+
+static void kick_handler(int signo)
+{
+	(void)signo; /* only here to make KVM_RUN return -EINTR */
+}
+
+void vcpu_install_kick_handler(int signo)
+{
+	struct sigaction old;
+	if (sigaction(signo, NULL, &old) < 0)
+		return;
+	if ((old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN))
+		return; /* the application's own handler; it just has to return */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(signo, &sa, NULL);
+}
+
+void vcpu_kick_all(struct microvm *vm)
+{
+	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		if (!v->thread_started)
+			continue;
+		/* immediate_exit covers a vCPU about to enter KVM_RUN; the signal
+		 * one that is already inside it. */
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (v != current_vcpu)
+			pthread_kill(v->thread, vm->kick_signal);
+	}
+}
+
+/* Handle pending requests before entering KVM_RUN. False = stop. */
+static bool vcpu_check_requests(struct vcpu *v)
+{
+	struct microvm *vm = v->vm;
+	for (;;) {
+		/* Clear immediate_exit *before* reading the requests: a kicker
+		 * sets the request first and immediate_exit second, so either we
+		 * see its request or KVM_RUN sees its immediate_exit. */
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		unsigned req = atomic_load(&vm->requests);
+		if (req == 0)
+			return true;
+		if (req & REQ_STOP)
+			return false;
+		pthread_mutex_lock(&vm->lock);
+		vm->vcpus_parked++;
+		pthread_cond_broadcast(&vm->cond);
+		while ((atomic_load(&vm->requests) & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		vm->vcpus_parked--;
+		pthread_mutex_unlock(&vm->lock);
+	}
+}
+
+/* Append the bytes of the instruction at the guest's RIP to @buf. */
+static void describe_rip(struct vcpu *v, char *buf, size_t len)
+{
+	struct kvm_regs regs;
+	size_t n = strlen(buf);
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
+		return;
+	n += (size_t)snprintf(buf + n, n < len ? len - n : 0, " rip=0x%llx",
+			      (unsigned long long)regs.rip);
+	struct kvm_translation tr = { .linear_address = regs.rip };
+	if (n >= len || ioctl(v->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+		return;
+	uint8_t insn[15];
+	size_t got = 0;
+	for (; got < sizeof(insn); got++)
+		if (!gm_read(&v->vm->mem, tr.physical_address + got, &insn[got], 1))
+			break;
+	if (got == 0)
+		return;
+	n += (size_t)snprintf(buf + n, len - n, " code:");
+	for (size_t i = 0; i < got && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, " %02x", insn[i]);
+}
+
+static void internal_error(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	char msg[MICROVM_EXIT_MESSAGE_MAX];
+	const char *kind = "";
+	switch (run->internal.suberror) {
+	case KVM_INTERNAL_ERROR_EMULATION: kind = " (emulation failure)"; break;
+	case KVM_INTERNAL_ERROR_SIMUL_EX: kind = " (exception during exception delivery)"; break;
+	case KVM_INTERNAL_ERROR_DELIVERY_EV: kind = " (event delivery failed)"; break;
+	default: break;
+	}
+	int n = snprintf(msg, sizeof(msg), "KVM internal error %u%s", run->internal.suberror, kind);
+	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+		uint8_t sz = run->emulation_failure.insn_size;
+		if (sz > sizeof(run->emulation_failure.insn_bytes))
+			sz = sizeof(run->emulation_failure.insn_bytes);
+		n += snprintf(msg + n, sizeof(msg) - (size_t)n, " insn:");
+		for (uint8_t i = 0; i < sz && (size_t)n < sizeof(msg); i++)
+			n += snprintf(msg + n, sizeof(msg) - (size_t)n, " %02x",
+				      run->emulation_failure.insn_bytes[i]);
+	} else {
+		uint32_t nd = run->internal.ndata;
+		if (nd > 16)
+			nd = 16;
+		for (uint32_t i = 0; i < nd && (size_t)n < sizeof(msg); i++)
+			n += snprintf(msg + n, sizeof(msg) - (size_t)n, " data[%u]=0x%llx", i,
+				      (unsigned long long)run->internal.data[i]);
+	}
+	describe_rip(v, msg, sizeof(msg));
+	vm_request_exit(v->vm, MICROVM_EXIT_INTERNAL_ERROR, -EIO, v->index, "%s", msg);
+}
+
+/* Dispatch one exit. False = this vCPU stops. */
+static bool vcpu_handle_exit(struct vcpu *v)
+{
+	struct microvm *vm = v->vm;
+	struct kvm_run *run = v->run;
+	char msg[MICROVM_EXIT_MESSAGE_MAX];
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO: {
+		uint8_t *data = (uint8_t *)run + run->io.data_offset;
+		uint32_t size = run->io.size;
+		bool out = run->io.direction == KVM_EXIT_IO_OUT;
+		/* data_offset/size/count come from KVM, not the guest, and stay
+		 * inside the run page; string I/O repeats count times. */
+		for (uint32_t i = 0; i < run->io.count; i++)
+			if (!bus_access(&vm->pio, run->io.port, data + i * size, size, out))
+				vm_debug(vm, "vcpu%u: unhandled port %s 0x%x size %u", v->index,
+					 out ? "write" : "read", run->io.port, size);
+		return true;
+	}
+	case KVM_EXIT_MMIO: {
+		uint32_t len = run->mmio.len;
+		if (len == 0 || len > sizeof(run->mmio.data))
+			len = sizeof(run->mmio.data);
+		if (!bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data, len,
+				run->mmio.is_write))
+			vm_debug(vm, "vcpu%u: unhandled MMIO %s 0x%llx len %u", v->index,
+				 run->mmio.is_write ? "write" : "read",
+				 (unsigned long long)run->mmio.phys_addr, len);
+		return true;
+	}
+	case KVM_EXIT_HLT:
+	case KVM_EXIT_INTR:
+		return true;
+	case KVM_EXIT_SHUTDOWN:
+		snprintf(msg, sizeof(msg), "guest triple fault (KVM_EXIT_SHUTDOWN)");
+		describe_rip(v, msg, sizeof(msg));
+		vm_request_exit(vm, MICROVM_EXIT_CRASH, 0, v->index, "%s", msg);
+		return false;
+	case KVM_EXIT_SYSTEM_EVENT:
+		switch (run->system_event.type) {
+		case KVM_SYSTEM_EVENT_SHUTDOWN:
+			vm_request_exit(vm, MICROVM_EXIT_POWEROFF, 0, v->index, "guest powered off");
+			break;
+		case KVM_SYSTEM_EVENT_RESET:
+			vm_request_exit(vm, MICROVM_EXIT_RESET, 0, v->index, "guest requested reset");
+			break;
+		case KVM_SYSTEM_EVENT_CRASH:
+			vm_request_exit(vm, MICROVM_EXIT_CRASH, 0, v->index, "guest reported a crash");
+			break;
+		default:
+			vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -EIO, v->index,
+					"unknown KVM system event %u", run->system_event.type);
+			break;
+		}
+		return false;
+	case KVM_EXIT_FAIL_ENTRY:
+		snprintf(msg, sizeof(msg), "KVM entry failed: hardware reason 0x%llx",
+			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		describe_rip(v, msg, sizeof(msg));
+		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -EIO, v->index, "%s", msg);
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR:
+		internal_error(v);
+		return false;
+	default:
+		snprintf(msg, sizeof(msg), "unhandled KVM exit reason %u", run->exit_reason);
+		describe_rip(v, msg, sizeof(msg));
+		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -ENOTSUP, v->index, "%s", msg);
+		return false;
+	}
+}
+
+void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct microvm *vm = v->vm;
+	current_vcpu = v;
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, vm->kick_signal);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+	while (vcpu_check_requests(v)) {
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -errno, v->index,
+					"KVM_RUN failed: %s", strerror(errno));
+			break;
+		}
+		if (!vcpu_handle_exit(v))
+			break;
+	}
+
+	pthread_mutex_lock(&vm->lock);
+	vm->vcpus_exited++;
+	bool last = vm->vcpus_exited == vm->vcpus_running;
+	if (last) {
+		if (!vm->exit_set) {
+			vm->exit_info.reason = MICROVM_EXIT_STOPPED;
+			snprintf(vm->exit_info.message, sizeof(vm->exit_info.message),
+				 "stopped by the host");
+			vm->exit_set = true;
+		}
+		vm->state = MICROVM_STATE_STOPPED;
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	if (last)
+		vm_notify(vm);
+	current_vcpu = NULL;
+	return NULL;
+}

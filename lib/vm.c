@@ -1,0 +1,796 @@
+/* VM life cycle: create, configure, build + start, pause/resume/stop, wait,
+ * destroy. */
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86_64/boot.h"
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/layout.h"
+#include "vcpu.h"
+
+#define VCPU_STACK_SIZE (512 * 1024)
+#define REAPER_STACK_SIZE (64 * 1024)
+
+MICROVM_API const char *microvm_version(void)
+{
+	return MICROVM_VERSION_STRING;
+}
+
+void vm_notify(struct microvm *vm)
+{
+	uint64_t one = 1;
+	ssize_t r = write(vm->event_fd, &one, sizeof(one));
+	(void)r; /* EAGAIN only if the counter is saturated: still readable */
+}
+
+void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vcpu,
+		     const char *fmt, ...)
+{
+	if (vcpu == UINT32_MAX)
+		vcpu = vcpu_current_index();
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->exit_set) {
+		vm->exit_set = true;
+		vm->exit_info.reason = reason;
+		vm->exit_info.error = error;
+		vm->exit_info.vcpu = vcpu == UINT32_MAX ? 0 : vcpu;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(vm->exit_info.message, sizeof(vm->exit_info.message), fmt, ap);
+		va_end(ap);
+		vm_info(vm, "VM exit: %s", vm->exit_info.message);
+	}
+	atomic_fetch_or(&vm->requests, REQ_STOP);
+	vcpu_kick_all(vm);
+	pthread_cond_broadcast(&vm->cond); /* wake parked vCPUs */
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static void devices_init(struct microvm *vm)
+{
+	serial_init(&vm->serial, -1);
+	vm->i8042.vm = vm;
+}
+
+MICROVM_API int microvm_create(microvm **out)
+{
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	struct microvm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	pthread_mutex_init(&vm->api_lock, NULL);
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	vm->nr_vcpus = 1;
+	vm->mem_mib = 128;
+	vm->console_in = -1;
+	vm->console_out = -1;
+	vm->kick_signal = SIGRTMIN + MICROVM_DEFAULT_KICK_SIGNAL_OFFSET;
+	vm->log_level = MICROVM_LOG_WARN;
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->mem.fd = -1;
+	vm->state = MICROVM_STATE_CONFIGURED;
+	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->event_fd < 0) {
+		int e = -errno;
+		pthread_mutex_destroy(&vm->api_lock);
+		pthread_mutex_destroy(&vm->lock);
+		pthread_cond_destroy(&vm->cond);
+		free(vm);
+		return e;
+	}
+	devices_init(vm);
+	int r = bus_register(&vm->pio, SERIAL_COM1_BASE, SERIAL_NR_PORTS, &serial_ops, &vm->serial,
+			     "serial");
+	if (r == 0)
+		r = bus_register(&vm->pio, I8042_DATA_PORT, I8042_CMD_PORT - I8042_DATA_PORT + 1,
+				 &i8042_ops, &vm->i8042, "i8042");
+	if (r < 0) {
+		microvm_destroy(vm);
+		return r;
+	}
+	*out = vm;
+	return 0;
+}
+
+/* ------------------------------------------------------------- configure */
+
+/* Lock the API and check the VM is CONFIGURED. Returns 0 with the lock held
+ * or an error without it. */
+int vm_lock_configured(struct microvm *vm, const char *what)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	if (vm->state != MICROVM_STATE_CONFIGURED) {
+		int r = vm_error(vm, -EBUSY, "%s: the VM has been started; configure it before "
+				 "microvm_start()", what);
+		pthread_mutex_unlock(&vm->api_lock);
+		return r;
+	}
+	return 0;
+}
+
+MICROVM_API int microvm_set_vcpus(microvm *vm, uint32_t count)
+{
+	int r = vm_lock_configured(vm, "set_vcpus");
+	if (r < 0)
+		return r;
+	if (count == 0 || count > MICROVM_MAX_VCPUS)
+		r = vm_error(vm, -EINVAL, "set_vcpus: %u vCPUs is out of range 1..%d", count,
+			     MICROVM_MAX_VCPUS);
+	else
+		vm->nr_vcpus = count;
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+static uint64_t host_ram_bytes(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+}
+
+MICROVM_API int microvm_set_memory(microvm *vm, uint64_t mib)
+{
+	int r = vm_lock_configured(vm, "set_memory");
+	if (r < 0)
+		return r;
+	uint64_t host_mib = host_ram_bytes() / MIB;
+	if (mib < MICROVM_MIN_MEMORY_MIB || mib > host_mib)
+		r = vm_error(vm, -EINVAL,
+			     "set_memory: %llu MiB is out of range %d..%llu (host RAM)",
+			     (unsigned long long)mib, MICROVM_MIN_MEMORY_MIB,
+			     (unsigned long long)host_mib);
+	else
+		vm->mem_mib = mib;
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+/* Check @path names a readable regular file. */
+static int check_file(struct microvm *vm, const char *what, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vm_error(vm, -errno, "%s: %s: %s", what, path, strerror(errno));
+	struct stat st;
+	int r = fstat(fd, &st);
+	int e = errno;
+	close(fd);
+	if (r < 0)
+		return vm_error(vm, -e, "%s: %s: %s", what, path, strerror(e));
+	if (!S_ISREG(st.st_mode))
+		return vm_error(vm, -EINVAL, "%s: %s: not a regular file", what, path);
+	return 0;
+}
+
+static int replace_string(char **slot, const char *value)
+{
+	char *copy = NULL;
+	if (value && !(copy = strdup(value)))
+		return -ENOMEM;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+MICROVM_API int microvm_set_kernel(microvm *vm, const char *path, const char *cmdline)
+{
+	int r = vm_lock_configured(vm, "set_kernel");
+	if (r < 0)
+		return r;
+	if (!path)
+		r = vm_error(vm, -EINVAL, "set_kernel: path is NULL");
+	else if (cmdline && strlen(cmdline) >= MICROVM_MAX_CMDLINE)
+		r = vm_error(vm, -EINVAL, "set_kernel: command line is %zu bytes (max %d)",
+			     strlen(cmdline), MICROVM_MAX_CMDLINE - 1);
+	else
+		r = check_file(vm, "kernel", path);
+	if (r == 0) {
+		char *old_path = vm->kernel_path, *old_cmd = vm->cmdline;
+		vm->kernel_path = vm->cmdline = NULL;
+		if (replace_string(&vm->kernel_path, path) < 0 ||
+		    replace_string(&vm->cmdline, cmdline ? cmdline : "") < 0) {
+			free(vm->kernel_path);
+			free(vm->cmdline);
+			vm->kernel_path = old_path;
+			vm->cmdline = old_cmd;
+			r = vm_error(vm, -ENOMEM, "set_kernel: out of memory");
+		} else {
+			free(old_path);
+			free(old_cmd);
+		}
+	}
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_set_initrd(microvm *vm, const char *path)
+{
+	int r = vm_lock_configured(vm, "set_initrd");
+	if (r < 0)
+		return r;
+	if (path)
+		r = check_file(vm, "initrd", path);
+	if (r == 0 && replace_string(&vm->initrd_path, path) < 0)
+		r = vm_error(vm, -ENOMEM, "set_initrd: out of memory");
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
+{
+	int r = vm_lock_configured(vm, "set_console");
+	if (r < 0)
+		return r;
+	if (in_fd < -1 || (in_fd >= 0 && fcntl(in_fd, F_GETFD) < 0))
+		r = vm_error(vm, -EINVAL, "set_console: input fd %d is not open", in_fd);
+	else if (out_fd < -1 || (out_fd >= 0 && fcntl(out_fd, F_GETFD) < 0))
+		r = vm_error(vm, -EINVAL, "set_console: output fd %d is not open", out_fd);
+	else {
+		vm->console_in = in_fd;
+		vm->console_out = out_fd;
+		vm->serial.out_fd = out_fd;
+	}
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo)
+{
+	int r = vm_lock_configured(vm, "set_kick_signal");
+	if (r < 0)
+		return r;
+	if (signo < SIGRTMIN || signo > SIGRTMAX)
+		r = vm_error(vm, -EINVAL, "set_kick_signal: %d is not in SIGRTMIN..SIGRTMAX (%d..%d)",
+			     signo, SIGRTMIN, SIGRTMAX);
+	else
+		vm->kick_signal = signo;
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+int microvm__add_mmio(struct microvm *vm, uint64_t base, uint64_t len,
+		      const struct bus_ops *ops, void *opaque, const char *name)
+{
+	int r = vm_lock_configured(vm, "add_mmio");
+	if (r < 0)
+		return r;
+	r = bus_register(&vm->mmio, base, len, ops, opaque, name);
+	if (r < 0)
+		vm_error(vm, r, "MMIO device %s at 0x%llx+0x%llx: cannot register", name,
+			 (unsigned long long)base, (unsigned long long)len);
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+/* ------------------------------------------------------------ build/start */
+
+struct reap {
+	int nfds;
+	int *fds;
+	struct kvm_run **runs;
+	int nruns;
+	size_t run_size;
+	struct guest_mem mem;
+};
+
+static void reap_now(struct reap *rp)
+{
+	for (int i = 0; i < rp->nruns; i++)
+		munmap(rp->runs[i], rp->run_size);
+	gm_release(&rp->mem);
+	for (int i = 0; i < rp->nfds; i++)
+		close(rp->fds[i]);
+	free(rp->runs);
+	free(rp->fds);
+	free(rp);
+}
+
+static void *reaper_thread(void *arg)
+{
+	reap_now(arg);
+	return NULL;
+}
+
+/*
+ * Release everything microvm_start() built. Closing a KVM VM fd blocks for
+ * the kernel's teardown (~16 ms), so when @async the work goes to a detached
+ * thread and this returns at once.
+ */
+static void teardown_runtime(struct microvm *vm, bool async)
+{
+	if (vm->vcpus_created == 0 && vm->vm_fd < 0 && vm->kvm_fd < 0 && !vm->mem.host) {
+		free(vm->vcpus);
+		vm->vcpus = NULL;
+		return;
+	}
+	struct reap *rp = calloc(1, sizeof(*rp));
+	if (rp) {
+		rp->fds = calloc(vm->vcpus_created + 2, sizeof(int));
+		rp->runs = calloc(vm->vcpus_created + 1, sizeof(*rp->runs));
+	}
+	if (!rp || !rp->fds || !rp->runs) {
+		/* No memory for the hand-off: do it here, synchronously. */
+		if (rp) {
+			free(rp->fds);
+			free(rp->runs);
+			free(rp);
+		}
+		for (uint32_t i = 0; i < vm->vcpus_created; i++) {
+			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
+			close(vm->vcpus[i].fd);
+		}
+		gm_release(&vm->mem);
+		if (vm->vm_fd >= 0)
+			close(vm->vm_fd);
+		if (vm->kvm_fd >= 0)
+			close(vm->kvm_fd);
+	} else {
+		rp->run_size = (size_t)vm->run_size;
+		for (uint32_t i = 0; i < vm->vcpus_created; i++) {
+			rp->runs[rp->nruns++] = vm->vcpus[i].run;
+			rp->fds[rp->nfds++] = vm->vcpus[i].fd;
+		}
+		if (vm->vm_fd >= 0)
+			rp->fds[rp->nfds++] = vm->vm_fd;
+		if (vm->kvm_fd >= 0)
+			rp->fds[rp->nfds++] = vm->kvm_fd;
+		rp->mem = vm->mem;
+		bool done = false;
+		if (async) {
+			pthread_attr_t attr;
+			pthread_t t;
+			sigset_t all, old;
+			pthread_attr_init(&attr);
+			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+			pthread_attr_setstacksize(&attr, REAPER_STACK_SIZE);
+			sigfillset(&all);
+			pthread_sigmask(SIG_SETMASK, &all, &old);
+			done = pthread_create(&t, &attr, reaper_thread, rp) == 0;
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			pthread_attr_destroy(&attr);
+		}
+		if (!done)
+			reap_now(rp);
+	}
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->vcpus_created = 0;
+	vm->vm_fd = vm->kvm_fd = -1;
+	memset(&vm->mem, 0, sizeof(vm->mem));
+	vm->mem.fd = -1;
+}
+
+static int kvm_open(struct microvm *vm)
+{
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return vm_error(vm, -ENOENT, "/dev/kvm does not exist: KVM is not available "
+					"on this host (load kvm_intel/kvm_amd or enable "
+					"virtualization)");
+		if (e == EACCES || e == EPERM)
+			return vm_error(vm, -e, "/dev/kvm: permission denied (add the user to "
+					"the kvm group)");
+		return vm_error(vm, -e, "/dev/kvm: %s", strerror(e));
+	}
+	int v = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (v != KVM_API_VERSION)
+		return vm_error(vm, -ENOTSUP, "/dev/kvm: API version %d, need %d", v,
+				KVM_API_VERSION);
+	static const struct { int cap; const char *name; } caps[] = {
+		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+		{ KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR" },
+		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
+		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+	};
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+			return vm_error(vm, -ENOTSUP, "/dev/kvm lacks %s", caps[i].name);
+	int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (max <= 0)
+		max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	if (max <= 0)
+		max = 4;
+	if (vm->nr_vcpus > (uint32_t)max)
+		return vm_error(vm, -EINVAL, "%u vCPUs requested, this host's KVM allows %d",
+				vm->nr_vcpus, max);
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size < (int)sizeof(struct kvm_run))
+		return vm_error(vm, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	return 0;
+}
+
+static int kvm_vm_create(struct microvm *vm)
+{
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+		return vm_error(vm, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return vm_error(vm, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+	struct kvm_pit_config pit = { .flags = 0 };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+	return 0;
+}
+
+static int memory_create(struct microvm *vm)
+{
+	int r = gm_init(&vm->mem, vm->mem_mib * MIB);
+	if (r < 0)
+		return vm_error(vm, r, "guest RAM (%llu MiB): %s",
+				(unsigned long long)vm->mem_mib, strerror(-r));
+	struct kvm_userspace_memory_region low = {
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = vm->mem.low_size,
+		.userspace_addr = (uintptr_t)vm->mem.host,
+	};
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &low) < 0)
+		return vm_error(vm, -errno, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+	if (vm->mem.size > vm->mem.low_size) {
+		struct kvm_userspace_memory_region high = {
+			.slot = 1,
+			.guest_phys_addr = MEM_HIGH_BASE,
+			.memory_size = vm->mem.size - vm->mem.low_size,
+			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.low_size),
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &high) < 0)
+			return vm_error(vm, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
+					strerror(errno));
+	}
+	return 0;
+}
+
+static int load_guest(struct microvm *vm, struct boot_info *bi)
+{
+	char err[512];
+	memset(bi, 0, sizeof(*bi));
+	int r = boot_load_kernel(&vm->mem, vm->kernel_path, bi, err, sizeof(err));
+	if (r == 0 && vm->initrd_path)
+		r = boot_load_initrd(&vm->mem, vm->initrd_path, bi, err, sizeof(err));
+	if (r == 0)
+		r = boot_setup_memory(&vm->mem, vm->cmdline, bi, err, sizeof(err));
+	if (r < 0)
+		return vm_error(vm, r, "%s", err);
+	return 0;
+}
+
+static int vcpus_create(struct microvm *vm, uint64_t entry)
+{
+	struct kvm_cpuid2 *cpuid = NULL;
+	int r = x86_supported_cpuid(vm->kvm_fd, &cpuid);
+	if (r < 0)
+		return vm_error(vm, r, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
+	vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		free(cpuid);
+		return vm_error(vm, -ENOMEM, "out of memory for vCPUs");
+	}
+	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		v->vm = vm;
+		v->index = i;
+		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		if (v->fd < 0) {
+			r = vm_error(vm, -errno, "KVM_CREATE_VCPU %u: %s", i, strerror(errno));
+			break;
+		}
+		v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			      v->fd, 0);
+		if (v->run == MAP_FAILED) {
+			r = vm_error(vm, -errno, "mmap of vCPU %u: %s", i, strerror(errno));
+			close(v->fd);
+			break;
+		}
+		vm->vcpus_created++;
+		const char *what = "";
+		r = x86_vcpu_setup(v->fd, i, vm->nr_vcpus, cpuid, entry, &what);
+		if (r < 0) {
+			r = vm_error(vm, r, "vCPU %u: %s: %s", i, what, strerror(-r));
+			break;
+		}
+	}
+	free(cpuid);
+	return r;
+}
+
+/* Wait until every started vCPU thread has left its loop, then join them. */
+static void stop_threads(struct microvm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	while (vm->vcpus_exited < vm->vcpus_running)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		if (v->thread_started) {
+			pthread_join(v->thread, NULL);
+			v->thread_started = false;
+		}
+	}
+}
+
+static int threads_start(struct microvm *vm)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int r = 0;
+	vcpu_install_kick_handler(vm->kick_signal);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VCPU_STACK_SIZE);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_mutex_lock(&vm->lock);
+	vm->state = MICROVM_STATE_RUNNING;
+	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		int e = pthread_create(&v->thread, &attr, vcpu_thread, v);
+		if (e) {
+			r = vm_error(vm, -e, "creating vCPU thread %u: %s", i, strerror(e));
+			break;
+		}
+		v->thread_started = true;
+		vm->vcpus_running++;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return r;
+}
+
+MICROVM_API int microvm_start(microvm *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	int r = 0;
+	if (vm->state == MICROVM_STATE_RUNNING || vm->state == MICROVM_STATE_PAUSED)
+		r = vm_error(vm, -EBUSY, "start: the VM is already started");
+	else if (vm->state == MICROVM_STATE_STOPPED)
+		r = vm_error(vm, -EINVAL, "start: the VM has stopped; create a new one");
+	else if (!vm->kernel_path)
+		r = vm_error(vm, -EINVAL, "start: no kernel set (microvm_set_kernel)");
+	if (r < 0) {
+		pthread_mutex_unlock(&vm->api_lock);
+		return r;
+	}
+
+	struct boot_info bi;
+	r = kvm_open(vm);
+	if (r == 0)
+		r = kvm_vm_create(vm);
+	if (r == 0)
+		r = memory_create(vm);
+	if (r == 0)
+		r = load_guest(vm, &bi);
+	if (r == 0)
+		r = vcpus_create(vm, bi.entry);
+	if (r == 0) {
+		close(vm->kvm_fd); /* not needed once the VM exists */
+		vm->kvm_fd = -1;
+		r = threads_start(vm);
+		if (r < 0) {
+			pthread_mutex_lock(&vm->lock);
+			atomic_fetch_or(&vm->requests, REQ_STOP);
+			vcpu_kick_all(vm);
+			pthread_mutex_unlock(&vm->lock);
+			stop_threads(vm);
+		}
+	}
+	if (r < 0) {
+		teardown_runtime(vm, false);
+		pthread_mutex_lock(&vm->lock);
+		vm->state = MICROVM_STATE_CONFIGURED;
+		vm->vcpus_running = vm->vcpus_exited = 0;
+		vm->exit_set = false;
+		memset(&vm->exit_info, 0, sizeof(vm->exit_info));
+		atomic_store(&vm->requests, 0);
+		pthread_mutex_unlock(&vm->lock);
+	} else {
+		vm_info(vm, "started: %u vCPU(s), %llu MiB, entry 0x%llx", vm->nr_vcpus,
+			(unsigned long long)vm->mem_mib, (unsigned long long)bi.entry);
+		vm_notify(vm);
+	}
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+/* ------------------------------------------------------- run-time control */
+
+MICROVM_API int microvm_pause(microvm *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	pthread_mutex_lock(&vm->lock);
+	int r = 0;
+	if (vm->state == MICROVM_STATE_PAUSED) {
+		r = 0;
+	} else if (vm->state != MICROVM_STATE_RUNNING) {
+		r = -EINVAL;
+	} else {
+		atomic_fetch_or(&vm->requests, REQ_PAUSE);
+		vcpu_kick_all(vm);
+		while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
+		       !(atomic_load(&vm->requests) & REQ_STOP))
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		if (atomic_load(&vm->requests) & REQ_STOP) {
+			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
+			pthread_cond_broadcast(&vm->cond);
+			r = -EINVAL;
+		} else {
+			vm->state = MICROVM_STATE_PAUSED;
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (r < 0)
+		vm_error(vm, r, "pause: the VM is not running");
+	else
+		vm_notify(vm);
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_resume(microvm *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	pthread_mutex_lock(&vm->lock);
+	int r = 0;
+	if (vm->state != MICROVM_STATE_PAUSED) {
+		r = -EINVAL;
+	} else {
+		atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
+		vm->state = MICROVM_STATE_RUNNING;
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (r < 0)
+		vm_error(vm, r, "resume: the VM is not paused");
+	else
+		vm_notify(vm);
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+/* Stop a started VM and join its threads. Called with api_lock held. */
+static void stop_locked(struct microvm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool running = vm->vcpus_exited < vm->vcpus_running;
+	pthread_mutex_unlock(&vm->lock);
+	if (running)
+		vm_request_exit(vm, MICROVM_EXIT_STOPPED, 0, 0, "stopped by the host");
+	stop_threads(vm);
+}
+
+MICROVM_API int microvm_stop(microvm *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	int r = 0;
+	if (vm->state == MICROVM_STATE_CONFIGURED)
+		r = vm_error(vm, -EINVAL, "stop: the VM was never started");
+	else
+		stop_locked(vm);
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
+{
+	if (!vm)
+		return -EINVAL;
+	if (out && out->size < offsetof(microvm_exit, message))
+		return -EINVAL;
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (timeout_ms > 0) {
+		deadline.tv_sec += timeout_ms / 1000;
+		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+	}
+	int r = 0;
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == MICROVM_STATE_CONFIGURED) {
+		r = -EINVAL;
+	} else {
+		while (vm->state != MICROVM_STATE_STOPPED) {
+			if (timeout_ms == 0) {
+				r = -ETIMEDOUT;
+				break;
+			}
+			if (timeout_ms < 0) {
+				pthread_cond_wait(&vm->cond, &vm->lock);
+			} else if (pthread_cond_timedwait(&vm->cond, &vm->lock, &deadline) ==
+				   ETIMEDOUT) {
+				if (vm->state != MICROVM_STATE_STOPPED)
+					r = -ETIMEDOUT;
+				break;
+			}
+		}
+	}
+	if (r == 0 && out) {
+		microvm_exit e = vm->exit_info;
+		e.size = out->size < sizeof(e) ? out->size : (uint32_t)sizeof(e);
+		memcpy(out, &e, e.size);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return r;
+}
+
+MICROVM_API int microvm_event_fd(const microvm *vm)
+{
+	return vm ? vm->event_fd : -EINVAL;
+}
+
+MICROVM_API int microvm_state(const microvm *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	struct microvm *m = (struct microvm *)vm;
+	pthread_mutex_lock(&m->lock);
+	int s = m->state;
+	pthread_mutex_unlock(&m->lock);
+	return s;
+}
+
+MICROVM_API void microvm_destroy(microvm *vm)
+{
+	if (!vm)
+		return;
+	pthread_mutex_lock(&vm->api_lock);
+	if (vm->state != MICROVM_STATE_CONFIGURED)
+		stop_locked(vm);
+	teardown_runtime(vm, true);
+	pthread_mutex_unlock(&vm->api_lock);
+
+	serial_destroy(&vm->serial);
+	bus_release(&vm->pio);
+	bus_release(&vm->mmio);
+	free(vm->kernel_path);
+	free(vm->cmdline);
+	free(vm->initrd_path);
+	close(vm->event_fd);
+	pthread_mutex_destroy(&vm->api_lock);
+	pthread_mutex_destroy(&vm->lock);
+	pthread_cond_destroy(&vm->cond);
+	free(vm);
+}

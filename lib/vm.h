@@ -1,0 +1,106 @@
+/* The VM object: all state of one VM lives here (no globals). */
+#ifndef MICROVM_VM_H
+#define MICROVM_VM_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "microvm.h"
+#include "bus.h"
+#include "memory.h"
+#include "devices/serial.h"
+#include "devices/i8042.h"
+
+struct kvm_run;
+
+struct vcpu {
+	struct microvm *vm;
+	uint32_t index;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+};
+
+/* Requests to vCPU threads (microvm.requests). */
+#define REQ_PAUSE 1u
+#define REQ_STOP 2u
+
+struct microvm {
+	/* Serialises public API calls on this VM (held for the whole call,
+	 * except microvm_wait which only uses @lock). */
+	pthread_mutex_t api_lock;
+	/* Protects the fields shared with vCPU threads below. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+
+	/* --- configuration (CONFIGURED state only) --- */
+	uint32_t nr_vcpus;
+	uint64_t mem_mib;
+	char *kernel_path;
+	char *cmdline;
+	char *initrd_path;
+	int console_in;  /* borrowed */
+	int console_out; /* borrowed */
+	int kick_signal;
+
+	/* --- diagnostics --- */
+	microvm_log_fn log_fn;
+	void *log_opaque;
+	int log_level;
+	char last_error[512];
+
+	/* --- runtime --- */
+	int state; /* MICROVM_STATE_*, under @lock */
+	int event_fd;
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	struct vcpu *vcpus;
+	uint32_t vcpus_created;
+	atomic_uint requests;    /* REQ_* */
+	uint32_t vcpus_parked;   /* under @lock */
+	uint32_t vcpus_exited;   /* under @lock */
+	uint32_t vcpus_running;  /* threads started, under @lock */
+	microvm_exit exit_info;  /* under @lock */
+	bool exit_set;           /* under @lock */
+
+	struct serial serial;
+	struct i8042 i8042;
+};
+
+/* error.c: record "detail" for microvm_last_error() and return @err. */
+int vm_error(struct microvm *vm, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* log.c */
+void vm_log(const struct microvm *vm, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+#define vm_debug(vm, ...) vm_log(vm, MICROVM_LOG_DEBUG, __VA_ARGS__)
+#define vm_info(vm, ...) vm_log(vm, MICROVM_LOG_INFO, __VA_ARGS__)
+#define vm_warn(vm, ...) vm_log(vm, MICROVM_LOG_WARN, __VA_ARGS__)
+
+/* vm.c: called from any thread (vCPU threads, devices) to end the VM with
+ * @reason. The first reason recorded wins. */
+void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vcpu,
+		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* vm.c: lock the API and check the VM is CONFIGURED. 0 with vm->api_lock
+ * held, or a negative errno (message recorded) without it. */
+int vm_lock_configured(struct microvm *vm, const char *what);
+
+/* vm.c: tell poll/epoll users that the state changed. */
+void vm_notify(struct microvm *vm);
+
+/* Internal, for the library's own tests: register an MMIO device on a
+ * CONFIGURED VM. Not exported from the shared library. */
+int microvm__add_mmio(struct microvm *vm, uint64_t base, uint64_t len,
+		      const struct bus_ops *ops, void *opaque, const char *name);
+
+#endif
