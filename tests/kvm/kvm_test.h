@@ -1,0 +1,113 @@
+/* Helpers for the tiny-guest tests: they need a usable /dev/kvm. */
+#ifndef KVM_TEST_H
+#define KVM_TEST_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <microvm.h>
+
+static inline const char *payload(const char *name)
+{
+	static __thread char path[512];
+	snprintf(path, sizeof(path), "%s/%s.elf", TINY_DIR, name);
+	return path;
+}
+
+/* A memfd that collects console output. */
+static inline int console_fd(void)
+{
+	int fd = memfd_create("console", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+/* Console output so far (static buffer, NUL-terminated). */
+static inline const char *console_text(int fd)
+{
+	static __thread char buf[65536];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
+static inline double now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Wait (up to @timeout_ms) until the console contains @needle. */
+static inline int console_wait_for(int fd, const char *needle, int timeout_ms)
+{
+	double end = now_ms() + timeout_ms;
+	while (!strstr(console_text(fd), needle)) {
+		if (now_ms() > end)
+			return -1;
+		usleep(2000);
+	}
+	return 0;
+}
+
+/* Create a VM for a tiny payload; asserts on failure. */
+static inline microvm *tiny_vm(const char *name, const char *cmdline, uint32_t vcpus, int out_fd)
+{
+	microvm *vm = NULL;
+	assert_int_equal(microvm_create(&vm), 0);
+	assert_int_equal(microvm_set_vcpus(vm, vcpus), 0);
+	assert_int_equal(microvm_set_memory(vm, 16), 0);
+	assert_int_equal(microvm_set_kernel(vm, payload(name), cmdline), 0);
+	assert_int_equal(microvm_set_console(vm, -1, out_fd), 0);
+	return vm;
+}
+
+static inline void start_ok(microvm *vm)
+{
+	int r = microvm_start(vm);
+	if (r != 0)
+		fail_msg("microvm_start: %d %s", r, microvm_last_error(vm));
+}
+
+/* Long enough for the slowest (emulated) /dev/kvm; never a pass/fail time. */
+#define GUEST_TIMEOUT_MS 60000
+
+/* Fail (under CI) or skip when there is no usable /dev/kvm. */
+static inline int require_kvm(void **state)
+{
+	(void)state;
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (getenv("CI")) {
+		fprintf(stderr, "FATAL: /dev/kvm is not usable (%s) and CI is set\n",
+			strerror(errno));
+		return -1; /* group setup failure fails every test */
+	}
+	fprintf(stderr, "SKIP: /dev/kvm is not usable: %s\n", strerror(errno));
+	return 0;
+}
+
+#define SKIP_WITHOUT_KVM()                                   \
+	do {                                                 \
+		if (access("/dev/kvm", R_OK | W_OK) != 0) {  \
+			skip();                              \
+		}                                            \
+	} while (0)
+
+#endif

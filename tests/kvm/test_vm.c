@@ -1,0 +1,317 @@
+/* Tiny-guest tests of the VM life cycle through the public API. */
+#include "kvm_test.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+
+#include "vm.h" /* microvm__add_mmio, for the test MMIO device */
+
+static void test_hello_output_and_reset(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("hello", NULL, 1, out);
+	start_ok(vm);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_RESET);
+	assert_int_equal(ex.error, 0);
+	assert_non_null(strstr(ex.message, "reset"));
+	assert_string_equal(console_text(out), "Hello from the microvm tiny guest!\n");
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_STOPPED);
+	/* A stopped VM stays stopped: start again is refused, stop is fine. */
+	assert_int_equal(microvm_start(vm), -EINVAL);
+	assert_int_equal(microvm_stop(vm), 0);
+	assert_int_equal(microvm_pause(vm), -EINVAL);
+	assert_int_equal(microvm_resume(vm), -EINVAL);
+	microvm_destroy(vm);
+	close(out);
+}
+
+static void test_triple_fault_is_crash(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("triple", NULL, 1, out);
+	start_ok(vm);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_CRASH);
+	assert_non_null(strstr(ex.message, "triple fault"));
+	assert_non_null(strstr(ex.message, "0f 0b")); /* the ud2 that faulted */
+	assert_string_equal(console_text(out), "triple: faulting\n");
+	microvm_destroy(vm);
+	close(out);
+}
+
+/* Test MMIO device: see guest/tiny/mmio.c. */
+struct testdev {
+	uint32_t r32;
+	uint64_t r64;
+	int writes;
+};
+
+static void testdev_read(void *opaque, uint64_t off, void *data, uint32_t len)
+{
+	struct testdev *d = opaque;
+	if (off == 0 && len == 4) {
+		uint32_t v = d->r32 ^ 0xa5a5a5a5u;
+		memcpy(data, &v, 4);
+	} else if (off == 8 && len == 8) {
+		uint64_t v = ~d->r64;
+		memcpy(data, &v, 8);
+	} else {
+		memset(data, 0, len);
+	}
+}
+
+static void testdev_write(void *opaque, uint64_t off, const void *data, uint32_t len)
+{
+	struct testdev *d = opaque;
+	d->writes++;
+	if (off == 0 && len == 4)
+		memcpy(&d->r32, data, 4);
+	else if (off == 8 && len == 8)
+		memcpy(&d->r64, data, 8);
+}
+
+static const struct bus_ops testdev_ops = { testdev_read, testdev_write };
+
+static void test_mmio_device(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	struct testdev dev = { 0 };
+	microvm *vm = tiny_vm("mmio", NULL, 1, out);
+	assert_int_equal(microvm__add_mmio(vm, 0xd0000000ULL, 0x1000, &testdev_ops, &dev, "test"),
+			 0);
+	/* Overlapping registration is refused. */
+	assert_int_equal(microvm__add_mmio(vm, 0xd0000800ULL, 0x1000, &testdev_ops, &dev, "x"),
+			 -EEXIST);
+	start_ok(vm);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_RESET);
+	assert_string_equal(console_text(out), "mmio: ok\n");
+	assert_int_equal(dev.r32, 0x12345678u);
+	assert_true(dev.r64 == 0x0123456789abcdefULL);
+	assert_int_equal(dev.writes, 2);
+	microvm_destroy(vm);
+	close(out);
+}
+
+static void test_smp(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	for (uint32_t n = 2; n <= 4; n += 2) {
+		char cmd[32];
+		snprintf(cmd, sizeof(cmd), "ncpus=%u", n);
+		int out = console_fd();
+		microvm *vm = tiny_vm("smp", cmd, n, out);
+		start_ok(vm);
+		microvm_exit ex = MICROVM_EXIT_INIT;
+		assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+		assert_int_equal(ex.reason, MICROVM_EXIT_RESET);
+		char want[64];
+		snprintf(want, sizeof(want), "smp: cpus up: %u\n", n);
+		assert_string_equal(console_text(out), want);
+		microvm_destroy(vm);
+		close(out);
+	}
+}
+
+static void test_halted_vm_stop_and_wait_timeout(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("busy", "loops=1000", 1, out);
+	start_ok(vm);
+	assert_int_equal(console_wait_for(out, "busy: done, halting\n", GUEST_TIMEOUT_MS), 0);
+	/* The guest halts with interrupts off: it never stops by itself. */
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, 0, &ex), -ETIMEDOUT);
+	assert_int_equal(microvm_wait(vm, 50, &ex), -ETIMEDOUT);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
+	/* Setters are refused while running. */
+	assert_int_equal(microvm_set_vcpus(vm, 2), -EBUSY);
+	assert_int_equal(microvm_set_memory(vm, 32), -EBUSY);
+	assert_int_equal(microvm_set_kernel(vm, payload("hello"), NULL), -EBUSY);
+	assert_int_equal(microvm_set_console(vm, -1, -1), -EBUSY);
+	assert_int_equal(microvm_start(vm), -EBUSY);
+	assert_int_equal(microvm_resume(vm), -EINVAL);
+	/* Pause and stop must kick the vCPU out of its halt. */
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED);
+	assert_int_equal(microvm_stop(vm), 0);
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_STOPPED);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_STOPPED);
+	microvm_destroy(vm);
+	close(out);
+}
+
+static size_t count_ticks(const char *s)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, "tick ")); p++)
+		n++;
+	return n;
+}
+
+static void test_pause_resume(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("spin", "every=2000", 1, out);
+	start_ok(vm);
+	for (int round = 0; round < 3; round++) {
+		char want[32];
+		size_t before = count_ticks(console_text(out));
+		snprintf(want, sizeof(want), "tick %zu\n", before + 2);
+		assert_int_equal(console_wait_for(out, want, GUEST_TIMEOUT_MS), 0);
+		assert_int_equal(microvm_pause(vm), 0);
+		assert_int_equal(microvm_pause(vm), 0); /* idempotent */
+		assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED);
+		/* While paused nothing runs, so the output does not change. */
+		size_t len = strlen(console_text(out));
+		usleep(100 * 1000);
+		assert_int_equal(strlen(console_text(out)), len);
+		assert_int_equal(microvm_resume(vm), 0);
+		assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
+	}
+	assert_int_equal(microvm_stop(vm), 0);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, 0, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_STOPPED);
+	microvm_destroy(vm);
+	close(out);
+}
+
+static void test_event_fd(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	microvm *vm = tiny_vm("hello", NULL, 1, -1);
+	int efd = microvm_event_fd(vm);
+	assert_true(efd >= 0);
+	start_ok(vm);
+	/* Readable at least once; the VM ends soon after. */
+	for (;;) {
+		struct pollfd p = { .fd = efd, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, GUEST_TIMEOUT_MS), 1);
+		uint64_t v;
+		assert_int_equal(read(efd, &v, sizeof(v)), (ssize_t)sizeof(v));
+		assert_true(v >= 1);
+		if (microvm_state(vm) == MICROVM_STATE_STOPPED)
+			break;
+	}
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, 0, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_RESET);
+	microvm_destroy(vm);
+}
+
+/* Destroy at arbitrary moments: configured, just started, running, paused,
+ * halted, stopped. */
+static void test_destroy_any_moment(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	microvm_destroy(NULL);
+	microvm *vm = tiny_vm("spin", NULL, 1, -1);
+	microvm_destroy(vm); /* never started */
+	for (int i = 0; i < 20; i++) {
+		vm = tiny_vm(i % 2 ? "spin" : "smp", "every=500", 2, -1);
+		start_ok(vm);
+		usleep((useconds_t)(i * 500));
+		if (i % 3 == 0)
+			assert_int_equal(microvm_pause(vm) == 0 ||
+						 microvm_state(vm) == MICROVM_STATE_STOPPED,
+					 1);
+		microvm_destroy(vm);
+	}
+}
+
+/* Wait from another thread while the main thread stops the VM. */
+struct waiter {
+	microvm *vm;
+	int rc;
+	microvm_exit ex;
+};
+
+static void *wait_thread(void *arg)
+{
+	struct waiter *w = arg;
+	w->ex.size = sizeof(w->ex);
+	w->rc = microvm_wait(w->vm, -1, &w->ex);
+	return NULL;
+}
+
+static void test_wait_in_other_thread(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	struct waiter w = { .vm = tiny_vm("spin", NULL, 2, out) };
+	start_ok(w.vm);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	assert_int_equal(console_wait_for(out, "tick 1\n", GUEST_TIMEOUT_MS), 0);
+	assert_int_equal(microvm_stop(w.vm), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.ex.reason, MICROVM_EXIT_STOPPED);
+	microvm_destroy(w.vm);
+	close(out);
+}
+
+static void test_many_vms_alive(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	enum { N = 100 };
+	microvm *vms[N];
+	int out[N];
+	for (int i = 0; i < N; i++) {
+		out[i] = console_fd();
+		vms[i] = tiny_vm("busy", "loops=100", 1, out[i]);
+		start_ok(vms[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(console_wait_for(out[i], "busy: done, halting\n", GUEST_TIMEOUT_MS),
+				 0);
+		assert_int_equal(microvm_state(vms[i]), MICROVM_STATE_RUNNING);
+	}
+	/* Stopping one leaves the others running. */
+	assert_int_equal(microvm_stop(vms[0]), 0);
+	for (int i = 1; i < N; i++)
+		assert_int_equal(microvm_state(vms[i]), MICROVM_STATE_RUNNING);
+	for (int i = 0; i < N; i++) {
+		microvm_destroy(vms[i]);
+		close(out[i]);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello_output_and_reset),
+		cmocka_unit_test(test_triple_fault_is_crash),
+		cmocka_unit_test(test_mmio_device),
+		cmocka_unit_test(test_smp),
+		cmocka_unit_test(test_halted_vm_stop_and_wait_timeout),
+		cmocka_unit_test(test_pause_resume),
+		cmocka_unit_test(test_event_fd),
+		cmocka_unit_test(test_destroy_any_moment),
+		cmocka_unit_test(test_wait_in_other_thread),
+		cmocka_unit_test(test_many_vms_alive),
+	};
+	return cmocka_run_group_tests_name("kvm_vm", tests, require_kvm, NULL);
+}
