@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite:
+#   1. release build: unit tests, tiny-guest KVM tests, install check (ctest)
+#   2. ASan+UBSan build: the same unit and KVM tests
+#   3. valgrind (memcheck) over the unit tests and the KVM lifecycle tests
+# With CI=true a missing /dev/kvm fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -c /dev/kvm ] || ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
+	if [ -n "${CI:-}" ]; then
+		echo "test: FATAL: /dev/kvm is missing or not accessible; the KVM tests cannot run" >&2
+		exit 1
+	fi
+	echo "test: WARNING: /dev/kvm is missing or not accessible; KVM tests will be skipped" >&2
+fi
+
+./scripts/setup.sh
+jobs=$(nproc)
+
+echo "== tests (release build)"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== tests (ASan + UBSan build)"
+BUILD_DIR=build-asan CMAKE_ARGS="-DMICROVM_SANITIZE=ON" ./scripts/setup.sh >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
+
+echo "== valgrind"
+vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
+    --errors-for-leak-kinds=definite,indirect)
+for t in build/tests/unit/test_*; do
+	[ -x "$t" ] || continue
+	echo "valgrind $t"
+	"${vg[@]}" "$t" >/dev/null
+done
+echo "valgrind build/tests/kvm/test_vm"
+"${vg[@]}" build/tests/kvm/test_vm >/dev/null
+echo "test: all passed"
