@@ -63,7 +63,7 @@ void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vc
 
 static void devices_init(struct microvm *vm)
 {
-	serial_init(&vm->serial, -1);
+	serial_init(&vm->serial, vm, -1);
 	vm->i8042.vm = vm;
 }
 
@@ -526,12 +526,32 @@ static int vcpus_create(struct microvm *vm, uint64_t entry)
 	return r;
 }
 
+/*
+ * Wait on vm->cond (vm->lock held) for a vCPU to change state. A kick can be
+ * lost when its signal lands while the vCPU thread is outside KVM_RUN and
+ * then blocks elsewhere (e.g. writing to a full console pipe), so kick again
+ * every KICK_RETRY_MS until the vCPUs respond.
+ */
+#define KICK_RETRY_MS 20
+static void wait_or_rekick(struct microvm *vm)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += KICK_RETRY_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT)
+		vcpu_kick_all(vm);
+}
+
 /* Wait until every started vCPU thread has left its loop, then join them. */
 static void stop_threads(struct microvm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	while (vm->vcpus_exited < vm->vcpus_running)
-		pthread_cond_wait(&vm->cond, &vm->lock);
+		wait_or_rekick(vm);
 	pthread_mutex_unlock(&vm->lock);
 	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
 		struct vcpu *v = &vm->vcpus[i];
@@ -645,7 +665,7 @@ MICROVM_API int microvm_pause(microvm *vm)
 		vcpu_kick_all(vm);
 		while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
 		       !(atomic_load(&vm->requests) & REQ_STOP))
-			pthread_cond_wait(&vm->cond, &vm->lock);
+			wait_or_rekick(vm);
 		if (atomic_load(&vm->requests) & REQ_STOP) {
 			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
 			pthread_cond_broadcast(&vm->cond);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "vm.h"
 
 enum {
 	REG_DATA = 0, /* THR/RBR, DLL when DLAB */
@@ -33,9 +34,10 @@ enum {
 #define MSR_DSR 0x20
 #define MSR_CTS 0x10
 
-void serial_init(struct serial *s, int out_fd)
+void serial_init(struct serial *s, struct microvm *vm, int out_fd)
 {
 	memset(s, 0, sizeof(*s));
+	s->vm = vm;
 	pthread_mutex_init(&s->lock, NULL);
 	s->out_fd = out_fd;
 	s->mcr = 0x08; /* OUT2 */
@@ -55,6 +57,10 @@ static void emit(struct serial *s, uint8_t byte)
 		ssize_t n = write(s->out_fd, &byte, 1);
 		if (n == 1 || (n < 0 && errno != EINTR))
 			return; /* a broken console must not stop the guest */
+		/* Interrupted by a kick: give up if the VM is stopping, so a
+		 * console nobody drains cannot keep a vCPU from stopping. */
+		if (atomic_load(&s->vm->requests) & REQ_STOP)
+			return;
 	}
 }
 

@@ -8,13 +8,16 @@
 #define SERIAL_COM1_BASE 0x3f8
 #define SERIAL_NR_PORTS 8
 
+struct microvm;
+
 struct serial {
+	struct microvm *vm;
 	pthread_mutex_t lock; /* several vCPUs may touch the port */
 	int out_fd;           /* borrowed, -1 = discard */
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 };
 
-void serial_init(struct serial *s, int out_fd);
+void serial_init(struct serial *s, struct microvm *vm, int out_fd);
 void serial_destroy(struct serial *s);
 
 struct bus_ops;

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 
 #include "vm.h" /* microvm__add_mmio, for the test MMIO device */
 
@@ -272,6 +273,34 @@ static void test_wait_in_other_thread(void **state)
 	close(out);
 }
 
+/* A console nobody reads: the guest fills the pipe and its vCPU blocks in
+ * write(); stop and destroy must still finish. */
+static void test_stop_with_full_console(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	microvm *vm = tiny_vm("spin", "every=1", 1, p[1]);
+	start_ok(vm);
+	/* Wait until the pipe is full (writes from the guest block). */
+	int avail = 0;
+	for (int i = 0; i < GUEST_TIMEOUT_MS / 10; i++) {
+		assert_int_equal(ioctl(p[0], FIONREAD, &avail), 0);
+		if (avail >= 65536)
+			break;
+		usleep(10000);
+	}
+	assert_true(avail >= 65536);
+	assert_int_equal(microvm_stop(vm), 0);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, 0, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_STOPPED);
+	microvm_destroy(vm);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_many_vms_alive(void **state)
 {
 	(void)state;
@@ -311,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_event_fd),
 		cmocka_unit_test(test_destroy_any_moment),
 		cmocka_unit_test(test_wait_in_other_thread),
+		cmocka_unit_test(test_stop_with_full_console),
 		cmocka_unit_test(test_many_vms_alive),
 	};
 	return cmocka_run_group_tests_name("kvm_vm", tests, require_kvm, NULL);
