@@ -427,24 +427,6 @@ static int kvm_open(struct microvm *vm)
 	return 0;
 }
 
-static int kvm_vm_create(struct microvm *vm)
-{
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_VM: %s", strerror(errno));
-	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
-		return vm_error(vm, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
-	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
-	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
-		return vm_error(vm, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-	struct kvm_pit_config pit = { .flags = 0 };
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
-	return 0;
-}
-
 static int memory_create(struct microvm *vm)
 {
 	int r = gm_init(&vm->mem, vm->mem_mib * MIB);
@@ -470,6 +452,29 @@ static int memory_create(struct microvm *vm)
 			return vm_error(vm, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
 					strerror(errno));
 	}
+	return 0;
+}
+
+static int kvm_vm_create(struct microvm *vm)
+{
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+	/* RAM first: a memslot change after KVM_CREATE_IRQCHIP waits for an
+	 * SRCU grace period (measured ~4-8 ms per VM); before it, ~0.03 ms. */
+	int r = memory_create(vm);
+	if (r < 0)
+		return r;
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+		return vm_error(vm, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return vm_error(vm, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+	struct kvm_pit_config pit = { .flags = 0 };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return vm_error(vm, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	return 0;
 }
 
@@ -611,8 +616,6 @@ MICROVM_API int microvm_start(microvm *vm)
 	r = kvm_open(vm);
 	if (r == 0)
 		r = kvm_vm_create(vm);
-	if (r == 0)
-		r = memory_create(vm);
 	if (r == 0)
 		r = load_guest(vm, &bi);
 	if (r == 0)
