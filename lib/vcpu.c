@@ -71,8 +71,8 @@ static bool vcpu_check_requests(struct vcpu *v)
 	}
 }
 
-/* Append the bytes of the instruction at the guest's RIP to @buf. */
-static void describe_rip(struct vcpu *v, char *buf, size_t len)
+/* Append the guest's RIP and, if @code, the instruction bytes there. */
+static void describe_rip(struct vcpu *v, char *buf, size_t len, bool code)
 {
 	struct kvm_regs regs;
 	size_t n = strlen(buf);
@@ -81,7 +81,7 @@ static void describe_rip(struct vcpu *v, char *buf, size_t len)
 	n += (size_t)snprintf(buf + n, n < len ? len - n : 0, " rip=0x%llx",
 			      (unsigned long long)regs.rip);
 	struct kvm_translation tr = { .linear_address = regs.rip };
-	if (n >= len || ioctl(v->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+	if (!code || n >= len || ioctl(v->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
 		return;
 	uint8_t insn[15];
 	size_t got = 0;
@@ -107,8 +107,10 @@ static void internal_error(struct vcpu *v)
 	default: break;
 	}
 	int n = snprintf(msg, sizeof(msg), "KVM internal error %u%s", run->internal.suberror, kind);
-	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
-	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+	bool have_insn = run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+			 (run->emulation_failure.flags &
+			  KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES);
+	if (have_insn) {
 		uint8_t sz = run->emulation_failure.insn_size;
 		if (sz > sizeof(run->emulation_failure.insn_bytes))
 			sz = sizeof(run->emulation_failure.insn_bytes);
@@ -124,7 +126,7 @@ static void internal_error(struct vcpu *v)
 			n += snprintf(msg + n, sizeof(msg) - (size_t)n, " data[%u]=0x%llx", i,
 				      (unsigned long long)run->internal.data[i]);
 	}
-	describe_rip(v, msg, sizeof(msg));
+	describe_rip(v, msg, sizeof(msg), !have_insn);
 	vm_request_exit(v->vm, MICROVM_EXIT_INTERNAL_ERROR, -EIO, v->index, "%s", msg);
 }
 
@@ -164,7 +166,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		return true;
 	case KVM_EXIT_SHUTDOWN:
 		snprintf(msg, sizeof(msg), "guest triple fault (KVM_EXIT_SHUTDOWN)");
-		describe_rip(v, msg, sizeof(msg));
+		describe_rip(v, msg, sizeof(msg), true);
 		vm_request_exit(vm, MICROVM_EXIT_CRASH, 0, v->index, "%s", msg);
 		return false;
 	case KVM_EXIT_SYSTEM_EVENT:
@@ -187,7 +189,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	case KVM_EXIT_FAIL_ENTRY:
 		snprintf(msg, sizeof(msg), "KVM entry failed: hardware reason 0x%llx",
 			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-		describe_rip(v, msg, sizeof(msg));
+		describe_rip(v, msg, sizeof(msg), true);
 		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -EIO, v->index, "%s", msg);
 		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
@@ -195,7 +197,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		return false;
 	default:
 		snprintf(msg, sizeof(msg), "unhandled KVM exit reason %u", run->exit_reason);
-		describe_rip(v, msg, sizeof(msg));
+		describe_rip(v, msg, sizeof(msg), true);
 		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, -ENOTSUP, v->index, "%s", msg);
 		return false;
 	}

@@ -670,8 +670,12 @@ MICROVM_API int microvm_pause(microvm *vm)
 		       !(atomic_load(&vm->requests) & REQ_STOP))
 			wait_or_rekick(vm);
 		if (atomic_load(&vm->requests) & REQ_STOP) {
+			/* The VM is stopping: let it finish, so the caller sees
+			 * STOPPED once this returns. */
 			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
 			pthread_cond_broadcast(&vm->cond);
+			while (vm->vcpus_exited < vm->vcpus_running)
+				wait_or_rekick(vm);
 			r = -EINVAL;
 		} else {
 			vm->state = MICROVM_STATE_PAUSED;

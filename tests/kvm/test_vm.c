@@ -48,6 +48,25 @@ static void test_triple_fault_is_crash(void **state)
 	close(out);
 }
 
+static void test_emulation_failure_is_internal_error(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("emulfail", NULL, 1, out);
+	start_ok(vm);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_INTERNAL_ERROR);
+	assert_int_equal(ex.error, -EIO);
+	assert_int_equal(ex.vcpu, 0);
+	assert_non_null(strstr(ex.message, "emulation failure"));
+	assert_non_null(strstr(ex.message, "dd 00")); /* fldl (%rax) */
+	assert_string_equal(console_text(out), "emulfail: x87 load from MMIO\n");
+	microvm_destroy(vm);
+	close(out);
+}
+
 /* Test MMIO device: see guest/tiny/mmio.c. */
 struct testdev {
 	uint32_t r32;
@@ -333,6 +352,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello_output_and_reset),
 		cmocka_unit_test(test_triple_fault_is_crash),
+		cmocka_unit_test(test_emulation_failure_is_internal_error),
 		cmocka_unit_test(test_mmio_device),
 		cmocka_unit_test(test_smp),
 		cmocka_unit_test(test_halted_vm_stop_and_wait_timeout),
