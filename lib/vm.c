@@ -288,11 +288,13 @@ int microvm__add_mmio(struct microvm *vm, uint64_t base, uint64_t len,
 
 /* ------------------------------------------------------------ build/start */
 
+/* What a VM holds in the kernel: released together, possibly in the
+ * background. */
 struct reap {
 	int nfds;
-	int *fds;
-	struct kvm_run **runs;
+	int fds[MICROVM_MAX_VCPUS + 2];
 	int nruns;
+	struct kvm_run *runs[MICROVM_MAX_VCPUS];
 	size_t run_size;
 	struct guest_mem mem;
 };
@@ -304,21 +306,35 @@ static void reap_now(struct reap *rp)
 	gm_release(&rp->mem);
 	for (int i = 0; i < rp->nfds; i++)
 		close(rp->fds[i]);
-	free(rp->runs);
-	free(rp->fds);
-	free(rp);
 }
 
 static void *reaper_thread(void *arg)
 {
 	reap_now(arg);
+	free(arg);
 	return NULL;
+}
+
+static bool reap_in_background(struct reap *rp)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t all, old;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, REAPER_STACK_SIZE);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	bool ok = pthread_create(&t, &attr, reaper_thread, rp) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return ok;
 }
 
 /*
  * Release everything microvm_start() built. Closing a KVM VM fd blocks for
  * the kernel's teardown (~16 ms), so when @async the work goes to a detached
- * thread and this returns at once.
+ * thread and this returns at once (synchronously if that is not possible).
  */
 static void teardown_runtime(struct microvm *vm, bool async)
 {
@@ -327,54 +343,25 @@ static void teardown_runtime(struct microvm *vm, bool async)
 		vm->vcpus = NULL;
 		return;
 	}
-	struct reap *rp = calloc(1, sizeof(*rp));
-	if (rp) {
-		rp->fds = calloc(vm->vcpus_created + 2, sizeof(int));
-		rp->runs = calloc(vm->vcpus_created + 1, sizeof(*rp->runs));
+	struct reap local;
+	struct reap *rp = async ? malloc(sizeof(*rp)) : NULL;
+	if (!rp)
+		rp = &local;
+	rp->nfds = rp->nruns = 0;
+	rp->run_size = (size_t)vm->run_size;
+	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
+		rp->runs[rp->nruns++] = vm->vcpus[i].run;
+		rp->fds[rp->nfds++] = vm->vcpus[i].fd;
 	}
-	if (!rp || !rp->fds || !rp->runs) {
-		/* No memory for the hand-off: do it here, synchronously. */
-		if (rp) {
-			free(rp->fds);
-			free(rp->runs);
+	if (vm->vm_fd >= 0)
+		rp->fds[rp->nfds++] = vm->vm_fd;
+	if (vm->kvm_fd >= 0)
+		rp->fds[rp->nfds++] = vm->kvm_fd;
+	rp->mem = vm->mem;
+	if (rp == &local || !reap_in_background(rp)) {
+		reap_now(rp);
+		if (rp != &local)
 			free(rp);
-		}
-		for (uint32_t i = 0; i < vm->vcpus_created; i++) {
-			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
-			close(vm->vcpus[i].fd);
-		}
-		gm_release(&vm->mem);
-		if (vm->vm_fd >= 0)
-			close(vm->vm_fd);
-		if (vm->kvm_fd >= 0)
-			close(vm->kvm_fd);
-	} else {
-		rp->run_size = (size_t)vm->run_size;
-		for (uint32_t i = 0; i < vm->vcpus_created; i++) {
-			rp->runs[rp->nruns++] = vm->vcpus[i].run;
-			rp->fds[rp->nfds++] = vm->vcpus[i].fd;
-		}
-		if (vm->vm_fd >= 0)
-			rp->fds[rp->nfds++] = vm->vm_fd;
-		if (vm->kvm_fd >= 0)
-			rp->fds[rp->nfds++] = vm->kvm_fd;
-		rp->mem = vm->mem;
-		bool done = false;
-		if (async) {
-			pthread_attr_t attr;
-			pthread_t t;
-			sigset_t all, old;
-			pthread_attr_init(&attr);
-			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-			pthread_attr_setstacksize(&attr, REAPER_STACK_SIZE);
-			sigfillset(&all);
-			pthread_sigmask(SIG_SETMASK, &all, &old);
-			done = pthread_create(&t, &attr, reaper_thread, rp) == 0;
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			pthread_attr_destroy(&attr);
-		}
-		if (!done)
-			reap_now(rp);
 	}
 	free(vm->vcpus);
 	vm->vcpus = NULL;
