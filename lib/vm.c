@@ -172,7 +172,8 @@ MICROVM_API int microvm_set_memory(microvm *vm, uint64_t mib)
 /* Check @path names a readable regular file. */
 static int check_file(struct microvm *vm, const char *what, const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return vm_error(vm, -errno, "%s: %s: %s", what, path, strerror(errno));
 	struct stat st;

@@ -31,7 +31,8 @@ static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static int map_file(const char *path, const uint8_t **data, size_t *size, char *err,
 		    size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
@@ -72,6 +73,11 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 	munmap((void *)img, size);
 	if (r < 0)
 		return fail(err, errlen, r, "kernel %s: %s", path, why);
+	if (ei.load_hi > MEM_LOW_LIMIT)
+		return fail(err, errlen, -ENOEXEC,
+			    "kernel %s: loads up to 0x%llx; it must lie below 0x%llx (the boot "
+			    "page tables map only low memory)",
+			    path, (unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
 	bi->entry = ei.entry;
 	bi->kernel_end = ei.load_hi;
 	return 0;
