@@ -363,5 +363,5 @@ int main(void)
 		cmocka_unit_test(test_stop_with_full_console),
 		cmocka_unit_test(test_many_vms_alive),
 	};
-	return cmocka_run_group_tests_name("kvm_vm", tests, require_kvm, NULL);
+	return cmocka_run_group_tests_name("kvm_vm", tests, require_kvm, wait_teardown_done);
 }
