@@ -258,8 +258,12 @@ MICROVM_API int microvm_state(const microvm *vm);
 
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is
- * fine. It does not wait for the kernel's slow VM teardown: closing the KVM
- * file descriptors is handed to a short-lived background thread.
+ * fine. It does not wait for the kernel's slow VM teardown (~16 ms): unmapping
+ * guest RAM and closing the KVM file descriptors is handed to a short-lived
+ * detached thread (all signals blocked) that ends when the teardown is done.
+ * Exiting the process meanwhile is fine. Tools that stop every thread with
+ * ptrace at exit (LeakSanitizer) can deadlock with a teardown in flight:
+ * under them, wait until the process's extra threads are gone before exit.
  */
 MICROVM_API void microvm_destroy(microvm *vm);
 
