@@ -18,13 +18,18 @@ fi
 ./scripts/setup.sh
 jobs=$(nproc)
 
+count() { ctest --test-dir "$1" -N "${@:2}" | awk '/Total Tests:/ {print $3}'; }
+passed=0
+
 echo "== tests (release build)"
 ctest --test-dir build --output-on-failure -j"$jobs"
+passed=$((passed + $(count build)))
 
 echo "== tests (ASan + UBSan build)"
 BUILD_DIR=build-asan CMAKE_ARGS="-DMICROVM_SANITIZE=ON" ./scripts/setup.sh >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
+passed=$((passed + $(count build-asan -LE install)))
 
 echo "== valgrind"
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
@@ -33,7 +38,10 @@ for t in build/tests/unit/test_*; do
 	[ -x "$t" ] || continue
 	echo "valgrind $t"
 	"${vg[@]}" "$t" >/dev/null
+	passed=$((passed + 1))
 done
 echo "valgrind build/tests/kvm/test_vm"
 "${vg[@]}" build/tests/kvm/test_vm >/dev/null
-echo "test: all passed"
+passed=$((passed + 1))
+echo "test: all passed (ctest release + ASan/UBSan, valgrind)"
+echo "$passed passed, 0 failed"
