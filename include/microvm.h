@@ -164,11 +164,13 @@ MICROVM_API int microvm_set_kernel(microvm *vm, const char *path, const char *cm
 MICROVM_API int microvm_set_initrd(microvm *vm, const char *path);
 
 /*
- * Console: bytes the guest writes to its serial port go to @out_fd; bytes
- * read from @in_fd are offered to the guest. Either may be -1 (none). Both
- * are borrowed: the caller keeps them open until the VM is destroyed. Writes
- * to @out_fd are blocking writes of small chunks from vCPU threads, so use a
- * fd that is drained (a pipe someone reads, a file, a terminal).
+ * Console (the 8250 UART at COM1): bytes the guest writes to it go to
+ * @out_fd; bytes available on @in_fd are offered to the guest, one at a time,
+ * when it polls the UART's line status (receive interrupts are not generated
+ * yet). Either may be -1 (none). Both are borrowed: the caller keeps them open
+ * until the VM is destroyed; they may be blocking or non-blocking. If @out_fd
+ * does not accept output (a full pipe), the writing vCPU waits for it, but
+ * pause, stop and destroy still complete.
  * -EINVAL (fd < -1 or not open), -EBUSY if not CONFIGURED.
  */
 MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd);

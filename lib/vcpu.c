@@ -47,6 +47,19 @@ void vcpu_kick_all(struct microvm *vm)
 	}
 }
 
+/* Park @v while a pause is requested (and no stop). Counts it as parked. */
+static void vcpu_park(struct vcpu *v)
+{
+	struct microvm *vm = v->vm;
+	pthread_mutex_lock(&vm->lock);
+	vm->vcpus_parked++;
+	pthread_cond_broadcast(&vm->cond);
+	while ((atomic_load(&vm->requests) & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->vcpus_parked--;
+	pthread_mutex_unlock(&vm->lock);
+}
+
 /* Handle pending requests before entering KVM_RUN. False = stop. */
 static bool vcpu_check_requests(struct vcpu *v)
 {
@@ -61,14 +74,19 @@ static bool vcpu_check_requests(struct vcpu *v)
 			return true;
 		if (req & REQ_STOP)
 			return false;
-		pthread_mutex_lock(&vm->lock);
-		vm->vcpus_parked++;
-		pthread_cond_broadcast(&vm->cond);
-		while ((atomic_load(&vm->requests) & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
-			pthread_cond_wait(&vm->cond, &vm->lock);
-		vm->vcpus_parked--;
-		pthread_mutex_unlock(&vm->lock);
+		vcpu_park(v);
 	}
+}
+
+bool vcpu_yield(void)
+{
+	struct vcpu *v = current_vcpu;
+	if (!v)
+		return true;
+	unsigned req = atomic_load(&v->vm->requests);
+	if ((req & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
+		vcpu_park(v);
+	return !(atomic_load(&v->vm->requests) & REQ_STOP);
 }
 
 /* Append the guest's RIP and, if @code, the instruction bytes there. */

@@ -254,6 +254,7 @@ MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
 		vm->console_in = in_fd;
 		vm->console_out = out_fd;
 		vm->serial.out_fd = out_fd;
+		vm->serial.in_fd = in_fd;
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;

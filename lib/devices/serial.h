@@ -3,6 +3,7 @@
 #define MICROVM_SERIAL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define SERIAL_COM1_BASE 0x3f8
@@ -14,6 +15,10 @@ struct serial {
 	struct microvm *vm;
 	pthread_mutex_t lock; /* several vCPUs may touch the port */
 	int out_fd;           /* borrowed, -1 = discard */
+	int in_fd;            /* borrowed, -1 = no input; polled, see serial.c */
+	bool in_eof;
+	bool rx_full;
+	uint8_t rx;
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 };
 
