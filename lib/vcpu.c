@@ -232,6 +232,11 @@ void *vcpu_thread(void *arg)
 	sigaddset(&set, vm->kick_signal);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->gate_open && !(atomic_load(&vm->requests) & REQ_STOP))
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+
 	while (vcpu_check_requests(v)) {
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -246,7 +251,8 @@ void *vcpu_thread(void *arg)
 
 	pthread_mutex_lock(&vm->lock);
 	vm->vcpus_exited++;
-	bool last = vm->vcpus_exited == vm->vcpus_running;
+	/* A start that failed (gate never opened) rolls back by itself. */
+	bool last = vm->vcpus_exited == vm->vcpus_running && vm->gate_open;
 	if (last) {
 		if (!vm->exit_set) {
 			vm->exit_info.reason = MICROVM_EXIT_STOPPED;

@@ -123,7 +123,7 @@ int vm_lock_configured(struct microvm *vm, const char *what)
 	if (!vm)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
-	if (vm->state != MICROVM_STATE_CONFIGURED) {
+	if (microvm_state(vm) != MICROVM_STATE_CONFIGURED) {
 		int r = vm_error(vm, -EBUSY, "%s: the VM has been started; configure it before "
 				 "microvm_start()", what);
 		pthread_mutex_unlock(&vm->api_lock);
@@ -566,8 +566,9 @@ static int threads_start(struct microvm *vm)
 	pthread_attr_setstacksize(&attr, VCPU_STACK_SIZE);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* The threads wait at a gate (vm->gate_open) until all exist, so a
+	 * failure here never lets guest code run or the state change. */
 	pthread_mutex_lock(&vm->lock);
-	vm->state = MICROVM_STATE_RUNNING;
 	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 		int e = pthread_create(&v->thread, &attr, vcpu_thread, v);
@@ -578,6 +579,13 @@ static int threads_start(struct microvm *vm)
 		v->thread_started = true;
 		vm->vcpus_running++;
 	}
+	if (r == 0) {
+		vm->gate_open = true;
+		vm->state = MICROVM_STATE_RUNNING;
+	} else {
+		atomic_fetch_or(&vm->requests, REQ_STOP);
+	}
+	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
@@ -589,10 +597,10 @@ MICROVM_API int microvm_start(microvm *vm)
 	if (!vm)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
-	int r = 0;
-	if (vm->state == MICROVM_STATE_RUNNING || vm->state == MICROVM_STATE_PAUSED)
+	int r = 0, state = microvm_state(vm);
+	if (state == MICROVM_STATE_RUNNING || state == MICROVM_STATE_PAUSED)
 		r = vm_error(vm, -EBUSY, "start: the VM is already started");
-	else if (vm->state == MICROVM_STATE_STOPPED)
+	else if (state == MICROVM_STATE_STOPPED)
 		r = vm_error(vm, -EINVAL, "start: the VM has stopped; create a new one");
 	else if (!vm->kernel_path)
 		r = vm_error(vm, -EINVAL, "start: no kernel set (microvm_set_kernel)");
@@ -613,19 +621,15 @@ MICROVM_API int microvm_start(microvm *vm)
 		close(vm->kvm_fd); /* not needed once the VM exists */
 		vm->kvm_fd = -1;
 		r = threads_start(vm);
-		if (r < 0) {
-			pthread_mutex_lock(&vm->lock);
-			atomic_fetch_or(&vm->requests, REQ_STOP);
-			vcpu_kick_all(vm);
-			pthread_mutex_unlock(&vm->lock);
-			stop_threads(vm);
-		}
+		if (r < 0)
+			stop_threads(vm); /* they never passed the gate */
 	}
 	if (r < 0) {
 		teardown_runtime(vm, false);
 		pthread_mutex_lock(&vm->lock);
 		vm->state = MICROVM_STATE_CONFIGURED;
 		vm->vcpus_running = vm->vcpus_exited = 0;
+		vm->gate_open = false;
 		vm->exit_set = false;
 		memset(&vm->exit_info, 0, sizeof(vm->exit_info));
 		atomic_store(&vm->requests, 0);
@@ -719,7 +723,7 @@ MICROVM_API int microvm_stop(microvm *vm)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
 	int r = 0;
-	if (vm->state == MICROVM_STATE_CONFIGURED)
+	if (microvm_state(vm) == MICROVM_STATE_CONFIGURED)
 		r = vm_error(vm, -EINVAL, "stop: the VM was never started");
 	else
 		stop_locked(vm);
@@ -793,7 +797,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	if (!vm)
 		return;
 	pthread_mutex_lock(&vm->api_lock);
-	if (vm->state != MICROVM_STATE_CONFIGURED)
+	if (microvm_state(vm) != MICROVM_STATE_CONFIGURED)
 		stop_locked(vm);
 	teardown_runtime(vm, true);
 	pthread_mutex_unlock(&vm->api_lock);

@@ -68,6 +68,7 @@ struct microvm {
 	uint32_t vcpus_parked;   /* under @lock */
 	uint32_t vcpus_exited;   /* under @lock */
 	uint32_t vcpus_running;  /* threads started, under @lock */
+	bool gate_open;          /* all vCPU threads exist: run, under @lock */
 	microvm_exit exit_info;  /* under @lock */
 	bool exit_set;           /* under @lock */
 
