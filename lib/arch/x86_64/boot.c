@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,50 +27,66 @@ static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
-/* Map a whole file read-only. */
-static int map_file(const char *path, const uint8_t **data, size_t *size, char *err,
-		    size_t errlen)
+/*
+ * Read a whole regular file of at most @max bytes into a malloc'd buffer.
+ * (Reading rather than mmap: a file truncated meanwhile must give an error,
+ * not SIGBUS.)
+ */
+static int read_file(const char *path, uint64_t max, uint8_t **data, size_t *size, char *err,
+		     size_t errlen)
 {
 	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int e = -errno;
-		close(fd);
-		return fail(err, errlen, e, "%s: %s", path, strerror(-e));
+	int r = 0;
+	uint8_t *buf = NULL;
+	if (fstat(fd, &st) < 0)
+		r = fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		r = fail(err, errlen, -EINVAL, "%s: not a regular file", path);
+	else if (st.st_size == 0)
+		r = fail(err, errlen, -ENOEXEC, "%s: empty file", path);
+	else if ((uint64_t)st.st_size > max)
+		r = fail(err, errlen, -ENOMEM, "%s: %lld bytes do not fit in guest RAM", path,
+			 (long long)st.st_size);
+	else if (!(buf = malloc((size_t)st.st_size)))
+		r = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+	size_t got = 0;
+	while (r == 0 && got < (size_t)st.st_size) {
+		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = fail(err, errlen, -errno, "%s: read: %s", path, strerror(errno));
+		else if (n == 0)
+			r = fail(err, errlen, -EIO, "%s: file shrank while being read", path);
+		else
+			got += (size_t)n;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return fail(err, errlen, -EINVAL, "%s: not a regular file", path);
-	}
-	if (st.st_size == 0) {
-		close(fd);
-		return fail(err, errlen, -ENOEXEC, "%s: empty file", path);
-	}
-	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	int e = errno;
 	close(fd);
-	if (p == MAP_FAILED)
-		return fail(err, errlen, -e, "%s: mmap: %s", path, strerror(e));
-	*data = p;
-	*size = (size_t)st.st_size;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*data = buf;
+	*size = got;
 	return 0;
 }
 
 int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen)
 {
-	const uint8_t *img;
+	uint8_t *img;
 	size_t size;
-	int r = map_file(path, &img, &size, err, errlen);
+	int r = read_file(path, mem->size, &img, &size, err, errlen);
 	if (r < 0)
 		return r;
 	struct elf_image ei;
 	char why[256];
 	r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
-	munmap((void *)img, size);
+	free(img);
 	if (r < 0)
 		return fail(err, errlen, r, "kernel %s: %s", path, why);
 	if (ei.load_hi > MEM_LOW_LIMIT)
@@ -86,9 +102,9 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen)
 {
-	const uint8_t *img;
+	uint8_t *img;
 	size_t size;
-	int r = map_file(path, &img, &size, err, errlen);
+	int r = read_file(path, mem->size, &img, &size, err, errlen);
 	if (r < 0)
 		return r;
 	/* Highest page-aligned spot in low RAM (below 4 GiB, as the 32-bit
@@ -96,13 +112,13 @@ int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *
 	uint64_t top = mem->low_size;
 	uint64_t addr = size <= top ? ((top - size) & ~0xfffULL) : 0;
 	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL)) {
-		munmap((void *)img, size);
+		free(img);
 		return fail(err, errlen, -ENOMEM,
 			    "initrd %s (%zu bytes) does not fit in guest RAM above the kernel", path,
 			    size);
 	}
 	memcpy(gm_ptr(mem, addr, size), img, size);
-	munmap((void *)img, size);
+	free(img);
 	bi->initrd_addr = addr;
 	bi->initrd_size = size;
 	return 0;
