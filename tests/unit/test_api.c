@@ -17,13 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <stdbool.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <microvm.h>
+
+#include "fifo_call.h"
 
 /* Temporary files shared by the tests (created by the group setup). */
 static char kernel_path[64];  /* a readable regular file (text, not ELF) */
@@ -457,77 +456,32 @@ static void test_wait_small_size(void **state)
 
 /*
  * The path checks must not block: a FIFO is not a regular file and must be
- * refused with -EINVAL at once. Opening a FIFO for reading blocks until a
- * writer appears, so the call runs in a thread; if it has not returned after
- * a while, the test opens the FIFO's write end to release it, then fails.
+ * refused with -EINVAL at once (see fifo_call.h for how a blocking call is
+ * released and detected).
  */
-struct fifo_call {
-	microvm *vm;
-	const char *path;
-	bool initrd;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int result;
-};
-
-static void *fifo_thread(void *arg)
+static int set_kernel_on(void *vm, const char *path)
 {
-	struct fifo_call *c = arg;
-	int r = c->initrd ? microvm_set_initrd(c->vm, c->path)
-			  : microvm_set_kernel(c->vm, c->path, NULL);
-	pthread_mutex_lock(&c->lock);
-	c->result = r;
-	c->done = true;
-	pthread_cond_signal(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-	return NULL;
+	return microvm_set_kernel(vm, path, NULL);
+}
+
+static int set_initrd_on(void *vm, const char *path)
+{
+	return microvm_set_initrd(vm, path);
 }
 
 static void expect_fifo_refused(microvm *vm, bool initrd)
 {
 	char fifo[96];
-	snprintf(fifo, sizeof(fifo), "/tmp/microvm-unit-api-fifo-%ld", (long)getpid());
-	unlink(fifo);
-	assert_int_equal(mkfifo(fifo, 0600), 0);
-
-	struct fifo_call c = { .vm = vm, .path = fifo, .initrd = initrd };
-	pthread_mutex_init(&c.lock, NULL);
-	pthread_cond_init(&c.cond, NULL);
-	pthread_t t;
-	assert_int_equal(pthread_create(&t, NULL, fifo_thread, &c), 0);
-
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 2;
-	pthread_mutex_lock(&c.lock);
-	while (!c.done && pthread_cond_timedwait(&c.cond, &c.lock, &deadline) != ETIMEDOUT)
-		;
-	bool blocked = !c.done;
-	pthread_mutex_unlock(&c.lock);
-	/* Release a blocked open() by appearing as a writer. */
-	for (;;) {
-		pthread_mutex_lock(&c.lock);
-		bool done = c.done;
-		pthread_mutex_unlock(&c.lock);
-		if (done)
-			break;
-		int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-		if (fd >= 0)
-			close(fd);
-		usleep(10000);
-	}
-	pthread_join(t, NULL);
-	pthread_cond_destroy(&c.cond);
-	pthread_mutex_destroy(&c.lock);
-	unlink(fifo);
+	bool blocked;
+	int r = call_on_fifo("api", initrd ? set_initrd_on : set_kernel_on, vm, &blocked, fifo,
+			     sizeof(fifo));
 
 	const char *what = initrd ? "initrd" : "kernel";
 	if (blocked)
 		fail_msg("microvm_set_%s on a FIFO blocked in open() until a writer appeared "
-			 "(then returned %d)", what, c.result);
-	if (c.result != -EINVAL)
-		fail_msg("microvm_set_%s on a FIFO returned %d, expected -EINVAL", what, c.result);
+			 "(then returned %d)", what, r);
+	if (r != -EINVAL)
+		fail_msg("microvm_set_%s on a FIFO returned %d, expected -EINVAL", what, r);
 	assert_error_mentions(vm, fifo);
 }
 

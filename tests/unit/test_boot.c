@@ -16,17 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdbool.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/layout.h"
 #include "memory.h"
 #include "microvm.h"
+
+#include "fifo_call.h"
 
 #define RAM_SIZE (64 * MIB)
 #define PATTERN 0xa5
@@ -502,83 +500,44 @@ static void test_load_directory(void **state)
 
 /*
  * A FIFO is not a regular file: -EINVAL with a message, without blocking in
- * open() waiting for a writer. The call runs in a thread; if it has not
- * returned after a while, the test opens the FIFO's write end to release it,
- * then fails.
+ * open() waiting for a writer (see fifo_call.h for how a blocking call is
+ * released and detected).
  */
-struct fifo_call {
+struct load_call {
 	struct guest_mem *mem;
-	const char *path;
-	bool initrd;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int result;
 	char err[512];
 };
 
-static void *fifo_thread(void *arg)
+static int load_kernel_on(void *arg, const char *path)
 {
-	struct fifo_call *c = arg;
+	struct load_call *l = arg;
 	struct boot_info bi = { 0 };
-	char err[512] = "";
-	int r = c->initrd ? boot_load_initrd(c->mem, c->path, &bi, err, sizeof(err))
-			  : boot_load_kernel(c->mem, c->path, &bi, err, sizeof(err));
-	pthread_mutex_lock(&c->lock);
-	c->result = r;
-	memcpy(c->err, err, sizeof(err));
-	c->done = true;
-	pthread_cond_signal(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-	return NULL;
+	return boot_load_kernel(l->mem, path, &bi, l->err, sizeof(l->err));
+}
+
+static int load_initrd_on(void *arg, const char *path)
+{
+	struct load_call *l = arg;
+	struct boot_info bi = { 0 };
+	return boot_load_initrd(l->mem, path, &bi, l->err, sizeof(l->err));
 }
 
 static void expect_fifo_refused(struct guest_mem *m, bool initrd)
 {
 	char fifo[96];
-	snprintf(fifo, sizeof(fifo), "/tmp/microvm-unit-boot-fifo-%ld", (long)getpid());
-	unlink(fifo);
-	assert_int_equal(mkfifo(fifo, 0600), 0);
-
-	struct fifo_call c = { .mem = m, .path = fifo, .initrd = initrd };
-	pthread_mutex_init(&c.lock, NULL);
-	pthread_cond_init(&c.cond, NULL);
-	pthread_t t;
-	assert_int_equal(pthread_create(&t, NULL, fifo_thread, &c), 0);
-
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 2;
-	pthread_mutex_lock(&c.lock);
-	while (!c.done && pthread_cond_timedwait(&c.cond, &c.lock, &deadline) != ETIMEDOUT)
-		;
-	bool blocked = !c.done;
-	pthread_mutex_unlock(&c.lock);
-	/* Release a blocked open() by appearing as a writer. */
-	for (;;) {
-		pthread_mutex_lock(&c.lock);
-		bool done = c.done;
-		pthread_mutex_unlock(&c.lock);
-		if (done)
-			break;
-		int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-		if (fd >= 0)
-			close(fd);
-		usleep(10000);
-	}
-	pthread_join(t, NULL);
-	pthread_cond_destroy(&c.cond);
-	pthread_mutex_destroy(&c.lock);
-	unlink(fifo);
+	bool blocked;
+	struct load_call l = { .mem = m, .err = "" };
+	int r = call_on_fifo("boot", initrd ? load_initrd_on : load_kernel_on, &l, &blocked, fifo,
+			     sizeof(fifo));
 
 	const char *what = initrd ? "initrd" : "kernel";
 	if (blocked)
 		fail_msg("boot_load_%s on a FIFO blocked in open() until a writer appeared "
-			 "(then returned %d: %s)", what, c.result, c.err);
-	if (c.result != -EINVAL)
-		fail_msg("boot_load_%s on a FIFO returned %d (%s), expected -EINVAL", what,
-			 c.result, c.err);
-	assert_true(strlen(c.err) > 0);
+			 "(then returned %d: %s)", what, r, l.err);
+	if (r != -EINVAL)
+		fail_msg("boot_load_%s on a FIFO returned %d (%s), expected -EINVAL", what, r,
+			 l.err);
+	assert_true(strlen(l.err) > 0);
 }
 
 static void test_load_kernel_fifo(void **state)
