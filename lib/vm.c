@@ -63,7 +63,8 @@ void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vc
 
 static void devices_init(struct microvm *vm)
 {
-	serial_init(&vm->serial, vm, -1);
+	serial_init(&vm->serial, vm);
+	vm->evloop.epfd = vm->evloop.wake_fd = -1;
 	vm->i8042.vm = vm;
 }
 
@@ -253,8 +254,7 @@ MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
 	else {
 		vm->console_in = in_fd;
 		vm->console_out = out_fd;
-		vm->serial.out_fd = out_fd;
-		vm->serial.in_fd = in_fd;
+		serial_set_fds(&vm->serial, in_fd, out_fd);
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
@@ -340,6 +340,7 @@ static bool reap_in_background(struct reap *rp)
  */
 static void teardown_runtime(struct microvm *vm, bool async)
 {
+	evloop_release(&vm->evloop); /* joins its thread: no more device work */
 	if (vm->vcpus_created == 0 && vm->vm_fd < 0 && vm->kvm_fd < 0 && !vm->mem.host) {
 		free(vm->vcpus);
 		vm->vcpus = NULL;
@@ -556,6 +557,21 @@ static void stop_threads(struct microvm *vm)
 	}
 }
 
+/* Start the event loop and attach the devices' fds to it. */
+static int devices_start(struct microvm *vm)
+{
+	int r = evloop_init(&vm->evloop);
+	if (r < 0)
+		return vm_error(vm, r, "event loop: %s", strerror(-r));
+	r = serial_attach(&vm->serial, &vm->evloop);
+	if (r < 0)
+		return vm_error(vm, r, "console input fd %d: %s", vm->console_in, strerror(-r));
+	r = evloop_start(&vm->evloop);
+	if (r < 0)
+		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
+	return 0;
+}
+
 static int threads_start(struct microvm *vm)
 {
 	pthread_attr_t attr;
@@ -617,6 +633,8 @@ MICROVM_API int microvm_start(microvm *vm)
 		r = load_guest(vm, &bi);
 	if (r == 0)
 		r = vcpus_create(vm, bi.entry);
+	if (r == 0)
+		r = devices_start(vm);
 	if (r == 0) {
 		close(vm->kvm_fd); /* not needed once the VM exists */
 		vm->kvm_fd = -1;
@@ -715,6 +733,7 @@ static void stop_locked(struct microvm *vm)
 	if (running)
 		vm_request_exit(vm, MICROVM_EXIT_STOPPED, 0, 0, "stopped by the host");
 	stop_threads(vm);
+	evloop_stop(&vm->evloop);
 }
 
 MICROVM_API int microvm_stop(microvm *vm)

@@ -13,6 +13,7 @@
 #include "memory.h"
 #include "devices/serial.h"
 #include "devices/i8042.h"
+#include "evloop.h"
 
 struct kvm_run;
 
@@ -72,6 +73,7 @@ struct microvm {
 	microvm_exit exit_info;  /* under @lock */
 	bool exit_set;           /* under @lock */
 
+	struct evloop evloop;    /* device work; runs while the VM is started */
 	struct serial serial;
 	struct i8042 i8042;
 };

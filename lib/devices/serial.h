@@ -1,4 +1,4 @@
-/* 8250/16550A UART at COM1 (0x3f8). Output goes to the console fd. */
+/* 16550A UART at COM1 (0x3f8, IRQ 4) connected to the console fds. */
 #ifndef MICROVM_SERIAL_H
 #define MICROVM_SERIAL_H
 
@@ -6,23 +6,35 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "evloop.h"
+
 #define SERIAL_COM1_BASE 0x3f8
 #define SERIAL_NR_PORTS 8
+#define SERIAL_COM1_IRQ 4
+#define SERIAL_RX_FIFO 64
 
 struct microvm;
 
 struct serial {
 	struct microvm *vm;
-	pthread_mutex_t lock; /* several vCPUs may touch the port */
-	int out_fd;           /* borrowed, -1 = discard */
-	int in_fd;            /* borrowed, -1 = no input; polled, see serial.c */
+	pthread_mutex_t lock;  /* vCPUs and the event loop touch the port */
+	int out_fd;            /* borrowed, -1 = discard */
+	int in_fd;             /* borrowed, -1 = no input */
+	bool in_watched;       /* in_fd is in the event loop (else polled) */
+	bool in_paused;        /* event loop watching paused: FIFO full */
 	bool in_eof;
-	bool rx_full;
-	uint8_t rx;
+	struct ev_handler in_handler;
+	uint8_t rx[SERIAL_RX_FIFO];
+	uint32_t rx_head, rx_count;
+	bool thre_pending;     /* transmitter-empty interrupt pending */
+	bool irq_level;
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 };
 
-void serial_init(struct serial *s, struct microvm *vm, int out_fd);
+void serial_init(struct serial *s, struct microvm *vm);
+void serial_set_fds(struct serial *s, int in_fd, int out_fd);
+/* Hook console input into @loop (when the VM starts). 0 or -errno. */
+int serial_attach(struct serial *s, struct evloop *loop);
 void serial_destroy(struct serial *s);
 
 struct bus_ops;

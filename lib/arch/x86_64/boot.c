@@ -83,19 +83,38 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 	int r = read_file(path, mem->size, &img, &size, err, errlen);
 	if (r < 0)
 		return r;
-	struct elf_image ei;
 	char why[256];
-	r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
+	if (size >= 4 && memcmp(img, "\177ELF", 4) == 0) {
+		struct elf_image ei;
+		r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
+		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT) {
+			snprintf(why, sizeof(why),
+				 "loads up to 0x%llx; it must lie below 0x%llx (the boot page "
+				 "tables map only low memory)",
+				 (unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
+			r = -ENOEXEC;
+		}
+		if (r == 0) {
+			bi->entry = ei.entry;
+			bi->kernel_end = ei.load_hi;
+		}
+	} else if (size > BP_HDR_HEADER + 4 && memcmp(img + BP_HDR_HEADER, "HdrS", 4) == 0) {
+		struct bzimage_info zi;
+		r = bzimage_load(img, size, mem, &zi, why, sizeof(why));
+		if (r == 0) {
+			bi->entry = zi.entry;
+			bi->kernel_end = zi.kernel_end;
+			bi->initrd_addr_max = zi.initrd_addr_max;
+			bi->setup_hdr_len = zi.hdr_len;
+			memcpy(bi->setup_hdr, zi.hdr, zi.hdr_len);
+		}
+	} else {
+		snprintf(why, sizeof(why), "not an ELF vmlinux or a bzImage");
+		r = -ENOEXEC;
+	}
 	free(img);
 	if (r < 0)
 		return fail(err, errlen, r, "kernel %s: %s", path, why);
-	if (ei.load_hi > MEM_LOW_LIMIT)
-		return fail(err, errlen, -ENOEXEC,
-			    "kernel %s: loads up to 0x%llx; it must lie below 0x%llx (the boot "
-			    "page tables map only low memory)",
-			    path, (unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
-	bi->entry = ei.entry;
-	bi->kernel_end = ei.load_hi;
 	return 0;
 }
 
@@ -110,12 +129,15 @@ int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *
 	/* Highest page-aligned spot in low RAM (below 4 GiB, as the 32-bit
 	 * ramdisk fields require) above the kernel. */
 	uint64_t top = mem->low_size;
+	if (bi->initrd_addr_max && (uint64_t)bi->initrd_addr_max + 1 < top)
+		top = (uint64_t)bi->initrd_addr_max + 1;
 	uint64_t addr = size <= top ? ((top - size) & ~0xfffULL) : 0;
 	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL)) {
 		free(img);
 		return fail(err, errlen, -ENOMEM,
-			    "initrd %s (%zu bytes) does not fit in guest RAM above the kernel", path,
-			    size);
+			    "initrd %s (%zu bytes) does not fit in guest RAM between the kernel "
+			    "(ends at 0x%llx) and 0x%llx",
+			    path, size, (unsigned long long)bi->kernel_end, (unsigned long long)top);
 	}
 	memcpy(gm_ptr(mem, addr, size), img, size);
 	free(img);
@@ -177,11 +199,19 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 	/* Zero page. */
 	uint8_t *bp = gm_ptr(mem, BOOT_PARAMS_ADDR, BP_SIZE);
 	memset(bp, 0, BP_SIZE);
-	put16(bp + BP_HDR_BOOT_FLAG, 0xaa55);
-	put32(bp + BP_HDR_HEADER, 0x53726448); /* "HdrS" */
-	put16(bp + BP_HDR_VERSION, 0x020f);
+	if (bi->setup_hdr_len) {
+		/* bzImage: start from the kernel's own setup header. */
+		memcpy(bp + SETUP_HDR_START, bi->setup_hdr, bi->setup_hdr_len);
+	} else {
+		put16(bp + BP_HDR_BOOT_FLAG, 0xaa55);
+		put32(bp + BP_HDR_HEADER, 0x53726448); /* "HdrS" */
+		put16(bp + BP_HDR_VERSION, 0x020f);
+	}
 	bp[BP_HDR_TYPE_OF_LOADER] = 0xff; /* undefined loader */
-	bp[BP_HDR_LOADFLAGS] = 0x01;      /* LOADED_HIGH */
+	bp[BP_HDR_LOADFLAGS] |= 0x01;     /* LOADED_HIGH */
+	bp[BP_HDR_LOADFLAGS] &= (uint8_t)~0x20; /* QUIET_FLAG off: let it print */
+	if (bi->rsdp_addr)
+		put64(bp + BP_ACPI_RSDP_ADDR, bi->rsdp_addr);
 	put32(bp + BP_HDR_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
 	put32(bp + BP_HDR_CMDLINE_SIZE, MICROVM_MAX_CMDLINE - 1);
 	if (bi->initrd_size) {

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arch/x86_64/bzimage.h"
+
 struct guest_mem;
 struct microvm;
 
@@ -32,11 +34,17 @@ struct microvm;
 #define E820_RAM 1
 #define E820_RESERVED 2
 
+#define BP_ACPI_RSDP_ADDR 0x070
+
 struct boot_info {
 	uint64_t entry;
-	uint64_t kernel_end;  /* GPA just past the kernel */
-	uint64_t initrd_addr; /* 0 = none */
+	uint64_t kernel_end;       /* GPA just past the kernel */
+	uint64_t initrd_addr;      /* 0 = none */
 	uint64_t initrd_size;
+	uint32_t initrd_addr_max;  /* from the bzImage header; 0 = no limit */
+	uint32_t setup_hdr_len;    /* bzImage: setup header to copy, else 0 */
+	uint8_t setup_hdr[SETUP_HDR_MAX];
+	uint64_t rsdp_addr;        /* ACPI RSDP, 0 = none */
 };
 
 /*
@@ -47,11 +55,13 @@ struct boot_info {
 int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
 		      char *err, size_t errlen);
 
-/* Load a kernel file into guest memory. 0 or negative errno + message. */
+/* Load a kernel file (ELF64 vmlinux or bzImage, told apart by their magic)
+ * into guest memory. 0 or negative errno + message. */
 int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen);
 
-/* Load an initrd file above the kernel, below @max_addr. */
+/* Load an initrd file at the top of low RAM, above the kernel and below the
+ * kernel's initrd_addr_max. */
 int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen);
 

@@ -1,0 +1,521 @@
+/* ACPI tables (ACPI 6.3 chapter 5) and the hand-assembled DSDT (chapter 20,
+ * AML; chapter 6.4, resource descriptors). See acpi.h for the design. */
+#include "arch/x86_64/acpi.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "memory.h"
+
+/* ------------------------------------------------------------ constants */
+
+#define OEM_ID "MICRVM"          /* 6 bytes */
+#define OEM_TABLE_ID "MICROVM "  /* 8 bytes */
+#define OEM_REVISION 1
+#define CREATOR_ID "LMVM"        /* 4 bytes */
+#define CREATOR_REVISION 1
+#define HYPERVISOR_ID "LIBMICVM" /* 8 bytes, FADT Hypervisor Vendor Identity */
+
+/* RSDP (5.2.5.3). */
+#define RSDP_SIZE 36
+#define RSDP_CHECKSUM 8
+#define RSDP_OEM_ID 9
+#define RSDP_REVISION 15
+#define RSDP_RSDT_ADDR 16
+#define RSDP_LENGTH 20
+#define RSDP_XSDT_ADDR 24
+#define RSDP_EXT_CHECKSUM 32
+#define RSDP_V1_SIZE 20 /* the part the first checksum covers */
+
+/* System description table header (5.2.6). */
+#define SDT_HEADER_SIZE 36
+#define SDT_LENGTH 4
+#define SDT_REVISION 8
+#define SDT_CHECKSUM 9
+#define SDT_OEM_ID 10
+#define SDT_OEM_TABLE_ID 16
+#define SDT_OEM_REVISION 24
+#define SDT_CREATOR_ID 28
+#define SDT_CREATOR_REVISION 32
+
+/* FADT (5.2.9), revision 6 = 276 bytes; minor version 3 = ACPI 6.3. */
+#define FADT_SIZE 276
+#define FADT_REVISION 6
+#define FADT_MINOR_REVISION 3
+#define FADT_FIRMWARE_CTRL 36
+#define FADT_DSDT 40
+#define FADT_PM_PROFILE 45
+#define FADT_SCI_INT 46
+#define FADT_IAPC_BOOT_ARCH 109
+#define FADT_FLAGS 112
+#define FADT_MINOR_VERSION 131
+#define FADT_X_FIRMWARE_CTRL 132
+#define FADT_X_DSDT 140
+#define FADT_SLEEP_CONTROL_REG 244
+#define FADT_SLEEP_STATUS_REG 256
+#define FADT_HYPERVISOR_ID 268
+
+/* IA-PC boot architecture flags (5.2.9.3). */
+#define IAPC_8042 (1U << 1)
+#define IAPC_VGA_NOT_PRESENT (1U << 2)
+
+/* Fixed feature flags (5.2.9, table 5.10). */
+#define FADT_F_WBINVD (1U << 0)
+#define FADT_F_PWR_BUTTON (1U << 4) /* no fixed-feature power button */
+#define FADT_F_SLP_BUTTON (1U << 5) /* no fixed-feature sleep button */
+#define FADT_F_HW_REDUCED_ACPI (1U << 20)
+
+/* Generic address structure (5.2.3.2). */
+#define GAS_SIZE 12
+#define GAS_SPACE_SYSTEM_IO 1
+#define GAS_ACCESS_BYTE 1
+
+/* MADT (5.2.12), revision 5 = ACPI 6.3. */
+#define MADT_REVISION 5
+#define MADT_LAPIC_ADDR 36
+#define MADT_FLAGS 40
+#define MADT_ENTRIES 44
+#define MADT_PCAT_COMPAT (1U << 0)
+#define MADT_LOCAL_APIC 0
+#define MADT_LOCAL_APIC_SIZE 8
+#define MADT_IO_APIC 1
+#define MADT_IO_APIC_SIZE 12
+#define MADT_LAPIC_NMI 4
+#define MADT_LAPIC_NMI_SIZE 6
+#define MADT_LAPIC_ENABLED (1U << 0)
+#define MADT_ALL_PROCESSORS 0xff
+#define MPS_INTI_CONFORMING 0x0000
+
+#define XSDT_REVISION 1
+#define RSDT_REVISION 1
+#define DSDT_REVISION 2 /* 64-bit AML integers */
+#define RSDP_REVISION_2 2
+
+/* ------------------------------------------------------------ helpers */
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static uint64_t align16(uint64_t v) { return (v + 15) & ~15ULL; }
+
+/* The byte that makes the bytes of [p, p + len) sum to 0 mod 256. */
+static uint8_t checksum(const uint8_t *p, size_t len)
+{
+	uint8_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum = (uint8_t)(sum + p[i]);
+	return (uint8_t)(0x100 - sum);
+}
+
+static void sdt_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
+{
+	memcpy(t, sig, 4);
+	put32(t + SDT_LENGTH, len);
+	t[SDT_REVISION] = rev;
+	memcpy(t + SDT_OEM_ID, OEM_ID, 6);
+	memcpy(t + SDT_OEM_TABLE_ID, OEM_TABLE_ID, 8);
+	put32(t + SDT_OEM_REVISION, OEM_REVISION);
+	memcpy(t + SDT_CREATOR_ID, CREATOR_ID, 4);
+	put32(t + SDT_CREATOR_REVISION, CREATOR_REVISION);
+}
+
+/* Call last, once the whole table is written. */
+static void sdt_checksum(uint8_t *t, uint32_t len)
+{
+	t[SDT_CHECKSUM] = 0;
+	t[SDT_CHECKSUM] = checksum(t, len);
+}
+
+/* A byte-wide system I/O register. */
+static void put_gas_io8(uint8_t *g, uint16_t port)
+{
+	g[0] = GAS_SPACE_SYSTEM_IO;
+	g[1] = 8; /* register bit width */
+	g[2] = 0; /* bit offset */
+	g[3] = GAS_ACCESS_BYTE;
+	put64(g + 4, port);
+}
+
+/* ------------------------------------------------------------ AML */
+
+/* AML opcodes and prefixes (ACPI 6.3, 20.2). */
+#define AML_ZERO 0x00
+#define AML_ONE 0x01
+#define AML_NAME 0x08
+#define AML_BYTE_PREFIX 0x0a
+#define AML_WORD_PREFIX 0x0b
+#define AML_DWORD_PREFIX 0x0c
+#define AML_QWORD_PREFIX 0x0e
+#define AML_SCOPE 0x10
+#define AML_BUFFER 0x11
+#define AML_PACKAGE 0x12
+#define AML_EXT_PREFIX 0x5b
+#define AML_DEVICE 0x82 /* after AML_EXT_PREFIX */
+#define AML_ROOT_CHAR 0x5c
+
+/* Small resource descriptors (6.4.2). */
+#define RES_IRQ_NOFLAGS 0x22 /* IRQ descriptor, 2 bytes: mask only */
+#define RES_IO 0x47          /* I/O port descriptor, 7 bytes */
+#define RES_IO_DECODE16 0x01
+#define RES_END_TAG 0x79
+
+#define AML_MAX 512
+
+struct aml {
+	uint8_t b[AML_MAX];
+	size_t len;
+	bool overflow;
+};
+
+static void aml_bytes(struct aml *a, const void *p, size_t n)
+{
+	if (a->overflow || n > AML_MAX - a->len) {
+		a->overflow = true;
+		return;
+	}
+	memcpy(a->b + a->len, p, n);
+	a->len += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t v) { aml_bytes(a, &v, 1); }
+
+static void aml_word(struct aml *a, uint16_t v)
+{
+	uint8_t b[2];
+	put16(b, v);
+	aml_bytes(a, b, 2);
+}
+
+static void aml_dword(struct aml *a, uint32_t v)
+{
+	uint8_t b[4];
+	put32(b, v);
+	aml_bytes(a, b, 4);
+}
+
+/* NameSeg: exactly four characters. */
+static void aml_nameseg(struct aml *a, const char *seg) { aml_bytes(a, seg, 4); }
+
+/* The shortest ComputationalData encoding of @v. */
+static void aml_integer(struct aml *a, uint64_t v)
+{
+	if (v == 0) {
+		aml_byte(a, AML_ZERO);
+	} else if (v == 1) {
+		aml_byte(a, AML_ONE);
+	} else if (v <= 0xff) {
+		aml_byte(a, AML_BYTE_PREFIX);
+		aml_byte(a, (uint8_t)v);
+	} else if (v <= 0xffff) {
+		aml_byte(a, AML_WORD_PREFIX);
+		aml_word(a, (uint16_t)v);
+	} else if (v <= 0xffffffff) {
+		aml_byte(a, AML_DWORD_PREFIX);
+		aml_dword(a, (uint32_t)v);
+	} else {
+		uint8_t b[8];
+		put64(b, v);
+		aml_byte(a, AML_QWORD_PREFIX);
+		aml_bytes(a, b, 8);
+	}
+}
+
+/* EisaId("PNPxxxx"): three letters of 5 bits each (A = 1) and four hex
+ * digits, stored big-endian, emitted as a DWordConst. */
+static void aml_eisaid(struct aml *a, const char *id)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	uint16_t vendor = (uint16_t)(((id[0] - '@') & 0x1f) << 10 | ((id[1] - '@') & 0x1f) << 5 |
+				     ((id[2] - '@') & 0x1f));
+	uint16_t product = 0;
+	for (int i = 3; i < 7; i++)
+		product = (uint16_t)(product << 4 | (uint16_t)(strchr(hex, id[i]) - hex));
+	aml_byte(a, AML_DWORD_PREFIX);
+	uint8_t b[4] = { (uint8_t)(vendor >> 8), (uint8_t)vendor, (uint8_t)(product >> 8),
+			 (uint8_t)product };
+	aml_bytes(a, b, 4);
+}
+
+/*
+ * PkgLength (20.2.4) of what follows, up to the matching aml_pkg_end().
+ * Two bytes are reserved; if the package turns out short enough for the
+ * one-byte form, the body moves back by one.
+ */
+static size_t aml_pkg_begin(struct aml *a)
+{
+	size_t at = a->len;
+	aml_word(a, 0);
+	return at;
+}
+
+static void aml_pkg_end(struct aml *a, size_t at)
+{
+	if (a->overflow)
+		return;
+	size_t body = a->len - at - 2;
+	if (body + 1 <= 0x3f) {
+		memmove(a->b + at + 1, a->b + at + 2, body);
+		a->b[at] = (uint8_t)(body + 1);
+		a->len--;
+	} else if (body + 2 <= 0xfff) {
+		size_t total = body + 2;
+		a->b[at] = (uint8_t)(0x40 | (total & 0xf)); /* 1 follow byte */
+		a->b[at + 1] = (uint8_t)(total >> 4);
+	} else {
+		a->overflow = true;
+	}
+}
+
+/* Name(seg, ...): emit the NameOp and name; the caller emits the object. */
+static void aml_name(struct aml *a, const char *seg)
+{
+	aml_byte(a, AML_NAME);
+	aml_nameseg(a, seg);
+}
+
+/* Resource template byte list -> Buffer (with the end tag appended). */
+static void aml_resource_buffer(struct aml *a, const uint8_t *res, size_t n)
+{
+	aml_byte(a, AML_BUFFER);
+	size_t pkg = aml_pkg_begin(a);
+	aml_integer(a, n + 2);
+	aml_bytes(a, res, n);
+	aml_byte(a, RES_END_TAG);
+	aml_byte(a, 0); /* checksum 0: "treat as valid" */
+	aml_pkg_end(a, pkg);
+}
+
+static size_t res_io(uint8_t *r, uint16_t port, uint8_t len)
+{
+	r[0] = RES_IO;
+	r[1] = RES_IO_DECODE16;
+	put16(r + 2, port); /* range minimum */
+	put16(r + 4, port); /* range maximum */
+	r[6] = 1;           /* alignment */
+	r[7] = len;
+	return 8;
+}
+
+static size_t res_irq(uint8_t *r, unsigned irq)
+{
+	/* No flags byte: edge triggered, active high, exclusive. */
+	r[0] = RES_IRQ_NOFLAGS;
+	put16(r + 1, (uint16_t)(1U << irq));
+	return 3;
+}
+
+/* Device(name) { _HID EisaId(hid), _UID 0, _CRS res } */
+static void aml_legacy_device(struct aml *a, const char *name, const char *hid,
+			      const uint8_t *res, size_t n)
+{
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_DEVICE);
+	size_t pkg = aml_pkg_begin(a);
+	aml_nameseg(a, name);
+	aml_name(a, "_HID");
+	aml_eisaid(a, hid);
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_name(a, "_CRS");
+	aml_resource_buffer(a, res, n);
+	aml_pkg_end(a, pkg);
+}
+
+/* The DSDT's definition block (everything after the table header). */
+static void build_dsdt_body(struct aml *a)
+{
+	/* Name(_S5_, Package(4) {S5, S5, 0, 0}): SLP_TYPa, SLP_TYPb, reserved. */
+	aml_name(a, "_S5_");
+	aml_byte(a, AML_PACKAGE);
+	size_t pkg = aml_pkg_begin(a);
+	aml_byte(a, 4); /* NumElements */
+	aml_integer(a, ACPI_SLP_TYP_S5);
+	aml_integer(a, ACPI_SLP_TYP_S5);
+	aml_integer(a, 0);
+	aml_integer(a, 0);
+	aml_pkg_end(a, pkg);
+
+	/* Scope(\_SB_) { COM1, PS2K } */
+	aml_byte(a, AML_SCOPE);
+	size_t scope = aml_pkg_begin(a);
+	aml_byte(a, AML_ROOT_CHAR);
+	aml_nameseg(a, "_SB_");
+
+	uint8_t res[32];
+	size_t n = res_io(res, 0x3f8, 8);
+	n += res_irq(res + n, 4);
+	aml_legacy_device(a, "COM1", "PNP0501", res, n);
+
+	n = res_io(res, 0x60, 1);
+	n += res_io(res + n, 0x64, 1);
+	n += res_irq(res + n, 1);
+	aml_legacy_device(a, "PS2K", "PNP0303", res, n);
+
+	aml_pkg_end(a, scope);
+}
+
+/* ------------------------------------------------------------ tables */
+
+bool acpi_sleep_write_is_poweroff(uint8_t value)
+{
+	return (value & ACPI_SLP_EN) &&
+	       ((value & ACPI_SLP_TYP_MASK) >> ACPI_SLP_TYP_SHIFT) == ACPI_SLP_TYP_S5;
+}
+
+static void write_fadt(uint8_t *t, uint64_t dsdt_addr)
+{
+	sdt_header(t, "FACP", FADT_SIZE, FADT_REVISION);
+	/* No FACS: FIRMWARE_CTRL and X_FIRMWARE_CTRL stay 0, which a
+	 * hardware-reduced platform may do. */
+	put32(t + FADT_FIRMWARE_CTRL, 0);
+	put32(t + FADT_DSDT, (uint32_t)dsdt_addr);
+	t[FADT_PM_PROFILE] = 0; /* unspecified */
+	put16(t + FADT_SCI_INT, 0);
+	put16(t + FADT_IAPC_BOOT_ARCH, IAPC_8042 | IAPC_VGA_NOT_PRESENT);
+	put32(t + FADT_FLAGS,
+	      FADT_F_WBINVD | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON | FADT_F_HW_REDUCED_ACPI);
+	t[FADT_MINOR_VERSION] = FADT_MINOR_REVISION;
+	put64(t + FADT_X_FIRMWARE_CTRL, 0);
+	put64(t + FADT_X_DSDT, dsdt_addr);
+	put_gas_io8(t + FADT_SLEEP_CONTROL_REG, ACPI_SLEEP_CONTROL_PORT);
+	put_gas_io8(t + FADT_SLEEP_STATUS_REG, ACPI_SLEEP_STATUS_PORT);
+	memcpy(t + FADT_HYPERVISOR_ID, HYPERVISOR_ID, 8);
+	sdt_checksum(t, FADT_SIZE);
+}
+
+static uint32_t madt_size(uint32_t ncpus)
+{
+	return MADT_ENTRIES + ncpus * MADT_LOCAL_APIC_SIZE + MADT_IO_APIC_SIZE +
+	       MADT_LAPIC_NMI_SIZE;
+}
+
+static void write_madt(uint8_t *t, uint32_t ncpus)
+{
+	uint32_t len = madt_size(ncpus);
+	sdt_header(t, "APIC", len, MADT_REVISION);
+	put32(t + MADT_LAPIC_ADDR, ACPI_LAPIC_ADDR);
+	put32(t + MADT_FLAGS, MADT_PCAT_COMPAT);
+	uint8_t *e = t + MADT_ENTRIES;
+
+	for (uint32_t i = 0; i < ncpus; i++) {
+		e[0] = MADT_LOCAL_APIC;
+		e[1] = MADT_LOCAL_APIC_SIZE;
+		e[2] = (uint8_t)i; /* ACPI processor UID */
+		e[3] = (uint8_t)i; /* APIC ID */
+		put32(e + 4, MADT_LAPIC_ENABLED);
+		e += MADT_LOCAL_APIC_SIZE;
+	}
+
+	e[0] = MADT_IO_APIC;
+	e[1] = MADT_IO_APIC_SIZE;
+	e[2] = (uint8_t)ncpus; /* I/O APIC ID, after the local APIC IDs */
+	e[3] = 0;
+	put32(e + 4, ACPI_IOAPIC_ADDR);
+	put32(e + 8, 0); /* GSI base */
+	e += MADT_IO_APIC_SIZE;
+
+	/* No interrupt source overrides: ISA IRQ i is GSI i (see acpi.h). */
+
+	e[0] = MADT_LAPIC_NMI;
+	e[1] = MADT_LAPIC_NMI_SIZE;
+	e[2] = MADT_ALL_PROCESSORS;
+	put16(e + 3, MPS_INTI_CONFORMING);
+	e[5] = 1; /* LINT1 */
+
+	sdt_checksum(t, len);
+}
+
+int acpi_write(struct guest_mem *mem, uint32_t ncpus, uint64_t *rsdp_addr, char *err,
+	       size_t errlen)
+{
+	if (ncpus == 0)
+		return fail(err, errlen, -EINVAL, "ACPI: no vCPUs");
+	if (ncpus > ACPI_MAX_CPUS)
+		return fail(err, errlen, -E2BIG, "ACPI: %u vCPUs, at most %d fit (8-bit APIC IDs)",
+			    ncpus, ACPI_MAX_CPUS);
+
+	struct aml dsdt_body = { .len = 0 };
+	build_dsdt_body(&dsdt_body);
+	if (dsdt_body.overflow)
+		return fail(err, errlen, -ENOSPC, "ACPI: DSDT exceeds %d bytes of AML", AML_MAX);
+
+	/* Layout, each table 16-byte aligned. */
+	enum { XSDT_ENTRIES = 2 }; /* FADT, MADT */
+	const uint64_t base = ACPI_TABLES_START;
+	const uint64_t rsdp = ACPI_RSDP_ADDR;
+	const uint64_t xsdt = align16(rsdp + RSDP_SIZE);
+	const uint32_t xsdt_len = SDT_HEADER_SIZE + 8 * XSDT_ENTRIES;
+	const uint64_t rsdt = align16(xsdt + xsdt_len);
+	const uint32_t rsdt_len = SDT_HEADER_SIZE + 4 * XSDT_ENTRIES;
+	const uint64_t fadt = align16(rsdt + rsdt_len);
+	const uint64_t dsdt = align16(fadt + FADT_SIZE);
+	const uint32_t dsdt_len = (uint32_t)(SDT_HEADER_SIZE + dsdt_body.len);
+	const uint64_t madt = align16(dsdt + dsdt_len);
+	const uint32_t madt_len = madt_size(ncpus);
+	const uint64_t end = madt + madt_len;
+
+	if (end > ACPI_TABLES_END)
+		return fail(err, errlen, -E2BIG,
+			    "ACPI: tables for %u vCPUs need %llu bytes, only %llu are reserved",
+			    ncpus, (unsigned long long)(end - base),
+			    (unsigned long long)(ACPI_TABLES_END - base));
+	uint8_t *area = gm_ptr(mem, base, end - base);
+	if (!area)
+		return fail(err, errlen, -EINVAL,
+			    "ACPI: guest RAM does not cover the tables at [0x%llx, 0x%llx)",
+			    (unsigned long long)base, (unsigned long long)end);
+	memset(area, 0, end - base);
+#define AT(gpa) (area + ((gpa) - base))
+
+	write_madt(AT(madt), ncpus);
+
+	uint8_t *t = AT(dsdt);
+	sdt_header(t, "DSDT", dsdt_len, DSDT_REVISION);
+	memcpy(t + SDT_HEADER_SIZE, dsdt_body.b, dsdt_body.len);
+	sdt_checksum(t, dsdt_len);
+
+	write_fadt(AT(fadt), dsdt);
+
+	t = AT(xsdt);
+	sdt_header(t, "XSDT", xsdt_len, XSDT_REVISION);
+	put64(t + SDT_HEADER_SIZE, fadt);
+	put64(t + SDT_HEADER_SIZE + 8, madt);
+	sdt_checksum(t, xsdt_len);
+
+	/* RSDT for OSes (or acpi=rsdt) that ignore the XSDT; all below 4 GiB. */
+	t = AT(rsdt);
+	sdt_header(t, "RSDT", rsdt_len, RSDT_REVISION);
+	put32(t + SDT_HEADER_SIZE, (uint32_t)fadt);
+	put32(t + SDT_HEADER_SIZE + 4, (uint32_t)madt);
+	sdt_checksum(t, rsdt_len);
+
+	t = AT(rsdp);
+	memcpy(t, "RSD PTR ", 8);
+	memcpy(t + RSDP_OEM_ID, OEM_ID, 6);
+	t[RSDP_REVISION] = RSDP_REVISION_2;
+	put32(t + RSDP_RSDT_ADDR, (uint32_t)rsdt);
+	put32(t + RSDP_LENGTH, RSDP_SIZE);
+	put64(t + RSDP_XSDT_ADDR, xsdt);
+	t[RSDP_CHECKSUM] = checksum(t, RSDP_V1_SIZE);
+	t[RSDP_EXT_CHECKSUM] = checksum(t, RSDP_SIZE);
+#undef AT
+
+	if (rsdp_addr)
+		*rsdp_addr = rsdp;
+	return 0;
+}

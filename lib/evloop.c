@@ -1,0 +1,108 @@
+#include "evloop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define EVLOOP_STACK_SIZE (256 * 1024)
+#define EVLOOP_BATCH 16
+
+int evloop_init(struct evloop *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->epfd = l->wake_fd = -1;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0)
+		return -errno;
+	l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->wake_fd < 0) {
+		int e = -errno;
+		evloop_release(l);
+		return e;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &ev) < 0) {
+		int e = -errno;
+		evloop_release(l);
+		return e;
+	}
+	return 0;
+}
+
+int evloop_add(struct evloop *l, struct ev_handler *h, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	return epoll_ctl(l->epfd, EPOLL_CTL_ADD, h->fd, &ev) < 0 ? -errno : 0;
+}
+
+int evloop_mod(struct evloop *l, struct ev_handler *h, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	return epoll_ctl(l->epfd, EPOLL_CTL_MOD, h->fd, &ev) < 0 ? -errno : 0;
+}
+
+void evloop_del(struct evloop *l, struct ev_handler *h)
+{
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+}
+
+static void *evloop_thread(void *arg)
+{
+	struct evloop *l = arg;
+	struct epoll_event evs[EVLOOP_BATCH];
+	for (;;) {
+		int n = epoll_wait(l->epfd, evs, EVLOOP_BATCH, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		for (int i = 0; i < n; i++) {
+			struct ev_handler *h = evs[i].data.ptr;
+			if (!h)
+				return NULL; /* wake_fd: stop */
+			h->fn(h->opaque, evs[i].events);
+		}
+	}
+}
+
+int evloop_start(struct evloop *l)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, EVLOOP_STACK_SIZE);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int e = pthread_create(&l->thread, &attr, evloop_thread, l);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (e)
+		return -e;
+	l->started = true;
+	return 0;
+}
+
+void evloop_stop(struct evloop *l)
+{
+	if (!l->started)
+		return;
+	uint64_t one = 1;
+	ssize_t r = write(l->wake_fd, &one, sizeof(one));
+	(void)r;
+	pthread_join(l->thread, NULL);
+	l->started = false;
+}
+
+void evloop_release(struct evloop *l)
+{
+	evloop_stop(l);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	if (l->wake_fd >= 0)
+		close(l->wake_fd);
+	l->epfd = l->wake_fd = -1;
+}

@@ -1,0 +1,39 @@
+/* Per-VM event loop: one thread waiting in epoll for device work (console
+ * input now; ioeventfds and I/O completions later). Handlers run on that
+ * thread. */
+#ifndef MICROVM_EVLOOP_H
+#define MICROVM_EVLOOP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ev_handler {
+	int fd;
+	void (*fn)(void *opaque, uint32_t events); /* runs on the loop thread */
+	void *opaque;
+};
+
+struct evloop {
+	int epfd;
+	int wake_fd; /* eventfd: tells the thread to exit */
+	pthread_t thread;
+	bool started;
+};
+
+/* 0 or negative errno. */
+int evloop_init(struct evloop *l);
+/* Watch @h->fd for @events (EPOLLIN...). @h is borrowed until removed.
+ * -EPERM if the fd cannot be polled (a regular file). */
+int evloop_add(struct evloop *l, struct ev_handler *h, uint32_t events);
+/* Change the events watched (0 = pause watching). Any thread. */
+int evloop_mod(struct evloop *l, struct ev_handler *h, uint32_t events);
+void evloop_del(struct evloop *l, struct ev_handler *h);
+/* Start the thread (all signals blocked in it). */
+int evloop_start(struct evloop *l);
+/* Stop and join the thread; handlers are not called after this returns. */
+void evloop_stop(struct evloop *l);
+/* Close the fds. Safe on a zeroed or released loop. */
+void evloop_release(struct evloop *l);
+
+#endif
