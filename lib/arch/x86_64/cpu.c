@@ -52,6 +52,53 @@ static void fix_cpuid(struct kvm_cpuid2 *c, uint32_t index, uint32_t count)
 	}
 }
 
+/* Local APIC: LINT0 as ExtINT (the PIC's virtual wire) and LINT1 as NMI,
+ * as firmware leaves them. */
+#define APIC_LVT_LINT0 0x350
+#define APIC_LVT_LINT1 0x360
+#define APIC_MODE_EXTINT 0x700
+#define APIC_MODE_NMI 0x400
+
+static int setup_lapic(int fd)
+{
+	struct kvm_lapic_state la;
+	if (ioctl(fd, KVM_GET_LAPIC, &la) < 0)
+		return -errno;
+	uint32_t v;
+	memcpy(&v, &la.regs[APIC_LVT_LINT0], 4);
+	v = (v & ~0x700u) | APIC_MODE_EXTINT;
+	memcpy(&la.regs[APIC_LVT_LINT0], &v, 4);
+	memcpy(&v, &la.regs[APIC_LVT_LINT1], 4);
+	v = (v & ~0x700u) | APIC_MODE_NMI;
+	memcpy(&la.regs[APIC_LVT_LINT1], &v, 4);
+	return ioctl(fd, KVM_SET_LAPIC, &la) < 0 ? -errno : 0;
+}
+
+/* MSRs firmware would have set: fast strings on, and MTRRs enabled with
+ * write-back as the default type (else a guest may run all RAM uncached). */
+#define MSR_IA32_MISC_ENABLE 0x1a0
+#define MSR_MTRR_DEF_TYPE 0x2ff
+#define MISC_ENABLE_FAST_STRING 0x1
+#define MTRR_ENABLE_WB ((1u << 11) | 6u)
+
+static int setup_msrs(int fd)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[2];
+	} m;
+	memset(&m, 0, sizeof(m));
+	m.hdr.nmsrs = 2;
+	m.e[0].index = MSR_IA32_MISC_ENABLE;
+	m.e[0].data = MISC_ENABLE_FAST_STRING;
+	m.e[1].index = MSR_MTRR_DEF_TYPE;
+	m.e[1].data = MTRR_ENABLE_WB;
+	int n = ioctl(fd, KVM_SET_MSRS, &m);
+	if (n < 0)
+		return -errno;
+	return n == 2 ? 0 : -EINVAL;
+}
+
 int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
 		   uint64_t entry, const char **what)
 {
@@ -75,6 +122,17 @@ int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpui
 	if (ioctl(fd, KVM_SET_FPU, &fpu) < 0) {
 		*what = "KVM_SET_FPU";
 		return -errno;
+	}
+
+	r = setup_lapic(fd);
+	if (r < 0) {
+		*what = "KVM_GET/SET_LAPIC";
+		return r;
+	}
+	r = setup_msrs(fd);
+	if (r < 0) {
+		*what = "KVM_SET_MSRS";
+		return r;
 	}
 
 	if (index != 0)
