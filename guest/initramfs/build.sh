@@ -16,9 +16,13 @@
 # The default /init mounts proc, sysfs and devtmpfs, prints
 #   MICROVM-INIT-OK
 #   MICROVM-CPUS: <n> (online: <list>)
-# on the console, runs `sh` on the console and, when the shell exits (at once
-# if the console has no input), reboots the guest (`reboot -f`: i8042 reset,
-# which the VMM reports as a guest-requested reset).
+# on the console, runs `sh` on the console and, when the shell exits, prints
+#   MICROVM-INIT-EXIT
+# and reboots the guest (`reboot -f`; with `reboot=k` an i8042 reset, which
+# the VMM reports as a guest-requested reset).  Kernel command-line words that
+# the kernel does not know reach /init as environment variables:
+#   MICROVM_SHELL=0        do not start the shell (boot, print, reboot)
+#   MICROVM_EXIT=poweroff  power off (ACPI) instead of rebooting
 #
 # No root privileges are needed: the files are archived with `cpio -o -H newc`
 # as owned by root (-R 0:0), and /dev/console (a character device the kernel
@@ -122,9 +126,17 @@ mount -t tmpfs tmpfs /run
 echo MICROVM-INIT-OK
 online=$(cat /sys/devices/system/cpu/online 2>/dev/null)
 echo "MICROVM-CPUS: $(nproc) (online: ${online:-?})"
-setsid cttyhack sh
+# Kernel command-line words NAME=VALUE that the kernel does not know reach
+# init as environment variables: MICROVM_SHELL=0 skips the shell,
+# MICROVM_EXIT=poweroff powers off instead of rebooting.
+if [ "${MICROVM_SHELL:-1}" != 0 ]; then
+    setsid cttyhack sh
+fi
 echo MICROVM-INIT-EXIT
 sync
+if [ "${MICROVM_EXIT:-reboot}" = poweroff ]; then
+    poweroff -f
+fi
 reboot -f
 EOF
 fi

@@ -75,7 +75,7 @@ fi
 
 # ---------------------------------------------------------------- tools
 need_pkgs=()
-for p in "$SRC_PKG" build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils kmod; do
+for p in "$SRC_PKG" build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils; do
     if ! dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii'; then
         need_pkgs+=("$p")
     fi

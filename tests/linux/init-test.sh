@@ -1,0 +1,22 @@
+#!/bin/sh
+# /init of the Linux-guest test initramfs: prove the boot worked, talk over
+# the console in both directions, then end the way the command line asks.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "MICROVM-TEST-INIT"
+echo "CPUS: $(grep -c '^processor' /proc/cpuinfo)"
+echo "UPTIME: $(cut -d' ' -f1 /proc/uptime)"
+case "$MICROVM_TEST" in
+panic)
+	echo "init exiting on purpose"
+	exit 1 ;;
+esac
+echo "READY-FOR-INPUT"
+read -r line
+echo "ECHO: $line"
+case "$MICROVM_TEST" in
+poweroff) poweroff -f ;;
+*) reboot -f ;;
+esac
+sleep 1000

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Linux-guest test tier: build the guest artifacts (cached), then run
+# test_linux directly when this host's CPU has VT-x/AMD-V, or inside the
+# emulated SVM machine of tests/harness/run-nested.sh when it has not.
+# Never skips: any missing piece is a failure.
+#
+#   tests/linux/run.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/microvm
+
+kdir=$("$root/guest/kernel/build.sh" guest | tail -n1)
+export MICROVM_TEST_VMLINUX=$kdir/vmlinux
+export MICROVM_TEST_BZIMAGE=$kdir/bzImage
+
+# The test initramfs lives in the build tree: the emulated machine sees the
+# host's files, but not the host's /tmp.
+export MICROVM_TEST_INITRD=$build/tests/linux/test-initrd.cpio.gz
+"$root/guest/initramfs/build.sh" "$MICROVM_TEST_INITRD" --init "$here/init-test.sh" >/dev/null
+
+export MICROVM_TEST_DISTRO_KERNEL
+MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
+
+if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
+	echo "linux tests: this CPU has hardware virtualization: running directly"
+	exec "$build/tests/linux/test_linux"
+fi
+echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
+start=$(date +%s)
+rc=0
+"$root/tests/harness/run-nested.sh" "$build/tests/linux/test_linux" || rc=$?
+echo "linux tests: harness wall time $(( $(date +%s) - start )) s, exit status $rc"
+exit "$rc"
