@@ -37,7 +37,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *kernel = NULL, *initrd = NULL, *cmdline = "console=ttyS0";
+	const char *kernel = NULL, *initrd = NULL;
+	/* A Linux guest needs no more than this on our machine model. */
+	const char *cmdline = "console=ttyS0 reboot=k panic=-1 pci=off";
 	unsigned long cpus = 1, mem = 128;
 	int verbose = 0, c;
 	char *end;
