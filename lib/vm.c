@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
@@ -66,6 +67,7 @@ static void devices_init(struct microvm *vm)
 	serial_init(&vm->serial, vm);
 	vm->evloop.epfd = vm->evloop.wake_fd = -1;
 	vm->i8042.vm = vm;
+	vm->pm.vm = vm;
 }
 
 MICROVM_API int microvm_create(microvm **out)
@@ -107,6 +109,8 @@ MICROVM_API int microvm_create(microvm **out)
 	if (r == 0)
 		r = bus_register(&vm->pio, I8042_DATA_PORT, I8042_CMD_PORT - I8042_DATA_PORT + 1,
 				 &i8042_ops, &vm->i8042, "i8042");
+	if (r == 0)
+		r = bus_register(&vm->pio, ACPI_SLEEP_CONTROL_PORT, 2, &pm_ops, &vm->pm, "acpi-pm");
 	if (r < 0) {
 		microvm_destroy(vm);
 		return r;
@@ -472,6 +476,7 @@ static int load_guest(struct microvm *vm, struct boot_info *bi)
 {
 	char err[512];
 	memset(bi, 0, sizeof(*bi));
+	bi->ncpus = vm->nr_vcpus;
 	int r = boot_load_kernel(&vm->mem, vm->kernel_path, bi, err, sizeof(err));
 	if (r == 0 && vm->initrd_path)
 		r = boot_load_initrd(&vm->mem, vm->initrd_path, bi, err, sizeof(err));

@@ -13,6 +13,7 @@
 #include "memory.h"
 #include "devices/serial.h"
 #include "devices/i8042.h"
+#include "devices/pm.h"
 #include "evloop.h"
 
 struct kvm_run;
@@ -76,6 +77,7 @@ struct microvm {
 	struct evloop evloop;    /* device work; runs while the VM is started */
 	struct serial serial;
 	struct i8042 i8042;
+	struct pm pm;
 };
 
 /* error.c: record "detail" for microvm_last_error() and return @err. */

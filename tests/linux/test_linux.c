@@ -191,6 +191,21 @@ static void test_init_exits_panic_reboots(void **state)
 	free(b.out);
 }
 
+static void test_poweroff_via_acpi(void **state)
+{
+	(void)state;
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_BZIMAGE"),
+		.cmdline = BASE_CMDLINE " MICROVM_TEST=poweroff",
+		.vcpus = 2,
+		.input = "bye\n",
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "ECHO: bye");
+	assert_int_equal(b.ex.reason, MICROVM_EXIT_POWEROFF);
+	free(b.out);
+}
+
 static void test_not_a_kernel(void **state)
 {
 	(void)state;
@@ -213,6 +228,7 @@ int main(void)
 		cmocka_unit_test(test_vmlinux_2cpus),
 		cmocka_unit_test(test_bzimage_2cpus),
 		cmocka_unit_test(test_init_exits_panic_reboots),
+		cmocka_unit_test(test_poweroff_via_acpi),
 		cmocka_unit_test(test_distro_kernel_2cpus),
 	};
 	size_t n = sizeof(tests) / sizeof(tests[0]);

@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arch/x86_64/acpi.h"
 #include "arch/x86_64/elf.h"
+#include "arch/x86_64/mptable.h"
 #include "arch/x86_64/layout.h"
 #include "memory.h"
 #include "microvm.h"
@@ -210,8 +212,6 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 	bp[BP_HDR_TYPE_OF_LOADER] = 0xff; /* undefined loader */
 	bp[BP_HDR_LOADFLAGS] |= 0x01;     /* LOADED_HIGH */
 	bp[BP_HDR_LOADFLAGS] &= (uint8_t)~0x20; /* QUIET_FLAG off: let it print */
-	if (bi->rsdp_addr)
-		put64(bp + BP_ACPI_RSDP_ADDR, bi->rsdp_addr);
 	put32(bp + BP_HDR_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
 	put32(bp + BP_HDR_CMDLINE_SIZE, MICROVM_MAX_CMDLINE - 1);
 	if (bi->initrd_size) {
@@ -220,6 +220,17 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 		put32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(bi->initrd_addr >> 32));
 		put32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(bi->initrd_size >> 32));
 	}
+
+	/* Firmware tables: MP table (EBDA) for kernels with MPPARSE, ACPI for
+	 * the others (distribution kernels) and for power-off. */
+	uint32_t ncpus = bi->ncpus ? bi->ncpus : 1;
+	uint64_t rsdp = 0;
+	int r = mptable_write(mem, ncpus, err, errlen);
+	if (r == 0)
+		r = acpi_write(mem, ncpus, &rsdp, err, errlen);
+	if (r < 0)
+		return r;
+	put64(bp + ACPI_BOOT_PARAMS_RSDP_OFFSET, rsdp);
 
 	add_e820(bp, 0, EBDA_START, E820_RAM);
 	add_e820(bp, EBDA_START, HIGH_MEMORY_START - EBDA_START, E820_RESERVED);

@@ -34,8 +34,6 @@ struct microvm;
 #define E820_RAM 1
 #define E820_RESERVED 2
 
-#define BP_ACPI_RSDP_ADDR 0x070
-
 struct boot_info {
 	uint64_t entry;
 	uint64_t kernel_end;       /* GPA just past the kernel */
@@ -44,13 +42,14 @@ struct boot_info {
 	uint32_t initrd_addr_max;  /* from the bzImage header; 0 = no limit */
 	uint32_t setup_hdr_len;    /* bzImage: setup header to copy, else 0 */
 	uint8_t setup_hdr[SETUP_HDR_MAX];
-	uint64_t rsdp_addr;        /* ACPI RSDP, 0 = none */
+	uint32_t ncpus;            /* for the MP and ACPI tables; 0 = 1 */
 };
 
 /*
  * Write the zero page at BOOT_PARAMS_ADDR: e820 map for @mem, command line
- * @cmdline (copied to BOOT_CMDLINE_ADDR), initrd. Also writes the GDT and
- * identity page tables. Returns 0 or -EINVAL/-E2BIG with a message in @err.
+ * @cmdline (copied to BOOT_CMDLINE_ADDR), initrd, ACPI RSDP address. Also
+ * writes the GDT, identity page tables, MP table and ACPI tables (for
+ * bi->ncpus vCPUs). Returns 0 or -EINVAL/-E2BIG with a message in @err.
  */
 int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
 		      char *err, size_t errlen);
