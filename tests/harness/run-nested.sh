@@ -230,11 +230,30 @@ qemu=(
 timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>"$work/qemu.err" &
 qpid=$!
 pids=("$qpid" ${pids[@]+"${pids[@]}"})
+
+# Watchdog: the emulated SVM machine itself occasionally fails (an oops in
+# the L1 kernel, seen under QEMU TCG's nested SVM). That is not CMD's result:
+# stop at once and report it as a harness failure (exit 125), so callers can
+# tell it from a failing test and retry.
+l1_fail_re='BUG: |Oops|general protection fault|Kernel panic|stack guard page|soft lockup|hard LOCKUP'
+(
+    while kill -0 "$qpid" 2>/dev/null; do
+        if line=$(grep -m1 -E "$l1_fail_re" -- "$work/console.log" 2>/dev/null); then
+            printf '%s\n' "$line" >"$work/l1-failed"
+            kill "$qpid" 2>/dev/null
+            exit 0
+        fi
+        sleep 1
+    done
+) &
+watchdog=$!
+pids+=("$watchdog")
 set +e
 wait "$qpid"
 qrc=$?
 set -e
 pids=("${pids[@]:1}")
+wait "$watchdog" 2>/dev/null || true # ends with QEMU
 
 # Let the relays drain; unblock any that QEMU never opened.
 for f in stdout stderr; do
@@ -245,6 +264,12 @@ wait "${pids[0]}" "${pids[1]}" 2>/dev/null || true
 
 status=
 [[ -s $scratch/status ]] && status=$(<"$scratch/status")
+if [[ -s $work/l1-failed ]]; then
+    log "error: the emulated machine's own kernel (L1) failed, not CMD: $(<"$work/l1-failed")"
+    log "last lines of the L1 console:"
+    tail -n 40 -- "$work/console.log" >&2
+    exit 125
+fi
 if [[ $status =~ ^[0-9]+$ ]]; then
     exit "$status"
 fi
