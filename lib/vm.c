@@ -66,7 +66,8 @@ static void devices_init(struct microvm *vm)
 {
 	serial_init(&vm->serial, vm);
 	vm->evloop.epfd = vm->evloop.wake_fd = -1;
-	vm->i8042.vm = vm;
+	i8042_init(&vm->i8042, vm);
+	rtc_init(&vm->rtc);
 	vm->pm.vm = vm;
 }
 
@@ -111,6 +112,8 @@ MICROVM_API int microvm_create(microvm **out)
 				 &i8042_ops, &vm->i8042, "i8042");
 	if (r == 0)
 		r = bus_register(&vm->pio, ACPI_SLEEP_CONTROL_PORT, 2, &pm_ops, &vm->pm, "acpi-pm");
+	if (r == 0)
+		r = bus_register(&vm->pio, RTC_PORT, RTC_NR_PORTS, &rtc_ops, &vm->rtc, "rtc");
 	if (r < 0) {
 		microvm_destroy(vm);
 		return r;
@@ -827,6 +830,8 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	pthread_mutex_unlock(&vm->api_lock);
 
 	serial_destroy(&vm->serial);
+	i8042_destroy(&vm->i8042);
+	rtc_destroy(&vm->rtc);
 	bus_release(&vm->pio);
 	bus_release(&vm->mmio);
 	free(vm->kernel_path);

@@ -14,6 +14,7 @@
 #include "devices/serial.h"
 #include "devices/i8042.h"
 #include "devices/pm.h"
+#include "devices/rtc.h"
 #include "evloop.h"
 
 struct kvm_run;
@@ -78,6 +79,7 @@ struct microvm {
 	struct serial serial;
 	struct i8042 i8042;
 	struct pm pm;
+	struct rtc rtc;
 };
 
 /* error.c: record "detail" for microvm_last_error() and return @err. */

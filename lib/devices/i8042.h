@@ -1,18 +1,32 @@
-/* i8042 keyboard controller: just enough for the guest's reset (0xFE to
- * port 0x64) and for Linux's probe. */
+/* i8042 keyboard controller (ports 0x60/0x64): the controller commands
+ * firmware and Linux use while probing (command byte, self tests, port
+ * enable/disable, output port), a keyboard that acknowledges commands, no
+ * mouse, and the reset line: command 0xFE, or clearing bit 0 of the output
+ * port, resets the VM. */
 #ifndef MICROVM_I8042_H
 #define MICROVM_I8042_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #define I8042_DATA_PORT 0x60
 #define I8042_CMD_PORT 0x64
+#define I8042_KBD_IRQ 1
+#define I8042_QUEUE 16
 
 struct microvm;
 
 struct i8042 {
 	struct microvm *vm;
+	pthread_mutex_t lock;
+	uint8_t ctr;     /* controller command byte */
+	uint8_t pending; /* command waiting for its data byte, or 0 */
+	uint8_t queue[I8042_QUEUE];
+	uint8_t head, count;
 };
+
+void i8042_init(struct i8042 *k, struct microvm *vm);
+void i8042_destroy(struct i8042 *k);
 
 struct bus_ops;
 extern const struct bus_ops i8042_ops; /* registered on [0x60, 0x65) */

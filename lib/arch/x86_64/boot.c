@@ -165,6 +165,16 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 	if (cmdlen >= MICROVM_MAX_CMDLINE)
 		return fail(err, errlen, -E2BIG, "command line is %zu bytes (max %d)", cmdlen,
 			    MICROVM_MAX_CMDLINE - 1);
+	if (bi->setup_hdr_len > BP_HDR_CMDLINE_SIZE + 4 - SETUP_HDR_START) {
+		/* bzImage: the kernel says how long a command line it takes. */
+		uint32_t max;
+		memcpy(&max, bi->setup_hdr + (BP_HDR_CMDLINE_SIZE - SETUP_HDR_START), 4);
+		if (max && cmdlen > max)
+			return fail(err, errlen, -E2BIG,
+				    "command line is %zu bytes; this kernel accepts at most %u "
+				    "(cmdline_size)",
+				    cmdlen, max);
+	}
 	if (mem->low_size < HIGH_MEMORY_START + 0x100000)
 		return fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
 

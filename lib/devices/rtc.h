@@ -1,0 +1,25 @@
+/* MC146818 CMOS real-time clock at ports 0x70/0x71: the date and time from
+ * the host clock (UTC), so kernels that probe it find a working RTC at once
+ * instead of stalling. No alarms or periodic interrupts. */
+#ifndef MICROVM_RTC_H
+#define MICROVM_RTC_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define RTC_PORT 0x70
+#define RTC_NR_PORTS 2
+
+struct rtc {
+	pthread_mutex_t lock;
+	uint8_t index;
+	uint8_t cmos[128]; /* battery-backed RAM: writes are kept */
+};
+
+void rtc_init(struct rtc *r);
+void rtc_destroy(struct rtc *r);
+
+struct bus_ops;
+extern const struct bus_ops rtc_ops;
+
+#endif
