@@ -348,6 +348,8 @@ static bool reap_in_background(struct reap *rp)
 static void teardown_runtime(struct microvm *vm, bool async)
 {
 	evloop_release(&vm->evloop); /* joins its thread: no more device work */
+	for (uint32_t i = 0; i < vm->nr_virtio; i++)
+		virtio_mmio_release(vm->virtio[i]);
 	if (vm->vcpus_created == 0 && vm->vm_fd < 0 && vm->kvm_fd < 0 && !vm->mem.host) {
 		free(vm->vcpus);
 		vm->vcpus = NULL;
@@ -475,16 +477,32 @@ static int kvm_vm_create(struct microvm *vm)
 	return 0;
 }
 
+/* The user's command line plus the virtio-mmio device announcements. */
+static int full_cmdline(struct microvm *vm, char *buf, size_t len)
+{
+	size_t n = (size_t)snprintf(buf, len, "%s", vm->cmdline ? vm->cmdline : "");
+	for (uint32_t i = 0; i < vm->nr_virtio && n < len; i++)
+		n += (size_t)virtio_mmio_cmdline(vm->virtio[i], buf + n, len - n);
+	if (n >= len)
+		return vm_error(vm, -E2BIG, "command line with %u virtio device(s) exceeds %zu bytes",
+				vm->nr_virtio, len - 1);
+	return 0;
+}
+
 static int load_guest(struct microvm *vm, struct boot_info *bi)
 {
 	char err[512];
+	char cmdline[MICROVM_MAX_CMDLINE];
+	int cr = full_cmdline(vm, cmdline, sizeof(cmdline));
+	if (cr < 0)
+		return cr;
 	memset(bi, 0, sizeof(*bi));
 	bi->ncpus = vm->nr_vcpus;
 	int r = boot_load_kernel(&vm->mem, vm->kernel_path, bi, err, sizeof(err));
 	if (r == 0 && vm->initrd_path)
 		r = boot_load_initrd(&vm->mem, vm->initrd_path, bi, err, sizeof(err));
 	if (r == 0)
-		r = boot_setup_memory(&vm->mem, vm->cmdline, bi, err, sizeof(err));
+		r = boot_setup_memory(&vm->mem, cmdline, bi, err, sizeof(err));
 	if (r < 0)
 		return vm_error(vm, r, "%s", err);
 	return 0;
@@ -574,6 +592,12 @@ static int devices_start(struct microvm *vm)
 	r = serial_attach(&vm->serial, &vm->evloop);
 	if (r < 0)
 		return vm_error(vm, r, "console input fd %d: %s", vm->console_in, strerror(-r));
+	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
+		r = virtio_mmio_start(vm->virtio[i]);
+		if (r < 0)
+			return vm_error(vm, r, "virtio %s: %s", vm->virtio[i]->ops->name,
+					strerror(-r));
+	}
 	r = evloop_start(&vm->evloop);
 	if (r < 0)
 		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
@@ -829,6 +853,8 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	teardown_runtime(vm, true);
 	pthread_mutex_unlock(&vm->api_lock);
 
+	for (uint32_t i = 0; i < vm->nr_virtio; i++)
+		virtio_mmio_free(vm->virtio[i]);
 	serial_destroy(&vm->serial);
 	i8042_destroy(&vm->i8042);
 	rtc_destroy(&vm->rtc);

@@ -16,6 +16,7 @@
 #include "devices/pm.h"
 #include "devices/rtc.h"
 #include "evloop.h"
+#include "virtio/mmio.h"
 
 struct kvm_run;
 
@@ -76,6 +77,8 @@ struct microvm {
 	bool exit_set;           /* under @lock */
 
 	struct evloop evloop;    /* device work; runs while the VM is started */
+	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];
+	uint32_t nr_virtio;
 	struct serial serial;
 	struct i8042 i8042;
 	struct pm pm;

@@ -84,7 +84,8 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 	/* Load at pref_address if it is usable, else (relocatable kernels only)
 	 * at 16 MiB rounded up to the alignment. */
 	uint64_t load = pref ? pref : DEFAULT_LOAD_ADDR;
-	if (load < 0x100000 || (load & (align - 1)) || !gm_ptr(mem, load, init_size)) {
+	if (load < 0x100000 || (load & (align - 1)) || load > MEM_LOW_LIMIT ||
+	    init_size > MEM_LOW_LIMIT - load || !gm_ptr(mem, load, init_size)) {
 		if (!relocatable)
 			return fail(err, errlen, -ENOMEM,
 				    "kernel must load at 0x%llx (not relocatable) and needs 0x%llx "

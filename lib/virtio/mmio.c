@@ -1,0 +1,369 @@
+#include "virtio/mmio.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "vm.h"
+
+/* Register offsets (section 4.2.2). */
+enum {
+	REG_MAGIC = 0x000,
+	REG_VERSION = 0x004,
+	REG_DEVICE_ID = 0x008,
+	REG_VENDOR_ID = 0x00c,
+	REG_DEVICE_FEATURES = 0x010,
+	REG_DEVICE_FEATURES_SEL = 0x014,
+	REG_DRIVER_FEATURES = 0x020,
+	REG_DRIVER_FEATURES_SEL = 0x024,
+	REG_QUEUE_SEL = 0x030,
+	REG_QUEUE_NUM_MAX = 0x034,
+	REG_QUEUE_NUM = 0x038,
+	REG_QUEUE_READY = 0x044,
+	REG_QUEUE_NOTIFY = 0x050,
+	REG_INTERRUPT_STATUS = 0x060,
+	REG_INTERRUPT_ACK = 0x064,
+	REG_STATUS = 0x070,
+	REG_QUEUE_DESC_LOW = 0x080,
+	REG_QUEUE_DESC_HIGH = 0x084,
+	REG_QUEUE_DRIVER_LOW = 0x090,
+	REG_QUEUE_DRIVER_HIGH = 0x094,
+	REG_QUEUE_DEVICE_LOW = 0x0a0,
+	REG_QUEUE_DEVICE_HIGH = 0x0a4,
+	REG_SHM_SEL = 0x0ac,
+	REG_SHM_LEN_LOW = 0x0b0,
+	REG_SHM_LEN_HIGH = 0x0b4,
+	REG_SHM_BASE_LOW = 0x0b8,
+	REG_SHM_BASE_HIGH = 0x0bc,
+	REG_CONFIG_GENERATION = 0x0fc,
+	REG_CONFIG = 0x100,
+};
+
+#define VIRTIO_MMIO_MAGIC 0x74726976 /* "virt" */
+#define VIRTIO_MMIO_VERSION 2
+#define VIRTIO_VENDOR_ID 0x4d564d4c  /* "LMVM" */
+#define INT_USED_BUFFER 1u
+#define INT_CONFIG_CHANGE 2u
+
+/* Feature bits the transport and queue code provide for every device. */
+#define TRANSPORT_FEATURES \
+	((1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_F_RING_EVENT_IDX) | \
+	 (1ULL << VIRTIO_F_INDIRECT_DESC))
+
+static uint64_t offered_features(const struct virtio_device *d)
+{
+	return d->ops->features | TRANSPORT_FEATURES;
+}
+
+static void raise_irq(struct virtio_device *d, uint32_t why)
+{
+	d->int_status |= why;
+	if (d->irq_fd >= 0) {
+		uint64_t one = 1;
+		ssize_t r = write(d->irq_fd, &one, sizeof(one));
+		(void)r; /* only fails if the counter is saturated: still pending */
+	}
+}
+
+void virtio_notify_used(struct virtio_device *d, uint16_t q)
+{
+	if (q < d->ops->num_queues && virtq_should_notify(&d->queues[q]))
+		raise_irq(d, INT_USED_BUFFER);
+}
+
+void virtio_set_needs_reset(struct virtio_device *d, const char *why)
+{
+	if (d->status & VIRTIO_STATUS_NEEDS_RESET)
+		return;
+	vm_warn(d->vm, "virtio %s: %s: device needs reset", d->ops->name, why);
+	d->status |= VIRTIO_STATUS_NEEDS_RESET;
+	if (d->status & VIRTIO_STATUS_DRIVER_OK)
+		raise_irq(d, INT_CONFIG_CHANGE);
+}
+
+static void device_reset(struct virtio_device *d)
+{
+	if (d->ops->reset)
+		d->ops->reset(d->opaque);
+	d->status = 0;
+	d->dev_features_sel = d->drv_features_sel = 0;
+	d->driver_features = 0;
+	d->queue_sel = 0;
+	d->int_status = 0;
+	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+		struct virtq *q = &d->queues[i];
+		memset(q, 0, sizeof(*q));
+		q->mem = &d->vm->mem;
+		q->size = VIRTQ_MAX_SIZE;
+	}
+}
+
+static struct virtq *selected_queue(struct virtio_device *d)
+{
+	return d->queue_sel < d->ops->num_queues ? &d->queues[d->queue_sel] : NULL;
+}
+
+static uint32_t reg_read(struct virtio_device *d, uint64_t off)
+{
+	struct virtq *q = selected_queue(d);
+	switch (off) {
+	case REG_MAGIC: return VIRTIO_MMIO_MAGIC;
+	case REG_VERSION: return VIRTIO_MMIO_VERSION;
+	case REG_DEVICE_ID: return d->ops->device_id;
+	case REG_VENDOR_ID: return VIRTIO_VENDOR_ID;
+	case REG_DEVICE_FEATURES:
+		if (d->dev_features_sel > 1)
+			return 0;
+		return (uint32_t)(offered_features(d) >> (32 * d->dev_features_sel));
+	case REG_QUEUE_NUM_MAX: return q ? VIRTQ_MAX_SIZE : 0;
+	case REG_QUEUE_READY: return q ? q->ready : 0;
+	case REG_INTERRUPT_STATUS: return d->int_status;
+	case REG_STATUS: return d->status;
+	case REG_SHM_LEN_LOW:
+	case REG_SHM_LEN_HIGH: return 0xffffffff; /* no shared memory regions */
+	case REG_CONFIG_GENERATION: return d->config_generation;
+	default: return 0;
+	}
+}
+
+static void set_status(struct virtio_device *d, uint32_t v)
+{
+	if (v == 0) {
+		device_reset(d);
+		return;
+	}
+	uint32_t added = v & ~d->status;
+	if (added & VIRTIO_STATUS_FEATURES_OK) {
+		uint64_t f = d->driver_features;
+		if ((f & ~offered_features(d)) || !(f & (1ULL << VIRTIO_F_VERSION_1)))
+			v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK; /* refuse: driver re-reads */
+		for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+			d->queues[i].event_idx = f & (1ULL << VIRTIO_F_RING_EVENT_IDX);
+			d->queues[i].indirect = f & (1ULL << VIRTIO_F_INDIRECT_DESC);
+		}
+	}
+	d->status = (v & ~(uint32_t)VIRTIO_STATUS_NEEDS_RESET) |
+		    (d->status & VIRTIO_STATUS_NEEDS_RESET);
+	if ((added & VIRTIO_STATUS_DRIVER_OK) && d->ops->activate) {
+		int r = d->ops->activate(d->opaque, d);
+		if (r < 0)
+			virtio_set_needs_reset(d, "activation failed");
+	}
+}
+
+static void set_lo(uint64_t *v, uint32_t lo) { *v = (*v & ~0xffffffffULL) | lo; }
+static void set_hi(uint64_t *v, uint32_t hi) { *v = (*v & 0xffffffffULL) | ((uint64_t)hi << 32); }
+
+static void reg_write(struct virtio_device *d, uint64_t off, uint32_t v)
+{
+	struct virtq *q = selected_queue(d);
+	/* Queue layout may change only while the queue is not ready. */
+	bool q_writable = q && !q->ready;
+	switch (off) {
+	case REG_DEVICE_FEATURES_SEL: d->dev_features_sel = v; break;
+	case REG_DRIVER_FEATURES_SEL: d->drv_features_sel = v; break;
+	case REG_DRIVER_FEATURES:
+		if (d->status & VIRTIO_STATUS_FEATURES_OK)
+			break; /* too late */
+		if (d->drv_features_sel == 0)
+			set_lo(&d->driver_features, v);
+		else if (d->drv_features_sel == 1)
+			set_hi(&d->driver_features, v);
+		break;
+	case REG_QUEUE_SEL: d->queue_sel = v; break;
+	case REG_QUEUE_NUM:
+		if (q_writable)
+			q->size = (uint16_t)(v > 0xffff ? 0 : v); /* checked at ready */
+		break;
+	case REG_QUEUE_READY:
+		if (!q)
+			break;
+		if (v == 1 && !q->ready) {
+			q->mem = &d->vm->mem;
+			if (virtq_activate(q) < 0)
+				virtio_set_needs_reset(d, "queue set up outside guest RAM or "
+							  "with a bad size");
+			else
+				q->ready = true;
+		} else if (v == 0) {
+			q->ready = false;
+		}
+		break;
+	case REG_QUEUE_NOTIFY:
+		/* Normally caught by the ioeventfd; if it reaches us, hand it to
+		 * the event loop the same way. */
+		if (v < d->ops->num_queues && d->notify_fd[v] >= 0) {
+			uint64_t one = 1;
+			ssize_t r = write(d->notify_fd[v], &one, sizeof(one));
+			(void)r;
+		}
+		break;
+	case REG_INTERRUPT_ACK: d->int_status &= ~v; break;
+	case REG_STATUS: set_status(d, v); break;
+	case REG_QUEUE_DESC_LOW: if (q_writable) set_lo(&q->desc_gpa, v); break;
+	case REG_QUEUE_DESC_HIGH: if (q_writable) set_hi(&q->desc_gpa, v); break;
+	case REG_QUEUE_DRIVER_LOW: if (q_writable) set_lo(&q->avail_gpa, v); break;
+	case REG_QUEUE_DRIVER_HIGH: if (q_writable) set_hi(&q->avail_gpa, v); break;
+	case REG_QUEUE_DEVICE_LOW: if (q_writable) set_lo(&q->used_gpa, v); break;
+	case REG_QUEUE_DEVICE_HIGH: if (q_writable) set_hi(&q->used_gpa, v); break;
+	default: break; /* read-only or unknown: ignored */
+	}
+}
+
+static void mmio_read(void *opaque, uint64_t off, void *data, uint32_t len)
+{
+	struct virtio_device *d = opaque;
+	memset(data, 0, len);
+	pthread_mutex_lock(&d->lock);
+	if (off >= REG_CONFIG) {
+		uint64_t coff = off - REG_CONFIG;
+		if (d->ops->config_read && coff < d->ops->config_size &&
+		    len <= d->ops->config_size - coff)
+			d->ops->config_read(d->opaque, (uint32_t)coff, data, len);
+	} else if (len == 4 && !(off & 3)) {
+		uint32_t v = reg_read(d, off);
+		memcpy(data, &v, 4);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void mmio_write(void *opaque, uint64_t off, const void *data, uint32_t len)
+{
+	struct virtio_device *d = opaque;
+	pthread_mutex_lock(&d->lock);
+	if (off >= REG_CONFIG) {
+		uint64_t coff = off - REG_CONFIG;
+		if (d->ops->config_write && coff < d->ops->config_size &&
+		    len <= d->ops->config_size - coff)
+			d->ops->config_write(d->opaque, (uint32_t)coff, data, len);
+	} else if (len == 4 && !(off & 3)) {
+		uint32_t v;
+		memcpy(&v, data, 4);
+		reg_write(d, off, v);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+static const struct bus_ops virtio_mmio_ops = { mmio_read, mmio_write };
+
+/* Event loop: a queue was notified (its eventfd is readable). */
+static void queue_notified(void *opaque, uint32_t events)
+{
+	struct virtio_queue_notify *n = opaque;
+	struct virtio_device *d = n->dev;
+	uint16_t q = n->queue;
+	uint64_t count;
+	ssize_t r = read(d->notify_fd[q], &count, sizeof(count)); /* clear it */
+	(void)r;
+	(void)events;
+	pthread_mutex_lock(&d->lock);
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    d->queues[q].ready && d->ops->notify)
+		d->ops->notify(d->opaque, d, q);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, void *opaque,
+		    struct virtio_device **out)
+{
+	if (!ops || ops->num_queues == 0 || ops->num_queues > VIRTIO_MAX_QUEUES)
+		return vm_error(vm, -EINVAL, "virtio device: bad ops table");
+	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
+		return vm_error(vm, -ENOSPC, "virtio %s: at most %d virtio devices", ops->name,
+				VIRTIO_MMIO_MAX_DEVICES);
+	struct virtio_device *d = calloc(1, sizeof(*d));
+	if (!d)
+		return vm_error(vm, -ENOMEM, "virtio %s: out of memory", ops->name);
+	d->vm = vm;
+	d->ops = ops;
+	d->opaque = opaque;
+	d->index = vm->nr_virtio;
+	d->base = VIRTIO_MMIO_BASE + (uint64_t)d->index * VIRTIO_MMIO_SIZE;
+	d->gsi = VIRTIO_MMIO_FIRST_GSI + d->index;
+	if (d->gsi == 8) /* the RTC's line */
+		d->gsi = 21;
+	pthread_mutex_init(&d->lock, NULL);
+	d->irq_fd = -1;
+	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++)
+		d->notify_fd[i] = -1;
+	device_reset(d);
+	int r = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_SIZE, &virtio_mmio_ops, d, ops->name);
+	if (r < 0) {
+		pthread_mutex_destroy(&d->lock);
+		free(d);
+		return vm_error(vm, r, "virtio %s: MMIO window 0x%llx taken", ops->name,
+				(unsigned long long)VIRTIO_MMIO_BASE);
+	}
+	vm->virtio[vm->nr_virtio++] = d;
+	if (out)
+		*out = d;
+	return 0;
+}
+
+int virtio_mmio_cmdline(const struct virtio_device *d, char *buf, size_t len)
+{
+	return snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)d->base,
+			d->gsi);
+}
+
+int virtio_mmio_start(struct virtio_device *d)
+{
+	struct microvm *vm = d->vm;
+	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->irq_fd < 0)
+		return -errno;
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)d->irq_fd, .gsi = d->gsi };
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+		return -errno;
+	for (uint16_t q = 0; q < d->ops->num_queues; q++) {
+		d->notify_fd[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (d->notify_fd[q] < 0)
+			return -errno;
+		struct kvm_ioeventfd io = {
+			.datamatch = q,
+			.addr = d->base + REG_QUEUE_NOTIFY,
+			.len = 4,
+			.fd = d->notify_fd[q],
+			.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+		};
+		if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
+			return -errno;
+		d->notify_ctx[q] = (struct virtio_queue_notify){ d, q };
+		d->notify_handler[q] = (struct ev_handler){ d->notify_fd[q], queue_notified,
+							    &d->notify_ctx[q] };
+		int r = evloop_add(&vm->evloop, &d->notify_handler[q], EPOLLIN);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void virtio_mmio_free(struct virtio_device *d)
+{
+	virtio_mmio_release(d);
+	if (d->ops->release)
+		d->ops->release(d->opaque);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
+
+void virtio_mmio_release(struct virtio_device *d)
+{
+	/* The VM fd is closed right after (or already being torn down), which
+	 * drops the ioeventfd/irqfd registrations with it. */
+	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+		if (d->notify_fd[q] >= 0)
+			close(d->notify_fd[q]);
+		d->notify_fd[q] = -1;
+	}
+	if (d->irq_fd >= 0)
+		close(d->irq_fd);
+	d->irq_fd = -1;
+}

@@ -1,0 +1,116 @@
+/*
+ * virtio-mmio transport, version 2 (virtio 1.2 section 4.2), and the one way
+ * to add a virtio device to a VM: virtio_mmio_add() with a device ops table.
+ * Transport and device stay separate: the transport owns the registers,
+ * feature negotiation, queues, notifications (ioeventfd -> the VM's event
+ * loop) and interrupts (irqfd); the device implements its config space and
+ * what to do with its queues.
+ */
+#ifndef MICROVM_VIRTIO_MMIO_H
+#define MICROVM_VIRTIO_MMIO_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evloop.h"
+#include "virtio/queue.h"
+
+struct microvm;
+struct virtio_device;
+
+#define VIRTIO_MAX_QUEUES 8
+#define VIRTIO_MMIO_SIZE 0x1000
+#define VIRTIO_MMIO_BASE 0xd0000000ULL /* devices at BASE + n * SIZE */
+#define VIRTIO_MMIO_FIRST_GSI 5
+#define VIRTIO_MMIO_MAX_DEVICES 16
+
+/* Device status bits (section 2.1). */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED 128
+
+struct virtio_device_ops {
+	const char *name;  /* static string, for messages */
+	uint32_t device_id;
+	uint64_t features; /* device-specific feature bits offered */
+	uint16_t num_queues;
+	uint32_t config_size;
+	/* Config space access, offset already checked against config_size.
+	 * Called on vCPU threads with the transport lock held. */
+	void (*config_read)(void *opaque, uint32_t off, void *data, uint32_t len);
+	void (*config_write)(void *opaque, uint32_t off, const void *data, uint32_t len);
+	/* The driver set DRIVER_OK: queues are ready. 0 or negative errno (the
+	 * device is then marked as needing reset). Lock held. */
+	int (*activate)(void *opaque, struct virtio_device *vdev);
+	/* The driver notified queue @q. Runs on the VM's event loop thread with
+	 * the transport lock held. */
+	void (*notify)(void *opaque, struct virtio_device *vdev, uint16_t q);
+	/* The driver reset the device (status 0). Lock held. */
+	void (*reset)(void *opaque);
+	/* The VM is being destroyed: free @opaque. Optional. */
+	void (*release)(void *opaque);
+};
+
+struct virtio_queue_notify {
+	struct virtio_device *dev;
+	uint16_t queue;
+};
+
+struct virtio_device {
+	struct microvm *vm;
+	const struct virtio_device_ops *ops;
+	void *opaque;
+	uint32_t index;
+	uint64_t base;
+	uint32_t gsi;
+	pthread_mutex_t lock;
+	/* registers */
+	uint32_t status;
+	uint32_t dev_features_sel;
+	uint32_t drv_features_sel;
+	uint64_t driver_features;
+	uint32_t queue_sel;
+	uint32_t int_status;
+	uint32_t config_generation;
+	struct virtq queues[VIRTIO_MAX_QUEUES];
+	/* notifications and interrupts */
+	int notify_fd[VIRTIO_MAX_QUEUES];
+	struct ev_handler notify_handler[VIRTIO_MAX_QUEUES];
+	struct virtio_queue_notify notify_ctx[VIRTIO_MAX_QUEUES];
+	int irq_fd;
+};
+
+/*
+ * Add a virtio device to a CONFIGURED VM: picks its MMIO slot and GSI,
+ * registers the register window on the MMIO bus, and announces it to the
+ * guest when the VM starts. @ops and @opaque are borrowed for the VM's life.
+ * 0 or negative errno (message in microvm_last_error()).
+ */
+int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, void *opaque,
+		    struct virtio_device **out);
+
+/* VM start: create the eventfds (ioeventfd per queue into the event loop,
+ * irqfd for the interrupt). VM teardown: release them. */
+int virtio_mmio_start(struct virtio_device *vdev);
+void virtio_mmio_release(struct virtio_device *vdev);
+/* VM destroy: release, call ops->release, free. */
+void virtio_mmio_free(struct virtio_device *vdev);
+
+/* Append " virtio_mmio.device=4K@0xBASE:GSI" for the kernel command line
+ * (needs CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES). snprintf semantics. */
+int virtio_mmio_cmdline(const struct virtio_device *vdev, char *buf, size_t len);
+
+/* After pushing used buffers on queue @q: interrupt the driver if it wants
+ * one. Lock held. */
+void virtio_notify_used(struct virtio_device *vdev, uint16_t q);
+
+/* The guest broke the protocol (malformed ring): set DEVICE_NEEDS_RESET and
+ * send a config-change interrupt. Lock held. */
+void virtio_set_needs_reset(struct virtio_device *vdev, const char *why);
+
+#endif
