@@ -16,13 +16,34 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: microvm-hello --kernel PATH [--initrd PATH] [--cmdline STR]\n"
-		   "                     [--cpus N] [--mem MIB] [--verbose]\n");
+		   "                     [--cpus N] [--mem MIB] [--disk PATH[,ro]]...\n"
+		   "                     [--rng] [--virtio-console] [--no-acpi] [--verbose]\n");
 }
 
 static void log_stderr(void *opaque, int level, const char *msg)
 {
 	(void)opaque;
 	fprintf(stderr, "microvm[%d]: %s\n", level, msg);
+}
+
+/* --disk PATH[,ro] */
+static int add_disks(microvm *vm, const char **disks, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s", disks[i]);
+		microvm_disk_config cfg = MICROVM_DISK_CONFIG_INIT;
+		size_t len = strlen(path);
+		if (len > 3 && strcmp(path + len - 3, ",ro") == 0) {
+			path[len - 3] = 0;
+			cfg.flags |= MICROVM_DISK_READ_ONLY;
+		}
+		cfg.path = path;
+		int r = microvm_add_disk(vm, &cfg);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -34,6 +55,10 @@ int main(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'n' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "rng", no_argument, NULL, 'r' },
+		{ "virtio-console", no_argument, NULL, 'V' },
+		{ "no-acpi", no_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -41,9 +66,11 @@ int main(int argc, char **argv)
 	/* A Linux guest needs no more than this on our machine model. */
 	const char *cmdline = "console=ttyS0 reboot=k panic=-1 pci=off";
 	unsigned long cpus = 1, mem = 128;
-	int verbose = 0, c;
+	int verbose = 0, rng = 0, vcon = 0, no_acpi = 0, c;
+	const char *disks[8];
+	int ndisks = 0;
 	char *end;
-	while ((c = getopt_long(argc, argv, "k:i:c:n:m:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:i:c:n:m:vhd:rVA", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': kernel = optarg; break;
 		case 'i': initrd = optarg; break;
@@ -57,6 +84,13 @@ int main(int argc, char **argv)
 			if (*end || !*optarg) { usage(stderr); return 3; }
 			break;
 		case 'v': verbose = 1; break;
+		case 'd':
+			if (ndisks == 8) { usage(stderr); return 3; }
+			disks[ndisks++] = optarg;
+			break;
+		case 'r': rng = 1; break;
+		case 'V': vcon = 1; break;
+		case 'A': no_acpi = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 3;
 		}
@@ -79,6 +113,10 @@ int main(int argc, char **argv)
 	    (r = microvm_set_kernel(vm, kernel, cmdline)) < 0 ||
 	    (initrd && (r = microvm_set_initrd(vm, initrd)) < 0) ||
 	    (r = microvm_set_console(vm, STDIN_FILENO, STDOUT_FILENO)) < 0 ||
+	    (rng && (r = microvm_set_rng(vm, 1)) < 0) ||
+	    (vcon && (r = microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO)) < 0) ||
+	    (no_acpi && (r = microvm_set_acpi(vm, 0)) < 0) ||
+	    (r = add_disks(vm, disks, ndisks)) < 0 ||
 	    (r = microvm_start(vm)) < 0) {
 		fprintf(stderr, "microvm-hello: %s\n", microvm_last_error(vm));
 		microvm_destroy(vm);

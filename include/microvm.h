@@ -175,6 +175,68 @@ MICROVM_API int microvm_set_initrd(microvm *vm, const char *path);
  */
 MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd);
 
+/* -------------------------------------------------- console type, entropy */
+
+#define MICROVM_CONSOLE_SERIAL 0 /* 16550 UART at COM1 (Linux: console=ttyS0); default */
+#define MICROVM_CONSOLE_VIRTIO 1 /* virtio-console, one port (Linux: console=hvc0) */
+
+/*
+ * Which device carries the console fds of microvm_set_console(). With
+ * MICROVM_CONSOLE_VIRTIO the UART is still there but connected to nothing,
+ * and the guest needs CONFIG_VIRTIO_CONSOLE (and console=hvc0 to log there).
+ * -EINVAL for an unknown type, -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_console_type(microvm *vm, uint32_t type);
+
+/*
+ * Give the guest a virtio-rng device fed from the host's getrandom() (Linux:
+ * CONFIG_HW_RANDOM_VIRTIO, /dev/hwrng). Off by default. -EBUSY if not
+ * CONFIGURED.
+ */
+MICROVM_API int microvm_set_rng(microvm *vm, int enabled);
+
+/* ------------------------------------------------------------------ disks */
+
+#define MICROVM_DISK_READ_ONLY 0x1u    /* the guest cannot write (VIRTIO_BLK_F_RO) */
+#define MICROVM_DISK_BACKEND_SYNC 0x2u /* use the synchronous backend, not io_uring */
+
+typedef struct microvm_disk_config {
+	uint32_t size;      /* sizeof(microvm_disk_config) as the caller knows it */
+	uint32_t flags;     /* MICROVM_DISK_* */
+	const char *path;   /* raw image file; copied. Opened by microvm_add_disk */
+	const char *serial; /* device serial (GET_ID), at most 20 bytes; copied; NULL = none */
+} microvm_disk_config;
+
+#define MICROVM_DISK_CONFIG_INIT { sizeof(microvm_disk_config), 0, NULL, NULL }
+
+/*
+ * Attach a raw disk image as a virtio-blk device (virtio-mmio, announced on
+ * the kernel command line; the guest sees disks in the order added:
+ * /dev/vda, /dev/vdb, ...). The capacity is the file size rounded down to
+ * 512-byte sectors. The file is opened now (read-only if the flag says so)
+ * and stays open until the VM is destroyed. I/O goes through io_uring unless
+ * that is unavailable or MICROVM_DISK_BACKEND_SYNC is set; host I/O errors
+ * reach the guest as VIRTIO_BLK_S_IOERR and the VM keeps running.
+ * Returns the disk's index (>= 0), or -EINVAL (bad config, file too small),
+ * -ENOENT/-EACCES... (file), -ENOSPC (too many devices), -EBUSY if not
+ * CONFIGURED.
+ */
+MICROVM_API int microvm_add_disk(microvm *vm, const microvm_disk_config *cfg);
+
+/* Name of the I/O backend disk @index uses ("io_uring" or "sync"), or NULL
+ * for a bad index. The string is static. */
+MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
+
+/*
+ * ACPI tables (default on): RSDP/XSDT/FADT (hardware-reduced)/MADT/DSDT, so
+ * kernels find all vCPUs without CONFIG_X86_MPPARSE, power off through ACPI,
+ * and find virtio devices in the DSDT. With ACPI off the guest gets only the
+ * MP table, and virtio devices are announced on the kernel command line
+ * (virtio_mmio.device=4K@0xADDR:IRQ, needs CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES):
+ * use that for kernels built without CONFIG_ACPI. -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_acpi(microvm *vm, int enabled);
+
 #define MICROVM_DEFAULT_KICK_SIGNAL_OFFSET 6
 /*
  * Signal used to kick vCPU threads (see "vCPU kicking" above); must be in

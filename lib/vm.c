@@ -21,6 +21,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
 #include "vcpu.h"
+#include "virtio/devices.h"
 
 #define VCPU_STACK_SIZE (512 * 1024)
 #define REAPER_STACK_SIZE (64 * 1024)
@@ -267,6 +268,16 @@ MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
 	return r;
 }
 
+MICROVM_API int microvm_set_acpi(microvm *vm, int enabled)
+{
+	int r = vm_lock_configured(vm, "set_acpi");
+	if (r < 0)
+		return r;
+	vm->no_acpi = !enabled;
+	pthread_mutex_unlock(&vm->api_lock);
+	return 0;
+}
+
 MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo)
 {
 	int r = vm_lock_configured(vm, "set_kick_signal");
@@ -481,7 +492,10 @@ static int kvm_vm_create(struct microvm *vm)
 static int full_cmdline(struct microvm *vm, char *buf, size_t len)
 {
 	size_t n = (size_t)snprintf(buf, len, "%s", vm->cmdline ? vm->cmdline : "");
-	for (uint32_t i = 0; i < vm->nr_virtio && n < len; i++)
+	/* With ACPI the devices are in the DSDT instead: a hardware-reduced ACPI
+	 * machine has no legacy IRQ numbers, so "virtio_mmio.device=...:IRQ"
+	 * could not name their interrupt. */
+	for (uint32_t i = 0; vm->no_acpi && i < vm->nr_virtio && n < len; i++)
 		n += (size_t)virtio_mmio_cmdline(vm->virtio[i], buf + n, len - n);
 	if (n >= len)
 		return vm_error(vm, -E2BIG, "command line with %u virtio device(s) exceeds %zu bytes",
@@ -498,6 +512,10 @@ static int load_guest(struct microvm *vm, struct boot_info *bi)
 		return cr;
 	memset(bi, 0, sizeof(*bi));
 	bi->ncpus = vm->nr_vcpus;
+	bi->no_acpi = vm->no_acpi;
+	for (uint32_t i = 0; i < vm->nr_virtio; i++)
+		bi->mmio[bi->n_mmio++] = (struct acpi_mmio_device){
+			vm->virtio[i]->base, VIRTIO_MMIO_SIZE, vm->virtio[i]->gsi };
 	int r = boot_load_kernel(&vm->mem, vm->kernel_path, bi, err, sizeof(err));
 	if (r == 0 && vm->initrd_path)
 		r = boot_load_initrd(&vm->mem, vm->initrd_path, bi, err, sizeof(err));
@@ -661,6 +679,8 @@ MICROVM_API int microvm_start(microvm *vm)
 	r = kvm_open(vm);
 	if (r == 0)
 		r = kvm_vm_create(vm);
+	if (r == 0)
+		r = virtio_devices_add(vm); /* before the command line is built */
 	if (r == 0)
 		r = load_guest(vm, &bi);
 	if (r == 0)

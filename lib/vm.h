@@ -19,6 +19,8 @@
 #include "virtio/mmio.h"
 
 struct kvm_run;
+struct virtio_console;
+struct virtio_rng;
 
 struct vcpu {
 	struct microvm *vm;
@@ -49,7 +51,10 @@ struct microvm {
 	char *initrd_path;
 	int console_in;  /* borrowed */
 	int console_out; /* borrowed */
+	uint32_t console_type; /* MICROVM_CONSOLE_*: which device gets the fds */
+	bool rng_enabled;
 	int kick_signal;
+	bool no_acpi;    /* MP table only; virtio devices on the command line */
 
 	/* --- diagnostics --- */
 	microvm_log_fn log_fn;
@@ -79,6 +84,10 @@ struct microvm {
 	struct evloop evloop;    /* device work; runs while the VM is started */
 	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	uint32_t nr_virtio;
+	/* virtio/devices.h: added by microvm_start at most once (kept if a
+	 * start fails), freed with their virtio_device. */
+	struct virtio_console *vconsole;
+	struct virtio_rng *vrng;
 	struct serial serial;
 	struct i8042 i8042;
 	struct pm pm;

@@ -11,6 +11,18 @@ case "$MICROVM_TEST" in
 panic)
 	echo "init exiting on purpose"
 	exit 1 ;;
+rng)
+	echo "RNG: $(od -An -N16 -tx1 /dev/hwrng | tr -d ' \n')"
+	reboot -f ;;
+ro-disk)
+	# The disk is attached read-only: writing it must fail in the guest.
+	if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then
+		echo "RO-DISK: write succeeded"
+	else
+		echo "RO-DISK: write refused"
+	fi
+	echo "RO-DISK: first bytes $(od -An -N8 -c /dev/vda | tr -d ' ')"
+	reboot -f ;;
 esac
 echo "READY-FOR-INPUT"
 read -r line

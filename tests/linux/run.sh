@@ -20,6 +20,9 @@ export MICROVM_TEST_BZIMAGE=$kdir/bzImage
 export MICROVM_TEST_INITRD=$build/tests/linux/test-initrd.cpio.gz
 "$root/guest/initramfs/build.sh" "$MICROVM_TEST_INITRD" --init "$here/init-test.sh" >/dev/null
 
+export MICROVM_TEST_ROOTFS=$build/tests/linux/rootfs.ext4
+"$here/mkrootfs.sh" "$MICROVM_TEST_ROOTFS"
+
 export MICROVM_TEST_DISTRO_KERNEL
 MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
 

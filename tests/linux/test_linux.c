@@ -56,6 +56,11 @@ struct boot {
 	const char *cmdline;
 	uint32_t vcpus;
 	const char *input; /* written once READY-FOR-INPUT appears, or NULL */
+	bool no_initrd;
+	const char *disk;  /* virtio-blk image, or NULL */
+	bool disk_ro;
+	bool rng;
+	bool virtio_console;
 	/* results */
 	int start_rc;
 	microvm_exit ex;
@@ -83,8 +88,19 @@ static void boot_guest(struct boot *b)
 	assert_int_equal(microvm_set_vcpus(vm, b->vcpus), 0);
 	assert_int_equal(microvm_set_memory(vm, 256), 0);
 	assert_int_equal(microvm_set_kernel(vm, b->kernel, b->cmdline), 0);
-	assert_int_equal(microvm_set_initrd(vm, need_env("MICROVM_TEST_INITRD")), 0);
+	if (!b->no_initrd)
+		assert_int_equal(microvm_set_initrd(vm, need_env("MICROVM_TEST_INITRD")), 0);
 	assert_int_equal(microvm_set_console(vm, in[0], out), 0);
+	if (b->disk) {
+		microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+		dc.path = b->disk;
+		dc.flags = b->disk_ro ? MICROVM_DISK_READ_ONLY : 0;
+		assert_int_equal(microvm_add_disk(vm, &dc), 0);
+	}
+	if (b->rng)
+		assert_int_equal(microvm_set_rng(vm, 1), 0);
+	if (b->virtio_console)
+		assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
 	double t0 = now_ms();
 	b->start_rc = microvm_start(vm);
 	if (b->start_rc != 0)
@@ -214,6 +230,130 @@ static void test_poweroff_via_acpi(void **state)
 	free(b.out);
 }
 
+/* Copy the rootfs image so each run starts from the pristine one. */
+static void copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC);
+	int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(in >= 0 && out >= 0);
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		assert_int_equal(write(out, buf, (size_t)n), n);
+	assert_int_equal(n, 0);
+	close(in);
+	close(out);
+}
+
+/* Contents of @file inside the ext4 image @img, read on the host with
+ * debugfs (e2fsprogs; no mount, no root needed). */
+static char *ext4_cat(const char *img, const char *file)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "debugfs -R 'cat %s' '%s' 2>/dev/null", file, img);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	char *buf = calloc(1, 4096);
+	assert_non_null(buf);
+	size_t n = fread(buf, 1, 4095, p);
+	buf[n] = 0;
+	pclose(p);
+	return buf;
+}
+
+static void test_ext4_rootfs_on_virtio_blk(void **state)
+{
+	(void)state;
+	char img[] = "/tmp/microvm-rootfs-XXXXXX";
+	int fd = mkstemp(img);
+	assert_true(fd >= 0);
+	close(fd);
+	copy_file(need_env("MICROVM_TEST_ROOTFS"), img);
+	char *before = ext4_cat(img, "/guest-file.txt");
+	assert_null(strstr(before, "written by the guest"));
+	free(before);
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_BZIMAGE"),
+		.cmdline = BASE_CMDLINE " root=/dev/vda rw init=/init",
+		.vcpus = 2,
+		.no_initrd = true,
+		.disk = img,
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "ROOTFS-INIT: /dev/root / ext4 rw");
+	dump_on_failure(&b, "ROOTFS-WROTE");
+	assert_int_equal(b.ex.reason, MICROVM_EXIT_RESET);
+	char *after = ext4_cat(img, "/guest-file.txt");
+	if (!strstr(after, "written by the guest at boot"))
+		fail_msg("the host image lacks the guest's file (debugfs said: %s)", after);
+	printf("linux: ext4 root on virtio-blk: host image has \"%.*s\"\n",
+	       (int)strcspn(after, "\n"), after);
+	free(after);
+	free(b.out);
+	unlink(img);
+}
+
+static void test_read_only_disk(void **state)
+{
+	(void)state;
+	char img[] = "/tmp/microvm-rodisk-XXXXXX";
+	int fd = mkstemp(img);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	assert_int_equal(pwrite(fd, "PRISTINE", 8, 0), 8);
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_BZIMAGE"),
+		.cmdline = BASE_CMDLINE " MICROVM_TEST=ro-disk",
+		.vcpus = 1,
+		.disk = img,
+		.disk_ro = true,
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "RO-DISK: write refused");
+	dump_on_failure(&b, "RO-DISK: first bytes PRISTINE");
+	char head[8];
+	assert_int_equal(pread(fd, head, 8, 0), 8);
+	assert_memory_equal(head, "PRISTINE", 8);
+	free(b.out);
+	close(fd);
+	unlink(img);
+}
+
+static void test_hwrng(void **state)
+{
+	(void)state;
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_BZIMAGE"),
+		.cmdline = BASE_CMDLINE " MICROVM_TEST=rng",
+		.vcpus = 1,
+		.rng = true,
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "RNG: ");
+	const char *hex = strstr(b.out, "RNG: ") + 5;
+	size_t n = strspn(hex, "0123456789abcdef");
+	if (n != 32 || strncmp(hex, "00000000000000000000000000000000", 32) == 0)
+		fail_msg("/dev/hwrng gave \"%.*s\"", 40, hex);
+	free(b.out);
+}
+
+static void test_virtio_console(void **state)
+{
+	(void)state;
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_BZIMAGE"),
+		.cmdline = "console=hvc0 reboot=k panic=-1 pci=off",
+		.vcpus = 1,
+		.input = "through-virtio-console\n",
+		.virtio_console = true,
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "MICROVM-TEST-INIT");
+	dump_on_failure(&b, "ECHO: through-virtio-console");
+	assert_int_equal(b.ex.reason, MICROVM_EXIT_RESET);
+	free(b.out);
+}
+
 static void test_not_a_kernel(void **state)
 {
 	(void)state;
@@ -237,6 +377,10 @@ int main(void)
 		cmocka_unit_test(test_bzimage_2cpus),
 		cmocka_unit_test(test_init_exits_panic_reboots),
 		cmocka_unit_test(test_poweroff_via_acpi),
+		cmocka_unit_test(test_ext4_rootfs_on_virtio_blk),
+		cmocka_unit_test(test_read_only_disk),
+		cmocka_unit_test(test_hwrng),
+		cmocka_unit_test(test_virtio_console),
 		cmocka_unit_test(test_distro_kernel_2cpus),
 	};
 	size_t n = sizeof(tests) / sizeof(tests[0]);

@@ -174,7 +174,7 @@ static void put_gas_io8(uint8_t *g, uint16_t port)
 #define RES_IO_DECODE16 0x01
 #define RES_END_TAG 0x79
 
-#define AML_MAX 512
+#define AML_MAX 4096
 
 struct aml {
 	uint8_t b[AML_MAX];
@@ -336,8 +336,51 @@ static void aml_legacy_device(struct aml *a, const char *name, const char *hid,
 	aml_pkg_end(a, pkg);
 }
 
+#define AML_STRING_PREFIX 0x0d
+#define RES_MEMORY32_FIXED 0x86 /* large item, 9 data bytes */
+#define RES_EXT_IRQ 0x89        /* large item: extended interrupt descriptor */
+#define EXT_IRQ_CONSUMER 0x01
+#define EXT_IRQ_EDGE 0x02
+
+/* Device(VRnn) { _HID "LNRO0005", _UID n, _CRS { mem, irq } } */
+static void aml_virtio_device(struct aml *a, uint32_t n, const struct acpi_mmio_device *d)
+{
+	char name[5];
+	snprintf(name, sizeof(name), "VR%02X", n & 0xff);
+	uint8_t res[32];
+	size_t r = 0;
+	res[r++] = RES_MEMORY32_FIXED;
+	put16(res + r, 9);
+	r += 2;
+	res[r++] = 0x01; /* read/write */
+	put32(res + r, (uint32_t)d->base);
+	r += 4;
+	put32(res + r, d->size);
+	r += 4;
+	res[r++] = RES_EXT_IRQ;
+	put16(res + r, 6);
+	r += 2;
+	res[r++] = EXT_IRQ_CONSUMER | EXT_IRQ_EDGE; /* active high, exclusive */
+	res[r++] = 1;                               /* one interrupt */
+	put32(res + r, d->gsi);
+	r += 4;
+
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_DEVICE);
+	size_t pkg = aml_pkg_begin(a);
+	aml_nameseg(a, name);
+	aml_name(a, "_HID");
+	aml_byte(a, AML_STRING_PREFIX);
+	aml_bytes(a, "LNRO0005", 9); /* with its NUL */
+	aml_name(a, "_UID");
+	aml_integer(a, n);
+	aml_name(a, "_CRS");
+	aml_resource_buffer(a, res, r);
+	aml_pkg_end(a, pkg);
+}
+
 /* The DSDT's definition block (everything after the table header). */
-static void build_dsdt_body(struct aml *a)
+static void build_dsdt_body(struct aml *a, const struct acpi_mmio_device *devs, uint32_t ndevs)
 {
 	/* Name(_S5_, Package(4) {S5, S5, 0, 0}): SLP_TYPa, SLP_TYPb, reserved. */
 	aml_name(a, "_S5_");
@@ -365,6 +408,9 @@ static void build_dsdt_body(struct aml *a)
 	n += res_io(res + n, 0x64, 1);
 	n += res_irq(res + n, 1);
 	aml_legacy_device(a, "PS2K", "PNP0303", res, n);
+
+	for (uint32_t i = 0; i < ndevs; i++)
+		aml_virtio_device(a, i, &devs[i]);
 
 	aml_pkg_end(a, scope);
 }
@@ -443,6 +489,16 @@ static void write_madt(uint8_t *t, uint32_t ncpus)
 int acpi_write(struct guest_mem *mem, uint32_t ncpus, uint64_t *rsdp_addr, char *err,
 	       size_t errlen)
 {
+	return acpi_write_devices(mem, ncpus, NULL, 0, rsdp_addr, err, errlen);
+}
+
+int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
+		       const struct acpi_mmio_device *devs, uint32_t ndevs, uint64_t *rsdp_addr,
+		       char *err, size_t errlen)
+{
+	if (ndevs > ACPI_MAX_MMIO_DEVICES)
+		return fail(err, errlen, -E2BIG, "ACPI: %u MMIO devices, at most %d", ndevs,
+			    ACPI_MAX_MMIO_DEVICES);
 	if (ncpus == 0)
 		return fail(err, errlen, -EINVAL, "ACPI: no vCPUs");
 	if (ncpus > ACPI_MAX_CPUS)
@@ -450,7 +506,7 @@ int acpi_write(struct guest_mem *mem, uint32_t ncpus, uint64_t *rsdp_addr, char 
 			    ncpus, ACPI_MAX_CPUS);
 
 	struct aml dsdt_body = { .len = 0 };
-	build_dsdt_body(&dsdt_body);
+	build_dsdt_body(&dsdt_body, devs, ndevs);
 	if (dsdt_body.overflow)
 		return fail(err, errlen, -ENOSPC, "ACPI: DSDT exceeds %d bytes of AML", AML_MAX);
 

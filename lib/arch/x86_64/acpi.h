@@ -79,6 +79,21 @@ struct guest_mem;
 int acpi_write(struct guest_mem *mem, uint32_t ncpus, uint64_t *rsdp_addr, char *err,
 	       size_t errlen);
 
+/* A virtio-mmio device for the DSDT: Device(VRnn) { _HID "LNRO0005",
+ * _CRS { Memory32Fixed(base, size), Interrupt(edge, active high) { gsi } } },
+ * which Linux's virtio_mmio driver binds through ACPI. */
+struct acpi_mmio_device {
+	uint64_t base;
+	uint32_t size;
+	uint32_t gsi;
+};
+#define ACPI_MAX_MMIO_DEVICES 16
+
+/* acpi_write() plus @n virtio-mmio devices in the DSDT (n <= 16). */
+int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
+		       const struct acpi_mmio_device *devs, uint32_t n, uint64_t *rsdp_addr,
+		       char *err, size_t errlen);
+
 /* Whether a byte written to the sleep control register requests S5
  * (soft-off): SLP_EN set and SLP_TYP == ACPI_SLP_TYP_S5. */
 bool acpi_sleep_write_is_poweroff(uint8_t value);

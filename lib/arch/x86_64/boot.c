@@ -236,8 +236,8 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 	uint32_t ncpus = bi->ncpus ? bi->ncpus : 1;
 	uint64_t rsdp = 0;
 	int r = mptable_write(mem, ncpus, err, errlen);
-	if (r == 0)
-		r = acpi_write(mem, ncpus, &rsdp, err, errlen);
+	if (r == 0 && !bi->no_acpi)
+		r = acpi_write_devices(mem, ncpus, bi->mmio, bi->n_mmio, &rsdp, err, errlen);
 	if (r < 0)
 		return r;
 	put64(bp + ACPI_BOOT_PARAMS_RSDP_OFFSET, rsdp);

@@ -3,9 +3,11 @@
 #ifndef MICROVM_X86_BOOT_H
 #define MICROVM_X86_BOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arch/x86_64/acpi.h"
 #include "arch/x86_64/bzimage.h"
 
 struct guest_mem;
@@ -43,6 +45,9 @@ struct boot_info {
 	uint32_t setup_hdr_len;    /* bzImage: setup header to copy, else 0 */
 	uint8_t setup_hdr[SETUP_HDR_MAX];
 	uint32_t ncpus;            /* for the MP and ACPI tables; 0 = 1 */
+	bool no_acpi;              /* MP table only */
+	uint32_t n_mmio;           /* virtio-mmio devices for the DSDT */
+	struct acpi_mmio_device mmio[ACPI_MAX_MMIO_DEVICES];
 };
 
 /*

@@ -1,0 +1,184 @@
+/*
+ * virtio-rng, the entropy device (virtio 1.2 section 5.4): device ID 4, one
+ * virtqueue (requestq), no feature bits, no configuration space. The driver
+ * posts device-writable buffers; the device fills them with random bytes
+ * from the host's getrandom() and returns them with the number of bytes
+ * written.
+ *
+ * Decisions where the specification leaves room:
+ *  - At most VIRTIO_RNG_MAX_REQUEST bytes are given per request (the spec
+ *    lets the device use less than the whole buffer, but at least one byte).
+ *  - A request with a device-readable buffer is a protocol violation: the
+ *    device is marked DEVICE_NEEDS_RESET.
+ *  - getrandom() runs with GRND_NONBLOCK, so the event loop never waits for
+ *    the host's entropy pool. If the pool is not initialised yet (only
+ *    possible very early in the host's boot) the request stays in the ring
+ *    and is served on the next notification.
+ */
+#include "virtio/devices.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "virtio/mmio.h"
+#include "virtio/queue.h"
+#include "vm.h"
+
+struct virtio_rng {
+	struct microvm *vm;
+	struct virtio_device *vdev;
+	bool warned_no_entropy;
+	struct virtq_chain chain; /* scratch for virtio_rng_process (large) */
+};
+
+/* Fill up to @want bytes of the writable buffers of @c. Returns the bytes
+ * written; *@err is set to a negative errno if getrandom() failed. */
+static uint32_t fill_random(const struct virtq_chain *c, uint32_t want, int *err)
+{
+	uint32_t done = 0;
+	uint32_t end = c->n_out + c->n_in;
+	if (end > VIRTQ_MAX_SIZE)
+		end = VIRTQ_MAX_SIZE;
+	*err = 0;
+	for (uint32_t i = c->n_out; i < end && done < want; i++) {
+		uint8_t *p = c->iov[i].iov_base;
+		size_t len = c->iov[i].iov_len;
+		if (len > want - done)
+			len = want - done;
+		size_t off = 0;
+		while (off < len) {
+			ssize_t n = getrandom(p + off, len - off, GRND_NONBLOCK);
+			if (n > 0) {
+				off += (size_t)n;
+			} else if (n < 0 && errno == EINTR) {
+				continue;
+			} else {
+				*err = n < 0 ? -errno : -EIO;
+				return done + (uint32_t)off;
+			}
+		}
+		done += (uint32_t)len;
+	}
+	return done;
+}
+
+int virtio_rng_process(struct virtq *q, struct virtq_chain *c, uint32_t *pushed)
+{
+	for (;;) {
+		int r = virtq_pop(q, c);
+		if (r == 0) {
+			/* With EVENT_IDX: ask for a notification at the next
+			 * request, then look again (it may have just arrived). */
+			virtq_set_avail_event(q);
+			r = virtq_pop(q, c);
+		}
+		if (r < 0)
+			return -EIO;
+		if (r == 0)
+			return 0;
+		if (c->n_out > 0)
+			return -EIO; /* requests are device-writable only */
+		uint32_t want = c->in_len < VIRTIO_RNG_MAX_REQUEST ? (uint32_t)c->in_len
+								    : VIRTIO_RNG_MAX_REQUEST;
+		int err = 0;
+		uint32_t got = fill_random(c, want, &err);
+		if (got == 0 && want > 0) {
+			/* Nothing to give: leave the request in the ring (it
+			 * was only looked at, nothing was written). */
+			q->last_avail--;
+			return err < 0 ? err : -EAGAIN;
+		}
+		if (virtq_push(q, c->head, got) < 0)
+			return -EIO;
+		(*pushed)++;
+	}
+}
+
+/* ------------------------------------------------------- transport glue */
+
+/* Ask the event loop to look at queue @q (as a driver notification would). */
+static void self_notify(struct virtio_device *vdev, uint16_t q)
+{
+	if (vdev->notify_fd[q] >= 0) {
+		uint64_t one = 1;
+		ssize_t n = write(vdev->notify_fd[q], &one, sizeof(one));
+		(void)n; /* only fails when the counter is saturated: still pending */
+	}
+}
+
+static int rng_activate(void *opaque, struct virtio_device *vdev)
+{
+	struct virtio_rng *r = opaque;
+	r->vdev = vdev;
+	/* Requests posted before DRIVER_OK were notified while the transport
+	 * ignored notifications: look at the ring once now. */
+	self_notify(vdev, 0);
+	return 0;
+}
+
+static void rng_notify(void *opaque, struct virtio_device *vdev, uint16_t q)
+{
+	struct virtio_rng *r = opaque;
+	uint32_t pushed = 0;
+	int e = virtio_rng_process(&vdev->queues[q], &r->chain, &pushed);
+	if (e == -EIO) {
+		virtio_set_needs_reset(vdev, "malformed request ring or a device-readable "
+					     "request buffer");
+	} else if (e < 0 && !r->warned_no_entropy) {
+		r->warned_no_entropy = true;
+		vm_warn(r->vm, "virtio-rng: getrandom: %s; request postponed", strerror(-e));
+	}
+	if (pushed)
+		virtio_notify_used(vdev, q);
+}
+
+static void rng_release(void *opaque)
+{
+	struct virtio_rng *r = opaque;
+	if (r && r->vm && r->vm->vrng == r)
+		r->vm->vrng = NULL;
+	free(r);
+}
+
+static const struct virtio_device_ops rng_ops = {
+	.name = "virtio-rng",
+	.device_id = VIRTIO_ID_ENTROPY,
+	.features = 0,
+	.num_queues = 1,
+	.config_size = 0,
+	.activate = rng_activate,
+	.notify = rng_notify,
+	.release = rng_release,
+};
+
+int virtio_rng_add(struct microvm *vm)
+{
+	if (vm->vrng)
+		return 0; /* added by an earlier start attempt */
+	struct virtio_rng *r = calloc(1, sizeof(*r));
+	if (!r)
+		return vm_error(vm, -ENOMEM, "virtio-rng: out of memory");
+	r->vm = vm;
+	struct virtio_device *vdev = NULL;
+	int e = virtio_mmio_add(vm, &rng_ops, r, &vdev);
+	if (e < 0) {
+		free(r);
+		return e; /* message recorded by virtio_mmio_add */
+	}
+	r->vdev = vdev;
+	vm->vrng = r;
+	return 0;
+}
+
+MICROVM_API int microvm_set_rng(microvm *vm, int enabled)
+{
+	int r = vm_lock_configured(vm, "set_rng");
+	if (r < 0)
+		return r;
+	vm->rng_enabled = enabled != 0;
+	pthread_mutex_unlock(&vm->api_lock);
+	return 0;
+}
