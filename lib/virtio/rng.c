@@ -34,6 +34,10 @@ struct virtio_rng {
 	struct virtq_chain chain; /* scratch for virtio_rng_process (large) */
 };
 
+#ifndef GRND_INSECURE
+#define GRND_INSECURE 0x0004 /* Linux 5.6+ */
+#endif
+
 /* Fill up to @want bytes of the writable buffers of @c. Returns the bytes
  * written; *@err is set to a negative errno if getrandom() failed. */
 static uint32_t fill_random(const struct virtq_chain *c, uint32_t want, int *err)
@@ -51,6 +55,12 @@ static uint32_t fill_random(const struct virtq_chain *c, uint32_t want, int *err
 		size_t off = 0;
 		while (off < len) {
 			ssize_t n = getrandom(p + off, len - off, GRND_NONBLOCK);
+			if (n < 0 && errno == EAGAIN) {
+				/* The host's pool is not initialized yet (a host
+				 * in early boot). Never block the event loop: take
+				 * what the kernel has, as /dev/urandom would. */
+				n = getrandom(p + off, len - off, GRND_INSECURE);
+			}
 			if (n > 0) {
 				off += (size_t)n;
 			} else if (n < 0 && errno == EINTR) {
