@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "errbuf.h"
 #include "vm.h"
 
 MICROVM_API const char *microvm_strerror(int err)
@@ -49,4 +50,13 @@ int vm_error(struct microvm *vm, int err, const char *fmt, ...)
 	va_end(ap);
 	vm_log(vm, MICROVM_LOG_ERROR, "%s (%s)", vm->last_error, microvm_strerror(err));
 	return err;
+}
+
+int errbuf_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code;
 }

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "memory.h"
+#include "byteorder.h"
+#include "errbuf.h"
 
 /* ------------------------------------------------------------ constants */
 
@@ -95,21 +97,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static uint64_t align16(uint64_t v) { return (v + 15) & ~15ULL; }
 
@@ -497,18 +484,18 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 		       char *err, size_t errlen)
 {
 	if (ndevs > ACPI_MAX_MMIO_DEVICES)
-		return fail(err, errlen, -E2BIG, "ACPI: %u MMIO devices, at most %d", ndevs,
+		return errbuf_fail(err, errlen, -E2BIG, "ACPI: %u MMIO devices, at most %d", ndevs,
 			    ACPI_MAX_MMIO_DEVICES);
 	if (ncpus == 0)
-		return fail(err, errlen, -EINVAL, "ACPI: no vCPUs");
+		return errbuf_fail(err, errlen, -EINVAL, "ACPI: no vCPUs");
 	if (ncpus > ACPI_MAX_CPUS)
-		return fail(err, errlen, -E2BIG, "ACPI: %u vCPUs, at most %d fit (8-bit APIC IDs)",
+		return errbuf_fail(err, errlen, -E2BIG, "ACPI: %u vCPUs, at most %d fit (8-bit APIC IDs)",
 			    ncpus, ACPI_MAX_CPUS);
 
 	struct aml dsdt_body = { .len = 0 };
 	build_dsdt_body(&dsdt_body, devs, ndevs);
 	if (dsdt_body.overflow)
-		return fail(err, errlen, -ENOSPC, "ACPI: DSDT exceeds %d bytes of AML", AML_MAX);
+		return errbuf_fail(err, errlen, -ENOSPC, "ACPI: DSDT exceeds %d bytes of AML", AML_MAX);
 
 	/* Layout, each table 16-byte aligned. */
 	enum { XSDT_ENTRIES = 2 }; /* FADT, MADT */
@@ -526,13 +513,13 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 	const uint64_t end = madt + madt_len;
 
 	if (end > ACPI_TABLES_END)
-		return fail(err, errlen, -E2BIG,
+		return errbuf_fail(err, errlen, -E2BIG,
 			    "ACPI: tables for %u vCPUs need %llu bytes, only %llu are reserved",
 			    ncpus, (unsigned long long)(end - base),
 			    (unsigned long long)(ACPI_TABLES_END - base));
 	uint8_t *area = gm_ptr(mem, base, end - base);
 	if (!area)
-		return fail(err, errlen, -EINVAL,
+		return errbuf_fail(err, errlen, -EINVAL,
 			    "ACPI: guest RAM does not cover the tables at [0x%llx, 0x%llx)",
 			    (unsigned long long)base, (unsigned long long)end);
 	memset(area, 0, end - base);

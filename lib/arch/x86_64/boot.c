@@ -14,20 +14,10 @@
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/layout.h"
 #include "memory.h"
+#include "byteorder.h"
+#include "errbuf.h"
 #include "microvm.h"
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /*
  * Read a whole regular file of at most @max bytes into a malloc'd buffer.
@@ -40,30 +30,30 @@ static int read_file(const char *path, uint64_t max, uint8_t **data, size_t *siz
 	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		return errbuf_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
 	int r = 0;
 	uint8_t *buf = NULL;
 	if (fstat(fd, &st) < 0)
-		r = fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		r = errbuf_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		r = fail(err, errlen, -EINVAL, "%s: not a regular file", path);
+		r = errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file", path);
 	else if (st.st_size == 0)
-		r = fail(err, errlen, -ENOEXEC, "%s: empty file", path);
+		r = errbuf_fail(err, errlen, -ENOEXEC, "%s: empty file", path);
 	else if ((uint64_t)st.st_size > max)
-		r = fail(err, errlen, -ENOMEM, "%s: %lld bytes do not fit in guest RAM", path,
+		r = errbuf_fail(err, errlen, -ENOMEM, "%s: %lld bytes do not fit in guest RAM", path,
 			 (long long)st.st_size);
 	else if (!(buf = malloc((size_t)st.st_size)))
-		r = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		r = errbuf_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	size_t got = 0;
 	while (r == 0 && got < (size_t)st.st_size) {
 		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			r = fail(err, errlen, -errno, "%s: read: %s", path, strerror(errno));
+			r = errbuf_fail(err, errlen, -errno, "%s: read: %s", path, strerror(errno));
 		else if (n == 0)
-			r = fail(err, errlen, -EIO, "%s: file shrank while being read", path);
+			r = errbuf_fail(err, errlen, -EIO, "%s: file shrank while being read", path);
 		else
 			got += (size_t)n;
 	}
@@ -116,7 +106,7 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 	}
 	free(img);
 	if (r < 0)
-		return fail(err, errlen, r, "kernel %s: %s", path, why);
+		return errbuf_fail(err, errlen, r, "kernel %s: %s", path, why);
 	return 0;
 }
 
@@ -136,7 +126,7 @@ int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *
 	uint64_t addr = size <= top ? ((top - size) & ~0xfffULL) : 0;
 	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL)) {
 		free(img);
-		return fail(err, errlen, -ENOMEM,
+		return errbuf_fail(err, errlen, -ENOMEM,
 			    "initrd %s (%zu bytes) does not fit in guest RAM between the kernel "
 			    "(ends at 0x%llx) and 0x%llx",
 			    path, size, (unsigned long long)bi->kernel_end, (unsigned long long)top);
@@ -163,20 +153,20 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 {
 	size_t cmdlen = cmdline ? strlen(cmdline) : 0;
 	if (cmdlen >= MICROVM_MAX_CMDLINE)
-		return fail(err, errlen, -E2BIG, "command line is %zu bytes (max %d)", cmdlen,
+		return errbuf_fail(err, errlen, -E2BIG, "command line is %zu bytes (max %d)", cmdlen,
 			    MICROVM_MAX_CMDLINE - 1);
 	if (bi->setup_hdr_len > BP_HDR_CMDLINE_SIZE + 4 - SETUP_HDR_START) {
 		/* bzImage: the kernel says how long a command line it takes. */
 		uint32_t max;
 		memcpy(&max, bi->setup_hdr + (BP_HDR_CMDLINE_SIZE - SETUP_HDR_START), 4);
 		if (max && cmdlen > max)
-			return fail(err, errlen, -E2BIG,
+			return errbuf_fail(err, errlen, -E2BIG,
 				    "command line is %zu bytes; this kernel accepts at most %u "
 				    "(cmdline_size)",
 				    cmdlen, max);
 	}
 	if (mem->low_size < HIGH_MEMORY_START + 0x100000)
-		return fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
+		return errbuf_fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
 
 	/* GDT: null, null, code64 (0x10), data (0x18), TSS (0x20). */
 	uint64_t gdt[5] = {

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "memory.h"
+#include "byteorder.h"
+#include "errbuf.h"
 
 /* Setup header fields (offsets in the image and in boot_params). */
 #define HDR_SETUP_SECTS 0x1f1
@@ -27,38 +29,26 @@
 
 #define DEFAULT_LOAD_ADDR 0x1000000ULL /* 16 MiB, Linux's usual physical start */
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 		 struct bzimage_info *out, char *err, size_t errlen)
 {
 	if (size < HDR_INIT_SIZE + 4)
-		return fail(err, errlen, -ENOEXEC, "file too small for a bzImage (%zu bytes)", size);
+		return errbuf_fail(err, errlen, -ENOEXEC, "file too small for a bzImage (%zu bytes)", size);
 	if (get32(img + HDR_MAGIC) != 0x53726448) /* "HdrS" */
-		return fail(err, errlen, -ENOEXEC, "no \"HdrS\" setup header magic");
+		return errbuf_fail(err, errlen, -ENOEXEC, "no \"HdrS\" setup header magic");
 	if (get16(img + HDR_BOOT_FLAG) != 0xaa55)
-		return fail(err, errlen, -ENOEXEC, "bad boot flag 0x%04x", get16(img + HDR_BOOT_FLAG));
+		return errbuf_fail(err, errlen, -ENOEXEC, "bad boot flag 0x%04x", get16(img + HDR_BOOT_FLAG));
 	uint16_t version = get16(img + HDR_VERSION);
 	if (version < BZIMAGE_MIN_PROTOCOL)
-		return fail(err, errlen, -ENOEXEC,
+		return errbuf_fail(err, errlen, -ENOEXEC,
 			    "boot protocol %u.%02u is too old (need %u.%02u for the 64-bit entry)",
 			    version >> 8, version & 0xff, BZIMAGE_MIN_PROTOCOL >> 8,
 			    BZIMAGE_MIN_PROTOCOL & 0xff);
 	if (!(img[HDR_LOADFLAGS] & LOADED_HIGH))
-		return fail(err, errlen, -ENOEXEC, "not a bzImage (LOADED_HIGH is clear)");
+		return errbuf_fail(err, errlen, -ENOEXEC, "not a bzImage (LOADED_HIGH is clear)");
 	if (!(get16(img + HDR_XLOADFLAGS) & XLF_KERNEL_64))
-		return fail(err, errlen, -ENOEXEC, "kernel has no 64-bit entry point (XLF_KERNEL_64)");
+		return errbuf_fail(err, errlen, -ENOEXEC, "kernel has no 64-bit entry point (XLF_KERNEL_64)");
 
 	uint32_t hdr_end = 0x202u + img[HDR_JUMP_END];
 	if (hdr_end <= HDR_INIT_SIZE + 4 || hdr_end > SETUP_HDR_START + SETUP_HDR_MAX)
@@ -67,14 +57,14 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 	uint32_t setup_sects = img[HDR_SETUP_SECTS] ? img[HDR_SETUP_SECTS] : 4;
 	uint64_t pm_offset = (uint64_t)(setup_sects + 1) * 512;
 	if (pm_offset >= size)
-		return fail(err, errlen, -ENOEXEC,
+		return errbuf_fail(err, errlen, -ENOEXEC,
 			    "setup (%u sectors) leaves no protected-mode kernel in the file",
 			    setup_sects);
 	uint64_t pm_size = size - pm_offset;
 
 	uint32_t align = get32(img + HDR_KERNEL_ALIGNMENT);
 	if (align == 0 || (align & (align - 1)) || align > (1u << 30))
-		return fail(err, errlen, -ENOEXEC, "bad kernel_alignment 0x%x", align);
+		return errbuf_fail(err, errlen, -ENOEXEC, "bad kernel_alignment 0x%x", align);
 	uint64_t init_size = get32(img + HDR_INIT_SIZE);
 	if (init_size < pm_size)
 		init_size = pm_size;
@@ -87,7 +77,7 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 	if (load < 0x100000 || (load & (align - 1)) || load > MEM_LOW_LIMIT ||
 	    init_size > MEM_LOW_LIMIT - load || !gm_ptr(mem, load, init_size)) {
 		if (!relocatable)
-			return fail(err, errlen, -ENOMEM,
+			return errbuf_fail(err, errlen, -ENOMEM,
 				    "kernel must load at 0x%llx (not relocatable) and needs 0x%llx "
 				    "bytes there; guest RAM is 0x%llx bytes",
 				    (unsigned long long)load, (unsigned long long)init_size,
@@ -95,7 +85,7 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 		load = (DEFAULT_LOAD_ADDR + align - 1) & ~((uint64_t)align - 1);
 	}
 	if (load + init_size > MEM_LOW_LIMIT || !gm_ptr(mem, load, init_size))
-		return fail(err, errlen, -ENOMEM,
+		return errbuf_fail(err, errlen, -ENOMEM,
 			    "kernel needs 0x%llx bytes at 0x%llx (init_size); guest RAM is 0x%llx "
 			    "bytes",
 			    (unsigned long long)init_size, (unsigned long long)load,

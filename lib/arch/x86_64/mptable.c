@@ -9,6 +9,8 @@
 
 #include "arch/x86_64/layout.h"
 #include "memory.h"
+#include "byteorder.h"
+#include "errbuf.h"
 
 /* Floating pointer structure (MPS 4.1). */
 #define MPF_SIGNATURE "_MP_"
@@ -56,20 +58,6 @@
 #define MP_CPU_SIGNATURE 0x600
 #define MP_CPU_FEATURES ((1U << 0) | (1U << 9))
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 /* The byte that makes the bytes of [p, p + len) sum to 0 mod 256. */
 static uint8_t checksum(const uint8_t *p, size_t len)
@@ -97,9 +85,9 @@ static uint8_t *put_intr(uint8_t *e, uint8_t type, uint8_t irqtype, uint8_t bus,
 int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errlen)
 {
 	if (ncpus == 0)
-		return fail(err, errlen, -EINVAL, "MP table: no vCPUs");
+		return errbuf_fail(err, errlen, -EINVAL, "MP table: no vCPUs");
 	if (ncpus > MPTABLE_MAX_CPUS)
-		return fail(err, errlen, -E2BIG, "MP table: %u vCPUs, at most %d fit (8-bit APIC IDs)",
+		return errbuf_fail(err, errlen, -E2BIG, "MP table: %u vCPUs, at most %d fit (8-bit APIC IDs)",
 			    ncpus, MPTABLE_MAX_CPUS);
 
 	uint64_t size = MPTABLE_CONFIG_SIZE(ncpus);
@@ -107,14 +95,14 @@ int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errle
 	if (addr + size > MPTABLE_EBDA_END)
 		addr = MPTABLE_HIGH_ADDR;
 	if (addr + size > (addr == MPTABLE_HIGH_ADDR ? MPTABLE_HIGH_END : MPTABLE_EBDA_END))
-		return fail(err, errlen, -E2BIG, "MP table: %llu bytes for %u vCPUs do not fit",
+		return errbuf_fail(err, errlen, -E2BIG, "MP table: %llu bytes for %u vCPUs do not fit",
 			    (unsigned long long)size, ncpus);
 
 	/* Check every range before writing anything. */
 	uint8_t *ebda = gm_ptr(mem, EBDA_START, MPTABLE_EBDA_END - EBDA_START);
 	uint8_t *mpc = gm_ptr(mem, addr, size);
 	if (!ebda || !mpc)
-		return fail(err, errlen, -EINVAL,
+		return errbuf_fail(err, errlen, -EINVAL,
 			    "MP table: guest RAM does not cover [0x%llx, 0x%llx)",
 			    (unsigned long long)(ebda ? addr : EBDA_START),
 			    (unsigned long long)(ebda ? addr + size : MPTABLE_EBDA_END));
