@@ -25,6 +25,9 @@
 
 struct uring {
 	struct io_uring ring;
+	/* drain(): finish short transfers instead of resubmitting the rest
+	 * (the memory behind the iovecs may be going away). */
+	bool draining;
 };
 
 static int uring_init(struct blk_backend *be)
@@ -123,8 +126,10 @@ static bool handle_cqe(struct blk_backend *be, struct blk_io *io, int res)
 	} else if (res == 0) {
 		io->result = -EIO; /* end of file before @len bytes */
 	} else {
+		struct uring *u = be->priv;
 		blk_io_advance(io, (uint64_t)res);
-		if (io->done < io->len && io->first < io->niov && queue_io(be, io) == 0)
+		if (io->done < io->len && io->first < io->niov && !u->draining &&
+		    queue_io(be, io) == 0)
 			return false;
 		io->result = io->done >= io->len ? 0 : -EIO;
 	}
@@ -156,6 +161,7 @@ static void uring_drain(struct blk_backend *be)
 {
 	struct uring *u = be->priv;
 	int errors = 0;
+	u->draining = true;
 	while (be->in_flight > 0) {
 		/* Submits what is still queued, then waits for a CQE. */
 		int r = io_uring_submit_and_wait(&u->ring, 1);
@@ -165,6 +171,7 @@ static void uring_drain(struct blk_backend *be)
 		else if (r < 0 && ++errors >= DRAIN_MAX_ERRORS)
 			break;
 	}
+	u->draining = false;
 }
 
 static void uring_destroy(struct blk_backend *be)

@@ -356,6 +356,12 @@ void virtio_mmio_free(struct virtio_device *d)
 
 void virtio_mmio_release(struct virtio_device *d)
 {
+	/* Quiesce the device first: a reset waits for its in-flight I/O, which
+	 * targets guest RAM that is unmapped right after this. */
+	pthread_mutex_lock(&d->lock);
+	if (d->ops->reset)
+		d->ops->reset(d->opaque);
+	pthread_mutex_unlock(&d->lock);
 	/* The VM fd is closed right after (or already being torn down), which
 	 * drops the ioeventfd/irqfd registrations with it. */
 	for (int q = 0; q < VIRTIO_MAX_QUEUES; q++) {

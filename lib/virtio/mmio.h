@@ -95,7 +95,8 @@ int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, voi
 		    struct virtio_device **out);
 
 /* VM start: create the eventfds (ioeventfd per queue into the event loop,
- * irqfd for the interrupt). VM teardown: release them. */
+ * irqfd for the interrupt). VM teardown: reset the device (waiting for its
+ * in-flight I/O) and release them, before guest RAM goes away. */
 int virtio_mmio_start(struct virtio_device *vdev);
 void virtio_mmio_release(struct virtio_device *vdev);
 /* VM destroy: release, call ops->release, free. */

@@ -452,6 +452,41 @@ static void test_add_disk_read_only_file(void **state)
 	unlink(path);
 }
 
+static char fallback_log[512];
+
+static void capture_log(void *opaque, int level, const char *msg)
+{
+	(void)opaque;
+	if (level <= MICROVM_LOG_WARN && strstr(msg, "io_uring"))
+		snprintf(fallback_log, sizeof(fallback_log), "%s", msg);
+}
+
+/* When io_uring cannot be set up (here: no file descriptor left for the
+ * ring), the disk falls back to the sync backend and says so in the log. */
+static void test_add_disk_uring_fallback(void **state)
+{
+	(void)state;
+	microvm *vm;
+	assert_int_equal(microvm_create(&vm), 0);
+	assert_int_equal(microvm_set_log(vm, capture_log, NULL, MICROVM_LOG_WARN), 0);
+	int next = open("/dev/null", O_RDONLY | O_CLOEXEC); /* lowest free fd */
+	assert_true(next >= 0);
+	close(next);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)next + 1; /* room for the image only */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	fallback_log[0] = 0;
+	int r = add(vm, image_path, 0, NULL);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(r, 0);
+	assert_string_equal(microvm_disk_backend(vm, 0), "sync");
+	if (!strstr(fallback_log, image_path) || !strstr(fallback_log, "sync"))
+		fail_msg("fallback not logged: \"%s\"", fallback_log);
+	microvm_destroy(vm);
+}
+
 /* ------------------------------------------------------ config + engine */
 
 static void test_config_space(void **state)
@@ -937,6 +972,7 @@ int main(void)
 		cmocka_unit_test(test_add_disk_too_many),
 		cmocka_unit_test(test_add_disk_closes_files),
 		cmocka_unit_test(test_add_disk_read_only_file),
+		cmocka_unit_test(test_add_disk_uring_fallback),
 	};
 	const struct CMUnitTest engine_tests[] = {
 		BOTH(test_config_space, setup_rw),
