@@ -55,8 +55,10 @@ int virtio_rng_add(struct microvm *vm);
  * of bytes written. @c is scratch space. Adds the number of chains pushed to
  * *@pushed. Returns 0 when the ring is empty; -EIO for a malformed ring or a
  * request with a device-readable buffer (the caller marks the device
- * DEVICE_NEEDS_RESET); -EAGAIN if the host has no entropy yet (the request
- * is left in the ring for the next notification).
+ * DEVICE_NEEDS_RESET); -EAGAIN if the host's entropy pool is not
+ * initialised yet (the request is left in the ring; the device retries when
+ * /dev/random becomes readable); another negative errno if getrandom()
+ * failed otherwise (the request is left in the ring).
  */
 int virtio_rng_process(struct virtq *q, struct virtq_chain *c, uint32_t *pushed);
 

@@ -11,15 +11,21 @@
  *  - A request with a device-readable buffer is a protocol violation: the
  *    device is marked DEVICE_NEEDS_RESET.
  *  - getrandom() runs with GRND_NONBLOCK, so the event loop never waits for
- *    the host's entropy pool. If the pool is not initialised yet (only
- *    possible very early in the host's boot) the request stays in the ring
- *    and is served on the next notification.
+ *    the host's entropy pool. If the pool is not initialised yet (early in
+ *    the host's boot, or a host with few entropy sources, e.g. an emulated
+ *    machine that does not trust its CPU's RDRAND) the request stays in the
+ *    ring and the event loop watches /dev/random, which becomes readable
+ *    once the pool is initialised; the requests are served then. The device
+ *    never hands out bytes from an unseeded pool (the guest driver credits
+ *    them as full entropy).
  */
 #include "virtio/devices.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -31,6 +37,8 @@ struct virtio_rng {
 	struct microvm *vm;
 	struct virtio_device *vdev;
 	bool warned_no_entropy;
+	int ready_fd; /* /dev/random, watched while the host has no entropy, or -1 */
+	struct ev_handler ready_handler;
 	struct virtq_chain chain; /* scratch for virtio_rng_process (large) */
 };
 
@@ -129,26 +137,91 @@ static int rng_activate(void *opaque, struct virtio_device *vdev)
 	return 0;
 }
 
-static void rng_notify(void *opaque, struct virtio_device *vdev, uint16_t q)
+static void rng_serve(struct virtio_rng *r, struct virtio_device *vdev);
+
+static void stop_waiting(struct virtio_rng *r)
+{
+	if (r->ready_fd < 0)
+		return;
+	evloop_del(&r->vm->evloop, &r->ready_handler);
+	close(r->ready_fd);
+	r->ready_fd = -1;
+}
+
+/* Event loop: /dev/random is readable, the host's pool is initialised. */
+static void entropy_ready(void *opaque, uint32_t events)
 {
 	struct virtio_rng *r = opaque;
+	struct virtio_device *d = r->vdev;
+	(void)events;
+	pthread_mutex_lock(&d->lock);
+	stop_waiting(r);
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    d->queues[0].ready)
+		rng_serve(r, d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* The host has no entropy yet: serve the waiting requests once it has. */
+static void wait_for_entropy(struct virtio_rng *r)
+{
+	if (r->ready_fd >= 0)
+		return;
+	int fd = open("/dev/random", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		vm_warn(r->vm, "virtio-rng: /dev/random: %s; requests wait for the next "
+			"notification", strerror(errno));
+		return;
+	}
+	r->ready_handler = (struct ev_handler){ fd, entropy_ready, r };
+	int e = evloop_add(&r->vm->evloop, &r->ready_handler, EPOLLIN);
+	if (e < 0) {
+		close(fd);
+		vm_warn(r->vm, "virtio-rng: cannot watch /dev/random: %s; requests wait for "
+			"the next notification", strerror(-e));
+		return;
+	}
+	r->ready_fd = fd;
+}
+
+/* Serve the requestq (transport lock held). */
+static void rng_serve(struct virtio_rng *r, struct virtio_device *vdev)
+{
 	uint32_t pushed = 0;
-	int e = virtio_rng_process(&vdev->queues[q], &r->chain, &pushed);
+	int e = virtio_rng_process(&vdev->queues[0], &r->chain, &pushed);
 	if (e == -EIO) {
 		virtio_set_needs_reset(vdev, "malformed request ring or a device-readable "
 					     "request buffer");
-	} else if (e < 0 && !r->warned_no_entropy) {
-		r->warned_no_entropy = true;
-		vm_warn(r->vm, "virtio-rng: getrandom: %s; request postponed", strerror(-e));
+	} else if (e < 0) {
+		if (!r->warned_no_entropy) {
+			r->warned_no_entropy = true;
+			vm_warn(r->vm, "virtio-rng: getrandom: %s; requests wait%s", strerror(-e),
+				e == -EAGAIN ? " until the host's entropy pool is initialised" : "");
+		}
+		if (e == -EAGAIN)
+			wait_for_entropy(r);
 	}
 	if (pushed)
-		virtio_notify_used(vdev, q);
+		virtio_notify_used(vdev, 0);
+}
+
+static void rng_notify(void *opaque, struct virtio_device *vdev, uint16_t q)
+{
+	struct virtio_rng *r = opaque;
+	if (r->ready_fd >= 0)
+		return; /* waiting for entropy: served when /dev/random is ready */
+	rng_serve(r, vdev);
 }
 
 static void rng_release(void *opaque)
 {
 	struct virtio_rng *r = opaque;
-	if (r && r->vm && r->vm->vrng == r)
+	if (!r)
+		return;
+	/* The event loop is gone by now (and its epoll fd with it). */
+	if (r->ready_fd >= 0)
+		close(r->ready_fd);
+	if (r->vm && r->vm->vrng == r)
 		r->vm->vrng = NULL;
 	free(r);
 }
@@ -172,6 +245,7 @@ int virtio_rng_add(struct microvm *vm)
 	if (!r)
 		return vm_error(vm, -ENOMEM, "virtio-rng: out of memory");
 	r->vm = vm;
+	r->ready_fd = -1;
 	struct virtio_device *vdev = NULL;
 	int e = virtio_mmio_add(vm, &rng_ops, r, &vdev);
 	if (e < 0) {
