@@ -767,10 +767,10 @@ static void blk_dev_release(void *opaque)
 	blk_free(opaque);
 }
 
-static const struct virtio_device_ops blk_ops_rw = {
+static const struct virtio_device_ops blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
-	.features = BLK_FEATURES_RW,
+	.features = BLK_FEATURES_RW, /* a read-only disk overrides it (b->features) */
 	.num_queues = 1,
 	.config_size = VIRTIO_BLK_CFG_SIZE,
 	.config_read = blk_dev_config_read,
@@ -780,22 +780,10 @@ static const struct virtio_device_ops blk_ops_rw = {
 	.release = blk_dev_release,
 };
 
-static const struct virtio_device_ops blk_ops_ro = {
-	.name = "virtio-blk",
-	.device_id = VIRTIO_ID_BLOCK,
-	.features = BLK_FEATURES_RO,
-	.num_queues = 1,
-	.config_size = VIRTIO_BLK_CFG_SIZE,
-	.config_read = blk_dev_config_read,
-	.activate = blk_dev_activate,
-	.notify = blk_dev_notify,
-	.reset = blk_dev_reset,
-	.release = blk_dev_release,
-};
 
 static bool is_disk(const struct virtio_device *d)
 {
-	return d->ops == &blk_ops_rw || d->ops == &blk_ops_ro;
+	return d->ops == &blk_ops;
 }
 
 static uint32_t count_disks(const struct microvm *vm)
@@ -831,13 +819,14 @@ static int add_disk_locked(struct microvm *vm, const microvm_disk_config *cfg)
 		return vm_error(vm, r, "add_disk: %s", err);
 	uint32_t index = count_disks(vm);
 	struct virtio_device *vdev = NULL;
-	r = virtio_mmio_add(vm, b->read_only ? &blk_ops_ro : &blk_ops_rw, b, &vdev);
+	r = virtio_mmio_add(vm, &blk_ops, b, &vdev);
 	if (r < 0) {
 		snprintf(err, sizeof(err), "%s", vm->last_error);
 		blk_free(b);
 		return vm_error(vm, r, "add_disk: %s: %s", cfg->path, err);
 	}
 	b->vdev = vdev;
+	vdev->features = b->features; /* VIRTIO_BLK_F_RO instead of the write features */
 	vm_info(vm, "disk %u: %s, %llu sectors%s, %s backend", index, cfg->path,
 		(unsigned long long)b->capacity, b->read_only ? ", read-only" : "",
 		blk_backend_name(b));

@@ -59,7 +59,7 @@ enum {
 
 static uint64_t offered_features(const struct virtio_device *d)
 {
-	return d->ops->features | TRANSPORT_FEATURES;
+	return d->features | TRANSPORT_FEATURES;
 }
 
 static void raise_irq(struct virtio_device *d, uint32_t why)
@@ -284,6 +284,7 @@ int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, voi
 	d->vm = vm;
 	d->ops = ops;
 	d->opaque = opaque;
+	d->features = ops->features;
 	d->index = vm->nr_virtio;
 	d->base = VIRTIO_MMIO_BASE + (uint64_t)d->index * VIRTIO_MMIO_SIZE;
 	d->gsi = VIRTIO_MMIO_FIRST_GSI + d->index;

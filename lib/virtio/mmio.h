@@ -66,6 +66,8 @@ struct virtio_device {
 	const struct virtio_device_ops *ops;
 	void *opaque;
 	uint32_t index;
+	uint64_t features; /* device-specific bits offered: ops->features unless
+			    * the device sets its own right after virtio_mmio_add */
 	uint64_t base;
 	uint32_t gsi;
 	pthread_mutex_t lock;
