@@ -227,6 +227,59 @@ MICROVM_API int microvm_add_disk(microvm *vm, const microvm_disk_config *cfg);
  * for a bad index. The string is static. */
 MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
 
+/* ------------------------------------------------------------------ vsock */
+
+/*
+ * virtio-vsock (virtio 1.2 section 5.10): stream sockets between the guest
+ * (AF_VSOCK, Linux CONFIG_VIRTIO_VSOCKETS) and the host, no network needed.
+ * The host side is bridged to Unix domain sockets (the model Firecracker
+ * uses) and to an in-process call:
+ *
+ *  - guest -> host: a guest connecting to CID 2 (the host), port P reaches
+ *    the Unix socket "<uds_path>_P", which the embedder listens on. Nobody
+ *    listening there: the guest's connect() is refused (RST).
+ *  - host -> guest over Unix: connect to <uds_path> (the VM listens on it),
+ *    write "CONNECT P\n"; once the guest accepted on port P the VM answers
+ *    "OK <host port>\n" and the socket carries the stream; if the guest
+ *    refuses, the VM closes the socket.
+ *  - host -> guest in process: microvm_vsock_connect() below.
+ *
+ * Flow control follows the spec's credit scheme in both directions; a guest
+ * that stops reading stalls only its own stream, and host-side buffering per
+ * stream is bounded.
+ */
+typedef struct microvm_vsock_config {
+	uint32_t size;        /* sizeof(microvm_vsock_config) as the caller knows it */
+	uint32_t flags;       /* none defined yet: 0 */
+	uint64_t guest_cid;   /* the guest's CID, >= 3 and < 2^32 - 1 */
+	const char *uds_path; /* copied; NULL = no Unix socket bridge (in-process
+			       * connections only). The VM creates and listens on
+			       * it at start (an existing socket file there is
+			       * replaced) and removes it when destroyed. */
+} microvm_vsock_config;
+
+#define MICROVM_VSOCK_CONFIG_INIT { sizeof(microvm_vsock_config), 0, 0, NULL }
+
+/*
+ * Give the guest a virtio-vsock device. At most one per VM (a second call
+ * replaces the first configuration). -EINVAL for a bad CID, flags, size or a
+ * uds_path too long for a Unix socket address (leaving room for "_P"
+ * suffixes), -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *cfg);
+
+/*
+ * Open a stream to port @port of the guest, from inside the process: returns
+ * a connected stream socket fd (AF_UNIX, SOCK_STREAM, close-on-exec; the
+ * caller owns it and closes it) once the guest accepted, or a negative
+ * errno: -ECONNREFUSED if nothing listens on that port in the guest (the
+ * guest answered RST), -ETIMEDOUT if the guest did not answer within
+ * @timeout_ms (-1 = no limit), -ENODEV if the VM has no vsock device,
+ * -EINVAL if the VM is not running or paused. Closing the fd shuts the
+ * stream down cleanly (the guest sees end of file).
+ */
+MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms);
+
 /*
  * ACPI tables (default on): RSDP/XSDT/FADT (hardware-reduced)/MADT/DSDT, so
  * kernels find all vCPUs without CONFIG_X86_MPPARSE, power off through ACPI,

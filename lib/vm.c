@@ -883,6 +883,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	free(vm->kernel_path);
 	free(vm->cmdline);
 	free(vm->initrd_path);
+	free(vm->vsock_uds_path);
 	close(vm->event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->lock);

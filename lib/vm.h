@@ -21,6 +21,7 @@
 struct kvm_run;
 struct virtio_console;
 struct virtio_rng;
+struct virtio_vsock;
 
 struct vcpu {
 	struct microvm *vm;
@@ -55,6 +56,9 @@ struct microvm {
 	bool rng_enabled;
 	int kick_signal;
 	bool no_acpi;    /* MP table only; virtio devices on the command line */
+	bool vsock_enabled;
+	uint64_t vsock_cid;
+	char *vsock_uds_path; /* owned; NULL = no Unix socket bridge */
 
 	/* --- diagnostics --- */
 	microvm_log_fn log_fn;
@@ -88,6 +92,7 @@ struct microvm {
 	 * start fails), freed with their virtio_device. */
 	struct virtio_console *vconsole;
 	struct virtio_rng *vrng;
+	struct virtio_vsock *vsock;
 	struct serial serial;
 	struct i8042 i8042;
 	struct pm pm;
