@@ -373,6 +373,92 @@ MICROVM_API int microvm_event_fd(const microvm *vm);
 /* Current state (MICROVM_STATE_*), or -EINVAL for NULL. */
 MICROVM_API int microvm_state(const microvm *vm);
 
+/* --------------------------------------------------- snapshot and restore */
+
+/*
+ * A snapshot is a directory with two files: "memory" (guest RAM, sparse:
+ * zero pages are holes) and "state.dtb" (everything else, a flattened device
+ * tree: format version, library version, machine configuration, per-vCPU
+ * registers/FPU/XSAVE/MSRs/LAPIC/events/CPUID, irqchip, PIT, KVM clock, and
+ * per-device registers and queue state, with a CRC-32C over the state and
+ * one over the memory contents).
+ *
+ * What is NOT captured: the contents of disk images (a disk is referenced
+ * by path; give a restored VM an image with the content it had at snapshot
+ * time, e.g. a copy taken while the VM was paused), open vsock connections
+ * (a restored VM's guest sees a vsock transport reset: connections drop,
+ * listeners stay), console output not yet written to the console fd, and
+ * the host fds.
+ *
+ * Restore requires: the same library major version and snapshot format, a
+ * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
+ * features) and allows the saved vCPU count.
+ */
+
+/* microvm_snapshot() flags */
+#define MICROVM_SNAPSHOT_DIFF 1u /* write only the RAM pages changed since the
+				  * last snapshot this VM took or was restored
+				  * from (its "base"); restore layers it on the
+				  * base, which must stay where it is */
+
+/*
+ * Write a snapshot of a PAUSED VM to directory @dir (created; its parent must
+ * exist). Atomic: the snapshot is built in a temporary directory next to
+ * @dir and renamed into place at the end; if anything fails (ENOSPC, EIO...)
+ * an existing snapshot at @dir is left intact, nothing partial remains, and
+ * the VM is still paused and can be resumed. The VM stays PAUSED.
+ * -EINVAL if the VM is not paused or flags are unknown, -ENOENT for
+ * MICROVM_SNAPSHOT_DIFF without a base, file errors as negative errno.
+ * Taking a snapshot starts dirty-page tracking for later diff snapshots (the
+ * guest then pays a write-protect fault on the first write to each page).
+ */
+MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
+
+/* microvm_restore_config.flags */
+#define MICROVM_RESTORE_PAUSED 1u        /* leave the VM paused (default: running) */
+#define MICROVM_RESTORE_VERIFY_MEMORY 2u /* read the whole memory file and check its
+					  * checksum first (costs a full read) */
+#define MICROVM_RESTORE_PREFAULT 4u      /* map all saved (non-zero) pages up front
+					  * instead of on first touch */
+#define MICROVM_RESTORE_TRACK_DIRTY 8u   /* track dirty pages from the start, so a
+					  * MICROVM_SNAPSHOT_DIFF can use this
+					  * snapshot as its base */
+
+#define MICROVM_RESTORE_MAX_DISKS 16
+
+typedef struct microvm_restore_config {
+	uint32_t size;  /* sizeof(microvm_restore_config) as the caller knows it */
+	uint32_t flags; /* MICROVM_RESTORE_* */
+	int console_in;  /* borrowed, -1 = none (the console is not saved) */
+	int console_out; /* borrowed, -1 = none */
+	/* Disk image paths replacing the saved ones (index = disk index; NULL
+	 * or beyond n_disks = keep the saved path). Copied. The image must have
+	 * the saved size. Give each clone its own copy: writes land there. */
+	uint32_t n_disks;
+	const char *const *disk_paths;
+	/* vsock identity for this clone: 0 / NULL = keep the saved ones. */
+	uint64_t vsock_cid;
+	const char *vsock_uds_path;
+} microvm_restore_config;
+
+#define MICROVM_RESTORE_CONFIG_INIT { sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL }
+
+/*
+ * Create a new VM from the snapshot in @dir and start it (running, or paused
+ * with MICROVM_RESTORE_PAUSED). Guest RAM maps the memory file copy-on-write
+ * and lazily, so restoring the same snapshot N times gives N independent
+ * clones sharing the pages none of them changed. @cfg may be NULL (defaults).
+ * On success *@out is the new VM (destroy it with microvm_destroy). On
+ * failure *@out is NULL, nothing is left behind, and the error is returned:
+ * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format
+ * version, missing or malformed state, memory file too short, more vCPUs
+ * than this host allows, a disk of the wrong size...), -EBADMSG (checksum
+ * mismatch), other negative errno. The detail is in @errbuf (if not NULL,
+ * @errlen bytes) since there is no VM to ask microvm_last_error().
+ */
+MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
+				char *errbuf, size_t errlen);
+
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is
  * fine. It does not wait for the kernel's slow VM teardown (~16 ms): unmapping

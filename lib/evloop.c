@@ -95,6 +95,10 @@ void evloop_stop(struct evloop *l)
 	(void)r;
 	pthread_join(l->thread, NULL);
 	l->started = false;
+	/* Consume the wake-up so a restarted loop does not exit at once. */
+	uint64_t v;
+	r = read(l->wake_fd, &v, sizeof(v));
+	(void)r;
 }
 
 void evloop_release(struct evloop *l)

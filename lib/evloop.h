@@ -31,7 +31,8 @@ int evloop_mod(struct evloop *l, struct ev_handler *h, uint32_t events);
 void evloop_del(struct evloop *l, struct ev_handler *h);
 /* Start the thread (all signals blocked in it). */
 int evloop_start(struct evloop *l);
-/* Stop and join the thread; handlers are not called after this returns. */
+/* Stop and join the thread; handlers are not called after this returns.
+ * The loop can be started again (snapshots pause it this way). */
 void evloop_stop(struct evloop *l);
 /* Close the fds. Safe on a zeroed or released loop. */
 void evloop_release(struct evloop *l);

@@ -1,8 +1,10 @@
 #include "memory.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int gm_init(struct guest_mem *m, uint64_t size)
@@ -33,8 +35,64 @@ int gm_init(struct guest_mem *m, uint64_t size)
 	return 0;
 }
 
+int gm_map_file(struct guest_mem *m, int fd, uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	struct stat st;
+	int err = 0;
+	if (size == 0 || (size & 0xfff) || size > (1ULL << 46))
+		err = -EINVAL;
+	else if (fstat(fd, &st) < 0)
+		err = -errno;
+	else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < size)
+		err = -EINVAL;
+	void *p = MAP_FAILED;
+	if (err == 0) {
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+		if (p == MAP_FAILED)
+			err = -errno;
+	}
+	if (err) {
+		close(fd);
+		return err;
+	}
+	madvise(p, size, MADV_DONTDUMP);
+	m->fd = fd;
+	m->host = p;
+	m->size = size;
+	m->low_size = size < MEM_LOW_LIMIT ? size : MEM_LOW_LIMIT;
+	m->file_backed = true;
+	return 0;
+}
+
+int gm_track_dirty(struct guest_mem *m)
+{
+	size_t words = (size_t)((GM_PAGES(m) + 63) / 64);
+	if (m->dirty) {
+		memset(m->dirty, 0, words * sizeof(uint64_t));
+		return 0;
+	}
+	m->dirty = calloc(words ? words : 1, sizeof(uint64_t));
+	return m->dirty ? 0 : -ENOMEM;
+}
+
+void gm_mark_dirty(const struct guest_mem *m, const void *p, uint64_t len)
+{
+	if (!m->dirty || len == 0)
+		return;
+	const uint8_t *b = p;
+	if (b < m->host || (uint64_t)(b - m->host) >= m->size || len > m->size - (uint64_t)(b - m->host))
+		return;
+	uint64_t first = (uint64_t)(b - m->host) / GM_PAGE;
+	uint64_t last = ((uint64_t)(b - m->host) + len - 1) / GM_PAGE;
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&m->dirty[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+}
+
 void gm_release(struct guest_mem *m)
 {
+	free(m->dirty);
 	if (m->host)
 		munmap(m->host, m->size);
 	if (m->fd >= 0)

@@ -20,10 +20,34 @@ struct guest_mem {
 	uint64_t size;     /* bytes of RAM */
 	uint64_t low_size; /* RAM at GPA [0, low_size) */
 	/* RAM at GPA [MEM_HIGH_BASE, MEM_HIGH_BASE + size - low_size) */
+	/* Pages the VMM wrote for the guest (device DMA) since dirty tracking
+	 * started: one bit per 4 KiB page of RAM offset; NULL = not tracking.
+	 * KVM's dirty log covers the guest's own writes. */
+	uint64_t *dirty;
+	bool file_backed; /* gm_map_file(): private copy-on-write file mapping */
 };
+
+#define GM_PAGE 4096u
+#define GM_PAGES(m) ((m)->size / GM_PAGE)
+
+/* Start tracking VMM writes (allocates the bitmap; clears it if tracking).
+ * 0 or -ENOMEM. */
+int gm_track_dirty(struct guest_mem *m);
+/* Mark the pages under host pointer range [p, p + len) written (no-op when
+ * not tracking or outside RAM). Any thread. */
+void gm_mark_dirty(const struct guest_mem *m, const void *p, uint64_t len);
 
 /* Allocate @size bytes (multiple of 4 KiB) of RAM. 0 or negative errno. */
 int gm_init(struct guest_mem *m, uint64_t size);
+/*
+ * Map @size bytes of the file @fd (adopted: closed by gm_release) as guest
+ * RAM, private and copy-on-write: pages are read from the file when first
+ * touched and copied when first written, so several VMs mapping the same
+ * file share the pages none of them changed (snapshot restore). The file
+ * must be at least @size bytes (checked here: a shorter file would fault).
+ * 0 or negative errno (@fd is closed on error too).
+ */
+int gm_map_file(struct guest_mem *m, int fd, uint64_t size);
 /* Unmap and close. Safe on a zeroed or already released struct. */
 void gm_release(struct guest_mem *m);
 

@@ -60,6 +60,34 @@ static void vcpu_park(struct vcpu *v)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+static bool vcpu_handle_exit(struct vcpu *v);
+
+/*
+ * KVM finishes a PIO/MMIO read (copies our data into the guest registers)
+ * only on the next KVM_RUN. Before parking, re-enter with immediate_exit set
+ * so it does that and returns at once: the saved vCPU state is then
+ * complete (a snapshot taken while parked is consistent). An access that
+ * needs another exit (split MMIO) is handled and the loop repeats. False if
+ * the vCPU must stop.
+ */
+static bool vcpu_complete_io(struct vcpu *v)
+{
+	for (int i = 0; v->io_pending && i < 64; i++) {
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		v->io_pending = false;
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				return true;
+			vm_request_exit(v->vm, MICROVM_EXIT_INTERNAL_ERROR, -errno, v->index,
+					"KVM_RUN failed: %s", strerror(errno));
+			return false;
+		}
+		if (!vcpu_handle_exit(v))
+			return false;
+	}
+	return true;
+}
+
 /* Handle pending requests before entering KVM_RUN. False = stop. */
 static bool vcpu_check_requests(struct vcpu *v)
 {
@@ -73,6 +101,8 @@ static bool vcpu_check_requests(struct vcpu *v)
 		if (req == 0)
 			return true;
 		if (req & REQ_STOP)
+			return false;
+		if (v->io_pending && !vcpu_complete_io(v))
 			return false;
 		vcpu_park(v);
 	}
@@ -158,6 +188,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO: {
 		uint8_t *data = (uint8_t *)run + run->io.data_offset;
+		v->io_pending = true;
 		uint32_t size = run->io.size;
 		bool out = run->io.direction == KVM_EXIT_IO_OUT;
 		/* data_offset/size/count come from KVM, not the guest, and stay
@@ -170,6 +201,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	}
 	case KVM_EXIT_MMIO: {
 		uint32_t len = run->mmio.len;
+		v->io_pending = true;
 		if (len == 0 || len > sizeof(run->mmio.data))
 			len = sizeof(run->mmio.data);
 		if (!bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data, len,
@@ -238,6 +270,7 @@ void *vcpu_thread(void *arg)
 	pthread_mutex_unlock(&vm->lock);
 
 	while (vcpu_check_requests(v)) {
+		v->io_pending = false;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

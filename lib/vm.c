@@ -394,7 +394,7 @@ static void teardown_runtime(struct microvm *vm, bool async)
 	vm->mem.fd = -1;
 }
 
-static int kvm_open(struct microvm *vm)
+int vm_kvm_open(struct microvm *vm)
 {
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
@@ -437,14 +437,12 @@ static int kvm_open(struct microvm *vm)
 	return 0;
 }
 
-static int memory_create(struct microvm *vm)
+int vm_memslots_set(struct microvm *vm)
 {
-	int r = gm_init(&vm->mem, vm->mem_mib * MIB);
-	if (r < 0)
-		return vm_error(vm, r, "guest RAM (%llu MiB): %s",
-				(unsigned long long)vm->mem_mib, strerror(-r));
+	uint32_t flags = vm->dirty_tracking ? KVM_MEM_LOG_DIRTY_PAGES : 0;
 	struct kvm_userspace_memory_region low = {
 		.slot = 0,
+		.flags = flags,
 		.guest_phys_addr = 0,
 		.memory_size = vm->mem.low_size,
 		.userspace_addr = (uintptr_t)vm->mem.host,
@@ -454,6 +452,7 @@ static int memory_create(struct microvm *vm)
 	if (vm->mem.size > vm->mem.low_size) {
 		struct kvm_userspace_memory_region high = {
 			.slot = 1,
+			.flags = flags,
 			.guest_phys_addr = MEM_HIGH_BASE,
 			.memory_size = vm->mem.size - vm->mem.low_size,
 			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.low_size),
@@ -465,7 +464,17 @@ static int memory_create(struct microvm *vm)
 	return 0;
 }
 
-static int kvm_vm_create(struct microvm *vm)
+static int memory_create(struct microvm *vm)
+{
+	/* A restored VM comes with its RAM mapped from the snapshot. */
+	int r = vm->mem.host ? 0 : gm_init(&vm->mem, vm->mem_mib * MIB);
+	if (r < 0)
+		return vm_error(vm, r, "guest RAM (%llu MiB): %s",
+				(unsigned long long)vm->mem_mib, strerror(-r));
+	return vm_memslots_set(vm);
+}
+
+int vm_kvm_create(struct microvm *vm)
 {
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0)
@@ -526,7 +535,7 @@ static int load_guest(struct microvm *vm, struct boot_info *bi)
 	return 0;
 }
 
-static int vcpus_create(struct microvm *vm, uint64_t entry)
+int vm_vcpus_create(struct microvm *vm, uint64_t entry, bool restored)
 {
 	struct kvm_cpuid2 *cpuid = NULL;
 	int r = x86_supported_cpuid(vm->kvm_fd, &cpuid);
@@ -554,6 +563,8 @@ static int vcpus_create(struct microvm *vm, uint64_t entry)
 			break;
 		}
 		vm->vcpus_created++;
+		if (restored)
+			continue; /* the snapshot's state is loaded instead */
 		const char *what = "";
 		r = x86_vcpu_setup(v->fd, i, vm->nr_vcpus, cpuid, entry, &what);
 		if (r < 0) {
@@ -572,7 +583,7 @@ static int vcpus_create(struct microvm *vm, uint64_t entry)
  * every KICK_RETRY_MS until the vCPUs respond.
  */
 #define KICK_RETRY_MS 20
-static void wait_or_rekick(struct microvm *vm)
+void vm_wait_or_rekick(struct microvm *vm)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -590,7 +601,7 @@ static void stop_threads(struct microvm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	while (vm->vcpus_exited < vm->vcpus_running)
-		wait_or_rekick(vm);
+		vm_wait_or_rekick(vm);
 	pthread_mutex_unlock(&vm->lock);
 	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
 		struct vcpu *v = &vm->vcpus[i];
@@ -602,7 +613,7 @@ static void stop_threads(struct microvm *vm)
 }
 
 /* Start the event loop and attach the devices' fds to it. */
-static int devices_start(struct microvm *vm)
+int vm_devices_start(struct microvm *vm)
 {
 	int r = evloop_init(&vm->evloop);
 	if (r < 0)
@@ -622,7 +633,7 @@ static int devices_start(struct microvm *vm)
 	return 0;
 }
 
-static int threads_start(struct microvm *vm)
+int vm_threads_start(struct microvm *vm, bool paused)
 {
 	pthread_attr_t attr;
 	sigset_t all, old;
@@ -647,7 +658,9 @@ static int threads_start(struct microvm *vm)
 	}
 	if (r == 0) {
 		vm->gate_open = true;
-		vm->state = MICROVM_STATE_RUNNING;
+		if (paused)
+			atomic_fetch_or(&vm->requests, REQ_PAUSE);
+		vm->state = paused ? MICROVM_STATE_PAUSED : MICROVM_STATE_RUNNING;
 	} else {
 		atomic_fetch_or(&vm->requests, REQ_STOP);
 	}
@@ -655,7 +668,22 @@ static int threads_start(struct microvm *vm)
 	pthread_mutex_unlock(&vm->lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
+	if (r < 0)
+		stop_threads(vm); /* they never passed the gate */
 	return r;
+}
+
+void vm_start_rollback(struct microvm *vm)
+{
+	teardown_runtime(vm, false);
+	pthread_mutex_lock(&vm->lock);
+	vm->state = MICROVM_STATE_CONFIGURED;
+	vm->vcpus_running = vm->vcpus_exited = vm->vcpus_parked = 0;
+	vm->gate_open = false;
+	vm->exit_set = false;
+	memset(&vm->exit_info, 0, sizeof(vm->exit_info));
+	atomic_store(&vm->requests, 0);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 MICROVM_API int microvm_start(microvm *vm)
@@ -676,34 +704,24 @@ MICROVM_API int microvm_start(microvm *vm)
 	}
 
 	struct boot_info bi;
-	r = kvm_open(vm);
+	r = vm_kvm_open(vm);
 	if (r == 0)
-		r = kvm_vm_create(vm);
+		r = vm_kvm_create(vm);
 	if (r == 0)
 		r = virtio_devices_add(vm); /* before the command line is built */
 	if (r == 0)
 		r = load_guest(vm, &bi);
 	if (r == 0)
-		r = vcpus_create(vm, bi.entry);
+		r = vm_vcpus_create(vm, bi.entry, false);
 	if (r == 0)
-		r = devices_start(vm);
+		r = vm_devices_start(vm);
 	if (r == 0) {
 		close(vm->kvm_fd); /* not needed once the VM exists */
 		vm->kvm_fd = -1;
-		r = threads_start(vm);
-		if (r < 0)
-			stop_threads(vm); /* they never passed the gate */
+		r = vm_threads_start(vm, false);
 	}
 	if (r < 0) {
-		teardown_runtime(vm, false);
-		pthread_mutex_lock(&vm->lock);
-		vm->state = MICROVM_STATE_CONFIGURED;
-		vm->vcpus_running = vm->vcpus_exited = 0;
-		vm->gate_open = false;
-		vm->exit_set = false;
-		memset(&vm->exit_info, 0, sizeof(vm->exit_info));
-		atomic_store(&vm->requests, 0);
-		pthread_mutex_unlock(&vm->lock);
+		vm_start_rollback(vm);
 	} else {
 		vm_info(vm, "started: %u vCPU(s), %llu MiB, entry 0x%llx", vm->nr_vcpus,
 			(unsigned long long)vm->mem_mib, (unsigned long long)bi.entry);
@@ -731,14 +749,14 @@ MICROVM_API int microvm_pause(microvm *vm)
 		vcpu_kick_all(vm);
 		while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
 		       !(atomic_load(&vm->requests) & REQ_STOP))
-			wait_or_rekick(vm);
+			vm_wait_or_rekick(vm);
 		if (atomic_load(&vm->requests) & REQ_STOP) {
 			/* The VM is stopping: let it finish, so the caller sees
 			 * STOPPED once this returns. */
 			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
 			pthread_cond_broadcast(&vm->cond);
 			while (vm->vcpus_exited < vm->vcpus_running)
-				wait_or_rekick(vm);
+				vm_wait_or_rekick(vm);
 			r = -EINVAL;
 		} else {
 			vm->state = MICROVM_STATE_PAUSED;
@@ -884,6 +902,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	free(vm->cmdline);
 	free(vm->initrd_path);
 	free(vm->vsock_uds_path);
+	free(vm->snap_base);
 	close(vm->event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->lock);

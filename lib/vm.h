@@ -30,6 +30,8 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool thread_started;
+	bool io_pending; /* last exit was PIO/MMIO: KVM completes it on the next
+			  * KVM_RUN (needed before its state is saved) */
 };
 
 /* Requests to vCPU threads (microvm.requests). */
@@ -85,6 +87,11 @@ struct microvm {
 	microvm_exit exit_info;  /* under @lock */
 	bool exit_set;           /* under @lock */
 
+	/* --- snapshots (lib/snapshot/) --- */
+	bool dirty_tracking;   /* memslots log dirty pages (KVM) + vmm bitmap */
+	char *snap_base;       /* absolute path of the last snapshot taken or
+				* restored from: the base of a diff snapshot */
+
 	struct evloop evloop;    /* device work; runs while the VM is started */
 	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	uint32_t nr_virtio;
@@ -121,6 +128,23 @@ int vm_lock_configured(struct microvm *vm, const char *what);
 
 /* vm.c: tell poll/epoll users that the state changed. */
 void vm_notify(struct microvm *vm);
+
+/* vm.c: the steps of microvm_start(), also used by snapshot restore (with
+ * api_lock held). Each returns 0 or a negative errno (message recorded). */
+int vm_kvm_open(struct microvm *vm);
+int vm_kvm_create(struct microvm *vm); /* VM fd, RAM (vm->mem if mapped), irqchip, PIT */
+/* (Re)register the RAM memslots, with KVM dirty logging if
+ * vm->dirty_tracking. */
+int vm_memslots_set(struct microvm *vm);
+int vm_vcpus_create(struct microvm *vm, uint64_t entry, bool restored);
+int vm_devices_start(struct microvm *vm);
+/* Start the vCPU threads, running or parked (PAUSED). On failure the
+ * threads are stopped again. */
+int vm_threads_start(struct microvm *vm, bool paused);
+/* Undo a failed start: everything built is released, the VM is CONFIGURED. */
+void vm_start_rollback(struct microvm *vm);
+/* Wait on vm->cond (vm->lock held), re-kicking vCPUs every 20 ms. */
+void vm_wait_or_rekick(struct microvm *vm);
 
 /* Internal, for the library's own tests: register an MMIO device on a
  * CONFIGURED VM. Not exported from the shared library. */

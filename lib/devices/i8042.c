@@ -1,4 +1,5 @@
 #include "devices/i8042.h"
+#include "snapshot/state.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -148,3 +149,37 @@ static void i8042_write(void *opaque, uint64_t off, const void *in, uint32_t len
 }
 
 const struct bus_ops i8042_ops = { i8042_read, i8042_write };
+
+/* ---------------------------------------------------------------- snapshot */
+
+void i8042_save(struct i8042 *k, struct st_writer *w, int node)
+{
+	pthread_mutex_lock(&k->lock);
+	uint8_t regs[2] = { k->ctr, k->pending };
+	uint8_t q[I8042_QUEUE];
+	for (uint32_t i = 0; i < k->count; i++)
+		q[i] = k->queue[(k->head + i) % I8042_QUEUE];
+	st_blob(w, node, "regs", regs, sizeof(regs));
+	st_blob(w, node, "queue", q, k->count);
+	pthread_mutex_unlock(&k->lock);
+}
+
+int i8042_load(struct i8042 *k, const void *fdt, int node, char *err, size_t errlen)
+{
+	uint8_t regs[2];
+	const void *q;
+	size_t n;
+	int r = st_get_blob(fdt, node, "regs", regs, sizeof(regs), err, errlen);
+	if (r == 0)
+		r = st_get_var(fdt, node, "queue", &q, &n, I8042_QUEUE, err, errlen);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&k->lock);
+	k->ctr = regs[0];
+	k->pending = regs[1];
+	memcpy(k->queue, q, n);
+	k->head = 0;
+	k->count = (uint8_t)n;
+	pthread_mutex_unlock(&k->lock);
+	return 0;
+}

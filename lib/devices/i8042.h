@@ -31,4 +31,9 @@ void i8042_destroy(struct i8042 *k);
 struct bus_ops;
 extern const struct bus_ops i8042_ops; /* registered on [0x60, 0x65) */
 
+struct st_writer;
+/* Snapshot: command byte, pending command, output queue. */
+void i8042_save(struct i8042 *k, struct st_writer *w, int node);
+int i8042_load(struct i8042 *k, const void *fdt, int node, char *err, size_t errlen);
+
 #endif

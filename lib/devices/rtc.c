@@ -1,4 +1,5 @@
 #include "devices/rtc.h"
+#include "snapshot/state.h"
 
 #include <string.h>
 #include <time.h>
@@ -92,3 +93,29 @@ static void rtc_write(void *opaque, uint64_t off, const void *data, uint32_t len
 }
 
 const struct bus_ops rtc_ops = { rtc_read, rtc_write };
+
+/* ---------------------------------------------------------------- snapshot */
+
+void rtc_save(struct rtc *r, struct st_writer *w, int node)
+{
+	pthread_mutex_lock(&r->lock);
+	st_u32(w, node, "index", r->index);
+	st_blob(w, node, "cmos", r->cmos, sizeof(r->cmos));
+	pthread_mutex_unlock(&r->lock);
+}
+
+int rtc_load(struct rtc *r, const void *fdt, int node, char *err, size_t errlen)
+{
+	uint32_t index;
+	uint8_t cmos[sizeof(r->cmos)];
+	int e = st_get_u32(fdt, node, "index", &index, err, errlen);
+	if (e == 0)
+		e = st_get_blob(fdt, node, "cmos", cmos, sizeof(cmos), err, errlen);
+	if (e < 0)
+		return e;
+	pthread_mutex_lock(&r->lock);
+	r->index = (uint8_t)index;
+	memcpy(r->cmos, cmos, sizeof(cmos));
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}

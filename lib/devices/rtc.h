@@ -22,4 +22,9 @@ void rtc_destroy(struct rtc *r);
 struct bus_ops;
 extern const struct bus_ops rtc_ops;
 
+struct st_writer;
+/* Snapshot: the index register and CMOS RAM (the clock is the host's). */
+void rtc_save(struct rtc *r, struct st_writer *w, int node);
+int rtc_load(struct rtc *r, const void *fdt, int node, char *err, size_t errlen);
+
 #endif

@@ -10,6 +10,7 @@
  * file) is read on demand when the guest looks at the line status.
  */
 #include "devices/serial.h"
+#include "snapshot/state.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -270,3 +271,45 @@ static void serial_write(void *opaque, uint64_t off, const void *data, uint32_t 
 }
 
 const struct bus_ops serial_ops = { serial_read, serial_write };
+
+/* ---------------------------------------------------------------- snapshot */
+
+void serial_save(struct serial *s, struct st_writer *w, int node)
+{
+	pthread_mutex_lock(&s->lock);
+	uint8_t regs[9] = { s->ier, s->lcr, s->mcr, s->scr, s->dll, s->dlm, s->fcr,
+			    s->thre_pending, s->irq_level };
+	uint8_t fifo[SERIAL_RX_FIFO];
+	for (uint32_t i = 0; i < s->rx_count; i++)
+		fifo[i] = s->rx[(s->rx_head + i) % SERIAL_RX_FIFO];
+	st_blob(w, node, "regs", regs, sizeof(regs));
+	st_blob(w, node, "rx-fifo", fifo, s->rx_count);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int serial_load(struct serial *s, const void *fdt, int node, char *err, size_t errlen)
+{
+	uint8_t regs[9];
+	const void *fifo;
+	size_t n;
+	int r = st_get_blob(fdt, node, "regs", regs, sizeof(regs), err, errlen);
+	if (r == 0)
+		r = st_get_var(fdt, node, "rx-fifo", &fifo, &n, SERIAL_RX_FIFO, err, errlen);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	s->ier = regs[0];
+	s->lcr = regs[1];
+	s->mcr = regs[2];
+	s->scr = regs[3];
+	s->dll = regs[4];
+	s->dlm = regs[5];
+	s->fcr = regs[6];
+	s->thre_pending = regs[7] != 0;
+	s->irq_level = regs[8] != 0;
+	memcpy(s->rx, fifo, n);
+	s->rx_head = 0;
+	s->rx_count = (uint32_t)n;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}

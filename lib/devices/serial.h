@@ -40,4 +40,9 @@ void serial_destroy(struct serial *s);
 struct bus_ops;
 extern const struct bus_ops serial_ops;
 
+struct st_writer;
+/* Snapshot: registers, pending interrupt state and the receive FIFO. */
+void serial_save(struct serial *s, struct st_writer *w, int node);
+int serial_load(struct serial *s, const void *fdt, int node, char *err, size_t errlen);
+
 #endif

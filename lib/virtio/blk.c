@@ -46,6 +46,7 @@
 #include "backend/block.h"
 #include "virtio/queue.h"
 #include "vm.h"
+#include "snapshot/state.h"
 
 #define BLK_INLINE_IOV 8   /* data iovecs kept in the request itself */
 #define BLK_LOG_ERRORS 8   /* host I/O errors logged as warnings per disk */
@@ -767,6 +768,42 @@ static void blk_dev_release(void *opaque)
 	blk_free(opaque);
 }
 
+/* Snapshot: the event loop is stopped; wait for in-flight I/O and push its
+ * results so the rings in guest memory are complete. */
+static void blk_dev_quiesce(void *opaque, struct virtio_device *vdev)
+{
+	struct virtio_blk *b = opaque;
+	b->be.ops->drain(&b->be);
+	if (blk_pushed(b))
+		virtio_notify_used(vdev, 0);
+}
+
+static void blk_dev_save(void *opaque, struct st_writer *w, int node)
+{
+	struct virtio_blk *b = opaque;
+	st_str(w, node, "path", b->path);
+	st_u32(w, node, "read-only", b->read_only);
+	st_u32(w, node, "backend-sync", b->be.ops == &blk_backend_sync_ops);
+	st_blob(w, node, "serial", b->id, strnlen(b->id, sizeof(b->id)));
+	st_u64(w, node, "capacity", b->capacity);
+}
+
+static int blk_dev_load(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
+			char *err, size_t errlen)
+{
+	struct virtio_blk *b = opaque;
+	uint64_t cap;
+	int r = st_get_u64(fdt, node, "capacity", &cap, err, errlen);
+	if (r < 0)
+		return r;
+	if (cap != b->capacity) {
+		snprintf(err, errlen, "disk %s: %llu sectors, the snapshot's disk had %llu",
+			 b->path, (unsigned long long)b->capacity, (unsigned long long)cap);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static const struct virtio_device_ops blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -778,6 +815,9 @@ static const struct virtio_device_ops blk_ops = {
 	.notify = blk_dev_notify,
 	.reset = blk_dev_reset,
 	.release = blk_dev_release,
+	.quiesce = blk_dev_quiesce,
+	.save = blk_dev_save,
+	.load = blk_dev_load,
 };
 
 

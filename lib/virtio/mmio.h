@@ -19,6 +19,7 @@
 
 struct microvm;
 struct virtio_device;
+struct st_writer;
 
 #define VIRTIO_MAX_QUEUES 8
 #define VIRTIO_MMIO_SIZE 0x1000
@@ -54,6 +55,15 @@ struct virtio_device_ops {
 	void (*reset)(void *opaque);
 	/* The VM is being destroyed: free @opaque. Optional. */
 	void (*release)(void *opaque);
+	/* Snapshot, optional. quiesce: the event loop is stopped; finish all
+	 * in-flight work that touches guest memory or queue state (lock held).
+	 * save: add device state to @node. load: restore it after the transport
+	 * state was loaded and before the device is activated (a restored VM).
+	 * 0 or negative errno with a message in @err. */
+	void (*quiesce)(void *opaque, struct virtio_device *vdev);
+	void (*save)(void *opaque, struct st_writer *w, int node);
+	int (*load)(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
+		    char *err, size_t errlen);
 };
 
 struct virtio_queue_notify {
@@ -103,6 +113,19 @@ int virtio_mmio_start(struct virtio_device *vdev);
 void virtio_mmio_release(struct virtio_device *vdev);
 /* VM destroy: release, call ops->release, free. */
 void virtio_mmio_free(struct virtio_device *vdev);
+
+/*
+ * Snapshot. quiesce: with the event loop stopped, let the device finish what
+ * it has in flight. save: transport registers, queue state and the device's
+ * own state into @node. load: the reverse on a freshly added device of a
+ * restored VM (after virtio_mmio_start), checking every value as if the
+ * guest had written it; activates the device if the driver had. 0 or
+ * negative errno with a message in @err.
+ */
+void virtio_mmio_quiesce(struct virtio_device *vdev);
+void virtio_mmio_save(struct virtio_device *vdev, struct st_writer *w, int node);
+int virtio_mmio_load(struct virtio_device *vdev, const void *fdt, int node, char *err,
+		     size_t errlen);
 
 /* Append " virtio_mmio.device=4K@0xBASE:GSI" for the kernel command line
  * (needs CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES). snprintf semantics. */

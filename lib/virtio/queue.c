@@ -169,6 +169,8 @@ static int walk_add(struct walk *w, const struct desc *d)
 	if (!p)
 		return -EIO;
 	struct virtq_chain *c = w->c;
+	if (in) /* the device may write it: dirty for diff snapshots */
+		gm_mark_dirty(w->mem, p, d->len);
 	c->iov[w->niov].iov_base = p;
 	c->iov[w->niov].iov_len = d->len;
 	w->niov++;
@@ -276,6 +278,7 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	q->used_idx++;
 	store16(used + RING_IDX, q->used_idx);
+	gm_mark_dirty(q->mem, used, used_area_len(q->size));
 	return 0;
 }
 
@@ -323,6 +326,7 @@ void virtq_set_avail_event(struct virtq *q)
 	if (!used)
 		return;
 	store16(used + RING_ENTRIES + (uint64_t)USED_ELEM_SIZE * q->size, q->last_avail);
+	gm_mark_dirty(q->mem, used, used_area_len(q->size));
 	/* Publish avail_event before the caller re-reads avail->idx. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }

@@ -1,0 +1,274 @@
+#include "arch/x86_64/state.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "snapshot/state.h"
+
+#define MAX_MSRS 1024u
+#define MAX_CPUID 256u
+
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int io_err(char *err, size_t errlen, const char *what)
+{
+	int e = errno;
+	snprintf(err, errlen, "%s: %s", what, strerror(e));
+	return -e;
+}
+
+/* Size of the XSAVE area KVM uses (>4096 with AMX): 4096 without XSAVE2. */
+static size_t xsave_size(int kvm_fd)
+{
+	int n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	return n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
+}
+
+/* Simple fixed-size get -> property. */
+#define SAVE(fd, req, type, name)                                         \
+	do {                                                              \
+		type s_;                                                  \
+		memset(&s_, 0, sizeof(s_));                               \
+		if (ioctl(fd, req, &s_) < 0)                              \
+			return io_err(err, errlen, #req);                 \
+		st_blob(w, node, name, &s_, sizeof(s_));                  \
+	} while (0)
+
+#define LOAD(fd, req, type, name)                                             \
+	do {                                                                  \
+		type s_;                                                      \
+		int r_ = st_get_blob(fdt, node, name, &s_, sizeof(s_), err, errlen); \
+		if (r_ < 0)                                                   \
+			return r_;                                            \
+		if (ioctl(fd, req, &s_) < 0)                                  \
+			return io_err(err, errlen, #req);                     \
+	} while (0)
+
+static int save_msrs(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
+		     size_t errlen)
+{
+	struct kvm_msr_list *list = calloc(1, sizeof(*list) + MAX_MSRS * sizeof(uint32_t));
+	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + MAX_MSRS * sizeof(struct kvm_msr_entry));
+	int r = 0;
+	if (!list || !msrs) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "MSRs: out of memory");
+		goto out;
+	}
+	list->nmsrs = MAX_MSRS;
+	if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
+		r = io_err(err, errlen, "KVM_GET_MSR_INDEX_LIST");
+		goto out;
+	}
+	/* KVM_GET_MSRS stops at the first MSR it cannot read: skip that one
+	 * and go on, so the saved list holds exactly the readable ones. */
+	uint32_t saved = 0, next = 0;
+	while (next < list->nmsrs) {
+		uint32_t want = list->nmsrs - next;
+		struct kvm_msrs *tmp = calloc(1, sizeof(*tmp) + want * sizeof(struct kvm_msr_entry));
+		if (!tmp) {
+			r = -ENOMEM;
+			snprintf(err, errlen, "MSRs: out of memory");
+			goto out;
+		}
+		tmp->nmsrs = want;
+		for (uint32_t i = 0; i < want; i++)
+			tmp->entries[i].index = list->indices[next + i];
+		int got = ioctl(vcpu_fd, KVM_GET_MSRS, tmp);
+		if (got < 0) {
+			free(tmp);
+			r = io_err(err, errlen, "KVM_GET_MSRS");
+			goto out;
+		}
+		for (int i = 0; i < got; i++)
+			msrs->entries[saved++] = tmp->entries[i];
+		free(tmp);
+		next += (uint32_t)got + 1; /* skip the unreadable one */
+	}
+	st_blob(w, node, "msrs", msrs->entries, saved * sizeof(struct kvm_msr_entry));
+out:
+	free(list);
+	free(msrs);
+	return r;
+}
+
+int x86_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
+		  size_t errlen)
+{
+	/* CPUID as set at creation. */
+	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + MAX_CPUID * sizeof(struct kvm_cpuid_entry2));
+	if (!cpuid)
+		return -ENOMEM;
+	cpuid->nent = MAX_CPUID;
+	if (ioctl(vcpu_fd, KVM_GET_CPUID2, cpuid) < 0) {
+		free(cpuid);
+		return io_err(err, errlen, "KVM_GET_CPUID2");
+	}
+	st_blob(w, node, "cpuid", cpuid->entries, cpuid->nent * sizeof(struct kvm_cpuid_entry2));
+	free(cpuid);
+
+	SAVE(vcpu_fd, KVM_GET_MP_STATE, struct kvm_mp_state, "mp-state");
+	SAVE(vcpu_fd, KVM_GET_REGS, struct kvm_regs, "regs");
+	SAVE(vcpu_fd, KVM_GET_SREGS, struct kvm_sregs, "sregs");
+
+	size_t xs = xsave_size(kvm_fd);
+	void *xsave = calloc(1, xs);
+	if (!xsave)
+		return -ENOMEM;
+	unsigned long req = xs > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
+	if (ioctl(vcpu_fd, req, xsave) < 0) {
+		free(xsave);
+		return io_err(err, errlen, "KVM_GET_XSAVE");
+	}
+	st_blob(w, node, "xsave", xsave, xs);
+	free(xsave);
+
+	SAVE(vcpu_fd, KVM_GET_XCRS, struct kvm_xcrs, "xcrs");
+	SAVE(vcpu_fd, KVM_GET_DEBUGREGS, struct kvm_debugregs, "debugregs");
+	SAVE(vcpu_fd, KVM_GET_LAPIC, struct kvm_lapic_state, "lapic");
+	int r = save_msrs(kvm_fd, vcpu_fd, w, node, err, errlen);
+	if (r < 0)
+		return r;
+	SAVE(vcpu_fd, KVM_GET_VCPU_EVENTS, struct kvm_vcpu_events, "events");
+	return w->err;
+}
+
+int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err, size_t errlen)
+{
+	const void *p;
+	size_t len;
+	int r = st_get_var(fdt, node, "cpuid", &p, &len,
+			   MAX_CPUID * sizeof(struct kvm_cpuid_entry2), err, errlen);
+	if (r < 0)
+		return r;
+	if (len == 0 || len % sizeof(struct kvm_cpuid_entry2))
+		return bad(err, errlen, "state cpuid: %zu bytes is not a CPUID table", len);
+	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + len);
+	if (!cpuid)
+		return -ENOMEM;
+	cpuid->nent = (uint32_t)(len / sizeof(struct kvm_cpuid_entry2));
+	memcpy(cpuid->entries, p, len);
+	r = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid);
+	free(cpuid);
+	if (r < 0)
+		return io_err(err, errlen, "KVM_SET_CPUID2 (the snapshot's CPU features do not "
+			      "fit this host)");
+
+	LOAD(vcpu_fd, KVM_SET_MP_STATE, struct kvm_mp_state, "mp-state");
+	LOAD(vcpu_fd, KVM_SET_REGS, struct kvm_regs, "regs");
+	LOAD(vcpu_fd, KVM_SET_SREGS, struct kvm_sregs, "sregs");
+
+	size_t xs = xsave_size(kvm_fd);
+	r = st_get_var(fdt, node, "xsave", &p, &len, xs, err, errlen);
+	if (r < 0)
+		return r;
+	if (len < sizeof(struct kvm_xsave))
+		return bad(err, errlen, "state xsave: %zu bytes, expected at least %zu", len,
+			   sizeof(struct kvm_xsave));
+	void *xsave = calloc(1, xs);
+	if (!xsave)
+		return -ENOMEM;
+	memcpy(xsave, p, len);
+	r = ioctl(vcpu_fd, KVM_SET_XSAVE, xsave);
+	free(xsave);
+	if (r < 0)
+		return io_err(err, errlen, "KVM_SET_XSAVE");
+
+	LOAD(vcpu_fd, KVM_SET_XCRS, struct kvm_xcrs, "xcrs");
+	LOAD(vcpu_fd, KVM_SET_DEBUGREGS, struct kvm_debugregs, "debugregs");
+	LOAD(vcpu_fd, KVM_SET_LAPIC, struct kvm_lapic_state, "lapic");
+
+	r = st_get_var(fdt, node, "msrs", &p, &len, MAX_MSRS * sizeof(struct kvm_msr_entry), err,
+		       errlen);
+	if (r < 0)
+		return r;
+	if (len % sizeof(struct kvm_msr_entry))
+		return bad(err, errlen, "state msrs: %zu bytes is not an MSR table", len);
+	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + len);
+	if (!msrs)
+		return -ENOMEM;
+	msrs->nmsrs = (uint32_t)(len / sizeof(struct kvm_msr_entry));
+	memcpy(msrs->entries, p, len);
+	int set = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
+	if (set < 0 || (uint32_t)set != msrs->nmsrs) {
+		if (set < 0)
+			r = io_err(err, errlen, "KVM_SET_MSRS");
+		else {
+			snprintf(err, errlen, "KVM_SET_MSRS: MSR 0x%x rejected by this host",
+				 msrs->entries[set].index);
+			r = -EINVAL;
+		}
+		free(msrs);
+		return r;
+	}
+	free(msrs);
+
+	LOAD(vcpu_fd, KVM_SET_VCPU_EVENTS, struct kvm_vcpu_events, "events");
+	return 0;
+}
+
+static const struct {
+	uint32_t chip_id;
+	const char *name;
+} chips[] = {
+	{ KVM_IRQCHIP_PIC_MASTER, "pic-master" },
+	{ KVM_IRQCHIP_PIC_SLAVE, "pic-slave" },
+	{ KVM_IRQCHIP_IOAPIC, "ioapic" },
+};
+
+int x86_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+		struct kvm_irqchip c = { .chip_id = chips[i].chip_id };
+		if (ioctl(vm_fd, KVM_GET_IRQCHIP, &c) < 0)
+			return io_err(err, errlen, "KVM_GET_IRQCHIP");
+		st_blob(w, node, chips[i].name, &c, sizeof(c));
+	}
+	SAVE(vm_fd, KVM_GET_PIT2, struct kvm_pit_state2, "pit");
+	struct kvm_clock_data clk;
+	memset(&clk, 0, sizeof(clk));
+	if (ioctl(vm_fd, KVM_GET_CLOCK, &clk) < 0)
+		return io_err(err, errlen, "KVM_GET_CLOCK");
+	st_u64(w, node, "clock", clk.clock);
+	return w->err;
+}
+
+int x86_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+		struct kvm_irqchip c;
+		int r = st_get_blob(fdt, node, chips[i].name, &c, sizeof(c), err, errlen);
+		if (r < 0)
+			return r;
+		if (c.chip_id != chips[i].chip_id)
+			return bad(err, errlen, "state %s: wrong chip id %u", chips[i].name,
+				   c.chip_id);
+		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &c) < 0)
+			return io_err(err, errlen, "KVM_SET_IRQCHIP");
+	}
+	LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
+	struct kvm_clock_data clk;
+	memset(&clk, 0, sizeof(clk));
+	uint64_t clock;
+	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
+	clk.clock = clock;
+	if (r < 0)
+		return r;
+	if (ioctl(vm_fd, KVM_SET_CLOCK, &clk) < 0)
+		return io_err(err, errlen, "KVM_SET_CLOCK");
+	return 0;
+}

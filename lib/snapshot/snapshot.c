@@ -1,0 +1,466 @@
+/*
+ * microvm_snapshot(): quiesce a paused VM, save its state tree and RAM into
+ * a temporary directory, and rename that into place.
+ */
+#include "snapshot/snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86_64/state.h"
+#include "snapshot/state.h"
+#include "vm.h"
+
+uint32_t snapshot_page_crc(uint32_t crc, uint64_t page, const void *data)
+{
+	uint8_t le[8];
+	for (int i = 0; i < 8; i++)
+		le[i] = (uint8_t)(page >> (8 * i));
+	crc = crc32c(crc, le, sizeof(le));
+	return crc32c(crc, data, GM_PAGE);
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < GM_PAGE / 8; i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+/* ------------------------------------------------------------ dirty pages */
+
+static int kvm_dirty_log(struct microvm *vm, uint32_t slot, uint64_t first_page,
+			 uint64_t npages, uint64_t *out)
+{
+	size_t words = (size_t)((npages + 63) / 64);
+	uint64_t *bm = calloc(words ? words : 1, sizeof(uint64_t));
+	if (!bm)
+		return -ENOMEM;
+	struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = bm };
+	int r = ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
+	for (uint64_t i = 0; r == 0 && out && i < npages; i++)
+		if (bm[i / 64] & (1ULL << (i % 64))) {
+			uint64_t pg = first_page + i;
+			out[pg / 64] |= 1ULL << (pg % 64);
+		}
+	free(bm);
+	return r;
+}
+
+/* Pages written since tracking (re)started, KVM's log and the VMM's
+ * bitmap together, into @out (NULL: just reset both). */
+static int collect_dirty(struct microvm *vm, uint64_t *out)
+{
+	uint64_t low_pages = vm->mem.low_size / GM_PAGE;
+	int r = kvm_dirty_log(vm, 0, 0, low_pages, out);
+	if (r == 0 && vm->mem.size > vm->mem.low_size)
+		r = kvm_dirty_log(vm, 1, low_pages, GM_PAGES(&vm->mem) - low_pages, out);
+	if (r < 0)
+		return vm_error(vm, r, "snapshot: KVM_GET_DIRTY_LOG: %s", strerror(-r));
+	size_t words = (size_t)((GM_PAGES(&vm->mem) + 63) / 64);
+	for (size_t i = 0; out && i < words; i++)
+		out[i] |= __atomic_exchange_n(&vm->mem.dirty[i], 0, __ATOMIC_RELAXED);
+	if (!out)
+		memset(vm->mem.dirty, 0, words * sizeof(uint64_t));
+	return 0;
+}
+
+/* After a snapshot: track from now on (enabling it the first time). */
+static int restart_tracking(struct microvm *vm)
+{
+	if (vm->dirty_tracking)
+		return collect_dirty(vm, NULL);
+	int r = gm_track_dirty(&vm->mem);
+	if (r < 0)
+		return vm_error(vm, r, "snapshot: out of memory for dirty tracking");
+	vm->dirty_tracking = true;
+	r = vm_memslots_set(vm);
+	if (r < 0)
+		vm->dirty_tracking = false;
+	return r;
+}
+
+/* ----------------------------------------------------------------- memory */
+
+static int write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+#define RUN_MAX (1u << 20) /* largest single write */
+
+/*
+ * Write RAM to @fd (already truncated to the RAM size, so skipped pages are
+ * holes). @diff NULL: every non-zero page; else exactly the pages in @diff.
+ * Adds the memory checksum and the bytes written.
+ */
+static int write_memory(struct microvm *vm, int fd, const uint64_t *diff, uint32_t *crc,
+			uint64_t *written)
+{
+	const struct guest_mem *m = &vm->mem;
+	uint64_t pages = GM_PAGES(m), run_start = 0, run_len = 0;
+	uint64_t pg = 0;
+	while (pg < pages) {
+		/* A memfd's holes were never touched: skip them with SEEK_DATA.
+		 * A restored VM's RAM is a private file mapping: scan it all. */
+		if (!diff && m->fd >= 0 && !m->file_backed) {
+			off_t d = lseek(m->fd, (off_t)(pg * GM_PAGE), SEEK_DATA);
+			if (d < 0)
+				break; /* ENXIO: no data after pg */
+			uint64_t dp = (uint64_t)d / GM_PAGE;
+			if (dp > pg) {
+				if (run_len) {
+					int r = write_all(fd, m->host + run_start * GM_PAGE,
+							  run_len * GM_PAGE, run_start * GM_PAGE);
+					if (r < 0)
+						return r;
+					*written += run_len * GM_PAGE;
+					run_len = 0;
+				}
+				pg = dp;
+				continue;
+			}
+		}
+		const uint8_t *p = m->host + pg * GM_PAGE;
+		bool take;
+		if (diff) {
+			take = diff[pg / 64] & (1ULL << (pg % 64));
+			if (take)
+				*crc = snapshot_page_crc(*crc, pg, p);
+			if (take && page_is_zero(p))
+				take = false; /* a hole reads back as zeros */
+		} else {
+			take = !page_is_zero(p);
+			if (take)
+				*crc = snapshot_page_crc(*crc, pg, p);
+		}
+		if (take && run_len && run_start + run_len == pg && run_len * GM_PAGE < RUN_MAX) {
+			run_len++;
+		} else {
+			if (run_len) {
+				int r = write_all(fd, m->host + run_start * GM_PAGE, run_len * GM_PAGE,
+						  run_start * GM_PAGE);
+				if (r < 0)
+					return r;
+				*written += run_len * GM_PAGE;
+			}
+			run_start = pg;
+			run_len = take ? 1 : 0;
+		}
+		pg++;
+	}
+	if (run_len) {
+		int r = write_all(fd, m->host + run_start * GM_PAGE, run_len * GM_PAGE,
+				  run_start * GM_PAGE);
+		if (r < 0)
+			return r;
+		*written += run_len * GM_PAGE;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ state */
+
+static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, const uint64_t *diff,
+		       uint32_t mem_crc, char *err, size_t errlen)
+{
+	st_u32(w, 0, "format-version", SNAPSHOT_FORMAT_VERSION);
+	st_u32(w, 0, "library-major", MICROVM_VERSION_MAJOR);
+	st_str(w, 0, "library-version", MICROVM_VERSION_STRING);
+	st_str(w, 0, "arch", "x86_64");
+
+	int mach = st_node(w, 0, "machine");
+	st_u32(w, mach, "vcpus", vm->nr_vcpus);
+	st_u64(w, mach, "memory-size", vm->mem.size);
+	st_u32(w, mach, "memory-checksum", mem_crc);
+	st_u32(w, mach, "acpi", !vm->no_acpi);
+	st_u32(w, mach, "console-type", vm->console_type);
+	st_u32(w, mach, "rng", vm->rng_enabled);
+	if (vm->cmdline)
+		st_str(w, mach, "cmdline", vm->cmdline);
+	if (vm->vsock_enabled) {
+		st_u64(w, mach, "vsock-cid", vm->vsock_cid);
+		if (vm->vsock_uds_path)
+			st_str(w, mach, "vsock-uds-path", vm->vsock_uds_path);
+	}
+	if (diff) {
+		st_str(w, mach, "diff-base", vm->snap_base);
+		st_blob(w, mach, "diff-pages", diff,
+			(size_t)((GM_PAGES(&vm->mem) + 63) / 64) * sizeof(uint64_t));
+	}
+
+	int r = x86_vm_save(vm->vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
+	for (uint32_t i = 0; r == 0 && i < vm->nr_vcpus; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "vcpu@%u", i);
+		r = x86_vcpu_save(kvm_fd, vm->vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
+	}
+	if (r < 0)
+		return r;
+	int dev = st_node(w, 0, "devices");
+	serial_save(&vm->serial, w, st_node(w, dev, "serial"));
+	i8042_save(&vm->i8042, w, st_node(w, dev, "i8042"));
+	rtc_save(&vm->rtc, w, st_node(w, dev, "rtc"));
+	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "virtio@%u", i);
+		virtio_mmio_save(vm->virtio[i], w, st_node(w, 0, name));
+	}
+	if (w->err) {
+		snprintf(err, errlen, "%s", w->what);
+		return w->err;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------- directory */
+
+static void remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			char p[PATH_MAX];
+			if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
+				unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+static int fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+/* Put the finished @tmp at @dir, replacing a previous snapshot there. */
+static int install(struct microvm *vm, const char *tmp, const char *dir, const char *parent)
+{
+	struct stat st;
+	if (lstat(dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return vm_error(vm, -EEXIST, "snapshot: %s exists and is not a directory", dir);
+		char old_state[PATH_MAX + 32];
+		snprintf(old_state, sizeof(old_state), "%s/" SNAPSHOT_STATE_FILE, dir);
+		DIR *d = opendir(dir);
+		bool empty = true;
+		if (d) {
+			struct dirent *e;
+			while ((e = readdir(d)))
+				if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+					empty = false;
+			closedir(d);
+		}
+		if (!empty && access(old_state, F_OK) != 0)
+			return vm_error(vm, -EEXIST, "snapshot: %s exists and is not a snapshot: "
+					"not replacing it", dir);
+		/* Swap atomically; the old snapshot ends up at @tmp. */
+		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) < 0)
+			return vm_error(vm, -errno, "snapshot: replacing %s: %s", dir,
+					strerror(errno));
+		remove_tree(tmp);
+	} else if (rename(tmp, dir) < 0) {
+		return vm_error(vm, -errno, "snapshot: renaming into %s: %s", dir, strerror(errno));
+	}
+	fsync_path(parent);
+	return 0;
+}
+
+/* Wait until every vCPU thread is parked. False if the VM stopped. */
+static bool all_parked(struct microvm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
+	       !(atomic_load(&vm->requests) & REQ_STOP))
+		vm_wait_or_rekick(vm);
+	bool ok = vm->state == MICROVM_STATE_PAUSED && vm->vcpus_exited == 0 &&
+		  !(atomic_load(&vm->requests) & REQ_STOP);
+	pthread_mutex_unlock(&vm->lock);
+	return ok;
+}
+
+static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
+{
+	char err[256] = "";
+	bool diff = flags & MICROVM_SNAPSHOT_DIFF;
+	if (diff && (!vm->snap_base || !vm->dirty_tracking))
+		return vm_error(vm, -ENOENT, "snapshot: a diff snapshot needs a base: take a full "
+				"snapshot first (or restore with MICROVM_RESTORE_TRACK_DIRTY)");
+	char *dcopy = strdup(dir), *parent = NULL, *base = NULL;
+	char tmp[PATH_MAX];
+	if (!dcopy)
+		return vm_error(vm, -ENOMEM, "snapshot: out of memory");
+	char *pdir = dirname(dcopy);
+	parent = realpath(pdir, NULL);
+	if (!parent) {
+		int e = -errno;
+		free(dcopy);
+		return vm_error(vm, e, "snapshot: %s: %s", pdir, strerror(-e));
+	}
+	free(dcopy);
+	dcopy = strdup(dir);
+	char *leaf = dcopy ? basename(dcopy) : NULL;
+	if (!leaf || !*leaf || !strcmp(leaf, ".") || !strcmp(leaf, "..") || !strcmp(leaf, "/") ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-XXXXXX", parent, leaf) >= (int)sizeof(tmp)) {
+		free(dcopy);
+		free(parent);
+		return vm_error(vm, -EINVAL, "snapshot: %s is not a usable directory name", dir);
+	}
+	char target[PATH_MAX];
+	snprintf(target, sizeof(target), "%s/%s", parent, leaf);
+	free(dcopy);
+	if (!mkdtemp(tmp)) {
+		int e = vm_error(vm, -errno, "snapshot: creating a directory in %s: %s", parent,
+				 strerror(errno));
+		free(parent);
+		return e;
+	}
+
+	int r = 0, kvm_fd = -1, mfd = -1, sfd = -1;
+	uint64_t *pages = NULL;
+	struct st_writer w = { 0 };
+	char path[PATH_MAX + 32];
+	uint32_t mem_crc = 0;
+	uint64_t written = 0;
+
+	if (diff) {
+		pages = calloc((size_t)((GM_PAGES(&vm->mem) + 63) / 64) + 1, sizeof(uint64_t));
+		r = pages ? collect_dirty(vm, pages) : vm_error(vm, -ENOMEM, "snapshot: out of memory");
+		if (r < 0)
+			goto out;
+	}
+	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, tmp);
+	mfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (mfd < 0 || ftruncate(mfd, (off_t)vm->mem.size) < 0) {
+		r = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+		goto out;
+	}
+	r = write_memory(vm, mfd, pages, &mem_crc, &written);
+	if (r == 0 && fsync(mfd) < 0)
+		r = -errno;
+	if (r < 0) {
+		vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r));
+		goto out;
+	}
+
+	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0) {
+		r = vm_error(vm, -errno, "snapshot: /dev/kvm: %s", strerror(errno));
+		goto out;
+	}
+	r = st_init(&w);
+	if (r == 0)
+		r = build_state(vm, &w, kvm_fd, pages, mem_crc, err, sizeof(err));
+	if (r < 0) {
+		vm_error(vm, r, "snapshot: %s", err[0] ? err : strerror(-r));
+		goto out;
+	}
+	long len = st_finish(&w);
+	if (len < 0) {
+		r = vm_error(vm, (int)len, "snapshot: state: %s", w.what);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/" SNAPSHOT_STATE_FILE, tmp);
+	sfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (sfd < 0) {
+		r = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+		goto out;
+	}
+	r = write_all(sfd, w.fdt, (size_t)len, 0);
+	if (r == 0 && fsync(sfd) < 0)
+		r = -errno;
+	if (r < 0) {
+		vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r));
+		goto out;
+	}
+	fsync_path(tmp);
+	r = install(vm, tmp, target, parent);
+	if (r < 0)
+		goto out;
+	tmp[0] = '\0'; /* installed */
+	base = strdup(target);
+	if (!base) {
+		r = vm_error(vm, -ENOMEM, "snapshot: out of memory");
+		goto out;
+	}
+	free(vm->snap_base);
+	vm->snap_base = base;
+	r = restart_tracking(vm);
+	vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", target,
+		(unsigned long long)(written / 1024), diff ? " (diff)" : "");
+out:
+	if (mfd >= 0)
+		close(mfd);
+	if (sfd >= 0)
+		close(sfd);
+	if (kvm_fd >= 0)
+		close(kvm_fd);
+	st_free(&w);
+	free(pages);
+	if (tmp[0])
+		remove_tree(tmp);
+	free(parent);
+	return r;
+}
+
+MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	int r = 0;
+	if (!dir || !*dir)
+		r = vm_error(vm, -EINVAL, "snapshot: no directory given");
+	else if (flags & ~MICROVM_SNAPSHOT_DIFF)
+		r = vm_error(vm, -EINVAL, "snapshot: unknown flags 0x%x", flags & ~MICROVM_SNAPSHOT_DIFF);
+	else if (microvm_state(vm) != MICROVM_STATE_PAUSED || !all_parked(vm))
+		r = vm_error(vm, -EINVAL, "snapshot: the VM must be paused (microvm_pause)");
+	if (r == 0) {
+		/* No device work while the state is read: the event loop stops,
+		 * devices finish their in-flight I/O. */
+		evloop_stop(&vm->evloop);
+		for (uint32_t i = 0; i < vm->nr_virtio; i++)
+			virtio_mmio_quiesce(vm->virtio[i]);
+		r = snapshot_locked(vm, dir, flags);
+		int e = evloop_start(&vm->evloop);
+		if (e < 0 && r == 0)
+			r = vm_error(vm, e, "snapshot: restarting the event loop: %s", strerror(-e));
+	}
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
