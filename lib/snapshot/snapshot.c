@@ -217,7 +217,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 
 	int r = x86_vm_save(vm->vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
 	for (uint32_t i = 0; r == 0 && i < vm->nr_vcpus; i++) {
-		char name[16];
+		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
 		r = x86_vcpu_save(kvm_fd, vm->vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
 	}
@@ -228,7 +228,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	i8042_save(&vm->i8042, w, st_node(w, dev, "i8042"));
 	rtc_save(&vm->rtc, w, st_node(w, dev, "rtc"));
 	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
-		char name[16];
+		char name[24];
 		snprintf(name, sizeof(name), "virtio@%u", i);
 		virtio_mmio_save(vm->virtio[i], w, st_node(w, 0, name));
 	}
@@ -328,9 +328,9 @@ static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 	char *pdir = dirname(dcopy);
 	parent = realpath(pdir, NULL);
 	if (!parent) {
-		int e = -errno;
+		int e = vm_error(vm, -errno, "snapshot: %s: %s", pdir, strerror(errno));
 		free(dcopy);
-		return vm_error(vm, e, "snapshot: %s: %s", pdir, strerror(-e));
+		return e;
 	}
 	free(dcopy);
 	dcopy = strdup(dir);

@@ -96,6 +96,15 @@ static uint64_t check_sequence(const char *text, uint64_t first)
 	return want - 1;
 }
 
+/* Highest count printed on @fd so far. */
+static uint64_t count_now(int fd)
+{
+	char *t = read_all(fd, NULL);
+	uint64_t c = last_count(t);
+	free(t);
+	return c;
+}
+
 static int wait_count(int fd, uint64_t at_least)
 {
 	double end = now_ms() + GUEST_TIMEOUT_MS;
@@ -192,7 +201,7 @@ static void test_restore_paused_and_snapshot_again(void **state)
 	microvm *c = restore_ok(dir, MICROVM_RESTORE_PAUSED, -1, out2);
 	assert_int_equal(microvm_state(c), MICROVM_STATE_PAUSED);
 	usleep(50000);
-	assert_int_equal(last_count(read_all(out2, NULL)), 0); /* nothing ran */
+	assert_int_equal(count_now(out2), 0); /* nothing ran */
 	/* A restored VM can be snapshotted again (its RAM is a private file
 	 * mapping) over the same directory, atomically replacing it. */
 	int r = microvm_snapshot(c, dir, 0);
@@ -230,7 +239,7 @@ static void test_hundred_clones_diverge(void **state)
 	microvm *vm = paused_counter(out);
 	const char *dir = snap_path("clones");
 	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
-	uint64_t k = last_count(read_all(out, NULL));
+	uint64_t k = count_now(out);
 	microvm_destroy(vm);
 	close(out);
 
@@ -296,7 +305,7 @@ static void test_diff_snapshot(void **state)
 			 -ENOENT);
 	assert_int_equal(microvm_snapshot(vm, snap_path("base"), 0), 0);
 	assert_int_equal(microvm_resume(vm), 0);
-	uint64_t k = last_count(read_all(out, NULL));
+	uint64_t k = count_now(out);
 	assert_int_equal(wait_count(out, k + 5), 0);
 	assert_int_equal(microvm_pause(vm), 0);
 	int r = microvm_snapshot(vm, snap_path("diff"), MICROVM_SNAPSHOT_DIFF);
@@ -328,7 +337,7 @@ static void test_diff_snapshot(void **state)
 	r = microvm_snapshot(c, snap_path("diff2"), MICROVM_SNAPSHOT_DIFF);
 	if (r)
 		fail_msg("diff of a restored VM: %d %s", r, microvm_last_error(c));
-	uint64_t k3 = last_count(read_all(out2, NULL));
+	uint64_t k3 = count_now(out2);
 	microvm_destroy(c);
 	int out3 = console_fd();
 	microvm *c3 = restore_ok(snap_path("diff2"), MICROVM_RESTORE_VERIFY_MEMORY, -1, out3);
@@ -549,7 +558,7 @@ static void test_snapshot_errors_keep_vm_and_old_snapshot(void **state)
 	char dir[512];
 	snprintf(dir, sizeof(dir), "%s", snap_path("keep"));
 	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
-	uint64_t k = last_count(read_all(out, NULL));
+	uint64_t k = count_now(out);
 	assert_int_equal(microvm_resume(vm), 0);
 	assert_int_equal(wait_count(out, k + 3), 0);
 	assert_int_equal(microvm_pause(vm), 0);
@@ -572,7 +581,7 @@ static void test_snapshot_errors_keep_vm_and_old_snapshot(void **state)
 		assert_null(strstr(e->d_name, ".tmp-"));
 	closedir(d);
 	assert_int_equal(microvm_resume(vm), 0);
-	uint64_t k2 = last_count(read_all(out, NULL));
+	uint64_t k2 = count_now(out);
 	assert_int_equal(wait_count(out, k2 + 3), 0);
 	microvm_destroy(vm);
 
