@@ -255,16 +255,22 @@ typedef struct microvm_vsock_config {
 	const char *uds_path; /* copied; NULL = no Unix socket bridge (in-process
 			       * connections only). The VM creates and listens on
 			       * it at start (an existing socket file there is
-			       * replaced) and removes it when destroyed. */
+			       * replaced; any other file makes the start fail)
+			       * and removes it when destroyed. At most 96 bytes. */
 } microvm_vsock_config;
 
 #define MICROVM_VSOCK_CONFIG_INIT { sizeof(microvm_vsock_config), 0, 0, NULL }
 
 /*
  * Give the guest a virtio-vsock device. At most one per VM (a second call
- * replaces the first configuration). -EINVAL for a bad CID, flags, size or a
- * uds_path too long for a Unix socket address (leaving room for "_P"
- * suffixes), -EBUSY if not CONFIGURED.
+ * replaces the first configuration). -EINVAL for a NULL @cfg, a bad CID,
+ * flags or size, or an empty uds_path or one longer than 96 bytes (room is
+ * left for the "_P" suffixes in a Unix socket address), -EBUSY if not
+ * CONFIGURED.
+ *
+ * Limits: at most 1024 streams (plus Unix clients still sending their
+ * CONNECT line) per VM; beyond that the guest's connect() is refused. Each
+ * stream buffers at most 256 KiB of guest data the host side has not read.
  */
 MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *cfg);
 
@@ -274,9 +280,14 @@ MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *cfg);
  * caller owns it and closes it) once the guest accepted, or a negative
  * errno: -ECONNREFUSED if nothing listens on that port in the guest (the
  * guest answered RST), -ETIMEDOUT if the guest did not answer within
- * @timeout_ms (-1 = no limit), -ENODEV if the VM has no vsock device,
- * -EINVAL if the VM is not running or paused. Closing the fd shuts the
- * stream down cleanly (the guest sees end of file).
+ * @timeout_ms (-1 = no limit; the request is then cancelled),
+ * -ECONNRESET if the guest reset its vsock driver or the VM stopped
+ * meanwhile, -EAGAIN if the VM already has the maximum number of streams,
+ * -ENODEV if the VM has no vsock device, -EINVAL if the VM is not running or
+ * paused, @port is 0xffffffff or @timeout_ms < -1. Any thread; while it
+ * waits, other calls on the VM (microvm_stop, microvm_destroy) proceed
+ * (destroy waits for it to return). Closing the fd shuts the stream down
+ * cleanly (the guest sees end of file).
  */
 MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms);
 

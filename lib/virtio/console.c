@@ -51,6 +51,7 @@
 #include "devices/serial.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
+#include "virtio/vsock.h"
 #include "vm.h"
 
 /* How output to the fd is kept from blocking (see above). */
@@ -605,6 +606,8 @@ int virtio_devices_add(struct microvm *vm)
 		r = virtio_console_add(vm);
 	if (r == 0 && vm->rng_enabled)
 		r = virtio_rng_add(vm);
+	if (r == 0 && vm->vsock_enabled)
+		r = virtio_vsock_add(vm);
 	if (r < 0)
 		return r;
 	/* The console fds go to one device; the other is connected to

@@ -31,8 +31,9 @@ struct virtq_chain;
  * microvm_start(), before the guest is loaded (the devices must exist when
  * the kernel command line is built), with vm->api_lock held and the VM
  * CONFIGURED. Adds virtio-console if vm->console_type is
- * MICROVM_CONSOLE_VIRTIO and virtio-rng if vm->rng_enabled, each unless it
- * was added by an earlier attempt, and gives the console fds to the device
+ * MICROVM_CONSOLE_VIRTIO, virtio-rng if vm->rng_enabled and virtio-vsock
+ * (virtio/vsock.h) if vm->vsock_enabled, each unless it was added by an
+ * earlier attempt, and gives the console fds to the device
  * that carries the console (the other one gets -1). 0 or negative errno
  * (message recorded).
  */
