@@ -1502,6 +1502,22 @@ static void vsock_release(void *opaque)
 	virtio_vsock_free(v);
 }
 
+/* A restored VM: its guest still believes in the connections the snapshot
+ * caught, which exist nowhere here. Tell it the transport was reset (the
+ * event goes out once the device is active and the guest posted an event
+ * buffer); Linux then drops its connected sockets, keeps its listeners and
+ * re-reads the guest CID (which the caller may have changed). Transport
+ * lock held. */
+static int vsock_load(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
+		      char *err, size_t errlen)
+{
+	struct virtio_vsock *v = opaque;
+	(void)vdev, (void)fdt, (void)node, (void)err, (void)errlen;
+	close_all(v, -ECONNRESET);
+	v->event_pending = true;
+	return 0;
+}
+
 static const struct virtio_device_ops vsock_ops = {
 	.name = "virtio-vsock",
 	.device_id = VIRTIO_ID_VSOCK,
@@ -1513,6 +1529,7 @@ static const struct virtio_device_ops vsock_ops = {
 	.notify = vsock_notify,
 	.reset = vsock_reset,
 	.release = vsock_release,
+	.load = vsock_load,
 };
 
 int virtio_vsock_add(struct microvm *vm)
