@@ -415,8 +415,9 @@ void virtio_mmio_save(struct virtio_device *d, struct st_writer *w, int node)
 		st_u32(w, qn, "signalled-used", q->signalled_used);
 		st_u32(w, qn, "signalled-used-valid", q->signalled_used_valid);
 	}
+	int dn = st_node(w, node, "device"); /* always there, for ops->load */
 	if (d->ops->save)
-		d->ops->save(d->opaque, w, st_node(w, node, "device"));
+		d->ops->save(d->opaque, w, dn);
 	pthread_mutex_unlock(&d->lock);
 }
 
