@@ -23,6 +23,22 @@ ro-disk)
 	fi
 	echo "RO-DISK: first bytes $(od -An -N8 -c /dev/vda | tr -d ' ')"
 	reboot -f ;;
+snapshot)
+	# State that lives only in guest RAM: a counter file in tmpfs, bumped
+	# by a background process; then commands from the console.
+	/bin/busybox mount -t tmpfs tmpfs /tmp
+	( n=0; while :; do n=$((n + 1)); echo $n >/tmp/counter; sleep 0.1; done ) &
+	id=original
+	echo "READY-FOR-INPUT"
+	while read -r cmd arg; do
+		case "$cmd" in
+		show) echo "STATE: id=$id counter=$(cat /tmp/counter)" ;;
+		id) id=$arg; echo "ID-SET: $id" ;;
+		disk)
+			echo "$arg" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null
+			echo "DISK-WROTE: $arg" ;;
+		esac
+	done ;;
 esac
 echo "READY-FOR-INPUT"
 read -r line

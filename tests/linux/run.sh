@@ -26,23 +26,27 @@ export MICROVM_TEST_ROOTFS=$build/tests/linux/rootfs.ext4
 export MICROVM_TEST_DISTRO_KERNEL
 MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
 
+programs=$(cd "$here" && ls test_linux*.c | sed 's/\.c$//')
 if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
 	echo "linux tests: this CPU has hardware virtualization: running directly"
-	exec "$build/tests/linux/test_linux"
+	rc=0
+	for p in $programs; do "$build/tests/linux/$p" || rc=1; done
+	exit $rc
 fi
 echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
 # One emulated machine per test case, so that a failure of the emulator
 # itself (the harness exits 125, e.g. an oops in the L1 kernel under QEMU's
 # nested SVM; or a guest stuck for minutes, exit 124) costs one case a retry
 # instead of the run. A failing assertion is never retried.
-cases=$(grep -o 'cmocka_unit_test(test_[a-z0-9_]*)' "$here/test_linux.c" |
-	sed 's/cmocka_unit_test(\(.*\))/\1/')
 start=$(date +%s)
 failed=0 passed=0 retries=0
+for p in $programs; do
+cases=$(grep -o 'cmocka_unit_test(test_[a-z0-9_]*)' "$here/$p.c" |
+	sed 's/cmocka_unit_test(\(.*\))/\1/')
 for c in $cases; do
 	for attempt in 1 2 3; do
 		rc=0
-		MICROVM_TEST_FILTER=$c "$root/tests/harness/run-nested.sh" "$build/tests/linux/test_linux" || rc=$?
+		MICROVM_TEST_FILTER=$c "$root/tests/harness/run-nested.sh" "$build/tests/linux/$p" || rc=$?
 		# 125: the emulated machine failed; 124: the guest got stuck (seen
 		# only under the emulator's nested SVM). Anything else is final.
 		[ "$rc" -eq 125 ] || [ "$rc" -eq 124 ] || break
@@ -50,6 +54,7 @@ for c in $cases; do
 		retries=$((retries + 1))
 	done
 	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "linux tests: $c FAILED (exit $rc)"; fi
+done
 done
 echo "linux tests: harness wall time $(( $(date +%s) - start )) s, $retries emulator retries"
 echo "linux: $passed passed, $failed failed"

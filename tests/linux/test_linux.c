@@ -10,46 +10,7 @@
  * machine of tests/harness/run-nested.sh, so timeouts here are generous and
  * no assertion depends on time.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <setjmp.h>
-#include <stdbool.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cmocka.h>
-
-#include <microvm.h>
-
-/* Boots take seconds even emulated; a guest silent this long is stuck. */
-#define BOOT_TIMEOUT_MS (4 * 60 * 1000)
-/* Exit status for "the guest got stuck": under the emulated machine that is
- * usually the emulator's own nested-SVM trouble, so run.sh retries it (a
- * deterministic hang still fails every attempt). */
-#define EXIT_GUEST_STUCK 124
-#define OUT_MAX (4 << 20)
-
-static double now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
-static const char *need_env(const char *name)
-{
-	const char *v = getenv(name);
-	if (!v || !*v)
-		fail_msg("%s is not set (run this through tests/linux/run.sh)", name);
-	return v;
-}
+#include "linux_test.h"
 
 struct boot {
 	const char *kernel;
@@ -67,15 +28,6 @@ struct boot {
 	char *out;
 	double ms_to_init; /* host clock: microvm_start() -> "MICROVM-TEST-INIT" */
 };
-
-static char *read_all(int fd)
-{
-	char *buf = malloc(OUT_MAX + 1);
-	assert_non_null(buf);
-	ssize_t n = pread(fd, buf, OUT_MAX, 0);
-	buf[n > 0 ? n : 0] = 0;
-	return buf;
-}
 
 static void boot_guest(struct boot *b)
 {
@@ -151,7 +103,6 @@ static void dump_on_failure(const struct boot *b, const char *needle)
 	}
 }
 
-#define BASE_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux"
 
 static void check_echo_boot(const char *kernel, uint32_t vcpus, const char *what)
 {
@@ -231,36 +182,6 @@ static void test_poweroff_via_acpi(void **state)
 }
 
 /* Copy the rootfs image so each run starts from the pristine one. */
-static void copy_file(const char *from, const char *to)
-{
-	int in = open(from, O_RDONLY | O_CLOEXEC);
-	int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	assert_true(in >= 0 && out >= 0);
-	char buf[65536];
-	ssize_t n;
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		assert_int_equal(write(out, buf, (size_t)n), n);
-	assert_int_equal(n, 0);
-	close(in);
-	close(out);
-}
-
-/* Contents of @file inside the ext4 image @img, read on the host with
- * debugfs (e2fsprogs; no mount, no root needed). */
-static char *ext4_cat(const char *img, const char *file)
-{
-	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "debugfs -R 'cat %s' '%s' 2>/dev/null", file, img);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	char *buf = calloc(1, 4096);
-	assert_non_null(buf);
-	size_t n = fread(buf, 1, 4095, p);
-	buf[n] = 0;
-	pclose(p);
-	return buf;
-}
-
 static void test_ext4_rootfs_on_virtio_blk(void **state)
 {
 	(void)state;
