@@ -40,19 +40,22 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
 	return c32;
 }
 
-uint32_t crc32c(uint32_t crc, const void *data, size_t len)
+uint32_t crc32c_portable(uint32_t crc, const void *data, size_t len)
 {
 	const uint8_t *p = data;
+	if (!__atomic_load_n(&crc_table_ready, __ATOMIC_ACQUIRE))
+		crc_table_init(); /* idempotent: racing callers write the same */
 	crc = ~crc;
-	if (__builtin_cpu_supports("sse4.2")) {
-		crc = crc32c_hw(crc, p, len);
-	} else {
-		if (!__atomic_load_n(&crc_table_ready, __ATOMIC_ACQUIRE))
-			crc_table_init(); /* idempotent: racing callers write the same */
-		for (size_t i = 0; i < len; i++)
-			crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-	}
+	for (size_t i = 0; i < len; i++)
+		crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
 	return ~crc;
+}
+
+uint32_t crc32c(uint32_t crc, const void *data, size_t len)
+{
+	if (!__builtin_cpu_supports("sse4.2"))
+		return crc32c_portable(crc, data, len);
+	return ~crc32c_hw(~crc, data, len);
 }
 
 /* -------------------------------------------------------------- writer */

@@ -67,5 +67,7 @@ int st_sub(const void *fdt, int parent, const char *name, char *err, size_t errl
 
 /* CRC-32C (Castagnoli), continuing from @crc (start with 0). */
 uint32_t crc32c(uint32_t crc, const void *p, size_t len);
+/* The same without the SSE4.2 instruction (used when the CPU lacks it). */
+uint32_t crc32c_portable(uint32_t crc, const void *p, size_t len);
 
 #endif
