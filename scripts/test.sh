@@ -40,8 +40,10 @@ for t in build/tests/unit/test_*; do
 	"${vg[@]}" "$t" >/dev/null
 	passed=$((passed + 1))
 done
-echo "valgrind build/tests/kvm/test_vm"
-"${vg[@]}" build/tests/kvm/test_vm >/dev/null
-passed=$((passed + 1))
+for t in test_vm test_snapshot; do
+	echo "valgrind build/tests/kvm/$t"
+	MICROVM_FUZZ_ITERS=60 "${vg[@]}" "build/tests/kvm/$t" >/dev/null
+	passed=$((passed + 1))
+done
 echo "test: all passed (ctest release + ASan/UBSan, valgrind)"
 echo "$passed passed, 0 failed"
