@@ -91,6 +91,7 @@ struct microvm {
 	bool dirty_tracking;   /* memslots log dirty pages (KVM) + vmm bitmap */
 	char *snap_base;       /* absolute path of the last snapshot taken or
 				* restored from: the base of a diff snapshot */
+	uint32_t snap_base_crc; /* its state file's checksum */
 
 	struct evloop evloop;    /* device work; runs while the VM is started */
 	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];

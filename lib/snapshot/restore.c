@@ -189,6 +189,14 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 		uint64_t bsize = 0;
 		if (bmach >= 0)
 			r = st_get_u64(bfdt, bmach, "memory-size", &bsize, c->err, c->errlen);
+		uint32_t want_crc = 0, base_crc = 0;
+		if (r == 0 && bmach >= 0)
+			r = st_get_u32(fdt, mach, "diff-base-checksum", &want_crc, c->err, c->errlen);
+		if (r == 0 && bmach >= 0)
+			r = st_get_u32(bfdt, 0, "checksum", &base_crc, c->err, c->errlen);
+		if (r == 0 && bmach >= 0 && want_crc != base_crc)
+			r = fail(c, -EINVAL, "diff base %s is not the snapshot this diff was taken "
+				 "against (it was replaced)", base);
 		if (r == 0 && bmach >= 0 && bsize != size)
 			r = fail(c, -EINVAL, "diff base %s has %llu bytes of RAM, the diff %llu", base,
 				 (unsigned long long)bsize, (unsigned long long)size);
@@ -466,6 +474,7 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 			char *abs = realpath(dir, NULL);
 			free(vm->snap_base);
 			vm->snap_base = abs;
+			st_get_u32(fdt, 0, "checksum", &vm->snap_base_crc, c.err, c.errlen);
 		} else {
 			vm_start_rollback(vm);
 		}

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <libfdt.h>
 #include <limits.h>
 #include <linux/fs.h>
 #include <linux/kvm.h>
@@ -211,6 +212,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	}
 	if (diff) {
 		st_str(w, mach, "diff-base", vm->snap_base);
+		st_u32(w, mach, "diff-base-checksum", vm->snap_base_crc);
 		st_blob(w, mach, "diff-pages", diff,
 			(size_t)((GM_PAGES(&vm->mem) + 63) / 64) * sizeof(uint64_t));
 	}
@@ -420,6 +422,7 @@ static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 	}
 	free(vm->snap_base);
 	vm->snap_base = base;
+	vm->snap_base_crc = fdt32_to_cpu(*(const fdt32_t *)fdt_getprop(w.fdt, 0, "checksum", NULL));
 	r = restart_tracking(vm);
 	vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", target,
 		(unsigned long long)(written / 1024), diff ? " (diff)" : "");

@@ -16,6 +16,8 @@
 #include "snapshot/state.h"
 
 static char tmpdir[256];
+static int restore_err(const char *dir, uint32_t flags, char *err, size_t errlen);
+static void copy_snapshot(const char *from, const char *to);
 
 static int group_setup(void **state)
 {
@@ -343,6 +345,19 @@ static void test_diff_snapshot(void **state)
 	microvm *c3 = restore_ok(snap_path("diff2"), MICROVM_RESTORE_VERIFY_MEMORY, -1, out3);
 	assert_int_equal(wait_count(out3, k3 + 2), 0);
 	microvm_destroy(c3);
+	/* Replacing the base makes its diffs unusable: a clean error. */
+	{
+		int o4 = console_fd();
+		microvm *v4 = paused_counter(o4);
+		assert_int_equal(microvm_snapshot(v4, snap_path("base"), 0), 0);
+		microvm_destroy(v4);
+		close(o4);
+	}
+	char e[256];
+	r = restore_err(snap_path("diff"), 0, e, sizeof(e));
+	print_message("diff over a replaced base: %d %s\n", r, e);
+	assert_int_equal(r, -EINVAL);
+	assert_non_null(strstr(e, "was replaced"));
 	free(before);
 	free(t);
 	free(joined);
@@ -377,7 +392,7 @@ static void write_file(const char *path, const void *b, size_t len)
 /* Copy snapshot @from to @to (cp -r). */
 static void copy_snapshot(const char *from, const char *to)
 {
-	char cmd[1200];
+	char cmd[2200];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -r --sparse=always '%s' '%s'", to, from, to);
 	assert_int_equal(system(cmd), 0);
 }
