@@ -292,6 +292,13 @@ MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *cfg);
 MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms);
 
 /*
+ * The vsock port the guest agent (guest/agent, /init of the default
+ * initramfs) listens on. The host side of its protocol is the optional module
+ * declared in <microvm_agent.h>.
+ */
+#define MICROVM_AGENT_PORT 1024
+
+/*
  * ACPI tables (default on): RSDP/XSDT/FADT (hardware-reduced)/MADT/DSDT, so
  * kernels find all vCPUs without CONFIG_X86_MPPARSE, power off through ACPI,
  * and find virtio devices in the DSDT. With ACPI off the guest gets only the

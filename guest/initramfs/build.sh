@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Build a busybox initramfs for libmicrovm guests.
 #
-#   guest/initramfs/build.sh OUT.cpio.gz [--init FILE] [--add SRC:DEST ...]
+#   guest/initramfs/build.sh OUT.cpio.gz [--agent PATH | --init FILE] [--add SRC:DEST ...]
 #
 #   OUT.cpio.gz     output: a gzip-compressed newc cpio archive
+#   --agent PATH    use the guest agent binary PATH (build/guest/agent/microvm-agent,
+#                   a static executable) as /init: it mounts /proc, /sys, /dev,
+#                   /dev/pts, /tmp, /run, listens on vsock port 1024 and prints
+#                   MICROVM-AGENT-READY; the host runs commands through
+#                   <microvm_agent.h>. It is also kept as /sbin/microvm-agent.
+#                   busybox stays in the image for the commands.
 #   --init FILE     use FILE as /init (default: a small shell script, below)
 #   --add SRC:DEST  copy SRC (file or directory, recursively) to DEST in the
 #                   image (DEST is an absolute path inside the guest);
@@ -44,6 +50,7 @@ usage() {
 
 out=
 init=
+agent=
 adds=()
 while (($#)); do
     case $1 in
@@ -55,6 +62,15 @@ while (($#)); do
         ;;
     --init=*)
         init=${1#--init=}
+        shift
+        ;;
+    --agent)
+        (($# >= 2)) || usage
+        agent=$2
+        shift 2
+        ;;
+    --agent=*)
+        agent=${1#--agent=}
         shift
         ;;
     --add)
@@ -76,6 +92,14 @@ while (($#)); do
 done
 [[ -n $out ]] || usage
 [[ -z $init || -r $init ]] || die "--init: cannot read $init"
+[[ -z $init || -z $agent ]] || die "--agent and --init are exclusive"
+if [[ -n $agent ]]; then
+    [[ -f $agent && -r $agent ]] || die "--agent: cannot read $agent"
+    # /init runs before anything else exists: it must not need a loader.
+    if command -v file >/dev/null && ! file -L -- "$agent" | grep -q 'statically linked'; then
+        die "--agent: $agent is not a statically linked executable"
+    fi
+fi
 
 busybox=/bin/busybox
 if ! dpkg-query -W -f='${db:Status-Abbrev}' busybox-static 2>/dev/null | grep -q '^ii'; then
@@ -109,7 +133,11 @@ done < <("$busybox" --list-full)
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
 printf 'root:x:0:\n' >"$stage/etc/group"
 
-if [[ -n $init ]]; then
+if [[ -n $agent ]]; then
+    cp -- "$agent" "$stage/init"
+    cp -- "$agent" "$stage/sbin/microvm-agent"
+    chmod 0755 "$stage/sbin/microvm-agent"
+elif [[ -n $init ]]; then
     cp -- "$init" "$stage/init"
 else
     cat >"$stage/init" <<'EOF'

@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 libdir=$(find "$tmp/prefix" -name microvm.pc -printf '%h\n' | head -n1)/..
 libdir=$(cd "$libdir" && pwd)
-for f in include/microvm.h; do test -f "$tmp/prefix/$f"; done
+for f in include/microvm.h include/microvm_agent.h; do test -f "$tmp/prefix/$f"; done
 test -L "$libdir/libmicrovm.so"
 test -f "$libdir/libmicrovm.a"
 soname=$(objdump -p "$libdir/libmicrovm.so" | awk '/SONAME/ {print $2}')

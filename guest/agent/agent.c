@@ -1,0 +1,1001 @@
+/*
+ * microvm-agent: the libmicrovm guest agent.
+ *
+ * Runs as /init (PID 1) of the default initramfs: sets up the usual mounts
+ * and stdio on /dev/console, listens on vsock port MICROVM_AGENT_PORT and
+ * serves the protocol of PROTOCOL.md, one forked handler process per
+ * connection. As PID 1 it reaps every zombie (orphans included) and never
+ * exits.
+ *
+ *   microvm-agent                     PID 1: init + vsock; otherwise vsock only
+ *   microvm-agent --listen vsock:PORT serve on another vsock port
+ *   microvm-agent --listen unix:PATH  serve on a Unix socket (host tests; no
+ *                                     init work even as PID 1)
+ *   microvm-agent --version
+ *
+ * "MICROVM-AGENT-READY" is printed on stdout (the console as PID 1) once the
+ * socket listens.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/random.h>
+#include <linux/vm_sockets.h>
+
+#include "microvm.h" /* MICROVM_AGENT_PORT */
+#include "proto.h"
+
+#ifndef MICROVM_AGENT_VERSION
+#define MICROVM_AGENT_VERSION "0"
+#endif
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Stop reading STDIN frames while this much stdin is waiting for the command. */
+#define STDIN_BUFFER_MAX (1u << 20)
+/* After the command exited, read its pipes (background processes may hold
+ * them) until end of file, or no data came for DRAIN_IDLE_MS, or
+ * DRAIN_MAX_MS passed. */
+#define DRAIN_IDLE_MS 200
+#define DRAIN_MAX_MS 1000
+
+extern char **environ;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	ssize_t w = write(STDOUT_FILENO, line, (size_t)n);
+	(void)w;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ connection */
+
+struct conn {
+	int fd;
+	struct agent_buf out; /* frames being built, sent by conn_flush() */
+	uint8_t *in;          /* one received frame */
+};
+
+static int write_all(int fd, const void *p, size_t n, bool sock)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t w = sock ? send(fd, b, n, MSG_NOSIGNAL) : write(fd, b, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* 1 = all read, 0 = end of file before the first byte, -errno otherwise
+ * (end of file in the middle is -ECONNRESET). */
+static int read_full(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, b + got, n - got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return got ? -ECONNRESET : 0;
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+static int conn_flush(struct conn *c)
+{
+	int r = write_all(c->fd, c->out.data, c->out.len, true);
+	c->out.len = 0;
+	return r;
+}
+
+/* Receive one frame into c->in. 0 ok; -ENOMSG unknown type (skipped, f->type
+ * set); -ECONNRESET at end of file; other -errno: unusable. */
+static int conn_recv(struct conn *c, struct agent_frame *f)
+{
+	int r = read_full(c->fd, c->in, AGENT_FRAME_LEN_SIZE);
+	if (r <= 0)
+		return r == 0 ? -ECONNRESET : r;
+	int64_t body = agent_frame_body_len(c->in);
+	if (body < 0)
+		return (int)body;
+	r = read_full(c->fd, c->in + AGENT_FRAME_LEN_SIZE, (size_t)body);
+	if (r <= 0)
+		return r == 0 ? -ECONNRESET : r;
+	size_t used;
+	return agent_frame_parse(c->in, AGENT_FRAME_LEN_SIZE + (size_t)body, f, &used);
+}
+
+static int send_error(struct conn *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int send_error(struct conn *c, int err, const char *fmt, ...)
+{
+	char msg[AGENT_ERRMSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err <= 0 || err >= 4096)
+		err = EIO;
+	int r = agent_enc_error(&c->out, (uint32_t)err, msg);
+	return r < 0 ? r : conn_flush(c);
+}
+
+static int send_ok(struct conn *c, uint64_t value)
+{
+	int r = agent_enc_ok(&c->out, value);
+	return r < 0 ? r : conn_flush(c);
+}
+
+/* ------------------------------------------------------------------ exec */
+
+static const char *const default_env[] = {
+	"PATH=" DEFAULT_PATH,
+	"HOME=/root",
+	"TERM=dumb",
+};
+#define N_DEFAULT_ENV (sizeof(default_env) / sizeof(default_env[0]))
+
+static size_t env_name_len(const char *s)
+{
+	const char *eq = strchr(s, '=');
+	return eq ? (size_t)(eq - s) : strlen(s);
+}
+
+/* The command's environment: exactly the given one (AGENT_EXEC_ENV), or the
+ * default one with the given entries added/replacing. malloc'd array. */
+static char **build_env(const struct agent_exec *e)
+{
+	size_t n = (e->flags & AGENT_EXEC_ENV) ? e->envc : N_DEFAULT_ENV + e->envc;
+	char **env = calloc(n + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t k = 0;
+	if (!(e->flags & AGENT_EXEC_ENV)) {
+		for (size_t i = 0; i < N_DEFAULT_ENV; i++) {
+			size_t nl = env_name_len(default_env[i]);
+			bool replaced = false;
+			for (uint32_t j = 0; j < e->envc && !replaced; j++)
+				replaced = env_name_len(e->envp[j]) == nl &&
+					   !memcmp(e->envp[j], default_env[i], nl);
+			if (!replaced)
+				env[k++] = (char *)default_env[i];
+		}
+	}
+	for (uint32_t j = 0; j < e->envc; j++)
+		env[k++] = (char *)e->envp[j];
+	env[k] = NULL;
+	return env;
+}
+
+struct child_failure {
+	int stage; /* 1 chdir, 2 exec, 3 stdio */
+	int err;
+};
+
+static void child_fail(int fd, int stage, int err)
+{
+	struct child_failure cf = { stage, err };
+	ssize_t w = write(fd, &cf, sizeof(cf));
+	(void)w;
+	_exit(127);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+static int pidfd_open_compat(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	long fd = syscall(SYS_pidfd_open, pid, 0);
+	if (fd >= 0) {
+		(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		return (int)fd;
+	}
+#endif
+	(void)pid;
+	return -1;
+}
+
+struct run {
+	pid_t pid;
+	int pidfd;
+	int out_fd, err_fd, in_fd;
+	struct agent_buf stdin_buf;
+	bool stdin_eof;
+	bool exited;
+	int status;
+	int64_t exit_at, last_data;
+};
+
+/* Kill the whole process group and reap the command. */
+static void run_kill_reap(struct run *rn)
+{
+	if (!rn->exited) {
+		kill(-rn->pid, SIGKILL);
+		kill(rn->pid, SIGKILL);
+		while (waitpid(rn->pid, &rn->status, 0) < 0 && errno == EINTR)
+			;
+		rn->exited = true;
+	}
+}
+
+static void run_cleanup(struct run *rn)
+{
+	close_fd(&rn->pidfd);
+	close_fd(&rn->out_fd);
+	close_fd(&rn->err_fd);
+	close_fd(&rn->in_fd);
+	agent_buf_free(&rn->stdin_buf);
+}
+
+static void run_check_exit(struct run *rn)
+{
+	if (rn->exited)
+		return;
+	pid_t p = waitpid(rn->pid, &rn->status, WNOHANG);
+	if (p == rn->pid) {
+		rn->exited = true;
+		rn->exit_at = rn->last_data = now_ms();
+		close_fd(&rn->pidfd);
+		close_fd(&rn->in_fd);
+		rn->stdin_buf.len = 0;
+	}
+}
+
+/* Forward one pipe's available output as a frame. */
+static int pump_output(struct conn *c, struct run *rn, int *fd, uint8_t type, uint8_t *buf)
+{
+	ssize_t n = read(*fd, buf, AGENT_CHUNK);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return 0;
+		close_fd(fd); /* EIO or similar: treat as end of file */
+		return 0;
+	}
+	if (n == 0) {
+		close_fd(fd);
+		return 0;
+	}
+	rn->last_data = now_ms();
+	int r = agent_enc_bytes(&c->out, type, buf, (size_t)n);
+	return r < 0 ? r : conn_flush(c);
+}
+
+/* A frame that arrived while the command runs. 0 = go on, <0 = end the
+ * connection. */
+static int exec_frame(struct conn *c, struct run *rn, const struct agent_frame *f)
+{
+	switch (f->type) {
+	case AGENT_MSG_STDIN:
+		if (rn->in_fd >= 0 && !rn->stdin_eof && f->len) {
+			if (agent_buf_reserve(&rn->stdin_buf, f->len) < 0)
+				return -ENOMEM;
+			memcpy(rn->stdin_buf.data + rn->stdin_buf.len, f->payload, f->len);
+			rn->stdin_buf.len += f->len;
+		}
+		return 0;
+	case AGENT_MSG_STDIN_EOF:
+		if (agent_dec_empty(f) < 0)
+			return -EBADMSG;
+		rn->stdin_eof = true;
+		if (!rn->stdin_buf.len)
+			close_fd(&rn->in_fd);
+		return 0;
+	case AGENT_MSG_SIGNAL: {
+		uint32_t sig;
+		if (agent_dec_u32(f, &sig) < 0)
+			return -EBADMSG;
+		if (sig >= 1 && sig < 65 && !rn->exited)
+			kill(-rn->pid, (int)sig);
+		return 0;
+	}
+	default:
+		/* Another request while a command runs: protocol violation. */
+		send_error(c, EPROTO, "%s received while a command is running",
+			   agent_msg_name(f->type));
+		return -EPROTO;
+	}
+}
+
+static int do_exec(struct conn *c, const struct agent_frame *f)
+{
+	struct agent_exec e;
+	int r = agent_dec_exec(f, &e);
+	if (r < 0) {
+		send_error(c, -r, "malformed EXEC request");
+		return r;
+	}
+	char **env = build_env(&e);
+	if (!env) {
+		agent_exec_free(&e);
+		return send_error(c, ENOMEM, "out of memory");
+	}
+	const char *cwd = *e.cwd ? e.cwd : "/";
+	bool with_stdin = e.flags & AGENT_EXEC_STDIN;
+
+	struct run rn = { .pid = -1, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1 };
+	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, inp[2] = { -1, -1 },
+	    failp[2] = { -1, -1 };
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+	    (with_stdin && pipe2(inp, O_CLOEXEC) < 0) || pipe2(failp, O_CLOEXEC) < 0) {
+		int err = errno;
+		for (int i = 0; i < 2; i++) {
+			close_fd(&outp[i]);
+			close_fd(&errp[i]);
+			close_fd(&inp[i]);
+			close_fd(&failp[i]);
+		}
+		free(env);
+		agent_exec_free(&e);
+		return send_error(c, err, "pipe: %s", strerror(err));
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		sigset_t all;
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		setsid();
+		int in = with_stdin ? inp[0] : open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (in < 0 || dup2(in, 0) < 0 || dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0)
+			child_fail(failp[1], 3, errno);
+		if (chdir(cwd) < 0)
+			child_fail(failp[1], 1, errno);
+		environ = env;
+		execvp(e.argv[0], (char *const *)e.argv);
+		child_fail(failp[1], 2, errno);
+	}
+	int fork_err = errno;
+	close_fd(&outp[1]);
+	close_fd(&errp[1]);
+	close_fd(&inp[0]);
+	close_fd(&failp[1]);
+	free(env);
+	rn.out_fd = outp[0];
+	rn.err_fd = errp[0];
+	rn.in_fd = inp[1];
+	if (pid < 0) {
+		close_fd(&failp[0]);
+		run_cleanup(&rn);
+		agent_exec_free(&e);
+		return send_error(c, fork_err, "fork: %s", strerror(fork_err));
+	}
+	rn.pid = pid;
+	struct child_failure cf;
+	ssize_t n;
+	do
+		n = read(failp[0], &cf, sizeof(cf));
+	while (n < 0 && errno == EINTR);
+	close_fd(&failp[0]);
+	if (n == (ssize_t)sizeof(cf)) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		run_cleanup(&rn);
+		if (cf.stage == 1)
+			r = send_error(c, cf.err, "chdir %s: %s", cwd, strerror(cf.err));
+		else if (cf.stage == 2)
+			r = send_error(c, cf.err, "exec %s: %s", e.argv[0], strerror(cf.err));
+		else
+			r = send_error(c, cf.err, "stdio setup: %s", strerror(cf.err));
+		agent_exec_free(&e);
+		return r;
+	}
+	agent_exec_free(&e);
+
+	set_nonblock(rn.out_fd);
+	set_nonblock(rn.err_fd);
+	if (rn.in_fd >= 0)
+		set_nonblock(rn.in_fd);
+	rn.pidfd = pidfd_open_compat(pid);
+
+	r = agent_enc_started(&c->out, (uint32_t)pid);
+	if (r == 0)
+		r = conn_flush(c);
+
+	uint8_t *buf = malloc(AGENT_CHUNK);
+	if (!buf && r == 0)
+		r = -ENOMEM;
+	while (r == 0) {
+		run_check_exit(&rn);
+		int64_t t = now_ms();
+		if (rn.exited && ((rn.out_fd < 0 && rn.err_fd < 0) ||
+				  t - rn.last_data >= DRAIN_IDLE_MS || t - rn.exit_at >= DRAIN_MAX_MS))
+			break;
+		struct pollfd p[5];
+		int np = 0, i_sock, i_out = -1, i_err = -1, i_in = -1, i_pid = -1;
+		i_sock = np;
+		p[np++] = (struct pollfd){ c->fd, rn.stdin_buf.len < STDIN_BUFFER_MAX ? POLLIN : 0, 0 };
+		if (rn.out_fd >= 0) {
+			i_out = np;
+			p[np++] = (struct pollfd){ rn.out_fd, POLLIN, 0 };
+		}
+		if (rn.err_fd >= 0) {
+			i_err = np;
+			p[np++] = (struct pollfd){ rn.err_fd, POLLIN, 0 };
+		}
+		if (rn.in_fd >= 0 && rn.stdin_buf.len) {
+			i_in = np;
+			p[np++] = (struct pollfd){ rn.in_fd, POLLOUT, 0 };
+		}
+		if (rn.pidfd >= 0) {
+			i_pid = np;
+			p[np++] = (struct pollfd){ rn.pidfd, POLLIN, 0 };
+		}
+		int timeout = -1;
+		if (rn.exited) {
+			int64_t a = DRAIN_IDLE_MS - (t - rn.last_data), b = DRAIN_MAX_MS - (t - rn.exit_at);
+			timeout = (int)(a < b ? a : b);
+		} else if (rn.pidfd < 0) {
+			timeout = 20; /* no pidfd: poll waitpid */
+		}
+		int pr = poll(p, (nfds_t)np, timeout);
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		if (i_out >= 0 && p[i_out].revents)
+			r = pump_output(c, &rn, &rn.out_fd, AGENT_MSG_STDOUT, buf);
+		if (r == 0 && i_err >= 0 && p[i_err].revents)
+			r = pump_output(c, &rn, &rn.err_fd, AGENT_MSG_STDERR, buf);
+		if (r == 0 && i_in >= 0 && p[i_in].revents && rn.in_fd >= 0) {
+			ssize_t w = write(rn.in_fd, rn.stdin_buf.data, rn.stdin_buf.len);
+			if (w > 0) {
+				agent_buf_consume(&rn.stdin_buf, (size_t)w);
+				if (!rn.stdin_buf.len && rn.stdin_eof)
+					close_fd(&rn.in_fd);
+			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				/* EPIPE: the command closed its stdin; drop the rest. */
+				rn.stdin_buf.len = 0;
+				close_fd(&rn.in_fd);
+			}
+		}
+		if (r == 0 && p[i_sock].revents) {
+			struct agent_frame fr;
+			int fr_r = conn_recv(c, &fr);
+			if (fr_r == 0)
+				r = exec_frame(c, &rn, &fr);
+			else if (fr_r != -ENOMSG) /* unknown types are skipped */
+				r = fr_r;
+		}
+		(void)i_pid; /* pidfd readiness is handled by run_check_exit() */
+	}
+	free(buf);
+	if (r < 0) {
+		/* The host went away or broke the protocol: end the command. */
+		run_kill_reap(&rn);
+		run_cleanup(&rn);
+		return r;
+	}
+	run_cleanup(&rn);
+	int32_t code = -1, sig = 0;
+	uint32_t xflags = 0;
+	if (WIFEXITED(rn.status)) {
+		code = WEXITSTATUS(rn.status);
+	} else if (WIFSIGNALED(rn.status)) {
+		sig = WTERMSIG(rn.status);
+		if (WCOREDUMP(rn.status))
+			xflags |= AGENT_EXIT_CORE;
+	}
+	r = agent_enc_exit(&c->out, code, sig, xflags);
+	return r < 0 ? r : conn_flush(c);
+}
+
+/* ----------------------------------------------------------------- files */
+
+static int do_put_file(struct conn *c, const struct agent_frame *f)
+{
+	struct agent_file_req req;
+	int r = agent_dec_put_file(f, &req);
+	if (r < 0) {
+		send_error(c, EBADMSG, "malformed PUT_FILE request");
+		return r;
+	}
+	/* The path lives in c->in, which the next frames overwrite. */
+	char *path = strdup(req.path);
+	if (!path)
+		return -ENOMEM;
+	int err = 0;
+	const char *what = "open";
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0) {
+		err = errno;
+	} else if (fchmod(fd, req.mode & 07777) < 0) {
+		err = errno;
+		what = "chmod";
+	}
+	uint64_t total = 0;
+	for (;;) {
+		struct agent_frame fr;
+		r = conn_recv(c, &fr);
+		if (r < 0)
+			break;
+		if (fr.type == AGENT_MSG_DATA) {
+			if (!err && fr.len) {
+				int w = write_all(fd, fr.payload, fr.len, false);
+				if (w < 0) {
+					err = -w;
+					what = "write";
+				}
+			}
+			total += fr.len;
+			continue;
+		}
+		if (fr.type != AGENT_MSG_END) {
+			send_error(c, EPROTO, "%s received during PUT_FILE", agent_msg_name(fr.type));
+			r = -EPROTO;
+			break;
+		}
+		uint64_t expect;
+		if (agent_dec_u64(&fr, &expect) < 0) {
+			send_error(c, EBADMSG, "malformed END");
+			r = -EBADMSG;
+			break;
+		}
+		if (fd >= 0 && close(fd) < 0 && !err) {
+			err = errno;
+			what = "close";
+		}
+		fd = -1;
+		if (!err && expect != total) {
+			err = EIO;
+			what = "size check";
+		}
+		if (err)
+			r = send_error(c, err, "%s %s: %s", what, path, strerror(err));
+		else
+			r = send_ok(c, total);
+		break;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return r;
+}
+
+static int do_get_file(struct conn *c, const struct agent_frame *f)
+{
+	struct agent_file_req req;
+	int r = agent_dec_get_file(f, &req);
+	if (r < 0) {
+		send_error(c, EBADMSG, "malformed GET_FILE request");
+		return r;
+	}
+	int fd = open(req.path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return send_error(c, errno, "open %s: %s", req.path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int err = errno;
+		close(fd);
+		return send_error(c, err, "stat %s: %s", req.path, strerror(err));
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		int err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		return send_error(c, err, "%s: not a regular file", req.path);
+	}
+	uint8_t *buf = malloc(AGENT_CHUNK);
+	if (!buf) {
+		close(fd);
+		return send_error(c, ENOMEM, "out of memory");
+	}
+	uint64_t total = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf, AGENT_CHUNK);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int err = errno;
+			r = send_error(c, err, "read %s: %s", req.path, strerror(err));
+			break;
+		}
+		if (n == 0) {
+			r = agent_enc_end(&c->out, total);
+			if (r == 0)
+				r = conn_flush(c);
+			break;
+		}
+		total += (uint64_t)n;
+		r = agent_enc_bytes(&c->out, AGENT_MSG_DATA, buf, (size_t)n);
+		if (r == 0)
+			r = conn_flush(c);
+		if (r < 0)
+			break;
+	}
+	free(buf);
+	close(fd);
+	return r;
+}
+
+/* ---------------------------------------------------------------- reseed */
+
+static int do_reseed(struct conn *c, const struct agent_frame *f)
+{
+	struct agent_reseed rs;
+	int r = agent_dec_reseed(f, &rs);
+	if (r < 0) {
+		send_error(c, EBADMSG, "malformed RESEED request");
+		return r;
+	}
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return send_error(c, errno, "open /dev/urandom: %s", strerror(errno));
+	/* struct rand_pool_info: int entropy_count (bits), int buf_size
+	 * (bytes), then the bytes. */
+	struct rand_pool_info *info = calloc(1, sizeof(*info) + rs.len + 4);
+	if (!info) {
+		close(fd);
+		return send_error(c, ENOMEM, "out of memory");
+	}
+	info->entropy_count = (int)(rs.len * 8);
+	info->buf_size = (int)rs.len;
+	memcpy(info->buf, rs.data, rs.len);
+	uint64_t credited = 0;
+	if (ioctl(fd, RNDADDENTROPY, info) == 0) {
+		credited = rs.len * 8u;
+	} else if (errno == EPERM || errno == EACCES || errno == ENOTTY) {
+		/* Without CAP_SYS_ADMIN: a write mixes the bytes in, no credit. */
+		int w = write_all(fd, rs.data, rs.len, false);
+		if (w < 0) {
+			free(info);
+			close(fd);
+			return send_error(c, -w, "write /dev/urandom: %s", strerror(-w));
+		}
+	} else {
+		int err = errno;
+		free(info);
+		close(fd);
+		return send_error(c, err, "RNDADDENTROPY: %s", strerror(err));
+	}
+	free(info);
+	close(fd);
+	return send_ok(c, credited);
+}
+
+/* --------------------------------------------------------------- handler */
+
+static int handle_connection(int fd)
+{
+	struct conn c = { .fd = fd };
+	c.in = malloc(AGENT_FRAME_LEN_SIZE + AGENT_FRAME_MAX);
+	if (!c.in)
+		return 1;
+	int r = agent_enc_hello(&c.out, AGENT_PROTO_VERSION, 0, MICROVM_AGENT_VERSION);
+	if (r == 0)
+		r = conn_flush(&c);
+	while (r == 0) {
+		struct agent_frame f;
+		r = conn_recv(&c, &f);
+		if (r == -ENOMSG) {
+			r = send_error(&c, ENOSYS, "unknown message type 0x%02x", f.type);
+			continue;
+		}
+		if (r < 0)
+			break;
+		switch (f.type) {
+		case AGENT_MSG_PING:
+			if (agent_dec_empty(&f) < 0) {
+				send_error(&c, EBADMSG, "malformed PING");
+				r = -EBADMSG;
+			} else {
+				r = send_ok(&c, 0);
+			}
+			break;
+		case AGENT_MSG_EXEC:
+			r = do_exec(&c, &f);
+			break;
+		case AGENT_MSG_PUT_FILE:
+			r = do_put_file(&c, &f);
+			break;
+		case AGENT_MSG_GET_FILE:
+			r = do_get_file(&c, &f);
+			break;
+		case AGENT_MSG_RESEED:
+			r = do_reseed(&c, &f);
+			break;
+		case AGENT_MSG_STDIN:
+		case AGENT_MSG_STDIN_EOF:
+		case AGENT_MSG_SIGNAL:
+			/* Late frames of a command that already ended. */
+			break;
+		default:
+			send_error(&c, EPROTO, "unexpected %s", agent_msg_name(f.type));
+			r = -EPROTO;
+			break;
+		}
+	}
+	agent_buf_free(&c.out);
+	free(c.in);
+	close(fd);
+	return 0;
+}
+
+/* ------------------------------------------------------------ init (PID 1) */
+
+static void try_mount(const char *src, const char *dst, const char *type, unsigned long fl,
+		      const char *opts)
+{
+	mkdir(dst, 0755);
+	if (mount(src, dst, type, fl, opts) < 0 && errno != EBUSY)
+		say("microvm-agent: mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+static void setup_console(void)
+{
+	int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+	if (fd < 0)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (fd != i)
+			dup2(fd, i);
+	if (fd > 2)
+		close(fd);
+}
+
+static void loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		(void)ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+}
+
+static void init_setup(void)
+{
+	try_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	setup_console();
+	try_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	try_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	try_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	try_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	mkdir("/dev/pts", 0755);
+	if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666") ==
+	    0)
+		(void)symlink("pts/ptmx", "/dev/ptmx");
+	try_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	(void)symlink("/proc/self/fd", "/dev/fd");
+	(void)symlink("/proc/self/fd/0", "/dev/stdin");
+	(void)symlink("/proc/self/fd/1", "/dev/stdout");
+	(void)symlink("/proc/self/fd/2", "/dev/stderr");
+	setenv("PATH", DEFAULT_PATH, 1);
+	setenv("HOME", "/root", 1);
+	if (chdir("/") < 0)
+		say("microvm-agent: chdir /: %s", strerror(errno));
+	loopback_up();
+}
+
+/* ---------------------------------------------------------------- listen */
+
+struct listen_spec {
+	bool unix_sock;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	unsigned port;
+};
+
+static int open_listener(const struct listen_spec *ls, char *why, size_t whylen)
+{
+	int fd;
+	if (ls->unix_sock) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail_sock;
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		memcpy(sa.sun_path, ls->path, sizeof(sa.sun_path));
+		unlink(ls->path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail_bind;
+	} else {
+		fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail_sock;
+		struct sockaddr_vm sa = { .svm_family = AF_VSOCK,
+					  .svm_cid = VMADDR_CID_ANY,
+					  .svm_port = ls->port };
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail_bind;
+	}
+	if (listen(fd, 64) < 0) {
+		snprintf(why, whylen, "listen: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+fail_sock:
+	snprintf(why, whylen, "socket(%s): %s", ls->unix_sock ? "AF_UNIX" : "AF_VSOCK",
+		 strerror(errno));
+	return -1;
+fail_bind:
+	snprintf(why, whylen, "bind: %s", strerror(errno));
+	close(fd);
+	return -1;
+}
+
+static void on_sigchld(int sig)
+{
+	(void)sig;
+}
+
+static void reap_all(void)
+{
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
+static void usage(void)
+{
+	say("usage: microvm-agent [--listen unix:PATH | --listen vsock:PORT] [--version]");
+}
+
+int main(int argc, char **argv)
+{
+	struct listen_spec ls = { .unix_sock = false, .port = MICROVM_AGENT_PORT };
+	bool explicit_listen = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--version")) {
+			say("microvm-agent %s (protocol %u.%u)", MICROVM_AGENT_VERSION,
+			    AGENT_PROTO_MAJOR, AGENT_PROTO_MINOR);
+			return 0;
+		}
+		if (!strcmp(a, "--listen") && i + 1 < argc) {
+			const char *v = argv[++i];
+			explicit_listen = true;
+			if (!strncmp(v, "unix:", 5) && v[5] && strlen(v + 5) < sizeof(ls.path)) {
+				ls.unix_sock = true;
+				memset(ls.path, 0, sizeof(ls.path));
+				memcpy(ls.path, v + 5, strlen(v + 5));
+				continue;
+			}
+			char *end;
+			unsigned long port = 0;
+			if (!strncmp(v, "vsock:", 6)) {
+				errno = 0;
+				port = strtoul(v + 6, &end, 10);
+				if (!errno && end != v + 6 && !*end && port < UINT32_MAX) {
+					ls.port = (unsigned)port;
+					continue;
+				}
+			}
+		}
+		if (getpid() != 1) {
+			usage();
+			return 2;
+		}
+		/* As PID 1, unknown kernel-provided arguments are ignored. */
+	}
+	bool pid1 = getpid() == 1;
+	if (pid1 && !(explicit_listen && ls.unix_sock))
+		init_setup();
+
+	/* fds 0-2 must be open so that pipes never land there. */
+	for (int i = 0; i < 3; i++) {
+		if (fcntl(i, F_GETFD) < 0) {
+			int fd = open("/dev/null", O_RDWR);
+			if (fd >= 0 && fd != i) {
+				dup2(fd, i);
+				close(fd);
+			}
+		}
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigchld;
+	sa.sa_flags = SA_NOCLDSTOP;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigset_t chld, orig;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &orig);
+	sigset_t waitmask = orig;
+	sigdelset(&waitmask, SIGCHLD);
+
+	int lfd = -1;
+	bool reported = false;
+	for (;;) {
+		reap_all();
+		if (lfd < 0) {
+			char why[256];
+			lfd = open_listener(&ls, why, sizeof(why));
+			if (lfd >= 0) {
+				say("MICROVM-AGENT-READY");
+			} else if (!pid1) {
+				say("microvm-agent: %s", why);
+				return 1;
+			} else if (!reported) {
+				/* PID 1 must not exit: keep reaping, retry. */
+				say("microvm-agent: cannot listen: %s (retrying)", why);
+				reported = true;
+			}
+		}
+		struct pollfd p = { lfd, POLLIN, 0 };
+		struct timespec retry = { 2, 0 };
+		int r = ppoll(&p, lfd >= 0 ? 1 : 0, lfd >= 0 ? NULL : &retry, &waitmask);
+		if (r <= 0 || !(p.revents & POLLIN))
+			continue;
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+			continue;
+		}
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(lfd);
+			signal(SIGCHLD, SIG_DFL);
+			sigprocmask(SIG_SETMASK, &orig, NULL);
+			_exit(handle_connection(cfd));
+		}
+		if (pid < 0)
+			nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+		close(cfd);
+	}
+}
