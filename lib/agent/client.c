@@ -625,6 +625,11 @@ static int exec_loop(struct exec_state *st)
 		}
 		if ((r = send_some(a)) < 0)
 			return r;
+		/* More stdin to queue and room for it: queue it now instead of
+		 * waiting in poll() for the agent, which may have nothing to say
+		 * (a command that reads all its input before writing). */
+		if (st->started && st->stdin_phase == 0 && a->out.len < AGENT_CHUNK)
+			continue;
 
 		struct pollfd p[3];
 		int np = 0, i_in = -1;

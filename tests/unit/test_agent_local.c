@@ -258,6 +258,14 @@ static void test_stdin(void **state)
 	assert_memory_equal(res.out, data, len);
 	microvm_exec_result_free(&res);
 
+	/* A command silent until its input ends (wc): the client must keep
+	 * sending stdin without any output coming back. */
+	const char *wcc[] = { "wc", "-c", NULL };
+	assert_int_equal(run(a, wcc, data, len, 30000, &res), 0);
+	assert_int_equal(res.flags, 0);
+	assert_int_equal(strtoul(res.out, NULL, 10), len);
+	microvm_exec_result_free(&res);
+
 	/* stdin from an fd (a pipe filled by a thread-free writer: a file). */
 	char path[128];
 	snprintf(path, sizeof(path), "%s/stdin.txt", tmp_dir);
