@@ -403,10 +403,10 @@ MICROVM_API int microvm_state(const microvm *vm);
  *
  * What is NOT captured: the contents of disk images (a disk is referenced
  * by path; give a restored VM an image with the content it had at snapshot
- * time, e.g. a copy taken while the VM was paused), open vsock connections
- * (a restored VM's guest sees a vsock transport reset: connections drop,
- * listeners stay), console output not yet written to the console fd, and
- * the host fds.
+ * time, e.g. a copy taken while the VM was paused), open vsock streams
+ * (in a restored VM the guest's sockets for them get an RST on their next
+ * packet; listening sockets are unaffected), console output not yet written
+ * to the console fd, and the host fds.
  *
  * Restore requires: the same library major version and snapshot format, a
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
@@ -454,7 +454,13 @@ typedef struct microvm_restore_config {
 	 * the saved size. Give each clone its own copy: writes land there. */
 	uint32_t n_disks;
 	const char *const *disk_paths;
-	/* vsock identity for this clone: 0 / NULL = keep the saved ones. */
+	/* vsock for this clone: 0 / NULL = keep the saved ones. Give each
+	 * clone its own uds_path (a clone listens on it and would take over
+	 * its parent's). A different CID reaches the guest through a vsock
+	 * TRANSPORT_RESET event; Linux 6.1 guests were seen to stop accepting
+	 * on listening sockets after that event, so keep the CID (the default)
+	 * when the guest serves on vsock, as the guest agent does. The CID is
+	 * private to the VM anyway: host sockets are per VM. */
 	uint64_t vsock_cid;
 	const char *vsock_uds_path;
 } microvm_restore_config;

@@ -75,6 +75,7 @@
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "vm.h"
+#include "snapshot/state.h"
 
 #define HASH_SIZE 1024u
 #define LISTEN_BACKLOG 128
@@ -170,6 +171,12 @@ struct virtio_vsock {
 	struct virtq_chain chain;    /* scratch (large) */
 	struct iovec iov[VIRTQ_MAX_SIZE];
 };
+
+#define vs_debug(v, ...)                                                                     \
+	do {                                                                                 \
+		if ((v)->env.vm)                                                             \
+			vm_debug((v)->env.vm, __VA_ARGS__);                                  \
+	} while (0)
 
 #define vs_warn(v, ...)                                                                      \
 	do {                                                                                 \
@@ -671,6 +678,9 @@ static void rx_process(struct virtio_vsock *v)
 		}
 		pushed++;
 	}
+	if (v->rst_count || v->rx_head)
+		vs_debug(v, "vsock: rx: packets wait for guest buffers (avail idx seen %u)",
+			 q->last_avail);
 	if (pushed && v->env.used)
 		v->env.used(v->env.opaque, VSOCK_RXQ);
 }
@@ -1051,6 +1061,8 @@ static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 	virtq_read(ch, 0, raw, sizeof(raw));
 	struct vsock_hdr h;
 	vsock_hdr_decode(raw, &h);
+	vs_debug(v, "vsock: guest %llu:%u -> %llu:%u op %u len %u", (unsigned long long)h.src_cid,
+		 h.src_port, (unsigned long long)h.dst_cid, h.dst_port, h.op, h.len);
 	if (h.src_cid != v->guest_cid || h.dst_cid != VSOCK_HOST_CID)
 		return; /* not from our guest, or not to the host: drop */
 
@@ -1502,20 +1514,42 @@ static void vsock_release(void *opaque)
 	virtio_vsock_free(v);
 }
 
-/* A restored VM: its guest still believes in the connections the snapshot
- * caught, which exist nowhere here. Tell it the transport was reset (the
- * event goes out once the device is active and the guest posted an event
- * buffer); Linux then drops its connected sockets, keeps its listeners and
- * re-reads the guest CID (which the caller may have changed). Transport
- * lock held. */
+/*
+ * A restored VM. Its guest still believes in the streams the snapshot
+ * caught, which exist nowhere here: the first packet it sends on one gets an
+ * RST, which closes it. Host ports continue after the snapshot's, so a new
+ * stream never lands on such a stale socket.
+ *
+ * If the caller gave the clone another CID, the guest learns it from a
+ * TRANSPORT_RESET event (Linux then re-reads the config space and resets
+ * its connected sockets). Only then: with Linux 6.1 guests we saw a
+ * listening socket stop being woken for new connections after that event
+ * (the agent never accepted), so the default restore keeps the CID and
+ * sends no event. Transport lock held.
+ */
 static int vsock_load(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		      char *err, size_t errlen)
 {
 	struct virtio_vsock *v = opaque;
-	(void)vdev, (void)fdt, (void)node, (void)err, (void)errlen;
+	(void)vdev;
+	uint32_t next;
+	uint64_t cid;
+	int r = st_get_u32(fdt, node, "next-port", &next, err, errlen);
+	if (r == 0)
+		r = st_get_u64(fdt, node, "guest-cid", &cid, err, errlen);
+	if (r < 0)
+		return r;
 	close_all(v, -ECONNRESET);
-	v->event_pending = true;
+	v->next_port = next >= VSOCK_PORT_FIRST && next < UINT32_MAX ? next : VSOCK_PORT_FIRST;
+	v->event_pending = cid != v->guest_cid;
 	return 0;
+}
+
+static void vsock_save(void *opaque, struct st_writer *w, int node)
+{
+	struct virtio_vsock *v = opaque;
+	st_u32(w, node, "next-port", v->next_port);
+	st_u64(w, node, "guest-cid", v->guest_cid);
 }
 
 static const struct virtio_device_ops vsock_ops = {
@@ -1529,6 +1563,7 @@ static const struct virtio_device_ops vsock_ops = {
 	.notify = vsock_notify,
 	.reset = vsock_reset,
 	.release = vsock_release,
+	.save = vsock_save,
 	.load = vsock_load,
 };
 

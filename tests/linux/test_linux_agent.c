@@ -299,7 +299,7 @@ static void test_host_closes_mid_stream(void **state)
 	assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
 	microvm_agent *b = agent();
 	microvm_exec_result res2;
-	run(b, (const char *const[]){ "sh", "-c", "pgrep -x yes || echo gone", NULL }, NULL, 0, &res2);
+	run(b, (const char *const[]){ "sh", "-c", "for i in $(seq 100); do ps | grep -q '[y]es stream' || { echo gone; exit; }; sleep 0.1; done; echo still-running", NULL }, NULL, 0, &res2);
 	assert_string_equal(res2.out, "gone\n");
 	microvm_exec_result_free(&res2);
 	microvm_agent_close(b);
