@@ -37,7 +37,7 @@ struct opts {
 	uint32_t cpus;
 	uint64_t mem;
 	int timeout_s;
-	int interactive, verbose;
+	int interactive, verbose, stats;
 	const char *puts[MAX_FILES], *gets[MAX_FILES], *envs[MAX_FILES + 1];
 	int nput, nget, nenv;
 };
@@ -62,7 +62,8 @@ static void usage(FILE *f)
 		"  --cwd DIR           working directory in the guest\n"
 		"  -i, --interactive   pass our stdin to the command\n"
 		"  --snapshot DIR      start from the snapshot in DIR (made on first use)\n"
-		"  -v, --verbose       show the guest console and timings on stderr\n");
+		"  -v, --verbose       show the guest console and timings on stderr\n"
+		"  --stats             show timings on stderr\n");
 }
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -74,6 +75,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "get", required_argument, NULL, 'g' },    { "env", required_argument, NULL, 'e' },
 		{ "cwd", required_argument, NULL, 'd' },    { "snapshot", required_argument, NULL, 's' },
 		{ "interactive", no_argument, NULL, 'i' },  { "verbose", no_argument, NULL, 'v' },
+		{ "stats", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .cpus = 1, .mem = 256 };
@@ -88,7 +90,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'd': o->cwd = optarg; break;
 		case 's': o->snapshot = optarg; break;
 		case 'i': o->interactive = 1; break;
-		case 'v': o->verbose = 1; break;
+		case 'v': o->verbose = o->stats = 1; break;
+		case 'S': o->stats = 1; break;
 		case 'p':
 		case 'g':
 		case 'e': {
@@ -181,9 +184,14 @@ static microvm *get_vm(const struct opts *o, int console, microvm_agent **agent,
 		 * not part of a snapshot: reconnect after. */
 		microvm_agent_close(*agent);
 		*agent = NULL;
-		if (microvm_pause(vm) < 0 || microvm_snapshot(vm, o->snapshot, 0) < 0 ||
-		    microvm_resume(vm) < 0)
-			fprintf(stderr, "microvm-sandbox: warning: snapshot: %s\n", microvm_last_error(vm));
+		if (microvm_pause(vm) < 0 || microvm_snapshot(vm, o->snapshot, 0) < 0)
+			fprintf(stderr, "microvm-sandbox: warning: no snapshot saved: %s\n",
+				microvm_last_error(vm));
+		if (microvm_state(vm) == MICROVM_STATE_PAUSED && microvm_resume(vm) < 0) {
+			fail("resume", microvm_last_error(vm));
+			microvm_destroy(vm);
+			return NULL;
+		}
 		if ((r = microvm_agent_connect(vm, 120000, agent)) < 0) {
 			fail("guest agent", strerror(-r));
 			microvm_destroy(vm);
@@ -294,7 +302,7 @@ int main(int argc, char **argv)
 		if (copy_out(a, o.gets[i]))
 			status = EXIT_SANDBOX;
 	double t2 = now_ms();
-	if (o.verbose)
+	if (o.stats)
 		fprintf(stderr, "microvm-sandbox: VM %s in %.1f ms, command took %.1f ms\n",
 			restored ? "restored" : "booted", t1 - t0, t2 - t1);
 	microvm_exec_result_free(&res);
