@@ -18,24 +18,7 @@
 
 #include <microvm.h>
 
-static double now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double pct(double *v, int n, double p)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp);
-	return v[(int)(p * (n - 1) + 0.5)];
-}
+#include "bench.h"
 
 int main(int argc, char **argv)
 {
@@ -108,9 +91,9 @@ int main(int argc, char **argv)
 	printf("bench-boot: %d runs of %s (128 MiB, 1 vCPU), times in ms\n", runs, kernel);
 	printf("%-36s %10s %10s %10s\n", "phase", "median", "p10", "p90");
 	for (int i = 0; i < NPH; i++) {
-		double med = pct(t[i], runs, 0.5);
-		printf("%-36s %10.3f %10.3f %10.3f\n", names[i], med, pct(t[i], runs, 0.1),
-		       pct(t[i], runs, 0.9));
+		double med = quantile(t[i], runs, 0.5);
+		printf("%-36s %10.3f %10.3f %10.3f\n", names[i], med, quantile(t[i], runs, 0.1),
+		       quantile(t[i], runs, 0.9));
 		free(t[i]);
 	}
 	return 0;

@@ -7,21 +7,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int gm_init(struct guest_mem *m, uint64_t size)
+static bool size_ok(uint64_t size)
 {
-	memset(m, 0, sizeof(*m));
-	m->fd = -1;
-	if (size == 0 || (size & 0xfff) || size > (1ULL << 46))
-		return -EINVAL;
-	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	return size != 0 && !(size & 0xfff) && size <= (1ULL << 46);
+}
+
+/* Map @fd as the guest RAM of @m (@fd closed on failure). */
+static int map_ram(struct guest_mem *m, int fd, uint64_t size, int flags, bool file_backed)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd, 0);
 	if (p == MAP_FAILED) {
 		int err = -errno;
 		close(fd);
@@ -32,7 +26,25 @@ int gm_init(struct guest_mem *m, uint64_t size)
 	m->host = p;
 	m->size = size;
 	m->low_size = size < MEM_LOW_LIMIT ? size : MEM_LOW_LIMIT;
+	m->file_backed = file_backed;
 	return 0;
+}
+
+int gm_init(struct guest_mem *m, uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (!size_ok(size))
+		return -EINVAL;
+	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return map_ram(m, fd, size, MAP_SHARED, false);
 }
 
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size)
@@ -41,29 +53,17 @@ int gm_map_file(struct guest_mem *m, int fd, uint64_t size)
 	m->fd = -1;
 	struct stat st;
 	int err = 0;
-	if (size == 0 || (size & 0xfff) || size > (1ULL << 46))
+	if (!size_ok(size))
 		err = -EINVAL;
 	else if (fstat(fd, &st) < 0)
 		err = -errno;
 	else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < size)
 		err = -EINVAL;
-	void *p = MAP_FAILED;
-	if (err == 0) {
-		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-		if (p == MAP_FAILED)
-			err = -errno;
-	}
 	if (err) {
 		close(fd);
 		return err;
 	}
-	madvise(p, size, MADV_DONTDUMP);
-	m->fd = fd;
-	m->host = p;
-	m->size = size;
-	m->low_size = size < MEM_LOW_LIMIT ? size : MEM_LOW_LIMIT;
-	m->file_backed = true;
-	return 0;
+	return map_ram(m, fd, size, MAP_PRIVATE, true);
 }
 
 int gm_track_dirty(struct guest_mem *m)

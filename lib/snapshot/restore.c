@@ -111,15 +111,6 @@ static int check_header(struct rctx *c, const void *fdt)
 	return 0;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)(const void *)p;
-	uint64_t acc = 0;
-	for (size_t i = 0; i < GM_PAGE / 8; i++)
-		acc |= w[i];
-	return acc == 0;
-}
-
 /* ----------------------------------------------------------------- memory */
 
 static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mach, uint64_t size,
@@ -243,7 +234,7 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 		if (r < 0)
 			return r;
 		for (uint64_t pg = 0; pg < GM_PAGES(m); pg++)
-			if (!page_is_zero(m->host + pg * GM_PAGE))
+			if (!snapshot_page_is_zero(m->host + pg * GM_PAGE))
 				crc = snapshot_page_crc(crc, pg, m->host + pg * GM_PAGE);
 		if (crc != want)
 			return fail(c, -EBADMSG, "%s: memory checksum mismatch (0x%08x, expected "

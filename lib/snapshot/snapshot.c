@@ -32,7 +32,7 @@ uint32_t snapshot_page_crc(uint32_t crc, uint64_t page, const void *data)
 	return crc32c(crc, data, GM_PAGE);
 }
 
-static bool page_is_zero(const uint8_t *p)
+bool snapshot_page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)(const void *)p;
 	uint64_t acc = 0;
@@ -154,10 +154,10 @@ static int write_memory(struct microvm *vm, int fd, const uint64_t *diff, uint32
 			take = diff[pg / 64] & (1ULL << (pg % 64));
 			if (take)
 				*crc = snapshot_page_crc(*crc, pg, p);
-			if (take && page_is_zero(p))
+			if (take && snapshot_page_is_zero(p))
 				take = false; /* a hole reads back as zeros */
 		} else {
-			take = !page_is_zero(p);
+			take = !snapshot_page_is_zero(p);
 			if (take)
 				*crc = snapshot_page_crc(*crc, pg, p);
 		}

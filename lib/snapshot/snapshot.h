@@ -2,6 +2,7 @@
 #ifndef MICROVM_SNAPSHOT_H
 #define MICROVM_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct guest_mem;
@@ -16,5 +17,8 @@ struct guest_mem;
  * the pages in its bitmap (zero or not).
  */
 uint32_t snapshot_page_crc(uint32_t crc, uint64_t page, const void *data);
+
+/* Whether the 4 KiB page at @p (8-byte aligned) is all zeros. */
+bool snapshot_page_is_zero(const uint8_t *p);
 
 #endif

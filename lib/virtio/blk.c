@@ -143,26 +143,6 @@ static bool range_ok(const struct virtio_blk *b, uint64_t sector, uint64_t nsect
  * Describe bytes [off, off + len) of the buffers src[0 .. n) in dst (room
  * for n entries). Returns the number of entries used.
  */
-static uint32_t iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint64_t len,
-			  struct iovec *dst)
-{
-	uint32_t k = 0;
-	for (uint32_t i = 0; i < n && len > 0; i++) {
-		uint64_t l = src[i].iov_len;
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		uint64_t chunk = l - off < len ? l - off : len;
-		dst[k].iov_base = (uint8_t *)src[i].iov_base + off;
-		dst[k].iov_len = chunk;
-		k++;
-		len -= chunk;
-		off = 0;
-	}
-	return k;
-}
-
 /* ------------------------------------------------------- request tracking */
 
 static struct blk_req *req_get(struct virtio_blk *b)
@@ -279,7 +259,7 @@ static void start_rw(struct virtio_blk *b, struct blk_req *r, const struct virtq
 	r->io = (struct blk_io){
 		.op = op,
 		.iov = iov,
-		.niov = iov_slice(src, n, off, len, iov),
+		.niov = virtq_iov_slice(src, n, off, len, iov),
 		.offset = sector * VIRTIO_BLK_SECTOR_SIZE,
 		.len = len,
 	};

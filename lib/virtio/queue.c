@@ -377,3 +377,23 @@ uint64_t virtq_write(const struct virtq_chain *c, uint64_t off, const void *src,
 		n = VIRTQ_MAX_SIZE - c->n_out;
 	return iov_copy(c->iov + c->n_out, n, off, NULL, src, len);
 }
+
+uint32_t virtq_iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint64_t len,
+			 struct iovec *dst)
+{
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n && len > 0; i++) {
+		uint64_t l = src[i].iov_len;
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		uint64_t chunk = l - off < len ? l - off : len;
+		dst[k].iov_base = (uint8_t *)src[i].iov_base + off;
+		dst[k].iov_len = chunk;
+		k++;
+		len -= chunk;
+		off = 0;
+	}
+	return k;
+}

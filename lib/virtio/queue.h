@@ -82,6 +82,11 @@ bool virtq_should_notify(struct virtq *q);
  */
 void virtq_set_avail_event(struct virtq *q);
 
+/* The iovecs covering bytes [@off, @off + @len) of @src (@n entries) into
+ * @dst (room for @n entries). Returns how many were written. */
+uint32_t virtq_iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint64_t len,
+			 struct iovec *dst);
+
 /* Copy helpers over a chain's iovecs: gather from out-buffers starting at
  * byte @off, scatter into in-buffers. Return bytes copied. */
 uint64_t virtq_read(const struct virtq_chain *c, uint64_t off, void *dst, uint64_t len);

@@ -224,26 +224,6 @@ void vsock_hdr_decode(const uint8_t in[VSOCK_HDR_SIZE], struct vsock_hdr *h)
 /* ------------------------------------------------------------ helpers */
 
 /* iov[] for bytes [off, off + len) of @n iovecs. Returns the count. */
-static int iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint64_t len,
-		     struct iovec *out)
-{
-	int k = 0;
-	for (uint32_t i = 0; i < n && len > 0; i++) {
-		uint64_t il = src[i].iov_len;
-		if (off >= il) {
-			off -= il;
-			continue;
-		}
-		uint64_t chunk = il - off < len ? il - off : len;
-		out[k].iov_base = (uint8_t *)src[i].iov_base + off;
-		out[k].iov_len = chunk;
-		k++;
-		len -= chunk;
-		off = 0;
-	}
-	return k;
-}
-
 static uint32_t chain_nout(const struct virtq_chain *c)
 {
 	return c->n_out < VIRTQ_MAX_SIZE ? c->n_out : VIRTQ_MAX_SIZE;
@@ -538,7 +518,8 @@ static uint32_t conn_read(struct virtio_vsock *v, struct vsock_conn *c, struct v
 		write_hdr(ch, &h);
 		return VSOCK_HDR_SIZE;
 	}
-	int k = iov_slice(ch->iov + chain_nout(ch), chain_nin(ch), VSOCK_HDR_SIZE, n, v->iov);
+	int k = (int)virtq_iov_slice(ch->iov + chain_nout(ch), chain_nin(ch), VSOCK_HDR_SIZE, n,
+				     v->iov);
 	struct msghdr mh = { .msg_iov = v->iov, .msg_iovlen = (size_t)k };
 	ssize_t got;
 	do
@@ -998,7 +979,7 @@ static void guest_rw(struct virtio_vsock *v, struct vsock_conn *c, const struct 
 	c->rx_cnt += h->len;
 	uint32_t done = 0;
 	if (c->blen == 0 && h->len) {
-		int k = iov_slice(ch->iov, chain_nout(ch), VSOCK_HDR_SIZE, h->len, v->iov);
+		int k = (int)virtq_iov_slice(ch->iov, chain_nout(ch), VSOCK_HDR_SIZE, h->len, v->iov);
 		struct msghdr mh = { .msg_iov = v->iov, .msg_iovlen = (size_t)k };
 		ssize_t n;
 		do

@@ -62,13 +62,17 @@ static char *read_all(int fd, size_t *len)
 	return b;
 }
 
-/* Highest "count N" in @text, 0 if none. */
+/* The last complete "count N\n" line in @text, 0 if none (a line still
+ * being printed does not count: its number may be cut short). */
 static uint64_t last_count(const char *text)
 {
 	uint64_t last = 0;
-	for (const char *p = text; (p = strstr(p, "count ")); p += 6)
-		if (p == text || p[-1] == '\n')
-			last = strtoull(p + 6, NULL, 10);
+	for (const char *p = text; (p = strstr(p, "count ")); p += 6) {
+		char *end;
+		uint64_t n = strtoull(p + 6, &end, 10);
+		if ((p == text || p[-1] == '\n') && *end == '\n')
+			last = n;
+	}
 	return last;
 }
 
@@ -88,8 +92,10 @@ static uint64_t check_sequence(const char *text, uint64_t first)
 		if (*end != '\n')
 			break; /* last, partial line */
 		if (n != want) {
-			print_error("count %llu where %llu was expected\n", (unsigned long long)n,
-				    (unsigned long long)want);
+			size_t at = (size_t)(p - text);
+			print_error("count %llu where %llu was expected, at byte %zu: ...%.*s\n",
+				    (unsigned long long)n, (unsigned long long)want, at,
+				    (int)(at > 120 ? 240 : at + 120), text + (at > 120 ? at - 120 : 0));
 			return 0;
 		}
 		want++;
@@ -666,5 +672,8 @@ int main(void)
 		cmocka_unit_test(test_snapshot_errors_keep_vm_and_old_snapshot),
 		cmocka_unit_test(test_fuzz_state_file),
 	};
+	const char *filter = getenv("MICROVM_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	return cmocka_run_group_tests_name("kvm_snapshot", tests, group_setup, group_teardown);
 }
