@@ -52,6 +52,8 @@ typedef struct microvm_agent microvm_agent;
  * MICROVM_AGENT_PORT) and wait for the agent's HELLO. While the guest is
  * still booting the connection is refused (or closed before HELLO); that is
  * retried every few milliseconds until @timeout_ms (-1 = no limit) runs out.
+ * A connection request the guest does not answer within 2 s, or a stream
+ * with no HELLO within 10 s, is also given up and tried again.
  * Returns 0 and stores the connection in *@out (free it with
  * microvm_agent_close()), or -EINVAL (NULL argument), -ETIMEDOUT (no agent
  * answered in time), -ENODEV (the VM has no vsock device), -EPROTONOSUPPORT

@@ -26,6 +26,10 @@ _Static_assert(MICROVM_AGENT_PROTOCOL_VERSION == AGENT_PROTO_VERSION,
 /* Retry delays of microvm_agent_connect() while the guest boots. */
 #define CONNECT_RETRY_MIN_MS 5
 #define CONNECT_RETRY_MAX_MS 100
+/* Longest wait for the guest to answer one vsock connection request. */
+#define CONNECT_ATTEMPT_MS 2000
+/* Longest wait for HELLO on one accepted stream before trying another. */
+#define HELLO_ATTEMPT_MS 10000
 
 struct microvm_agent {
 	int fd;
@@ -324,16 +328,23 @@ MICROVM_API int microvm_agent_connect(microvm *vm, int timeout_ms, microvm_agent
 	int64_t deadline = deadline_after(timeout_ms);
 	int delay = CONNECT_RETRY_MIN_MS;
 	for (;;) {
-		int fd = microvm_vsock_connect(vm, MICROVM_AGENT_PORT, left_ms(deadline));
+		/* Each attempt is bounded, so a request the guest never answered
+		 * (its driver not up yet, or the packet lost) is sent again. */
+		int l = left_ms(deadline);
+		int attempt = l < 0 || l > CONNECT_ATTEMPT_MS ? CONNECT_ATTEMPT_MS : l;
+		int fd = microvm_vsock_connect(vm, MICROVM_AGENT_PORT, attempt);
 		if (fd >= 0) {
-			int r = microvm_agent_open_fd(fd, left_ms(deadline), out);
-			/* Closed before HELLO: the agent is starting up, retry. */
-			if (r != -ECONNRESET && r != -EPIPE)
+			l = left_ms(deadline);
+			int hello = l < 0 || l > HELLO_ATTEMPT_MS ? HELLO_ATTEMPT_MS : l;
+			int r = microvm_agent_open_fd(fd, hello, out);
+			/* Closed before HELLO: the agent is starting up; no HELLO
+			 * in time: try a new stream. */
+			if (r != -ECONNRESET && r != -EPIPE && !(r == -ETIMEDOUT && l != hello))
 				return r;
-		} else if (fd != -ECONNREFUSED && fd != -ECONNRESET) {
+		} else if (fd != -ECONNREFUSED && fd != -ECONNRESET && fd != -ETIMEDOUT) {
 			return fd;
 		}
-		int l = left_ms(deadline);
+		l = left_ms(deadline);
 		if (l == 0)
 			return -ETIMEDOUT;
 		int d = l < 0 || l > delay ? delay : l;

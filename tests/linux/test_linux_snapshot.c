@@ -217,12 +217,19 @@ static void test_snapshot_two_clones(void **state)
 
 /* The guest agent over vsock keeps working in restored clones, each on its
  * own Unix socket; the clones' files and entropy are their own. */
+static int agent_console = -1;
+
 static char *agent_sh(microvm *vm, const char *script)
 {
 	microvm_agent *a = NULL;
 	int r = microvm_agent_connect(vm, BOOT_TIMEOUT_MS, &a);
-	if (r)
-		fail_msg("agent connect: %d %s", r, microvm_last_error(vm));
+	if (r) {
+		char *t = read_all(agent_console);
+		size_t n = strlen(t);
+		fprintf(stderr, "---- console (tail) ----\n%s\n----\n", n > 3000 ? t + n - 3000 : t);
+		free(t);
+		fail_msg("agent connect for \"%s\": %d %s", script, r, microvm_last_error(vm));
+	}
 	microvm_exec_config cfg = MICROVM_EXEC_CONFIG_INIT;
 	cfg.argv = (const char *const[]){ "sh", "-c", script, NULL };
 	cfg.timeout_ms = 60000;
@@ -247,6 +254,7 @@ static void test_agent_after_restore(void **state)
 	for (int i = 0; i < 3; i++)
 		snprintf(uds[i], sizeof(uds[i]), "%s/v%d.sock", dir, i);
 	int con = memfd_create("console", MFD_CLOEXEC);
+	agent_console = con;
 	microvm *o;
 	microvm_vsock_config vs = MICROVM_VSOCK_CONFIG_INIT;
 	vs.guest_cid = 3;
