@@ -4,11 +4,9 @@
 # machine (then the numbers are emulator numbers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh >/dev/null
-kdir=$(./guest/kernel/build.sh guest | tail -n1)
-initrd=$PWD/build/guest/initramfs-agent.cpio.gz
-./guest/initramfs/build.sh "$initrd" --agent build/guest/agent/microvm-agent >/dev/null
-cmd=("$PWD/build/bench/bench-agent" --kernel "$kdir/bzImage" --initrd "$initrd" "$@")
+artifacts=$(./scripts/guest-artifacts.sh)
+eval "$(grep -E '^(KERNEL|INITRD)=' <<<"$artifacts")"
+cmd=("$PWD/build/bench/bench-agent" --kernel "$KERNEL" --initrd "$INITRD" "$@")
 if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
 	exec "${cmd[@]}"
 fi

@@ -8,11 +8,9 @@
 # the same commands run inside the emulated SVM machine (tests/harness).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh >/dev/null
-kdir=$(./guest/kernel/build.sh guest | tail -n1)
-initrd=$PWD/build/guest/initramfs-agent.cpio.gz
-./guest/initramfs/build.sh "$initrd" --agent build/guest/agent/microvm-agent >/dev/null
-sandbox=(./build/examples/microvm-sandbox --stats --kernel "$kdir/bzImage" --initrd "$initrd"
+artifacts=$(./scripts/guest-artifacts.sh)
+eval "$(grep -E '^(KERNEL|INITRD)=' <<<"$artifacts")"
+sandbox=(./build/examples/microvm-sandbox --stats --kernel "$KERNEL" --initrd "$INITRD"
 	 --cpus 2 --mem 256 --snapshot)
 script='echo "Hello from $(uname -sr) in a microVM: $(nproc) vCPUs, $(free -m | awk "/Mem:/{print \$2}") MiB";
         echo "the command ran as pid $$ under $(cat /proc/1/comm), exit status 7 follows"; exit 7'

@@ -113,6 +113,21 @@ static uint64_t count_now(int fd)
 	return c;
 }
 
+/* The original's output up to the snapshot followed by a clone's output
+ * is one unbroken count sequence reaching at least @at_least. */
+static void assert_continues(const char *before, const char *after, uint64_t at_least)
+{
+	char *joined = malloc(strlen(before) + strlen(after) + 1);
+	assert_non_null(joined);
+	strcpy(joined, before);
+	strcat(joined, after);
+	uint64_t last = check_sequence(joined, 1);
+	free(joined);
+	if (last < at_least)
+		fail_msg("count sequence broken or short: %llu, expected >= %llu",
+			 (unsigned long long)last, (unsigned long long)at_least);
+}
+
 static int wait_count(int fd, uint64_t at_least)
 {
 	double end = now_ms() + GUEST_TIMEOUT_MS;
@@ -181,14 +196,10 @@ static void test_restore_continues_count(void **state)
 	assert_int_equal(microvm_state(c), MICROVM_STATE_RUNNING);
 	assert_int_equal(wait_count(out2, k + 5), 0);
 	char *after = read_all(out2, NULL);
-	char *joined = malloc(strlen(before) + strlen(after) + 1);
-	strcpy(joined, before);
-	strcat(joined, after);
-	assert_true(check_sequence(joined, 1) >= k + 5);
+	assert_continues(before, after, k + 5);
 	microvm_destroy(c);
 	free(before);
 	free(after);
-	free(joined);
 	close(out);
 	close(out2);
 }
@@ -224,13 +235,9 @@ static void test_restore_paused_and_snapshot_again(void **state)
 				 out3);
 	assert_int_equal(wait_count(out3, k + 3), 0);
 	char *t = read_all(out3, NULL);
-	char *joined = malloc(strlen(before) + strlen(t) + 1);
-	strcpy(joined, before);
-	strcat(joined, t);
-	assert_true(check_sequence(joined, 1) >= k + 3);
+	assert_continues(before, t, k + 3);
 	microvm_destroy(c2);
 	free(t);
-	free(joined);
 	free(before);
 	close(out);
 	close(out2);
@@ -336,10 +343,7 @@ static void test_diff_snapshot(void **state)
 				MICROVM_RESTORE_TRACK_DIRTY, -1, out2);
 	assert_int_equal(wait_count(out2, k2 + 3), 0);
 	char *t = read_all(out2, NULL);
-	char *joined = malloc(strlen(before) + strlen(t) + 1);
-	strcpy(joined, before);
-	strcat(joined, t);
-	assert_true(check_sequence(joined, 1) >= k2 + 3);
+	assert_continues(before, t, k2 + 3);
 	/* A diff on top of the restored diff (the chain base -> diff -> diff2). */
 	assert_int_equal(microvm_pause(c), 0);
 	r = microvm_snapshot(c, snap_path("diff2"), MICROVM_SNAPSHOT_DIFF);
@@ -366,7 +370,6 @@ static void test_diff_snapshot(void **state)
 	assert_non_null(strstr(e, "was replaced"));
 	free(before);
 	free(t);
-	free(joined);
 	close(out);
 	close(out2);
 	close(out3);
