@@ -457,10 +457,11 @@ typedef struct microvm_restore_config {
 	/* vsock for this clone: 0 / NULL = keep the saved ones. Give each
 	 * clone its own uds_path (a clone listens on it and would take over
 	 * its parent's). A different CID reaches the guest through a vsock
-	 * TRANSPORT_RESET event; Linux 6.1 guests were seen to stop accepting
-	 * on listening sockets after that event, so keep the CID (the default)
-	 * when the guest serves on vsock, as the guest agent does. The CID is
-	 * private to the VM anyway: host sockets are per VM. */
+	 * TRANSPORT_RESET event. With Linux 6.1 guests, a program blocked in
+	 * poll() on a listening vsock socket was seen not to be woken for new
+	 * connections after that event (the guest agent polls with a timeout
+	 * and is not affected). The CID is private to the VM anyway (host
+	 * sockets are per VM): keeping it (the default) sends no event. */
 	uint64_t vsock_cid;
 	const char *vsock_uds_path;
 } microvm_restore_config;

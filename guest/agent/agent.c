@@ -842,7 +842,7 @@ static int open_listener(const struct listen_spec *ls, char *why, size_t whylen)
 {
 	int fd;
 	if (ls->unix_sock) {
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0)
 			goto fail_sock;
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -851,7 +851,7 @@ static int open_listener(const struct listen_spec *ls, char *why, size_t whylen)
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			goto fail_bind;
 	} else {
-		fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0)
 			goto fail_sock;
 		struct sockaddr_vm sa = { .svm_family = AF_VSOCK,
@@ -976,26 +976,31 @@ int main(int argc, char **argv)
 				reported = true;
 			}
 		}
+		/* The listener is non-blocking and polled with a timeout: a
+		 * wake-up that never comes (seen with Linux 6.1 vsock after a
+		 * snapshot restore: connections accepted by the kernel, poll not
+		 * woken) delays a connection by a second, not forever. */
 		struct pollfd p = { lfd, POLLIN, 0 };
-		struct timespec retry = { 2, 0 };
-		int r = ppoll(&p, lfd >= 0 ? 1 : 0, lfd >= 0 ? NULL : &retry, &waitmask);
-		if (r <= 0 || !(p.revents & POLLIN))
-			continue;
-		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (cfd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+		struct timespec wait = { lfd >= 0 ? 1 : 2, 0 };
+		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, &waitmask);
+		while (lfd >= 0) {
+			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (cfd < 0) {
+				if (errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
+				    errno == ENOBUFS)
+					nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+				break; /* EAGAIN: none waiting */
+			}
+			pid_t pid = fork();
+			if (pid == 0) {
+				close(lfd);
+				signal(SIGCHLD, SIG_DFL);
+				sigprocmask(SIG_SETMASK, &orig, NULL);
+				_exit(handle_connection(cfd));
+			}
+			if (pid < 0)
 				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-			continue;
+			close(cfd);
 		}
-		pid_t pid = fork();
-		if (pid == 0) {
-			close(lfd);
-			signal(SIGCHLD, SIG_DFL);
-			sigprocmask(SIG_SETMASK, &orig, NULL);
-			_exit(handle_connection(cfd));
-		}
-		if (pid < 0)
-			nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-		close(cfd);
 	}
 }

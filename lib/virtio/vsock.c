@@ -1503,10 +1503,11 @@ static void vsock_release(void *opaque)
  *
  * If the caller gave the clone another CID, the guest learns it from a
  * TRANSPORT_RESET event (Linux then re-reads the config space and resets
- * its connected sockets). Only then: with Linux 6.1 guests we saw a
- * listening socket stop being woken for new connections after that event
- * (the agent never accepted), so the default restore keeps the CID and
- * sends no event. Transport lock held.
+ * its connected sockets). Only then: with Linux 6.1 guests we saw a process
+ * polling a listening socket not being woken for connections the kernel
+ * had accepted after that event (the guest agent therefore polls with a
+ * timeout), so the default restore keeps the CID and sends no event.
+ * Transport lock held.
  */
 static int vsock_load(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		      char *err, size_t errlen)
