@@ -133,11 +133,14 @@ static inline int wait_teardown_done(void **state)
 	return thread_count() == 1 ? 0 : -1;
 }
 
-#define SKIP_WITHOUT_KVM()                                   \
-	do {                                                 \
-		if (access("/dev/kvm", R_OK | W_OK) != 0) {  \
-			skip();                              \
-		}                                            \
+/* Without a usable /dev/kvm: fail under CI (CI=true), else skip. */
+#define SKIP_WITHOUT_KVM()                                                      \
+	do {                                                                    \
+		if (access("/dev/kvm", R_OK | W_OK) != 0) {                     \
+			if (getenv("CI"))                                       \
+				fail_msg("/dev/kvm is not usable and CI is set"); \
+			skip();                                                 \
+		}                                                               \
 	} while (0)
 
 #endif
