@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <libfdt.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "arch/x86_64/state.h"
+#include "errbuf.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "virtio/devices.h"
@@ -31,15 +31,8 @@ struct rctx {
 	size_t errlen;
 };
 
-static int fail(struct rctx *c, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(struct rctx *c, int e, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(c->err, c->errlen, fmt, ap);
-	va_end(ap);
-	return e;
-}
+/* Record the message for the caller's error buffer and return @e. */
+#define fail(c, e, ...) errbuf_fail((c)->err, (c)->errlen, (e), __VA_ARGS__)
 
 /* Read and verify <dir>/state.dtb into a malloc'd blob. */
 static int read_state(struct rctx *c, const char *dir, void **out, size_t *len)
@@ -278,19 +271,13 @@ static int configure(struct rctx *c, struct microvm *vm, const void *fdt,
 	SET(microvm_set_rng(vm, rng != 0));
 	SET(microvm_set_console(vm, cfg->console_in, cfg->console_out));
 
-	uint64_t cid;
-	if (st_get_u64(fdt, mach, "vsock-cid", &cid, c->err, c->errlen) == 0) {
+	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+	if (st_get_u64(fdt, mach, "vsock-cid", &vc.guest_cid, c->err, c->errlen) == 0) {
 		if (cfg->vsock_cid)
-			cid = cfg->vsock_cid;
-		if (cid < 3 || cid >= 0xffffffffULL)
-			return fail(c, -EINVAL, "vsock CID %llu is out of range",
-				    (unsigned long long)cid);
-		const char *uds = cfg->vsock_uds_path ? cfg->vsock_uds_path
-						      : st_get_str(fdt, mach, "vsock-uds-path");
-		vm->vsock_enabled = true;
-		vm->vsock_cid = cid;
-		if (uds && !(vm->vsock_uds_path = strdup(uds)))
-			return fail(c, -ENOMEM, "out of memory");
+			vc.guest_cid = cfg->vsock_cid;
+		vc.uds_path = cfg->vsock_uds_path ? cfg->vsock_uds_path
+						  : st_get_str(fdt, mach, "vsock-uds-path");
+		SET(microvm_set_vsock(vm, &vc));
 	}
 
 	/* Disks, in device order (they take the first virtio slots). */

@@ -1,5 +1,7 @@
 #include "snapshot/state.h"
 
+#include "errbuf.h"
+
 #include <errno.h>
 #include <libfdt.h>
 #include <nmmintrin.h>
@@ -185,17 +187,6 @@ long st_finish(struct st_writer *w)
 
 /* -------------------------------------------------------------- reader */
 
-static int rerr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int rerr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
 static const char *node_name(const void *fdt, int node)
 {
 	const char *n = node == 0 ? "/" : fdt_get_name(fdt, node, NULL);
@@ -205,18 +196,18 @@ static const char *node_name(const void *fdt, int node)
 int st_verify(const void *blob, size_t len, char *err, size_t errlen)
 {
 	if (len < 64 || len > SNAPSHOT_STATE_MAX)
-		return rerr(err, errlen, "state file is %zu bytes: not a snapshot state", len);
+		return errbuf_fail(err, errlen, -EINVAL, "state file is %zu bytes: not a snapshot state", len);
 	if (fdt_check_header(blob) != 0 || fdt_totalsize(blob) != len)
-		return rerr(err, errlen, "state file is not a valid state tree (bad header or "
+		return errbuf_fail(err, errlen, -EINVAL, "state file is not a valid state tree (bad header or "
 			    "size; truncated?)");
 	/* Checks every structure offset, so the lookups below stay in bounds. */
 	int r = fdt_check_full(blob, len);
 	if (r != 0)
-		return rerr(err, errlen, "state file is corrupt: %s", fdt_strerror(r));
+		return errbuf_fail(err, errlen, -EINVAL, "state file is corrupt: %s", fdt_strerror(r));
 	int plen = 0;
 	const fdt32_t *ck = fdt_getprop(blob, 0, "checksum", &plen);
 	if (!ck || plen != 4)
-		return rerr(err, errlen, "state file has no checksum");
+		return errbuf_fail(err, errlen, -EINVAL, "state file has no checksum");
 	uint32_t want = fdt32_to_cpu(*ck);
 	void *copy = malloc(len);
 	if (!copy)
@@ -239,9 +230,9 @@ int st_get_var(const void *fdt, int node, const char *name, const void **p, size
 	int plen = 0;
 	const void *v = fdt_getprop(fdt, node, name, &plen);
 	if (!v)
-		return rerr(err, errlen, "state %s/%s: missing", node_name(fdt, node), name);
+		return errbuf_fail(err, errlen, -EINVAL, "state %s/%s: missing", node_name(fdt, node), name);
 	if (plen < 0 || (size_t)plen > max)
-		return rerr(err, errlen, "state %s/%s: %d bytes, at most %zu allowed",
+		return errbuf_fail(err, errlen, -EINVAL, "state %s/%s: %d bytes, at most %zu allowed",
 			    node_name(fdt, node), name, plen, max);
 	*p = v;
 	*len = (size_t)plen;
@@ -257,7 +248,7 @@ int st_get_blob(const void *fdt, int node, const char *name, void *p, size_t len
 	if (r < 0)
 		return r;
 	if (got != len)
-		return rerr(err, errlen, "state %s/%s: %zu bytes, expected %zu",
+		return errbuf_fail(err, errlen, -EINVAL, "state %s/%s: %zu bytes, expected %zu",
 			    node_name(fdt, node), name, got, len);
 	memcpy(p, v, len);
 	return 0;
@@ -294,6 +285,6 @@ int st_sub(const void *fdt, int parent, const char *name, char *err, size_t errl
 {
 	int n = fdt_subnode_offset(fdt, parent, name);
 	if (n < 0)
-		return rerr(err, errlen, "state %s: node %s missing", node_name(fdt, parent), name);
+		return errbuf_fail(err, errlen, -EINVAL, "state %s: node %s missing", node_name(fdt, parent), name);
 	return n;
 }

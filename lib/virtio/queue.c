@@ -278,7 +278,8 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	q->used_idx++;
 	store16(used + RING_IDX, q->used_idx);
-	gm_mark_dirty(q->mem, used, used_area_len(q->size));
+	gm_mark_dirty(q->mem, used + RING_IDX, 2);
+	gm_mark_dirty(q->mem, elem, USED_ELEM_SIZE);
 	return 0;
 }
 
@@ -325,8 +326,9 @@ void virtq_set_avail_event(struct virtq *q)
 	uint8_t *used = gm_ptr(q->mem, q->used_gpa, used_area_len(q->size));
 	if (!used)
 		return;
-	store16(used + RING_ENTRIES + (uint64_t)USED_ELEM_SIZE * q->size, q->last_avail);
-	gm_mark_dirty(q->mem, used, used_area_len(q->size));
+	uint8_t *avail_event = used + RING_ENTRIES + (uint64_t)USED_ELEM_SIZE * q->size;
+	store16(avail_event, q->last_avail);
+	gm_mark_dirty(q->mem, avail_event, 2);
 	/* Publish avail_event before the caller re-reads avail->idx. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }

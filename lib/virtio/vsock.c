@@ -172,12 +172,6 @@ struct virtio_vsock {
 	struct iovec iov[VIRTQ_MAX_SIZE];
 };
 
-#define vs_debug(v, ...)                                                                     \
-	do {                                                                                 \
-		if ((v)->env.vm)                                                             \
-			vm_debug((v)->env.vm, __VA_ARGS__);                                  \
-	} while (0)
-
 #define vs_warn(v, ...)                                                                      \
 	do {                                                                                 \
 		if ((v)->env.vm)                                                             \
@@ -659,9 +653,6 @@ static void rx_process(struct virtio_vsock *v)
 		}
 		pushed++;
 	}
-	if (v->rst_count || v->rx_head)
-		vs_debug(v, "vsock: rx: packets wait for guest buffers (avail idx seen %u)",
-			 q->last_avail);
 	if (pushed && v->env.used)
 		v->env.used(v->env.opaque, VSOCK_RXQ);
 }
@@ -1042,8 +1033,6 @@ static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 	virtq_read(ch, 0, raw, sizeof(raw));
 	struct vsock_hdr h;
 	vsock_hdr_decode(raw, &h);
-	vs_debug(v, "vsock: guest %llu:%u -> %llu:%u op %u len %u", (unsigned long long)h.src_cid,
-		 h.src_port, (unsigned long long)h.dst_cid, h.dst_port, h.op, h.len);
 	if (h.src_cid != v->guest_cid || h.dst_cid != VSOCK_HOST_CID)
 		return; /* not from our guest, or not to the host: drop */
 

@@ -1,28 +1,17 @@
 #include "arch/x86_64/state.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "errbuf.h"
 #include "snapshot/state.h"
 
 #define MAX_MSRS 1024u
 #define MAX_CPUID 256u
-
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
 
 static int io_err(char *err, size_t errlen, const char *what)
 {
@@ -156,7 +145,7 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 	if (r < 0)
 		return r;
 	if (len == 0 || len % sizeof(struct kvm_cpuid_entry2))
-		return bad(err, errlen, "state cpuid: %zu bytes is not a CPUID table", len);
+		return errbuf_fail(err, errlen, -EINVAL, "state cpuid: %zu bytes is not a CPUID table", len);
 	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + len);
 	if (!cpuid)
 		return -ENOMEM;
@@ -177,7 +166,7 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 	if (r < 0)
 		return r;
 	if (len < sizeof(struct kvm_xsave))
-		return bad(err, errlen, "state xsave: %zu bytes, expected at least %zu", len,
+		return errbuf_fail(err, errlen, -EINVAL, "state xsave: %zu bytes, expected at least %zu", len,
 			   sizeof(struct kvm_xsave));
 	void *xsave = calloc(1, xs);
 	if (!xsave)
@@ -197,7 +186,7 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 	if (r < 0)
 		return r;
 	if (len % sizeof(struct kvm_msr_entry))
-		return bad(err, errlen, "state msrs: %zu bytes is not an MSR table", len);
+		return errbuf_fail(err, errlen, -EINVAL, "state msrs: %zu bytes is not an MSR table", len);
 	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + len);
 	if (!msrs)
 		return -ENOMEM;
@@ -255,7 +244,7 @@ int x86_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 		if (r < 0)
 			return r;
 		if (c.chip_id != chips[i].chip_id)
-			return bad(err, errlen, "state %s: wrong chip id %u", chips[i].name,
+			return errbuf_fail(err, errlen, -EINVAL, "state %s: wrong chip id %u", chips[i].name,
 				   c.chip_id);
 		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &c) < 0)
 			return io_err(err, errlen, "KVM_SET_IRQCHIP");
