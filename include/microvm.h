@@ -13,8 +13,22 @@
  *   touches the terminal. Diagnostics go to the callback set with
  *   microvm_set_log().
  * - There is no global mutable state: each microvm object is independent, and
- *   one process may hold thousands of them (mind RLIMIT_NOFILE: a running VM
- *   holds about 3 + number-of-vCPUs file descriptors).
+ *   one process may hold thousands of them. Mind RLIMIT_NOFILE; the file
+ *   descriptors a VM holds (measured by tests/kvm/test_vm.c):
+ *     created (CONFIGURED)        1  (the state-change eventfd)
+ *     running or paused, no devices: 5 + one per vCPU  (state eventfd, VM fd,
+ *                                 guest RAM memfd, event loop epoll + its
+ *                                 wake eventfd, vCPU fds); /dev/kvm is open
+ *                                 only during start/restore
+ *     every virtio device:        + 1 (interrupt eventfd) + 1 per queue
+ *                                 (notify eventfds): rng +2, virtio console
+ *                                 +3, disk +2, vsock +4
+ *     a disk, from microvm_add_disk on: + 1 (the image), and with the
+ *                                 io_uring backend + 2 (ring, completion
+ *                                 eventfd)
+ *     vsock, once running:        + 1 (the listening Unix socket) + 1 per
+ *                                 open stream
+ *   The console fds are borrowed and not counted.
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM.
@@ -322,7 +336,11 @@ MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo);
  * running, the VM stays CONFIGURED and microvm_last_error() says why.
  * -EBUSY if already started (running or paused), -EINVAL if stopped or no
  * kernel is set; -ENOENT/-EACCES when /dev/kvm is missing/not accessible,
- * -ENOEXEC for an image that is not a supported kernel, -ENOMEM, others.
+ * -ENOEXEC for an image that is not a supported kernel, -ENOMEM, -EMFILE
+ * (see the file descriptor counts above), -EAGAIN if creating the KVM VM
+ * was interrupted by signals or task work on the calling thread many times
+ * in a row (one interruption is retried inside; calling again is fine),
+ * other negative errno from KVM.
  */
 MICROVM_API int microvm_start(microvm *vm);
 
@@ -370,7 +388,8 @@ typedef struct microvm_exit {
  * Wait until the VM is STOPPED, at most @timeout_ms milliseconds (-1 = no
  * limit, 0 = just poll). On success fills @out (if not NULL; out->size must
  * be set, see MICROVM_EXIT_INIT) and returns 0. -ETIMEDOUT if still running,
- * -EINVAL if the VM was never started or out->size is too small.
+ * -EINVAL if the VM was never started, @timeout_ms < -1 or out->size is too
+ * small.
  */
 MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
 
@@ -411,6 +430,21 @@ MICROVM_API int microvm_state(const microvm *vm);
  * Restore requires: the same library major version and snapshot format, a
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
  * features) and allows the saved vCPU count.
+ *
+ * Trust: the checksums catch corruption, not tampering (anyone who can edit
+ * the files can recompute them). Restore checks every value it takes from
+ * the state file against what the device model can hold (register indexes,
+ * FIFO and queue sizes, ring addresses inside guest RAM, the machine
+ * configuration through the same checks as the setters; vCPU and irqchip
+ * state through KVM's own checks), refuses files that are not regular files
+ * (a FIFO does not block it), and bounds diff chains. So an edited snapshot
+ * gives at worst a restore error or a guest that misbehaves inside its own
+ * VM, not corruption of the host process. It is trusted input beyond that:
+ * it decides what the guest runs and can see, the disk image paths and the
+ * vsock socket path the VM opens (override them in microvm_restore_config),
+ * and a diff snapshot names its base directory by absolute path, whose files
+ * restore then reads as guest RAM. Restore snapshots from sources you would
+ * let choose those.
  */
 
 /* microvm_snapshot() flags */
@@ -477,8 +511,9 @@ typedef struct microvm_restore_config {
  * failure *@out is NULL, nothing is left behind, and the error is returned:
  * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format
  * version, missing or malformed state, memory file too short, more vCPUs
- * than this host allows, a disk of the wrong size...), -EBADMSG (checksum
- * mismatch), other negative errno. The detail is in @errbuf (if not NULL,
+ * than this host allows, a disk of the wrong size, a state or memory file
+ * that is not a regular file...), -EBADMSG (checksum mismatch), -EAGAIN and
+ * the other errors of microvm_start(). The detail is in @errbuf (if not NULL,
  * @errlen bytes) since there is no VM to ask microvm_last_error().
  */
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,

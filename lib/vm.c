@@ -20,6 +20,7 @@
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
+#include "file.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
 
@@ -181,18 +182,13 @@ MICROVM_API int microvm_set_memory(microvm *vm, uint64_t mib)
 /* Check @path names a readable regular file. */
 static int check_file(struct microvm *vm, const char *what, const char *path)
 {
-	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return vm_error(vm, -errno, "%s: %s: %s", what, path, strerror(errno));
 	struct stat st;
-	int r = fstat(fd, &st);
-	int e = errno;
-	close(fd);
-	if (r < 0)
-		return vm_error(vm, -e, "%s: %s: %s", what, path, strerror(e));
-	if (!S_ISREG(st.st_mode))
+	int fd = file_open_regular(path, O_RDONLY, &st);
+	if (fd == -EINVAL)
 		return vm_error(vm, -EINVAL, "%s: %s: not a regular file", what, path);
+	if (fd < 0)
+		return vm_error(vm, fd, "%s: %s: %s", what, path, strerror(-fd));
+	close(fd);
 	return 0;
 }
 
@@ -474,11 +470,39 @@ static int memory_create(struct microvm *vm)
 	return vm_memslots_set(vm);
 }
 
+/*
+ * KVM_CREATE_VM fails with EINTR when the calling thread has a signal or task
+ * work pending while the kernel registers the VM's MMU notifier: that walk
+ * (mm_take_all_locks) checks signal_pending() once per mapping of the
+ * process and gives up. io_uring queues task work to a thread with
+ * TWA_SIGNAL (e.g. when a ring the thread used is torn down), so a process
+ * that has had VMs with io_uring disks hits this in a few percent of
+ * creates, more the more mappings it has. Nothing was created; the pending
+ * work runs on the way back to user space, so trying again succeeds. Bounded
+ * so that a storm of signals gives a clean -EAGAIN instead of a busy loop.
+ * No other setup ioctl we issue sleeps interruptibly.
+ */
+#define KVM_CREATE_VM_TRIES 64
+
+static int create_vm_fd(struct microvm *vm)
+{
+	for (int i = 0; i < KVM_CREATE_VM_TRIES; i++) {
+		int fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+		if (fd >= 0)
+			return fd;
+		if (errno != EINTR)
+			return vm_error(vm, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+	}
+	return vm_error(vm, -EAGAIN, "KVM_CREATE_VM: interrupted %d times in a row by signals "
+			"or task work pending on this thread; try again", KVM_CREATE_VM_TRIES);
+}
+
 int vm_kvm_create(struct microvm *vm)
 {
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+	int fd = create_vm_fd(vm);
+	if (fd < 0)
+		return fd;
+	vm->vm_fd = fd;
 	/* RAM first: a memslot change after KVM_CREATE_IRQCHIP waits for an
 	 * SRCU grace period (measured ~4-8 ms per VM); before it, ~0.03 ms. */
 	int r = memory_create(vm);
@@ -823,7 +847,7 @@ MICROVM_API int microvm_stop(microvm *vm)
 
 MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 {
-	if (!vm)
+	if (!vm || timeout_ms < -1)
 		return -EINVAL;
 	if (out && out->size < offsetof(microvm_exit, message))
 		return -EINVAL;

@@ -1,10 +1,12 @@
 #include "devices/rtc.h"
 #include "snapshot/state.h"
 
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
 #include "bus.h"
+#include "errbuf.h"
 
 enum {
 	RTC_SECONDS = 0x00,
@@ -113,6 +115,10 @@ int rtc_load(struct rtc *r, const void *fdt, int node, char *err, size_t errlen)
 		e = st_get_blob(fdt, node, "cmos", cmos, sizeof(cmos), err, errlen);
 	if (e < 0)
 		return e;
+	/* cmos[] is indexed with it on the next port 0x71 access. */
+	if (index >= sizeof(r->cmos))
+		return errbuf_fail(err, errlen, -EINVAL, "state rtc/index: %u is not a CMOS "
+				   "register (0..%zu)", index, sizeof(r->cmos) - 1);
 	pthread_mutex_lock(&r->lock);
 	r->index = (uint8_t)index;
 	memcpy(r->cmos, cmos, sizeof(cmos));

@@ -12,7 +12,7 @@
 
 struct rtc {
 	pthread_mutex_t lock;
-	uint8_t index;
+	uint8_t index;     /* < 128: port writes mask bit 7, rtc_load checks */
 	uint8_t cmos[128]; /* battery-backed RAM: writes are kept */
 };
 

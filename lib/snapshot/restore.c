@@ -17,6 +17,7 @@
 
 #include "arch/x86_64/state.h"
 #include "errbuf.h"
+#include "file.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "virtio/devices.h"
@@ -34,6 +35,18 @@ struct rctx {
 /* Record the message for the caller's error buffer and return @e. */
 #define fail(c, e, ...) errbuf_fail((c)->err, (c)->errlen, (e), __VA_ARGS__)
 
+/* Open a file of a snapshot: a regular file, or an error at once (a FIFO
+ * from an untrusted snapshot directory must not block us). */
+static int open_snapshot_file(struct rctx *c, const char *path, struct stat *st)
+{
+	int fd = file_open_regular(path, O_RDONLY, st);
+	if (fd == -EINVAL)
+		return fail(c, -EINVAL, "%s: not a regular file", path);
+	if (fd < 0 && fd != -ENOENT)
+		return fail(c, fd, "%s: %s", path, strerror(-fd));
+	return fd;
+}
+
 /* Read and verify <dir>/state.dtb into a malloc'd blob. */
 static int read_state(struct rctx *c, const char *dir, void **out, size_t *len)
 {
@@ -45,18 +58,14 @@ static int read_state(struct rctx *c, const char *dir, void **out, size_t *len)
 		return fail(c, -EINVAL, "%s: not a snapshot directory", dir);
 	if (snprintf(path, sizeof(path), "%s/" SNAPSHOT_STATE_FILE, dir) >= (int)sizeof(path))
 		return fail(c, -ENAMETOOLONG, "%s: path too long", dir);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return fail(c, -EINVAL, "%s: not a snapshot (no " SNAPSHOT_STATE_FILE ")", dir);
-		return fail(c, -errno, "%s: %s", path, strerror(errno));
-	}
+	int fd = open_snapshot_file(c, path, &st);
+	if (fd == -ENOENT)
+		return fail(c, -EINVAL, "%s: not a snapshot (no " SNAPSHOT_STATE_FILE ")", dir);
+	if (fd < 0)
+		return fd;
 	int r = 0;
 	void *blob = NULL;
-	if (fstat(fd, &st) < 0) {
-		r = fail(c, -errno, "%s: %s", path, strerror(errno));
-	} else if (!S_ISREG(st.st_mode) || st.st_size <= 0 ||
-		   (uint64_t)st.st_size > SNAPSHOT_STATE_MAX) {
+	if (st.st_size <= 0 || (uint64_t)st.st_size > SNAPSHOT_STATE_MAX) {
 		r = fail(c, -EINVAL, "%s: %lld bytes: not a snapshot state file", path,
 			 (long long)st.st_size);
 	} else if (!(blob = malloc((size_t)st.st_size))) {
@@ -127,11 +136,13 @@ static int apply_diff(struct rctx *c, const char *dir, const void *fdt, int mach
 		return r;
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, dir);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail(c, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
-	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < m->size) {
+	int fd = open_snapshot_file(c, path, &st);
+	if (fd == -ENOENT)
+		return fail(c, -EINVAL, "%s: missing", path);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size < m->size) {
 		close(fd);
 		return fail(c, -EINVAL, "%s: shorter than the guest RAM (%llu bytes)", path,
 			    (unsigned long long)m->size);
@@ -195,11 +206,13 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 	}
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, dir);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail(c, errno == ENOENT ? -EINVAL : -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < size) {
+	int fd = open_snapshot_file(c, path, &st);
+	if (fd == -ENOENT)
+		return fail(c, -EINVAL, "%s: missing", path);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size < size) {
 		close(fd);
 		return fail(c, -EINVAL, "%s: %lld bytes, shorter than the guest RAM (%llu bytes)",
 			    path, (long long)st.st_size, (unsigned long long)size);

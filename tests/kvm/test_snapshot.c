@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "snapshot/state.h"
+#include "../unit/fifo_call.h"
 
 static char tmpdir[256];
 static int restore_err(const char *dir, uint32_t flags, char *err, size_t errlen);
@@ -562,6 +563,109 @@ static void test_bad_snapshots(void **state)
 	rm_rf(bad);
 }
 
+/*
+ * Device state a guest can never produce, resealed with a valid checksum:
+ * a clean restore error, never host memory corruption. The RTC index selects
+ * one of the 128 CMOS bytes; with 0x80..0xff the next port 0x71 access read
+ * and wrote host heap memory past the RTC (the guest's own port writes mask
+ * the index to 7 bits, only a state file could set it).
+ */
+static void test_bad_device_state(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	const char *good = good_snapshot();
+	char bad[512];
+	snprintf(bad, sizeof(bad), "%s", snap_path("bad-dev"));
+	static const uint32_t indexes[] = { 0x80, 0x81, 0xff, 0x100, 0xffffffffu };
+	for (size_t i = 0; i < sizeof(indexes) / sizeof(indexes[0]); i++) {
+		copy_snapshot(good, bad);
+		patch_prop(bad, "/devices/rtc", "index", indexes[i], 4);
+		EXPECT_BAD(bad, 0, -EINVAL, "rtc/index");
+	}
+	/* The largest valid index restores. */
+	copy_snapshot(good, bad);
+	patch_prop(bad, "/devices/rtc", "index", 0x7f, 4);
+	char e[256] = "";
+	int r = restore_err(bad, MICROVM_RESTORE_PAUSED, e, sizeof(e));
+	if (r != 0)
+		fail_msg("index 0x7f: %d %s", r, e);
+	rm_rf(bad);
+}
+
+/* ------------------------------------------- FIFOs in a snapshot directory */
+
+struct fifo_case {
+	const char *dir;    /* snapshot to restore */
+	const char *victim; /* file replaced by a symlink to the FIFO */
+	char err[256];
+};
+
+static int restore_with_fifo(void *arg, const char *fifo)
+{
+	struct fifo_case *fc = arg;
+	char saved[700];
+	snprintf(saved, sizeof(saved), "%s.saved", fc->victim);
+	assert_int_equal(rename(fc->victim, saved), 0);
+	assert_int_equal(symlink(fifo, fc->victim), 0);
+	int r = restore_err(fc->dir, MICROVM_RESTORE_PAUSED, fc->err, sizeof(fc->err));
+	assert_int_equal(unlink(fc->victim), 0);
+	assert_int_equal(rename(saved, fc->victim), 0);
+	return r;
+}
+
+static void expect_fifo_refused(const char *dir, const char *victim)
+{
+	struct fifo_case fc = { .dir = dir, .victim = victim };
+	bool blocked;
+	char fifo[256];
+	int r = call_on_fifo("snap", restore_with_fifo, &fc, &blocked, fifo, sizeof(fifo));
+	print_message("  %s as a FIFO -> %d %s\n", victim, r, fc.err);
+	if (blocked)
+		fail_msg("restore with %s a FIFO blocked until a writer appeared", victim);
+	assert_int_equal(r, -EINVAL);
+	assert_non_null(strstr(fc.err, "not a regular file"));
+}
+
+/* Every file restore opens, also the diff base's, may be a FIFO in a
+ * snapshot directory from an untrusted archive: an error at once. */
+static void test_fifo_in_snapshot_refused(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char base[512], diff[512], p[700];
+	snprintf(base, sizeof(base), "%s", snap_path("fifo-base"));
+	snprintf(diff, sizeof(diff), "%s", snap_path("fifo-diff"));
+	copy_snapshot(good_snapshot(), base);
+	microvm *vm = restore_ok(base, MICROVM_RESTORE_PAUSED | MICROVM_RESTORE_TRACK_DIRTY, -1,
+				 -1);
+	int r = microvm_snapshot(vm, diff, MICROVM_SNAPSHOT_DIFF);
+	if (r)
+		fail_msg("diff snapshot: %d %s", r, microvm_last_error(vm));
+	microvm_destroy(vm);
+
+	snprintf(p, sizeof(p), "%s/state.dtb", base);
+	expect_fifo_refused(base, p);
+	snprintf(p, sizeof(p), "%s/memory", base);
+	expect_fifo_refused(base, p);
+	snprintf(p, sizeof(p), "%s/state.dtb", diff);
+	expect_fifo_refused(diff, p);
+	snprintf(p, sizeof(p), "%s/memory", diff);
+	expect_fifo_refused(diff, p);
+	snprintf(p, sizeof(p), "%s/state.dtb", base); /* the diff's base */
+	expect_fifo_refused(diff, p);
+	snprintf(p, sizeof(p), "%s/memory", base);
+	expect_fifo_refused(diff, p);
+
+	/* Everything put back: the diff restores. */
+	char e[256] = "";
+	r = restore_err(diff, MICROVM_RESTORE_PAUSED, e, sizeof(e));
+	if (r != 0)
+		fail_msg("diff restore: %d %s", r, e);
+	rm_rf(diff);
+	rm_rf(base);
+}
+
 static void test_snapshot_errors_keep_vm_and_old_snapshot(void **state)
 {
 	(void)state;
@@ -672,6 +776,8 @@ int main(void)
 		cmocka_unit_test(test_hundred_clones_diverge),
 		cmocka_unit_test(test_diff_snapshot),
 		cmocka_unit_test(test_bad_snapshots),
+		cmocka_unit_test(test_bad_device_state),
+		cmocka_unit_test(test_fifo_in_snapshot_refused),
 		cmocka_unit_test(test_snapshot_errors_keep_vm_and_old_snapshot),
 		cmocka_unit_test(test_fuzz_state_file),
 	};

@@ -176,6 +176,29 @@ static void test_halted_vm_stop_and_wait_timeout(void **state)
 	close(out);
 }
 
+/* A timeout below -1 is refused at once, as by every other call with a
+ * timeout, whatever the state (it used to mean "forever"). */
+static void test_wait_rejects_bad_timeout(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	microvm *vm = tiny_vm("hello", NULL, 1, -1);
+	start_ok(vm);
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(microvm_wait(vm, -2, &ex), -EINVAL);
+	assert_int_equal(microvm_wait(vm, -1, &ex), 0);
+	microvm_destroy(vm);
+
+	vm = tiny_vm("busy", "loops=1000", 1, -1);
+	start_ok(vm);
+	assert_int_equal(microvm_wait(vm, -2, &ex), -EINVAL);
+	assert_int_equal(microvm_wait(vm, -1000, NULL), -EINVAL);
+	assert_int_equal(microvm_wait(vm, INT32_MIN, NULL), -EINVAL);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
+	microvm_destroy(vm);
+}
+
 static size_t count_ticks(const char *s)
 {
 	size_t n = 0;
@@ -352,6 +375,83 @@ static void test_console_input(void **state)
 	close(out);
 }
 
+static int count_fds(void)
+{
+	int n = 0;
+	for (int fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			n++;
+	return n;
+}
+
+/* The file descriptor counts documented in microvm.h ("Conventions"). */
+static int vm_fds(uint32_t vcpus, const char *devices, int *configured)
+{
+	static const char img[] = "/tmp/microvm-test-fds.img";
+	static const char uds[] = "/tmp/microvm-test-fds.sock";
+	int base = count_fds();
+	microvm *vm = tiny_vm("busy", "loops=1000", vcpus, -1);
+	if (strstr(devices, "rng"))
+		assert_int_equal(microvm_set_rng(vm, 1), 0);
+	if (strstr(devices, "vconsole"))
+		assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
+	if (strstr(devices, "disk")) {
+		int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 1 << 20), 0);
+		close(fd);
+		microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+		dc.path = img;
+		if (strstr(devices, "sync"))
+			dc.flags = MICROVM_DISK_BACKEND_SYNC;
+		assert_int_equal(microvm_add_disk(vm, &dc), 0);
+	}
+	if (strstr(devices, "vsock")) {
+		microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+		vc.guest_cid = 3;
+		vc.uds_path = uds;
+		unlink(uds);
+		assert_int_equal(microvm_set_vsock(vm, &vc), 0);
+	}
+	*configured = count_fds() - base;
+	start_ok(vm);
+	int running = count_fds() - base;
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(count_fds() - base, running);
+	microvm_destroy(vm);
+	unlink(img);
+	unlink(uds);
+	return running;
+}
+
+static void test_fd_counts_as_documented(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	static const struct {
+		uint32_t vcpus;
+		const char *devices;
+		int configured, running;
+	} cases[] = {
+		{ 1, "", 1, 6 },
+		{ 3, "", 1, 8 },
+		{ 1, "rng", 1, 6 + 2 },
+		{ 1, "vconsole", 1, 6 + 3 },
+		{ 1, "disk", 1 + 3, 6 + 2 + 3 },
+		{ 1, "disk-sync", 1 + 1, 6 + 2 + 1 },
+		{ 1, "vsock", 1, 6 + 4 + 1 },
+		{ 2, "rng,disk,vsock", 1 + 3, 7 + 2 + 5 + 5 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int configured;
+		int running = vm_fds(cases[i].vcpus, cases[i].devices, &configured);
+		print_message("%u vCPU(s), devices \"%s\": %d fds configured, %d running\n",
+			      cases[i].vcpus, cases[i].devices, configured, running);
+		assert_int_equal(configured, cases[i].configured);
+		assert_int_equal(running, cases[i].running);
+	}
+}
+
 static void test_many_vms_alive(void **state)
 {
 	(void)state;
@@ -388,12 +488,14 @@ int main(void)
 		cmocka_unit_test(test_mmio_device),
 		cmocka_unit_test(test_smp),
 		cmocka_unit_test(test_halted_vm_stop_and_wait_timeout),
+		cmocka_unit_test(test_wait_rejects_bad_timeout),
 		cmocka_unit_test(test_pause_resume),
 		cmocka_unit_test(test_event_fd),
 		cmocka_unit_test(test_destroy_any_moment),
 		cmocka_unit_test(test_wait_in_other_thread),
 		cmocka_unit_test(test_stop_with_full_console),
 		cmocka_unit_test(test_console_input),
+		cmocka_unit_test(test_fd_counts_as_documented),
 		cmocka_unit_test(test_many_vms_alive),
 	};
 	return cmocka_run_group_tests_name("kvm_vm", tests, require_kvm, wait_teardown_done);

@@ -16,6 +16,7 @@
 #include "memory.h"
 #include "byteorder.h"
 #include "errbuf.h"
+#include "file.h"
 #include "microvm.h"
 
 
@@ -27,18 +28,15 @@
 static int read_file(const char *path, uint64_t max, uint8_t **data, size_t *size, char *err,
 		     size_t errlen)
 {
-	/* O_NONBLOCK: a FIFO must not block the open; it is rejected below. */
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return errbuf_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
+	int fd = file_open_regular(path, O_RDONLY, &st);
+	if (fd == -EINVAL)
+		return errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file", path);
+	if (fd < 0)
+		return errbuf_fail(err, errlen, fd, "%s: %s", path, strerror(-fd));
 	int r = 0;
 	uint8_t *buf = NULL;
-	if (fstat(fd, &st) < 0)
-		r = errbuf_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		r = errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file", path);
-	else if (st.st_size == 0)
+	if (st.st_size == 0)
 		r = errbuf_fail(err, errlen, -ENOEXEC, "%s: empty file", path);
 	else if ((uint64_t)st.st_size > max)
 		r = errbuf_fail(err, errlen, -ENOMEM, "%s: %lld bytes do not fit in guest RAM", path,
