@@ -21,6 +21,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
 #include "file.h"
+#include "platform.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
 
@@ -64,15 +65,6 @@ void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vc
 
 /* ---------------------------------------------------------------- create */
 
-static void devices_init(struct microvm *vm)
-{
-	serial_init(&vm->serial, vm);
-	vm->evloop.epfd = vm->evloop.wake_fd = -1;
-	i8042_init(&vm->i8042, vm);
-	rtc_init(&vm->rtc);
-	vm->pm.vm = vm;
-}
-
 MICROVM_API int microvm_create(microvm **out)
 {
 	if (!out)
@@ -106,16 +98,8 @@ MICROVM_API int microvm_create(microvm **out)
 		free(vm);
 		return e;
 	}
-	devices_init(vm);
-	int r = bus_register(&vm->pio, SERIAL_COM1_BASE, SERIAL_NR_PORTS, &serial_ops, &vm->serial,
-			     "serial");
-	if (r == 0)
-		r = bus_register(&vm->pio, I8042_DATA_PORT, I8042_CMD_PORT - I8042_DATA_PORT + 1,
-				 &i8042_ops, &vm->i8042, "i8042");
-	if (r == 0)
-		r = bus_register(&vm->pio, ACPI_SLEEP_CONTROL_PORT, 2, &pm_ops, &vm->pm, "acpi-pm");
-	if (r == 0)
-		r = bus_register(&vm->pio, RTC_PORT, RTC_NR_PORTS, &rtc_ops, &vm->rtc, "rtc");
+	vm->evloop.epfd = vm->evloop.wake_fd = -1;
+	int r = platform_create(vm);
 	if (r < 0) {
 		microvm_destroy(vm);
 		return r;
@@ -918,9 +902,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 
 	for (uint32_t i = 0; i < vm->nr_virtio; i++)
 		virtio_mmio_free(vm->virtio[i]);
-	serial_destroy(&vm->serial);
-	i8042_destroy(&vm->i8042);
-	rtc_destroy(&vm->rtc);
+	platform_destroy(vm);
 	bus_release(&vm->pio);
 	bus_release(&vm->mmio);
 	free(vm->kernel_path);

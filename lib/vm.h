@@ -101,6 +101,7 @@ struct microvm {
 	struct virtio_console *vconsole;
 	struct virtio_rng *vrng;
 	struct virtio_vsock *vsock;
+	bool platform_ready;     /* lib/platform.c: the devices below */
 	struct serial serial;
 	struct i8042 i8042;
 	struct pm pm;

@@ -38,16 +38,18 @@
 #define KBD_BAT_OK 0xaa
 #define KBD_GET_ID 0xf2
 
-void i8042_init(struct i8042 *k, struct microvm *vm)
+void i8042_init(void *dev, struct microvm *vm)
 {
+	struct i8042 *k = dev;
 	memset(k, 0, sizeof(*k));
 	k->vm = vm;
 	pthread_mutex_init(&k->lock, NULL);
 	k->ctr = CTR_KBD_INT | CTR_SYS | CTR_XLATE;
 }
 
-void i8042_destroy(struct i8042 *k)
+void i8042_destroy(void *dev)
 {
+	struct i8042 *k = dev;
 	pthread_mutex_destroy(&k->lock);
 }
 
@@ -152,8 +154,9 @@ const struct bus_ops i8042_ops = { i8042_read, i8042_write };
 
 /* ---------------------------------------------------------------- snapshot */
 
-void i8042_save(struct i8042 *k, struct st_writer *w, int node)
+void i8042_save(void *dev, struct st_writer *w, int node)
 {
+	struct i8042 *k = dev;
 	pthread_mutex_lock(&k->lock);
 	uint8_t regs[2] = { k->ctr, k->pending };
 	uint8_t q[I8042_QUEUE];
@@ -164,8 +167,9 @@ void i8042_save(struct i8042 *k, struct st_writer *w, int node)
 	pthread_mutex_unlock(&k->lock);
 }
 
-int i8042_load(struct i8042 *k, const void *fdt, int node, char *err, size_t errlen)
+int i8042_load(void *dev, const void *fdt, int node, char *err, size_t errlen)
 {
+	struct i8042 *k = dev;
 	uint8_t regs[2];
 	const void *q;
 	size_t n;

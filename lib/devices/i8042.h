@@ -25,15 +25,15 @@ struct i8042 {
 	uint8_t head, count;
 };
 
-void i8042_init(struct i8042 *k, struct microvm *vm);
-void i8042_destroy(struct i8042 *k);
+void i8042_init(void *dev, struct microvm *vm);
+void i8042_destroy(void *dev);
 
 struct bus_ops;
 extern const struct bus_ops i8042_ops; /* registered on [0x60, 0x65) */
 
 struct st_writer;
 /* Snapshot: command byte, pending command, output queue. */
-void i8042_save(struct i8042 *k, struct st_writer *w, int node);
-int i8042_load(struct i8042 *k, const void *fdt, int node, char *err, size_t errlen);
+void i8042_save(void *dev, struct st_writer *w, int node);
+int i8042_load(void *dev, const void *fdt, int node, char *err, size_t errlen);
 
 #endif

@@ -25,3 +25,9 @@ static void pm_write(void *opaque, uint64_t off, const void *data, uint32_t len)
 }
 
 const struct bus_ops pm_ops = { pm_read, pm_write };
+
+void pm_init(void *dev, struct microvm *vm)
+{
+	struct pm *pm = dev;
+	pm->vm = vm;
+}

@@ -10,6 +10,8 @@ struct pm {
 	struct microvm *vm;
 };
 
+void pm_init(void *dev, struct microvm *vm);
+
 struct bus_ops;
 extern const struct bus_ops pm_ops; /* registered on [0x600, 0x602) */
 

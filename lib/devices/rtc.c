@@ -28,8 +28,10 @@ enum {
 #define REG_B_BINARY 0x04
 #define REG_D_VRT 0x80     /* valid RAM and time */
 
-void rtc_init(struct rtc *r)
+void rtc_init(void *dev, struct microvm *vm)
 {
+	struct rtc *r = dev;
+	(void)vm;
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	r->cmos[RTC_REG_A] = REG_A_DEFAULT;
@@ -37,8 +39,9 @@ void rtc_init(struct rtc *r)
 	r->cmos[RTC_REG_D] = REG_D_VRT;
 }
 
-void rtc_destroy(struct rtc *r)
+void rtc_destroy(void *dev)
 {
+	struct rtc *r = dev;
 	pthread_mutex_destroy(&r->lock);
 }
 
@@ -98,16 +101,18 @@ const struct bus_ops rtc_ops = { rtc_read, rtc_write };
 
 /* ---------------------------------------------------------------- snapshot */
 
-void rtc_save(struct rtc *r, struct st_writer *w, int node)
+void rtc_save(void *dev, struct st_writer *w, int node)
 {
+	struct rtc *r = dev;
 	pthread_mutex_lock(&r->lock);
 	st_u32(w, node, "index", r->index);
 	st_blob(w, node, "cmos", r->cmos, sizeof(r->cmos));
 	pthread_mutex_unlock(&r->lock);
 }
 
-int rtc_load(struct rtc *r, const void *fdt, int node, char *err, size_t errlen)
+int rtc_load(void *dev, const void *fdt, int node, char *err, size_t errlen)
 {
+	struct rtc *r = dev;
 	uint32_t index;
 	uint8_t cmos[sizeof(r->cmos)];
 	int e = st_get_u32(fdt, node, "index", &index, err, errlen);

@@ -10,21 +10,23 @@
 #define RTC_PORT 0x70
 #define RTC_NR_PORTS 2
 
+struct microvm;
+
 struct rtc {
 	pthread_mutex_t lock;
 	uint8_t index;     /* < 128: port writes mask bit 7, rtc_load checks */
 	uint8_t cmos[128]; /* battery-backed RAM: writes are kept */
 };
 
-void rtc_init(struct rtc *r);
-void rtc_destroy(struct rtc *r);
+void rtc_init(void *dev, struct microvm *vm);
+void rtc_destroy(void *dev);
 
 struct bus_ops;
 extern const struct bus_ops rtc_ops;
 
 struct st_writer;
 /* Snapshot: the index register and CMOS RAM (the clock is the host's). */
-void rtc_save(struct rtc *r, struct st_writer *w, int node);
-int rtc_load(struct rtc *r, const void *fdt, int node, char *err, size_t errlen);
+void rtc_save(void *dev, struct st_writer *w, int node);
+int rtc_load(void *dev, const void *fdt, int node, char *err, size_t errlen);
 
 #endif

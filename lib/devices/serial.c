@@ -53,8 +53,9 @@ enum {
 
 #define CONSOLE_POLL_MS 20
 
-void serial_init(struct serial *s, struct microvm *vm)
+void serial_init(void *dev, struct microvm *vm)
 {
+	struct serial *s = dev;
 	memset(s, 0, sizeof(*s));
 	s->vm = vm;
 	pthread_mutex_init(&s->lock, NULL);
@@ -69,8 +70,9 @@ void serial_set_fds(struct serial *s, int in_fd, int out_fd)
 	s->out_fd = out_fd;
 }
 
-void serial_destroy(struct serial *s)
+void serial_destroy(void *dev)
 {
+	struct serial *s = dev;
 	pthread_mutex_destroy(&s->lock);
 }
 
@@ -274,8 +276,9 @@ const struct bus_ops serial_ops = { serial_read, serial_write };
 
 /* ---------------------------------------------------------------- snapshot */
 
-void serial_save(struct serial *s, struct st_writer *w, int node)
+void serial_save(void *dev, struct st_writer *w, int node)
 {
+	struct serial *s = dev;
 	pthread_mutex_lock(&s->lock);
 	uint8_t regs[9] = { s->ier, s->lcr, s->mcr, s->scr, s->dll, s->dlm, s->fcr,
 			    s->thre_pending, s->irq_level };
@@ -287,8 +290,9 @@ void serial_save(struct serial *s, struct st_writer *w, int node)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int serial_load(struct serial *s, const void *fdt, int node, char *err, size_t errlen)
+int serial_load(void *dev, const void *fdt, int node, char *err, size_t errlen)
 {
+	struct serial *s = dev;
 	uint8_t regs[9];
 	const void *fifo;
 	size_t n;

@@ -31,18 +31,18 @@ struct serial {
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 };
 
-void serial_init(struct serial *s, struct microvm *vm);
+void serial_init(void *dev, struct microvm *vm);
 void serial_set_fds(struct serial *s, int in_fd, int out_fd);
 /* Hook console input into @loop (when the VM starts). 0 or -errno. */
 int serial_attach(struct serial *s, struct evloop *loop);
-void serial_destroy(struct serial *s);
+void serial_destroy(void *dev);
 
 struct bus_ops;
 extern const struct bus_ops serial_ops;
 
 struct st_writer;
 /* Snapshot: registers, pending interrupt state and the receive FIFO. */
-void serial_save(struct serial *s, struct st_writer *w, int node);
-int serial_load(struct serial *s, const void *fdt, int node, char *err, size_t errlen);
+void serial_save(void *dev, struct st_writer *w, int node);
+int serial_load(void *dev, const void *fdt, int node, char *err, size_t errlen);
 
 #endif

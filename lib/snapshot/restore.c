@@ -20,8 +20,11 @@
 #include "file.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
+#include "platform.h"
 #include "virtio/devices.h"
+#include "virtio/registry.h"
 #include "vm.h"
+#include "vm_config.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -251,88 +254,31 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 
 /* ------------------------------------------------------------ configure */
 
-/* Apply the saved machine configuration (and the caller's overrides) to a
- * new, CONFIGURED VM. */
+/* Apply the saved machine configuration to a new, CONFIGURED VM, then add
+ * its devices in the saved order, each from its own node with the caller's
+ * per-clone overrides. */
 static int configure(struct rctx *c, struct microvm *vm, const void *fdt,
 		     const microvm_restore_config *cfg)
 {
 	int mach = st_sub(fdt, 0, "machine", c->err, c->errlen);
 	if (mach < 0)
 		return mach;
-	uint32_t vcpus, acpi, ctype, rng;
-	uint64_t msize;
-	int r = st_get_u32(fdt, mach, "vcpus", &vcpus, c->err, c->errlen);
-	if (!r) r = st_get_u64(fdt, mach, "memory-size", &msize, c->err, c->errlen);
-	if (!r) r = st_get_u32(fdt, mach, "acpi", &acpi, c->err, c->errlen);
-	if (!r) r = st_get_u32(fdt, mach, "console-type", &ctype, c->err, c->errlen);
-	if (!r) r = st_get_u32(fdt, mach, "rng", &rng, c->err, c->errlen);
+	int r = vm_config_load(vm, fdt, mach, c->err, c->errlen);
 	if (r < 0)
 		return r;
-	if (msize == 0 || msize % MIB)
-		return fail(c, -EINVAL, "snapshot memory size %llu is not a whole number of MiB",
-			    (unsigned long long)msize);
-#define SET(call)                                                              \
-	do {                                                                   \
-		int e_ = (call);                                               \
-		if (e_ < 0)                                                    \
-			return fail(c, e_, "%s", microvm_last_error(vm));      \
-	} while (0)
-	SET(microvm_set_vcpus(vm, vcpus));
-	SET(microvm_set_memory(vm, msize / MIB));
-	SET(microvm_set_acpi(vm, acpi != 0));
-	SET(microvm_set_console_type(vm, ctype));
-	SET(microvm_set_rng(vm, rng != 0));
-	SET(microvm_set_console(vm, cfg->console_in, cfg->console_out));
-
-	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
-	if (st_get_u64(fdt, mach, "vsock-cid", &vc.guest_cid, c->err, c->errlen) == 0) {
-		if (cfg->vsock_cid)
-			vc.guest_cid = cfg->vsock_cid;
-		vc.uds_path = cfg->vsock_uds_path ? cfg->vsock_uds_path
-						  : st_get_str(fdt, mach, "vsock-uds-path");
-		SET(microvm_set_vsock(vm, &vc));
-	}
-
-	/* Disks, in device order (they take the first virtio slots). */
-	uint32_t disk = 0;
+	r = microvm_set_console(vm, cfg->console_in, cfg->console_out);
+	if (r < 0)
+		return fail(c, r, "%s", microvm_last_error(vm));
 	for (uint32_t i = 0; i < VIRTIO_MMIO_MAX_DEVICES; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "virtio@%u", i);
 		int n = fdt_subnode_offset(fdt, 0, name);
 		if (n < 0)
 			break;
-		uint32_t id;
-		r = st_get_u32(fdt, n, "device-id", &id, c->err, c->errlen);
+		r = virtio_restore_add(vm, fdt, n, cfg, c->err, c->errlen);
 		if (r < 0)
 			return r;
-		if (id != 2)
-			continue;
-		int dn = st_sub(fdt, n, "device", c->err, c->errlen);
-		if (dn < 0)
-			return dn;
-		uint32_t ro, sync;
-		const char *path = st_get_str(fdt, dn, "path");
-		r = st_get_u32(fdt, dn, "read-only", &ro, c->err, c->errlen);
-		if (!r) r = st_get_u32(fdt, dn, "backend-sync", &sync, c->err, c->errlen);
-		if (r < 0)
-			return r;
-		if (disk < cfg->n_disks && cfg->disk_paths && cfg->disk_paths[disk])
-			path = cfg->disk_paths[disk];
-		if (!path)
-			return fail(c, -EINVAL, "state %s/device/path: missing", name);
-		char serial[21] = "";
-		const void *sp;
-		size_t sl;
-		if (st_get_var(fdt, dn, "serial", &sp, &sl, 20, c->err, c->errlen) == 0)
-			memcpy(serial, sp, sl);
-		microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
-		dc.path = path;
-		dc.serial = serial[0] ? serial : NULL;
-		dc.flags = (ro ? MICROVM_DISK_READ_ONLY : 0) | (sync ? MICROVM_DISK_BACKEND_SYNC : 0);
-		SET(microvm_add_disk(vm, &dc));
-		disk++;
 	}
-#undef SET
 	return 0;
 }
 
@@ -343,20 +289,11 @@ static int load_devices(struct rctx *c, struct microvm *vm, const void *fdt)
 	int dev = st_sub(fdt, 0, "devices", c->err, c->errlen);
 	if (dev < 0)
 		return dev;
-	int n = st_sub(fdt, dev, "serial", c->err, c->errlen);
-	int r = n < 0 ? n : serial_load(&vm->serial, fdt, n, c->err, c->errlen);
-	if (r == 0) {
-		n = st_sub(fdt, dev, "i8042", c->err, c->errlen);
-		r = n < 0 ? n : i8042_load(&vm->i8042, fdt, n, c->err, c->errlen);
-	}
-	if (r == 0) {
-		n = st_sub(fdt, dev, "rtc", c->err, c->errlen);
-		r = n < 0 ? n : rtc_load(&vm->rtc, fdt, n, c->err, c->errlen);
-	}
+	int r = platform_load(vm, fdt, dev, c->err, c->errlen);
 	for (uint32_t i = 0; r == 0 && i < VIRTIO_MMIO_MAX_DEVICES; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "virtio@%u", i);
-		n = fdt_subnode_offset(fdt, 0, name);
+		int n = fdt_subnode_offset(fdt, 0, name);
 		if (n < 0 && i < vm->nr_virtio)
 			return fail(c, -EINVAL, "state: the restored VM has virtio device %u (%s), "
 				    "the snapshot does not", i, vm->virtio[i]->ops->name);
@@ -376,7 +313,14 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 	int mach = st_sub(fdt, 0, "machine", c->err, c->errlen);
 	if (mach < 0)
 		return mach;
-	int r = open_memory(c, dir, fdt, mach, vm->mem_mib * MIB, flags, 0, &vm->mem);
+	uint64_t size;
+	int r = st_get_u64(fdt, mach, "memory-size", &size, c->err, c->errlen);
+	if (r < 0)
+		return r;
+	if (size != vm->mem_mib * MIB)
+		return fail(c, -EINVAL, "state: memory file of %llu bytes for %llu MiB of RAM",
+			    (unsigned long long)size, (unsigned long long)vm->mem_mib);
+	r = open_memory(c, dir, fdt, mach, size, flags, 0, &vm->mem);
 	if (r < 0)
 		return r;
 	vm->dirty_tracking = flags & MICROVM_RESTORE_TRACK_DIRTY;

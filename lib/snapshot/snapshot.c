@@ -20,8 +20,10 @@
 #include <unistd.h>
 
 #include "arch/x86_64/state.h"
+#include "platform.h"
 #include "snapshot/state.h"
 #include "vm.h"
+#include "vm_config.h"
 
 uint32_t snapshot_page_crc(uint32_t crc, uint64_t page, const void *data)
 {
@@ -197,19 +199,9 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	st_str(w, 0, "arch", "x86_64");
 
 	int mach = st_node(w, 0, "machine");
-	st_u32(w, mach, "vcpus", vm->nr_vcpus);
+	vm_config_save(vm, w, mach);
 	st_u64(w, mach, "memory-size", vm->mem.size);
 	st_u32(w, mach, "memory-checksum", mem_crc);
-	st_u32(w, mach, "acpi", !vm->no_acpi);
-	st_u32(w, mach, "console-type", vm->console_type);
-	st_u32(w, mach, "rng", vm->rng_enabled);
-	if (vm->cmdline)
-		st_str(w, mach, "cmdline", vm->cmdline);
-	if (vm->vsock_enabled) {
-		st_u64(w, mach, "vsock-cid", vm->vsock_cid);
-		if (vm->vsock_uds_path)
-			st_str(w, mach, "vsock-uds-path", vm->vsock_uds_path);
-	}
 	if (diff) {
 		st_str(w, mach, "diff-base", vm->snap_base);
 		st_u32(w, mach, "diff-base-checksum", vm->snap_base_crc);
@@ -225,10 +217,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	}
 	if (r < 0)
 		return r;
-	int dev = st_node(w, 0, "devices");
-	serial_save(&vm->serial, w, st_node(w, dev, "serial"));
-	i8042_save(&vm->i8042, w, st_node(w, dev, "i8042"));
-	rtc_save(&vm->rtc, w, st_node(w, dev, "rtc"));
+	platform_save(vm, w, st_node(w, 0, "devices"));
 	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "virtio@%u", i);

@@ -16,7 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SNAPSHOT_FORMAT_VERSION 1
+/* 2: devices carry their whole configuration in their own nodes; the
+ * machine node only the machine's (lib/vm_config.c). */
+#define SNAPSHOT_FORMAT_VERSION 2
 #define SNAPSHOT_STATE_FILE "state.dtb"
 #define SNAPSHOT_MEMORY_FILE "memory"
 /* Largest state file we accept (vCPU state is a few KiB per vCPU). */

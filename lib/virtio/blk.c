@@ -45,6 +45,7 @@
 
 #include "backend/block.h"
 #include "virtio/queue.h"
+#include "errbuf.h"
 #include "vm.h"
 #include "snapshot/state.h"
 
@@ -784,7 +785,36 @@ static int blk_dev_load(void *opaque, struct virtio_device *vdev, const void *fd
 	return 0;
 }
 
-static const struct virtio_device_ops blk_ops = {
+/* Restore: the disk as saved (or at the caller's path for this clone). */
+static int blk_restore_add(struct microvm *vm, const void *fdt, int node,
+			   const microvm_restore_config *cfg, uint32_t instance, char *err,
+			   size_t errlen)
+{
+	uint32_t ro, sync;
+	int r = st_get_u32(fdt, node, "read-only", &ro, err, errlen);
+	if (r == 0)
+		r = st_get_u32(fdt, node, "backend-sync", &sync, err, errlen);
+	char serial[VIRTIO_BLK_ID_BYTES + 1] = "";
+	const void *sp;
+	size_t sl;
+	if (r == 0 && st_get_var(fdt, node, "serial", &sp, &sl, VIRTIO_BLK_ID_BYTES, err,
+				 errlen) == 0)
+		memcpy(serial, sp, sl);
+	if (r < 0)
+		return r;
+	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+	dc.path = st_get_str(fdt, node, "path");
+	if (instance < cfg->n_disks && cfg->disk_paths && cfg->disk_paths[instance])
+		dc.path = cfg->disk_paths[instance];
+	if (!dc.path)
+		return errbuf_fail(err, errlen, -EINVAL, "state: disk %u has no path", instance);
+	dc.serial = serial[0] ? serial : NULL;
+	dc.flags = (ro ? MICROVM_DISK_READ_ONLY : 0) | (sync ? MICROVM_DISK_BACKEND_SYNC : 0);
+	r = microvm_add_disk(vm, &dc);
+	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+}
+
+const struct virtio_device_ops virtio_blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
 	.features = BLK_FEATURES_RW, /* a read-only disk overrides it (b->features) */
@@ -798,12 +828,13 @@ static const struct virtio_device_ops blk_ops = {
 	.quiesce = blk_dev_quiesce,
 	.save = blk_dev_save,
 	.load = blk_dev_load,
+	.restore_add = blk_restore_add,
 };
 
 
 static bool is_disk(const struct virtio_device *d)
 {
-	return d->ops == &blk_ops;
+	return d->ops == &virtio_blk_ops;
 }
 
 static uint32_t count_disks(const struct microvm *vm)
@@ -839,7 +870,7 @@ static int add_disk_locked(struct microvm *vm, const microvm_disk_config *cfg)
 		return vm_error(vm, r, "add_disk: %s", err);
 	uint32_t index = count_disks(vm);
 	struct virtio_device *vdev = NULL;
-	r = virtio_mmio_add(vm, &blk_ops, b, &vdev);
+	r = virtio_mmio_add(vm, &virtio_blk_ops, b, &vdev);
 	if (r < 0) {
 		snprintf(err, sizeof(err), "%s", vm->last_error);
 		blk_free(b);

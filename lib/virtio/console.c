@@ -52,6 +52,7 @@
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "virtio/vsock.h"
+#include "errbuf.h"
 #include "vm.h"
 
 /* How output to the fd is kept from blocking (see above). */
@@ -566,7 +567,20 @@ static void con_release(void *opaque)
 	virtio_console_free(c);
 }
 
-static const struct virtio_device_ops console_ops = {
+static int con_restore_add(struct microvm *vm, const void *fdt, int node,
+			   const microvm_restore_config *cfg, uint32_t instance, char *err,
+			   size_t errlen)
+{
+	(void)fdt, (void)node, (void)cfg;
+	if (instance > 0)
+		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-console");
+	int r = microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO);
+	if (r == 0)
+		r = virtio_console_add(vm);
+	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+}
+
+const struct virtio_device_ops virtio_console_ops = {
 	.name = "virtio-console",
 	.device_id = VIRTIO_ID_CONSOLE,
 	.features = 1ULL << VIRTIO_CONSOLE_F_EMERG_WRITE,
@@ -578,6 +592,7 @@ static const struct virtio_device_ops console_ops = {
 	.notify = con_notify,
 	.reset = con_reset,
 	.release = con_release,
+	.restore_add = con_restore_add,
 };
 
 int virtio_console_add(struct microvm *vm)
@@ -588,35 +603,13 @@ int virtio_console_add(struct microvm *vm)
 	if (!c)
 		return vm_error(vm, -ENOMEM, "virtio-console: out of memory");
 	struct virtio_device *vdev = NULL;
-	int r = virtio_mmio_add(vm, &console_ops, c, &vdev);
+	int r = virtio_mmio_add(vm, &virtio_console_ops, c, &vdev);
 	if (r < 0) {
 		virtio_console_free(c);
 		return r; /* message recorded by virtio_mmio_add */
 	}
 	c->vdev = vdev;
 	vm->vconsole = c;
-	return 0;
-}
-
-int virtio_devices_add(struct microvm *vm)
-{
-	bool virtio_con = vm->console_type == MICROVM_CONSOLE_VIRTIO;
-	int r = 0;
-	if (virtio_con)
-		r = virtio_console_add(vm);
-	if (r == 0 && vm->rng_enabled)
-		r = virtio_rng_add(vm);
-	if (r == 0 && vm->vsock_enabled)
-		r = virtio_vsock_add(vm);
-	if (r < 0)
-		return r;
-	/* The console fds go to one device; the other is connected to
-	 * nothing (a console device kept from an earlier attempt included). */
-	serial_set_fds(&vm->serial, virtio_con ? -1 : vm->console_in,
-		       virtio_con ? -1 : vm->console_out);
-	if (vm->vconsole)
-		virtio_console_set_fds(vm->vconsole, virtio_con ? vm->console_in : -1,
-				       virtio_con ? vm->console_out : -1);
 	return 0;
 }
 

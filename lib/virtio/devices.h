@@ -3,10 +3,10 @@
  * virtio-mmio transport.
  *
  * The public setters microvm_set_console_type() and microvm_set_rng() only
- * record the choice; microvm_start() then calls virtio_devices_add(), which
- * registers the chosen devices (at most once per VM, so a start that failed
- * and is retried does not add them twice) and connects the console fds to
- * either the UART or the virtio console.
+ * record the choice; microvm_start() then calls virtio_devices_add()
+ * (lib/virtio/registry.c), which registers the chosen devices (at most once
+ * per VM, so a start that failed and is retried does not add them twice)
+ * and connects the console fds to either the UART or the virtio console.
  *
  * The request engines below work on a bare struct virtq, without a
  * transport, an event loop or KVM, so the unit tests can drive them over a

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "evloop.h"
+#include "microvm.h"
 #include "virtio/queue.h"
 
 struct microvm;
@@ -64,6 +65,13 @@ struct virtio_device_ops {
 	void (*save)(void *opaque, struct st_writer *w, int node);
 	int (*load)(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		    char *err, size_t errlen);
+	/* Restore: add this kind of device to a CONFIGURED @vm from its saved
+	 * "device" node @node (the whole configuration its save wrote) and the
+	 * caller's per-clone overrides @cfg; @instance counts the devices of
+	 * this kind before it. 0 or negative errno with a message in @err. */
+	int (*restore_add)(struct microvm *vm, const void *fdt, int node,
+			   const microvm_restore_config *cfg, uint32_t instance, char *err,
+			   size_t errlen);
 };
 
 struct virtio_queue_notify {

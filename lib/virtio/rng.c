@@ -31,6 +31,7 @@
 
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
+#include "errbuf.h"
 #include "vm.h"
 
 struct virtio_rng {
@@ -226,7 +227,20 @@ static void rng_release(void *opaque)
 	free(r);
 }
 
-static const struct virtio_device_ops rng_ops = {
+static int rng_restore_add(struct microvm *vm, const void *fdt, int node,
+			   const microvm_restore_config *cfg, uint32_t instance, char *err,
+			   size_t errlen)
+{
+	(void)fdt, (void)node, (void)cfg;
+	if (instance > 0)
+		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-rng");
+	int r = microvm_set_rng(vm, 1);
+	if (r == 0)
+		r = virtio_rng_add(vm);
+	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+}
+
+const struct virtio_device_ops virtio_rng_ops = {
 	.name = "virtio-rng",
 	.device_id = VIRTIO_ID_ENTROPY,
 	.features = 0,
@@ -235,6 +249,7 @@ static const struct virtio_device_ops rng_ops = {
 	.activate = rng_activate,
 	.notify = rng_notify,
 	.release = rng_release,
+	.restore_add = rng_restore_add,
 };
 
 int virtio_rng_add(struct microvm *vm)
@@ -247,7 +262,7 @@ int virtio_rng_add(struct microvm *vm)
 	r->vm = vm;
 	r->ready_fd = -1;
 	struct virtio_device *vdev = NULL;
-	int e = virtio_mmio_add(vm, &rng_ops, r, &vdev);
+	int e = virtio_mmio_add(vm, &virtio_rng_ops, r, &vdev);
 	if (e < 0) {
 		free(r);
 		return e; /* message recorded by virtio_mmio_add */

@@ -74,6 +74,7 @@
 #include "evloop.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
+#include "errbuf.h"
 #include "vm.h"
 #include "snapshot/state.h"
 
@@ -1521,9 +1522,31 @@ static void vsock_save(void *opaque, struct st_writer *w, int node)
 	struct virtio_vsock *v = opaque;
 	st_u32(w, node, "next-port", v->next_port);
 	st_u64(w, node, "guest-cid", v->guest_cid);
+	if (v->uds_path)
+		st_str(w, node, "uds-path", v->uds_path);
 }
 
-static const struct virtio_device_ops vsock_ops = {
+/* Restore: the saved CID and socket path, or the caller's for this clone. */
+static int vsock_restore_add(struct microvm *vm, const void *fdt, int node,
+			     const microvm_restore_config *cfg, uint32_t instance, char *err,
+			     size_t errlen)
+{
+	if (instance > 0)
+		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-vsock");
+	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+	int r = st_get_u64(fdt, node, "guest-cid", &vc.guest_cid, err, errlen);
+	if (r < 0)
+		return r;
+	if (cfg->vsock_cid)
+		vc.guest_cid = cfg->vsock_cid;
+	vc.uds_path = cfg->vsock_uds_path ? cfg->vsock_uds_path : st_get_str(fdt, node, "uds-path");
+	r = microvm_set_vsock(vm, &vc);
+	if (r == 0)
+		r = virtio_vsock_add(vm);
+	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+}
+
+const struct virtio_device_ops virtio_vsock_ops = {
 	.name = "virtio-vsock",
 	.device_id = VIRTIO_ID_VSOCK,
 	.features = 0,
@@ -1536,6 +1559,7 @@ static const struct virtio_device_ops vsock_ops = {
 	.release = vsock_release,
 	.save = vsock_save,
 	.load = vsock_load,
+	.restore_add = vsock_restore_add,
 };
 
 int virtio_vsock_add(struct microvm *vm)
@@ -1562,7 +1586,7 @@ int virtio_vsock_add(struct microvm *vm)
 		return vm_error(vm, r, "virtio-vsock: %s", err);
 	}
 	struct virtio_device *vdev = NULL;
-	r = virtio_mmio_add(vm, &vsock_ops, v, &vdev);
+	r = virtio_mmio_add(vm, &virtio_vsock_ops, v, &vdev);
 	if (r < 0) {
 		virtio_vsock_free(v);
 		return r; /* message recorded by virtio_mmio_add */

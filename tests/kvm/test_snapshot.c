@@ -247,6 +247,85 @@ static void test_restore_paused_and_snapshot_again(void **state)
 
 #define CLONES 100
 
+/*
+ * Every kind of device goes through the snapshot: each saves its whole
+ * configuration in its own node and restore re-creates it from there, with
+ * the caller's per-clone overrides (disk path, vsock socket path and CID).
+ */
+static void test_restore_all_device_kinds(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char img[600], img2[600], uds[600], uds2[600], dir[512];
+	snprintf(img, sizeof(img), "%s/disk.img", tmpdir);
+	snprintf(img2, sizeof(img2), "%s/disk2.img", tmpdir);
+	snprintf(uds, sizeof(uds), "%s/vsock", tmpdir);
+	snprintf(uds2, sizeof(uds2), "%s/vsock2", tmpdir);
+	snprintf(dir, sizeof(dir), "%s", snap_path("devices"));
+	for (int i = 0; i < 2; i++) {
+		int fd = open(i ? img2 : img, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 1 << 20), 0);
+		close(fd);
+	}
+	microvm *vm = tiny_vm("counter", "every=2000", 1, -1);
+	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+	dc.path = img;
+	dc.serial = "disk-serial-1";
+	dc.flags = MICROVM_DISK_READ_ONLY | MICROVM_DISK_BACKEND_SYNC;
+	assert_int_equal(microvm_add_disk(vm, &dc), 0);
+	assert_int_equal(microvm_set_rng(vm, 1), 0);
+	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
+	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+	vc.guest_cid = 7;
+	vc.uds_path = uds;
+	assert_int_equal(microvm_set_vsock(vm, &vc), 0);
+	start_ok(vm);
+	assert_int_equal(microvm_pause(vm), 0);
+	int r = microvm_snapshot(vm, dir, 0);
+	if (r)
+		fail_msg("snapshot: %d %s", r, microvm_last_error(vm));
+	microvm_destroy(vm);
+	unlink(uds);
+
+	/* As saved. */
+	microvm *c = restore_ok(dir, MICROVM_RESTORE_PAUSED, -1, -1);
+	assert_string_equal(microvm_disk_backend(c, 0), "sync");
+	assert_null(microvm_disk_backend(c, 1));
+	struct stat st;
+	assert_int_equal(stat(uds, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(microvm_resume(c), 0);
+	microvm_destroy(c);
+
+	/* With this clone's own disk image and vsock socket. */
+	const char *paths[] = { img2 };
+	microvm_restore_config cfg = MICROVM_RESTORE_CONFIG_INIT;
+	cfg.n_disks = 1;
+	cfg.disk_paths = paths;
+	cfg.vsock_cid = 9;
+	cfg.vsock_uds_path = uds2;
+	char e[256];
+	r = microvm_restore(&c, dir, &cfg, e, sizeof(e));
+	if (r)
+		fail_msg("restore with overrides: %d %s", r, e);
+	assert_int_equal(stat(uds2, &st), 0);
+	microvm_destroy(c);
+
+	/* An override image of another size is refused cleanly. */
+	assert_int_equal(truncate(img2, 2 << 20), 0);
+	c = (microvm *)0x1;
+	r = microvm_restore(&c, dir, &cfg, e, sizeof(e));
+	print_message("  disk of another size -> %d %s\n", r, e);
+	assert_int_equal(r, -EINVAL);
+	assert_null(c);
+	unlink(img);
+	unlink(img2);
+	unlink(uds);
+	unlink(uds2);
+	rm_rf(dir);
+}
+
 static void test_hundred_clones_diverge(void **state)
 {
 	(void)state;
@@ -521,14 +600,17 @@ static void test_bad_snapshots(void **state)
 	patch_prop(bad, NULL, "library-major", 7, 4);
 	EXPECT_BAD(bad, 0, -EINVAL, "libmicrovm 7.x");
 	copy_snapshot(good, bad);
-	patch_prop(bad, "/machine", "vcpus", 4096, 4);
+	patch_prop(bad, "/machine", "vcpus", 4096, 8);
 	EXPECT_BAD(bad, 0, -EINVAL, "4096 vCPUs");
 	copy_snapshot(good, bad);
-	patch_prop(bad, "/machine", "vcpus", 2, 4);
+	patch_prop(bad, "/machine", "vcpus", 2, 8);
 	EXPECT_BAD(bad, 0, -EINVAL, "vcpu@1");
 	copy_snapshot(good, bad);
+	patch_prop(bad, "/machine", "memory-mib", 64, 8);
+	EXPECT_BAD(bad, 0, -EINVAL, "for 64 MiB of RAM");
+	copy_snapshot(good, bad);
 	patch_prop(bad, "/machine", "memory-size", 64ull << 20, 8);
-	EXPECT_BAD(bad, 0, -EINVAL, "shorter than the guest RAM");
+	EXPECT_BAD(bad, 0, -EINVAL, "for 16 MiB of RAM");
 
 	/* Memory file shorter than RAM, missing, and corrupted (checked with
 	 * MICROVM_RESTORE_VERIFY_MEMORY). */
@@ -773,6 +855,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_restore_continues_count),
 		cmocka_unit_test(test_restore_paused_and_snapshot_again),
+		cmocka_unit_test(test_restore_all_device_kinds),
 		cmocka_unit_test(test_hundred_clones_diverge),
 		cmocka_unit_test(test_diff_snapshot),
 		cmocka_unit_test(test_bad_snapshots),
