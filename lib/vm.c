@@ -24,6 +24,7 @@
 #include "platform.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
+#include "virtio/registry.h"
 
 #define VCPU_STACK_SIZE (512 * 1024)
 #define REAPER_STACK_SIZE (64 * 1024)

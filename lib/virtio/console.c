@@ -567,6 +567,24 @@ static void con_release(void *opaque)
 	virtio_console_free(c);
 }
 
+static int virtio_console_add(struct microvm *vm);
+
+/* The console fds go to one device; the other is connected to nothing (a
+ * console device kept from an earlier start attempt included). */
+static int con_start_add(struct microvm *vm)
+{
+	bool virtio_con = vm->console_type == MICROVM_CONSOLE_VIRTIO;
+	int r = virtio_con ? virtio_console_add(vm) : 0;
+	if (r < 0)
+		return r;
+	serial_set_fds(&vm->serial, virtio_con ? -1 : vm->console_in,
+		       virtio_con ? -1 : vm->console_out);
+	if (vm->vconsole)
+		virtio_console_set_fds(vm->vconsole, virtio_con ? vm->console_in : -1,
+				       virtio_con ? vm->console_out : -1);
+	return 0;
+}
+
 static int con_restore_add(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
 			   size_t errlen)
@@ -593,9 +611,10 @@ const struct virtio_device_ops virtio_console_ops = {
 	.reset = con_reset,
 	.release = con_release,
 	.restore_add = con_restore_add,
+	.start_add = con_start_add,
 };
 
-int virtio_console_add(struct microvm *vm)
+static int virtio_console_add(struct microvm *vm)
 {
 	if (vm->vconsole)
 		return 0; /* added by an earlier start attempt */

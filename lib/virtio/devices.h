@@ -3,10 +3,10 @@
  * virtio-mmio transport.
  *
  * The public setters microvm_set_console_type() and microvm_set_rng() only
- * record the choice; microvm_start() then calls virtio_devices_add()
- * (lib/virtio/registry.c), which registers the chosen devices (at most once
- * per VM, so a start that failed and is retried does not add them twice)
- * and connects the console fds to either the UART or the virtio console.
+ * record the choice; microvm_start() adds the chosen devices through their
+ * kinds' start_add (lib/virtio/registry.h), at most once per VM, and the
+ * console's connects the console fds to either the UART or the virtio
+ * console.
  *
  * The request engines below work on a bare struct virtq, without a
  * transport, an event loop or KVM, so the unit tests can drive them over a
@@ -24,25 +24,6 @@ struct virtq_chain;
 
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_ENTROPY 4
-
-/* ------------------------------------------------------------ both devices */
-
-/*
- * microvm_start(), before the guest is loaded (the devices must exist when
- * the kernel command line is built), with vm->api_lock held and the VM
- * CONFIGURED. Adds virtio-console if vm->console_type is
- * MICROVM_CONSOLE_VIRTIO, virtio-rng if vm->rng_enabled and virtio-vsock
- * (virtio/vsock.h) if vm->vsock_enabled, each unless it was added by an
- * earlier attempt, and gives the console fds to the device
- * that carries the console (the other one gets -1). 0 or negative errno
- * (message recorded).
- */
-int virtio_devices_add(struct microvm *vm);
-
-/* The two halves of virtio_devices_add(): register one device on @vm (no-op
- * if it already has it). 0 or negative errno (message recorded). */
-int virtio_console_add(struct microvm *vm);
-int virtio_rng_add(struct microvm *vm);
 
 /* ------------------------------------------------------------- virtio-rng */
 

@@ -72,6 +72,11 @@ struct virtio_device_ops {
 	int (*restore_add)(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
 			   size_t errlen);
+	/* microvm_start(), before the guest is loaded: add this kind's device
+	 * if the VM's configuration asks for one (no-op if an earlier start
+	 * attempt added it). Optional: a kind whose setter adds the device
+	 * (disks) has none. 0 or negative errno (message recorded). */
+	int (*start_add)(struct microvm *vm);
 };
 
 struct virtio_queue_notify {

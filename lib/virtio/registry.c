@@ -6,7 +6,6 @@
 #include "snapshot/state.h"
 #include "virtio/devices.h"
 #include "virtio/mmio.h"
-#include "virtio/vsock.h"
 #include "vm.h"
 
 static const struct virtio_device_ops *const kinds[] = {
@@ -45,22 +44,10 @@ int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 
 int virtio_devices_add(struct microvm *vm)
 {
-	bool virtio_con = vm->console_type == MICROVM_CONSOLE_VIRTIO;
-	int r = 0;
-	if (virtio_con)
-		r = virtio_console_add(vm);
-	if (r == 0 && vm->rng_enabled)
-		r = virtio_rng_add(vm);
-	if (r == 0 && vm->vsock_enabled)
-		r = virtio_vsock_add(vm);
-	if (r < 0)
-		return r;
-	/* The console fds go to one device; the other is connected to
-	 * nothing (a console device kept from an earlier attempt included). */
-	serial_set_fds(&vm->serial, virtio_con ? -1 : vm->console_in,
-		       virtio_con ? -1 : vm->console_out);
-	if (vm->vconsole)
-		virtio_console_set_fds(vm->vconsole, virtio_con ? vm->console_in : -1,
-				       virtio_con ? vm->console_out : -1);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		int r = kinds[i]->start_add ? kinds[i]->start_add(vm) : 0;
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }

@@ -20,6 +20,15 @@ extern const struct virtio_device_ops virtio_console_ops;
 extern const struct virtio_device_ops virtio_rng_ops;
 extern const struct virtio_device_ops virtio_vsock_ops;
 
+/*
+ * microvm_start(), before the guest is loaded (the devices must exist when
+ * the kernel command line is built), with vm->api_lock held and the VM
+ * CONFIGURED: every kind's start_add, in table order (console, rng, vsock
+ * after the disks their setter added). 0 or negative errno (message
+ * recorded).
+ */
+int virtio_devices_add(struct microvm *vm);
+
 /* The kind with virtio device ID @id, or NULL. */
 const struct virtio_device_ops *virtio_kind(uint32_t id);
 

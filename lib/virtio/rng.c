@@ -227,6 +227,13 @@ static void rng_release(void *opaque)
 	free(r);
 }
 
+static int virtio_rng_add(struct microvm *vm);
+
+static int rng_start_add(struct microvm *vm)
+{
+	return vm->rng_enabled ? virtio_rng_add(vm) : 0;
+}
+
 static int rng_restore_add(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
 			   size_t errlen)
@@ -250,9 +257,10 @@ const struct virtio_device_ops virtio_rng_ops = {
 	.notify = rng_notify,
 	.release = rng_release,
 	.restore_add = rng_restore_add,
+	.start_add = rng_start_add,
 };
 
-int virtio_rng_add(struct microvm *vm)
+static int virtio_rng_add(struct microvm *vm)
 {
 	if (vm->vrng)
 		return 0; /* added by an earlier start attempt */

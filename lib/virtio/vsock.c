@@ -1526,6 +1526,13 @@ static void vsock_save(void *opaque, struct st_writer *w, int node)
 		st_str(w, node, "uds-path", v->uds_path);
 }
 
+static int virtio_vsock_add(struct microvm *vm);
+
+static int vsock_start_add(struct microvm *vm)
+{
+	return vm->vsock_enabled ? virtio_vsock_add(vm) : 0;
+}
+
 /* Restore: the saved CID and socket path, or the caller's for this clone. */
 static int vsock_restore_add(struct microvm *vm, const void *fdt, int node,
 			     const microvm_restore_config *cfg, uint32_t instance, char *err,
@@ -1560,9 +1567,10 @@ const struct virtio_device_ops virtio_vsock_ops = {
 	.save = vsock_save,
 	.load = vsock_load,
 	.restore_add = vsock_restore_add,
+	.start_add = vsock_start_add,
 };
 
-int virtio_vsock_add(struct microvm *vm)
+static int virtio_vsock_add(struct microvm *vm)
 {
 	char err[256] = "";
 	struct virtio_vsock *v = vm->vsock;

@@ -132,9 +132,5 @@ int virtio_vsock_conn_events(const struct virtio_vsock *v, uint32_t local, uint3
 /* Guest bytes buffered for the host fd of that stream, or -1. */
 long virtio_vsock_conn_buffered(const struct virtio_vsock *v, uint32_t local, uint32_t peer);
 
-/* microvm_start(): register the device when vm->vsock_enabled (no-op if an
- * earlier attempt added it; its configuration is refreshed). 0 or negative
- * errno (message recorded). */
-int virtio_vsock_add(struct microvm *vm);
 
 #endif

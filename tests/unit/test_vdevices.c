@@ -31,6 +31,7 @@
 #include "bus.h"
 #include "memory.h"
 #include "virtio/devices.h"
+#include "virtio/registry.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "vm.h"
