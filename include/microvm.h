@@ -178,10 +178,12 @@ MICROVM_API int microvm_set_kernel(microvm *vm, const char *path, const char *cm
 MICROVM_API int microvm_set_initrd(microvm *vm, const char *path);
 
 /*
- * Console (the 8250 UART at COM1): bytes the guest writes to it go to
- * @out_fd; bytes available on @in_fd are offered to the guest, one at a time,
- * when it polls the UART's line status (receive interrupts are not generated
- * yet). Either may be -1 (none). Both are borrowed: the caller keeps them open
+ * Console (the 8250 UART at COM1, IRQ 4; or virtio-console, see
+ * microvm_set_console_type): bytes the guest writes go to @out_fd; input
+ * read from @in_fd goes into the UART's 16-byte receive FIFO, with a receive
+ * interrupt when the guest enabled it (and a transmit-empty interrupt for
+ * output), or into the virtio-console's receive buffers. Either may be -1
+ * (none). Both are borrowed: the caller keeps them open
  * until the VM is destroyed; they may be blocking or non-blocking. If @out_fd
  * does not accept output (a full pipe), the writing vCPU waits for it, but
  * pause, stop and destroy still complete.
@@ -224,9 +226,9 @@ typedef struct microvm_disk_config {
 #define MICROVM_DISK_CONFIG_INIT { sizeof(microvm_disk_config), 0, NULL, NULL }
 
 /*
- * Attach a raw disk image as a virtio-blk device (virtio-mmio, announced on
- * the kernel command line; the guest sees disks in the order added:
- * /dev/vda, /dev/vdb, ...). The capacity is the file size rounded down to
+ * Attach a raw disk image as a virtio-blk device (virtio-mmio, described in
+ * the ACPI DSDT, or on the kernel command line with ACPI off; the guest sees
+ * disks in the order added: /dev/vda, /dev/vdb, ...). The capacity is the file size rounded down to
  * 512-byte sectors. The file is opened now (read-only if the flag says so)
  * and stays open until the VM is destroyed. I/O goes through io_uring unless
  * that is unavailable or MICROVM_DISK_BACKEND_SYNC is set; host I/O errors
