@@ -216,11 +216,9 @@ int st_verify(const void *blob, size_t len, char *err, size_t errlen)
 	fdt_setprop_inplace_u32(copy, 0, "checksum", 0);
 	uint32_t got = crc32c(0, copy, len);
 	free(copy);
-	if (got != want) {
-		snprintf(err, errlen, "state file checksum mismatch (0x%08x, expected 0x%08x): "
-			 "the file is corrupt", got, want);
-		return -EBADMSG;
-	}
+	if (got != want)
+		return errbuf_fail(err, errlen, -EBADMSG, "state file checksum mismatch (0x%08x, "
+				   "expected 0x%08x): the file is corrupt", got, want);
 	return 0;
 }
 
@@ -270,6 +268,64 @@ int st_get_u64(const void *fdt, int node, const char *name, uint64_t *v, char *e
 	if (r == 0)
 		*v = fdt64_to_cpu(be);
 	return r;
+}
+
+/* ------------------------------------------------------------ field tables */
+
+static uint64_t field_get(const void *obj, const struct st_field *f)
+{
+	const uint8_t *p = (const uint8_t *)obj + f->offset;
+	uint8_t u8;
+	uint16_t u16;
+	uint32_t u32;
+	uint64_t u64 = 0;
+	switch (f->size) {
+	case 1: memcpy(&u8, p, 1); return u8;
+	case 2: memcpy(&u16, p, 2); return u16;
+	case 4: memcpy(&u32, p, 4); return u32;
+	default: memcpy(&u64, p, 8); return u64;
+	}
+}
+
+static void field_set(void *obj, const struct st_field *f, uint64_t v)
+{
+	uint8_t *p = (uint8_t *)obj + f->offset;
+	uint8_t u8 = (uint8_t)v;
+	uint16_t u16 = (uint16_t)v;
+	uint32_t u32 = (uint32_t)v;
+	switch (f->size) {
+	case 1: memcpy(p, &u8, 1); break;
+	case 2: memcpy(p, &u16, 2); break;
+	case 4: memcpy(p, &u32, 4); break;
+	default: memcpy(p, &v, 8); break;
+	}
+}
+
+void st_save_fields(struct st_writer *w, int node, const void *obj, const struct st_field *f,
+		    size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		st_u64(w, node, f[i].name, field_get(obj, &f[i]));
+}
+
+int st_load_fields(const void *fdt, int node, void *obj, const struct st_field *f, size_t n,
+		   char *err, size_t errlen)
+{
+	uint64_t v[64];
+	if (n > sizeof(v) / sizeof(v[0]))
+		return errbuf_fail(err, errlen, -EINVAL, "state: field table too large");
+	for (size_t i = 0; i < n; i++) {
+		int r = st_get_u64(fdt, node, f[i].name, &v[i], err, errlen);
+		if (r < 0)
+			return r;
+		if (v[i] > f[i].max)
+			return errbuf_fail(err, errlen, -EINVAL, "state %s/%s: %llu is out of range "
+					   "(at most %llu)", node_name(fdt, node), f[i].name,
+					   (unsigned long long)v[i], (unsigned long long)f[i].max);
+	}
+	for (size_t i = 0; i < n; i++)
+		field_set(obj, &f[i], v[i]);
+	return 0;
 }
 
 const char *st_get_str(const void *fdt, int node, const char *name)

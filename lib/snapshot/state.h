@@ -67,6 +67,25 @@ const char *st_get_str(const void *fdt, int node, const char *name);
 /* Offset of subnode @name of @parent, or -EINVAL with a message. */
 int st_sub(const void *fdt, int parent, const char *name, char *err, size_t errlen);
 
+/*
+ * Fixed fields of a C struct, described once and saved/loaded as a table:
+ * each field is one 64-bit property; load refuses a value above @max (a
+ * clean error naming it) and writes nothing unless every field is valid.
+ */
+struct st_field {
+	const char *name;
+	size_t offset;
+	uint8_t size; /* 1 (uint8_t or bool), 2, 4 or 8 */
+	uint64_t max;
+};
+#define ST_FIELD(type, member, name, max) \
+	{ name, offsetof(type, member), sizeof(((type *)0)->member), max }
+
+void st_save_fields(struct st_writer *w, int node, const void *obj, const struct st_field *f,
+		    size_t n);
+int st_load_fields(const void *fdt, int node, void *obj, const struct st_field *f, size_t n,
+		   char *err, size_t errlen);
+
 /* CRC-32C (Castagnoli), continuing from @crc (start with 0). */
 uint32_t crc32c(uint32_t crc, const void *p, size_t len);
 /* The same without the SSE4.2 instruction (used when the CPU lacks it). */

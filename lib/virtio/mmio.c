@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "errbuf.h"
 #include "vm.h"
 #include "snapshot/state.h"
 
@@ -386,34 +387,46 @@ void virtio_mmio_quiesce(struct virtio_device *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* The registers a driver writes, and a queue's state: saved and loaded as
+ * tables; load checks each against what the model can hold. */
+static const struct st_field reg_fields[] = {
+	ST_FIELD(struct virtio_device, driver_features, "driver-features", UINT64_MAX),
+	ST_FIELD(struct virtio_device, status, "status", 0xff),
+	ST_FIELD(struct virtio_device, dev_features_sel, "device-features-sel", UINT32_MAX),
+	ST_FIELD(struct virtio_device, drv_features_sel, "driver-features-sel", UINT32_MAX),
+	ST_FIELD(struct virtio_device, queue_sel, "queue-sel", UINT32_MAX),
+	ST_FIELD(struct virtio_device, int_status, "interrupt-status",
+		 INT_USED_BUFFER | INT_CONFIG_CHANGE),
+	ST_FIELD(struct virtio_device, config_generation, "config-generation", UINT32_MAX),
+};
+
+static const struct st_field queue_fields[] = {
+	ST_FIELD(struct virtq, size, "size", UINT16_MAX), /* checked when ready */
+	ST_FIELD(struct virtq, ready, "ready", 1),
+	ST_FIELD(struct virtq, desc_gpa, "desc", UINT64_MAX),
+	ST_FIELD(struct virtq, avail_gpa, "avail", UINT64_MAX),
+	ST_FIELD(struct virtq, used_gpa, "used", UINT64_MAX),
+	ST_FIELD(struct virtq, last_avail, "last-avail", UINT16_MAX),
+	ST_FIELD(struct virtq, used_idx, "used-idx", UINT16_MAX),
+	ST_FIELD(struct virtq, signalled_used, "signalled-used", UINT16_MAX),
+	ST_FIELD(struct virtq, signalled_used_valid, "signalled-used-valid", 1),
+};
+#define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
 void virtio_mmio_save(struct virtio_device *d, struct st_writer *w, int node)
 {
 	pthread_mutex_lock(&d->lock);
+	/* What the device is: checked, not loaded, on restore. */
 	st_u32(w, node, "device-id", d->ops->device_id);
 	st_u64(w, node, "base", d->base);
 	st_u32(w, node, "gsi", d->gsi);
 	st_u64(w, node, "offered-features", offered_features(d));
-	st_u64(w, node, "driver-features", d->driver_features);
-	st_u32(w, node, "status", d->status);
-	st_u32(w, node, "device-features-sel", d->dev_features_sel);
-	st_u32(w, node, "driver-features-sel", d->drv_features_sel);
-	st_u32(w, node, "queue-sel", d->queue_sel);
-	st_u32(w, node, "interrupt-status", d->int_status);
-	st_u32(w, node, "config-generation", d->config_generation);
+	st_save_fields(w, node, d, reg_fields, NFIELDS(reg_fields));
 	for (uint16_t i = 0; i < d->ops->num_queues; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "queue@%u", i);
-		int qn = st_node(w, node, name);
-		const struct virtq *q = &d->queues[i];
-		st_u32(w, qn, "size", q->size);
-		st_u32(w, qn, "ready", q->ready);
-		st_u64(w, qn, "desc", q->desc_gpa);
-		st_u64(w, qn, "avail", q->avail_gpa);
-		st_u64(w, qn, "used", q->used_gpa);
-		st_u32(w, qn, "last-avail", q->last_avail);
-		st_u32(w, qn, "used-idx", q->used_idx);
-		st_u32(w, qn, "signalled-used", q->signalled_used);
-		st_u32(w, qn, "signalled-used-valid", q->signalled_used_valid);
+		st_save_fields(w, st_node(w, node, name), &d->queues[i], queue_fields,
+			       NFIELDS(queue_fields));
 	}
 	int dn = st_node(w, node, "device"); /* always there, for ops->load */
 	if (d->ops->save)
@@ -421,85 +434,83 @@ void virtio_mmio_save(struct virtio_device *d, struct st_writer *w, int node)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* A queue as saved: loaded into a copy, checked, then installed. */
 static int load_queue(struct virtio_device *d, struct virtq *q, const void *fdt, int qn,
 		      char *err, size_t errlen)
 {
-	uint32_t size, ready, last_avail, used_idx, sig, sig_valid;
-	uint64_t desc, avail, used;
-	int r = st_get_u32(fdt, qn, "size", &size, err, errlen);
-	if (!r) r = st_get_u32(fdt, qn, "ready", &ready, err, errlen);
-	if (!r) r = st_get_u64(fdt, qn, "desc", &desc, err, errlen);
-	if (!r) r = st_get_u64(fdt, qn, "avail", &avail, err, errlen);
-	if (!r) r = st_get_u64(fdt, qn, "used", &used, err, errlen);
-	if (!r) r = st_get_u32(fdt, qn, "last-avail", &last_avail, err, errlen);
-	if (!r) r = st_get_u32(fdt, qn, "used-idx", &used_idx, err, errlen);
-	if (!r) r = st_get_u32(fdt, qn, "signalled-used", &sig, err, errlen);
-	if (!r) r = st_get_u32(fdt, qn, "signalled-used-valid", &sig_valid, err, errlen);
+	struct virtq saved;
+	memset(&saved, 0, sizeof(saved));
+	int r = st_load_fields(fdt, qn, &saved, queue_fields, NFIELDS(queue_fields), err, errlen);
 	if (r < 0)
 		return r;
-	if (size > 0xffff || last_avail > 0xffff || used_idx > 0xffff || sig > 0xffff) {
-		snprintf(err, errlen, "virtio %s: queue state out of range", d->ops->name);
-		return -EINVAL;
+	saved.mem = &d->vm->mem;
+	saved.event_idx = d->driver_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
+	saved.indirect = d->driver_features & (1ULL << VIRTIO_F_INDIRECT_DESC);
+	if (saved.ready) {
+		struct virtq check = saved; /* virtq_activate resets the indices */
+		if (virtq_activate(&check) < 0)
+			return errbuf_fail(err, errlen, -EINVAL, "virtio %s: saved queue lies outside "
+					   "guest RAM or has a bad size", d->ops->name);
 	}
-	q->mem = &d->vm->mem;
-	q->size = (uint16_t)size;
-	q->desc_gpa = desc;
-	q->avail_gpa = avail;
-	q->used_gpa = used;
-	q->event_idx = d->driver_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
-	q->indirect = d->driver_features & (1ULL << VIRTIO_F_INDIRECT_DESC);
-	if (ready) {
-		if (virtq_activate(q) < 0) {
-			snprintf(err, errlen, "virtio %s: saved queue lies outside guest RAM or has "
-				 "a bad size", d->ops->name);
-			return -EINVAL;
-		}
-		q->ready = true;
-	}
-	q->last_avail = (uint16_t)last_avail;
-	q->used_idx = (uint16_t)used_idx;
-	q->signalled_used = (uint16_t)sig;
-	q->signalled_used_valid = sig_valid != 0;
+	*q = saved;
 	return 0;
+}
+
+/* The saved device must be the one the restored VM has in this slot. */
+static int check_identity(struct virtio_device *d, const void *fdt, int node, char *err,
+			  size_t errlen)
+{
+	uint32_t id, gsi;
+	uint64_t base, offered;
+	int r = st_get_u32(fdt, node, "device-id", &id, err, errlen);
+	if (!r) r = st_get_u64(fdt, node, "base", &base, err, errlen);
+	if (!r) r = st_get_u32(fdt, node, "gsi", &gsi, err, errlen);
+	if (!r) r = st_get_u64(fdt, node, "offered-features", &offered, err, errlen);
+	if (r < 0)
+		return r;
+	if (id != d->ops->device_id || base != d->base || gsi != d->gsi)
+		return errbuf_fail(err, errlen, -EINVAL, "virtio device at 0x%llx: the snapshot "
+				   "has device %u at 0x%llx (GSI %u), the restored VM %u (GSI %u)",
+				   (unsigned long long)d->base, id, (unsigned long long)base, gsi,
+				   d->ops->device_id, d->gsi);
+	if (offered != offered_features(d))
+		return errbuf_fail(err, errlen, -EINVAL, "virtio %s: features differ from the "
+				   "snapshot's (0x%llx, snapshot 0x%llx)", d->ops->name,
+				   (unsigned long long)offered_features(d),
+				   (unsigned long long)offered);
+	return 0;
+}
+
+/* After the state is in: activate the device if the driver had, and raise
+ * an interrupt that was pending (the irqchip state holds the line level; a
+ * re-raise is harmless). Lock held. */
+static void resume_device(struct virtio_device *d)
+{
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    d->ops->activate && d->ops->activate(d->opaque, d) < 0)
+		virtio_set_needs_reset(d, "activation after restore failed");
+	if (d->int_status && d->irq_fd >= 0) {
+		uint64_t one = 1;
+		ssize_t w = write(d->irq_fd, &one, sizeof(one));
+		(void)w;
+	}
 }
 
 int virtio_mmio_load(struct virtio_device *d, const void *fdt, int node, char *err,
 		     size_t errlen)
 {
-	uint32_t id, gsi, status, dsel, drsel, qsel, isr, gen;
-	uint64_t base, offered, drv;
-	int r = st_get_u32(fdt, node, "device-id", &id, err, errlen);
-	if (!r) r = st_get_u64(fdt, node, "base", &base, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "gsi", &gsi, err, errlen);
-	if (!r) r = st_get_u64(fdt, node, "offered-features", &offered, err, errlen);
-	if (!r) r = st_get_u64(fdt, node, "driver-features", &drv, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "status", &status, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "device-features-sel", &dsel, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "driver-features-sel", &drsel, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "queue-sel", &qsel, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "interrupt-status", &isr, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "config-generation", &gen, err, errlen);
+	int r = check_identity(d, fdt, node, err, errlen);
 	if (r < 0)
 		return r;
-	if (id != d->ops->device_id || base != d->base || gsi != d->gsi) {
-		snprintf(err, errlen, "virtio device at 0x%llx: the snapshot has device %u at "
-			 "0x%llx (GSI %u), the restored VM %u (GSI %u)", (unsigned long long)d->base,
-			 id, (unsigned long long)base, gsi, d->ops->device_id, d->gsi);
-		return -EINVAL;
-	}
-	if (offered != offered_features(d) || (drv & ~offered)) {
-		snprintf(err, errlen, "virtio %s: features differ from the snapshot's (0x%llx, "
-			 "snapshot 0x%llx)", d->ops->name, (unsigned long long)offered_features(d),
-			 (unsigned long long)offered);
-		return -EINVAL;
-	}
 	pthread_mutex_lock(&d->lock);
-	d->driver_features = drv;
-	d->dev_features_sel = dsel;
-	d->drv_features_sel = drsel;
-	d->queue_sel = qsel;
-	d->int_status = isr & (INT_USED_BUFFER | INT_CONFIG_CHANGE);
-	d->config_generation = gen;
+	uint32_t status = 0;
+	r = st_load_fields(fdt, node, d, reg_fields, NFIELDS(reg_fields), err, errlen);
+	if (r == 0 && (d->driver_features & ~offered_features(d)))
+		r = errbuf_fail(err, errlen, -EINVAL, "virtio %s: driver features 0x%llx were "
+				"never offered", d->ops->name,
+				(unsigned long long)d->driver_features);
+	status = d->status;
+	d->status = 0; /* not active until everything is loaded */
 	for (uint16_t i = 0; r == 0 && i < d->ops->num_queues; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "queue@%u", i);
@@ -511,18 +522,8 @@ int virtio_mmio_load(struct virtio_device *d, const void *fdt, int node, char *e
 		r = dn < 0 ? dn : d->ops->load(d->opaque, d, fdt, dn, err, errlen);
 	}
 	if (r == 0) {
-		d->status = status & 0xffu;
-		if ((d->status & VIRTIO_STATUS_DRIVER_OK) &&
-		    !(d->status & VIRTIO_STATUS_NEEDS_RESET) && d->ops->activate &&
-		    d->ops->activate(d->opaque, d) < 0)
-			virtio_set_needs_reset(d, "activation after restore failed");
-		/* Interrupt still pending at the snapshot: raise it again (the
-		 * irqchip state holds the line level; a re-raise is harmless). */
-		if (d->int_status && d->irq_fd >= 0) {
-			uint64_t one = 1;
-			ssize_t w = write(d->irq_fd, &one, sizeof(one));
-			(void)w;
-		}
+		d->status = status;
+		resume_device(d);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return r;
