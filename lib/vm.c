@@ -606,6 +606,14 @@ void vm_wait_or_rekick(struct microvm *vm)
 		vcpu_kick_all(vm);
 }
 
+bool vm_wait_parked(struct microvm *vm)
+{
+	while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
+	       !(atomic_load(&vm->requests) & REQ_STOP))
+		vm_wait_or_rekick(vm);
+	return !(atomic_load(&vm->requests) & REQ_STOP) && vm->vcpus_exited == 0;
+}
+
 /* Wait until every started vCPU thread has left its loop, then join them. */
 static void stop_threads(struct microvm *vm)
 {
@@ -757,10 +765,7 @@ MICROVM_API int microvm_pause(microvm *vm)
 	} else {
 		atomic_fetch_or(&vm->requests, REQ_PAUSE);
 		vcpu_kick_all(vm);
-		while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
-		       !(atomic_load(&vm->requests) & REQ_STOP))
-			vm_wait_or_rekick(vm);
-		if (atomic_load(&vm->requests) & REQ_STOP) {
+		if (!vm_wait_parked(vm)) {
 			/* The VM is stopping: let it finish, so the caller sees
 			 * STOPPED once this returns. */
 			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);

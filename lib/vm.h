@@ -145,6 +145,10 @@ int vm_devices_start(struct microvm *vm);
 int vm_threads_start(struct microvm *vm, bool paused);
 /* Undo a failed start: everything built is released, the VM is CONFIGURED. */
 void vm_start_rollback(struct microvm *vm);
+/* With REQ_PAUSE set and vm->lock held: wait until every started vCPU is
+ * parked. False if the VM is stopping (or a vCPU already left) instead. The
+ * one wait used by pause and snapshot. */
+bool vm_wait_parked(struct microvm *vm);
 /* Wait on vm->cond (vm->lock held), re-kicking vCPUs every 20 ms. */
 void vm_wait_or_rekick(struct microvm *vm);
 

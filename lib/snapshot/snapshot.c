@@ -292,141 +292,156 @@ static int install(struct microvm *vm, const char *tmp, const char *dir, const c
 	return 0;
 }
 
-/* Wait until every vCPU thread is parked. False if the VM stopped. */
+/* A paused VM whose vCPUs are all parked. False if it is stopping. */
 static bool all_parked(struct microvm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
-	while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
-	       !(atomic_load(&vm->requests) & REQ_STOP))
-		vm_wait_or_rekick(vm);
-	bool ok = vm->state == MICROVM_STATE_PAUSED && vm->vcpus_exited == 0 &&
-		  !(atomic_load(&vm->requests) & REQ_STOP);
+	bool ok = vm->state == MICROVM_STATE_PAUSED && vm_wait_parked(vm);
 	pthread_mutex_unlock(&vm->lock);
 	return ok;
 }
 
-static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
+/* Where the snapshot goes: @target (absolute), built first in a new
+ * temporary directory @tmp beside it, in @parent (malloc'd). */
+struct snap_paths {
+	char *parent;
+	char tmp[PATH_MAX];
+	char target[PATH_MAX];
+};
+
+static int make_paths(struct microvm *vm, const char *dir, struct snap_paths *p)
+{
+	char *dcopy = strdup(dir);
+	if (!dcopy)
+		return vm_error(vm, -ENOMEM, "snapshot: out of memory");
+	char *pdir = dirname(dcopy);
+	p->parent = realpath(pdir, NULL);
+	int r = p->parent ? 0 : vm_error(vm, -errno, "snapshot: %s: %s", pdir, strerror(errno));
+	free(dcopy);
+	if (r < 0)
+		return r;
+	dcopy = strdup(dir);
+	char *leaf = dcopy ? basename(dcopy) : NULL;
+	if (!leaf || !*leaf || !strcmp(leaf, ".") || !strcmp(leaf, "..") || !strcmp(leaf, "/") ||
+	    snprintf(p->tmp, sizeof(p->tmp), "%s/.%s.tmp-XXXXXX", p->parent, leaf) >=
+		    (int)sizeof(p->tmp) ||
+	    snprintf(p->target, sizeof(p->target), "%s/%s", p->parent, leaf) >=
+		    (int)sizeof(p->target))
+		r = vm_error(vm, -EINVAL, "snapshot: %s is not a usable directory name", dir);
+	free(dcopy);
+	if (r == 0 && !mkdtemp(p->tmp))
+		r = vm_error(vm, -errno, "snapshot: creating a directory in %s: %s", p->parent,
+			     strerror(errno));
+	if (r < 0)
+		p->tmp[0] = '\0';
+	return r;
+}
+
+/* Write @len bytes to the new file @name in @dir and fsync it. */
+static int write_new_file(struct microvm *vm, const char *dir, const char *name,
+			  const void *data, size_t len)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+	int r = write_all(fd, data, len, 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r < 0 ? vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r)) : 0;
+}
+
+/* The memory file: RAM (or the pages in @diff), sparse. */
+static int save_memory(struct microvm *vm, const char *dir, const uint64_t *diff, uint32_t *crc,
+		       uint64_t *written)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)vm->mem.size) < 0) {
+		int e = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	int r = write_memory(vm, fd, diff, crc, written);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r < 0 ? vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r)) : 0;
+}
+
+/* The state file; its checksum becomes the VM's diff base checksum. */
+static int save_state(struct microvm *vm, const char *dir, const uint64_t *diff,
+		      uint32_t mem_crc, uint32_t *state_crc)
 {
 	char err[256] = "";
+	struct st_writer w = { 0 };
+	int kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0)
+		return vm_error(vm, -errno, "snapshot: /dev/kvm: %s", strerror(errno));
+	int r = st_init(&w);
+	if (r == 0)
+		r = build_state(vm, &w, kvm_fd, diff, mem_crc, err, sizeof(err));
+	close(kvm_fd);
+	long len = r < 0 ? r : st_finish(&w);
+	if (len < 0)
+		r = vm_error(vm, (int)len, "snapshot: %s", err[0] ? err : w.err ? w.what :
+			     strerror((int)-len));
+	else
+		r = write_new_file(vm, dir, SNAPSHOT_STATE_FILE, w.fdt, (size_t)len);
+	if (r == 0)
+		*state_crc = fdt32_to_cpu(*(const fdt32_t *)fdt_getprop(w.fdt, 0, "checksum", NULL));
+	st_free(&w);
+	return r;
+}
+
+/* Installed: it is the base of the next diff snapshot; track from now on. */
+static int became_base(struct microvm *vm, const char *target, uint32_t state_crc)
+{
+	char *base = strdup(target);
+	if (!base)
+		return vm_error(vm, -ENOMEM, "snapshot: out of memory");
+	free(vm->snap_base);
+	vm->snap_base = base;
+	vm->snap_base_crc = state_crc;
+	return restart_tracking(vm);
+}
+
+static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
+{
 	bool diff = flags & MICROVM_SNAPSHOT_DIFF;
 	if (diff && (!vm->snap_base || !vm->dirty_tracking))
 		return vm_error(vm, -ENOENT, "snapshot: a diff snapshot needs a base: take a full "
 				"snapshot first (or restore with MICROVM_RESTORE_TRACK_DIRTY)");
-	char *dcopy = strdup(dir), *parent = NULL, *base = NULL;
-	char tmp[PATH_MAX];
-	if (!dcopy)
-		return vm_error(vm, -ENOMEM, "snapshot: out of memory");
-	char *pdir = dirname(dcopy);
-	parent = realpath(pdir, NULL);
-	if (!parent) {
-		int e = vm_error(vm, -errno, "snapshot: %s: %s", pdir, strerror(errno));
-		free(dcopy);
-		return e;
-	}
-	free(dcopy);
-	dcopy = strdup(dir);
-	char *leaf = dcopy ? basename(dcopy) : NULL;
-	if (!leaf || !*leaf || !strcmp(leaf, ".") || !strcmp(leaf, "..") || !strcmp(leaf, "/") ||
-	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-XXXXXX", parent, leaf) >= (int)sizeof(tmp)) {
-		free(dcopy);
-		free(parent);
-		return vm_error(vm, -EINVAL, "snapshot: %s is not a usable directory name", dir);
-	}
-	char target[PATH_MAX];
-	snprintf(target, sizeof(target), "%s/%s", parent, leaf);
-	free(dcopy);
-	if (!mkdtemp(tmp)) {
-		int e = vm_error(vm, -errno, "snapshot: creating a directory in %s: %s", parent,
-				 strerror(errno));
-		free(parent);
-		return e;
-	}
-
-	int r = 0, kvm_fd = -1, mfd = -1, sfd = -1;
-	uint64_t *pages = NULL;
-	struct st_writer w = { 0 };
-	char path[PATH_MAX + 32];
-	uint32_t mem_crc = 0;
-	uint64_t written = 0;
-
-	if (diff) {
+	struct snap_paths p = { 0 };
+	uint64_t *pages = NULL, written = 0;
+	uint32_t mem_crc = 0, state_crc = 0;
+	int r = make_paths(vm, dir, &p);
+	if (r == 0 && diff) {
 		pages = calloc((size_t)((GM_PAGES(&vm->mem) + 63) / 64) + 1, sizeof(uint64_t));
 		r = pages ? collect_dirty(vm, pages) : vm_error(vm, -ENOMEM, "snapshot: out of memory");
-		if (r < 0)
-			goto out;
 	}
-	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, tmp);
-	mfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (mfd < 0 || ftruncate(mfd, (off_t)vm->mem.size) < 0) {
-		r = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
-		goto out;
-	}
-	r = write_memory(vm, mfd, pages, &mem_crc, &written);
-	if (r == 0 && fsync(mfd) < 0)
-		r = -errno;
-	if (r < 0) {
-		vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r));
-		goto out;
-	}
-
-	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm_fd < 0) {
-		r = vm_error(vm, -errno, "snapshot: /dev/kvm: %s", strerror(errno));
-		goto out;
-	}
-	r = st_init(&w);
 	if (r == 0)
-		r = build_state(vm, &w, kvm_fd, pages, mem_crc, err, sizeof(err));
-	if (r < 0) {
-		vm_error(vm, r, "snapshot: %s", err[0] ? err : strerror(-r));
-		goto out;
+		r = save_memory(vm, p.tmp, pages, &mem_crc, &written);
+	if (r == 0)
+		r = save_state(vm, p.tmp, pages, mem_crc, &state_crc);
+	if (r == 0) {
+		fsync_path(p.tmp);
+		r = install(vm, p.tmp, p.target, p.parent);
 	}
-	long len = st_finish(&w);
-	if (len < 0) {
-		r = vm_error(vm, (int)len, "snapshot: state: %s", w.what);
-		goto out;
+	if (r == 0) {
+		p.tmp[0] = '\0'; /* installed */
+		r = became_base(vm, p.target, state_crc);
+		vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", p.target,
+			(unsigned long long)(written / 1024), diff ? " (diff)" : "");
 	}
-	snprintf(path, sizeof(path), "%s/" SNAPSHOT_STATE_FILE, tmp);
-	sfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (sfd < 0) {
-		r = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
-		goto out;
-	}
-	r = write_all(sfd, w.fdt, (size_t)len, 0);
-	if (r == 0 && fsync(sfd) < 0)
-		r = -errno;
-	if (r < 0) {
-		vm_error(vm, r, "snapshot: writing %s: %s", path, strerror(-r));
-		goto out;
-	}
-	fsync_path(tmp);
-	r = install(vm, tmp, target, parent);
-	if (r < 0)
-		goto out;
-	tmp[0] = '\0'; /* installed */
-	base = strdup(target);
-	if (!base) {
-		r = vm_error(vm, -ENOMEM, "snapshot: out of memory");
-		goto out;
-	}
-	free(vm->snap_base);
-	vm->snap_base = base;
-	vm->snap_base_crc = fdt32_to_cpu(*(const fdt32_t *)fdt_getprop(w.fdt, 0, "checksum", NULL));
-	r = restart_tracking(vm);
-	vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", target,
-		(unsigned long long)(written / 1024), diff ? " (diff)" : "");
-out:
-	if (mfd >= 0)
-		close(mfd);
-	if (sfd >= 0)
-		close(sfd);
-	if (kvm_fd >= 0)
-		close(kvm_fd);
-	st_free(&w);
+	if (p.tmp[0])
+		remove_tree(p.tmp);
 	free(pages);
-	if (tmp[0])
-		remove_tree(tmp);
-	free(parent);
+	free(p.parent);
 	return r;
 }
 
