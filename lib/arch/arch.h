@@ -1,0 +1,99 @@
+/*
+ * The architecture interface: every hook generic code calls. One
+ * implementation per lib/arch/<arch>/ (today x86_64); nothing outside that
+ * folder knows the architecture. Hooks take plain fds and buffers, not the
+ * VM object, except the platform devices, which live in it.
+ */
+#ifndef MICROVM_ARCH_H
+#define MICROVM_ARCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct guest_mem;
+struct microvm;
+struct st_writer;
+
+/* Recorded in snapshots; restore refuses another architecture's. */
+extern const char arch_name[];
+
+/* ------------------------------------------------------------- capabilities */
+
+/* Check the KVM capabilities this architecture needs on the /dev/kvm fd.
+ * 0 or -ENOTSUP with the missing one named in @err. */
+int arch_check_kvm(int kvm_fd, char *err, size_t errlen);
+
+/* ------------------------------------------------------------ memory layout */
+
+/* Guest RAM of @size bytes: the part below arch_ram_low_limit() at GPA 0,
+ * the rest from arch_ram_high_base(). Initialises @m (a memfd). 0 or -errno. */
+int arch_ram_init(struct guest_mem *m, uint64_t size);
+uint64_t arch_ram_high_base(void);
+
+/* Where virtio-mmio device @index has its registers and its interrupt. */
+uint64_t arch_virtio_mmio_base(uint32_t index);
+uint32_t arch_virtio_gsi(uint32_t index);
+
+/* ------------------------------------------------------------------ the VM */
+
+/* After KVM_CREATE_VM and the RAM memslots: interrupt controller, timers and
+ * whatever else the VM needs before vCPUs exist. 0 or -errno + message. */
+int arch_vm_init(int vm_fd, char *err, size_t errlen);
+
+/* Snapshot of VM-wide KVM state (interrupt controllers, timers, clock). */
+int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
+int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
+
+/* --------------------------------------------------------- loading a guest */
+
+/* A virtio-mmio device the firmware tables must describe. */
+struct arch_mmio_device {
+	uint64_t base, size;
+	uint32_t gsi;
+};
+
+struct arch_boot {
+	const char *kernel_path;
+	const char *initrd_path; /* NULL = none */
+	const char *cmdline;     /* the user's; devices are added as needed */
+	uint32_t vcpus;
+	bool acpi;
+	uint32_t n_mmio;
+	const struct arch_mmio_device *mmio;
+};
+
+/* Load the kernel (and initrd) into @mem and write the boot tables; @entry
+ * receives what the boot vCPU starts at. 0 or -errno + message. */
+int arch_load_guest(struct guest_mem *mem, const struct arch_boot *boot, uint64_t *entry,
+		    char *err, size_t errlen);
+
+/* ------------------------------------------------------------------- vCPUs */
+
+/* Per-VM data vCPU setup reuses (e.g. the supported CPUID), fetched once. */
+int arch_vcpu_prepare(int kvm_fd, void **cookie, char *err, size_t errlen);
+void arch_vcpu_unprepare(void *cookie);
+/* Put vCPU @index of @count into the boot state for @entry. */
+int arch_vcpu_init(int vcpu_fd, void *cookie, uint32_t index, uint32_t count, uint64_t entry,
+		   char *err, size_t errlen);
+/* Snapshot of one vCPU (registers, FPU, MSRs, local APIC, events...). */
+int arch_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
+		   size_t errlen);
+int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
+		   size_t errlen);
+/* Append where the vCPU is (and, if @code, the instruction bytes there) to
+ * the message in @buf, for exit reports. */
+void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, char *buf,
+			size_t len);
+
+/* ------------------------------------------------------- platform devices */
+
+/* The devices every VM has (lib/arch/<arch>/platform.c, one table row each):
+ * create with the VM, destroy with it (a partly created VM is fine), and
+ * save/load as one subnode of @node each. 0 or -errno (+ message). */
+int platform_create(struct microvm *vm);
+void platform_destroy(struct microvm *vm);
+void platform_save(struct microvm *vm, struct st_writer *w, int node);
+int platform_load(struct microvm *vm, const void *fdt, int node, char *err, size_t errlen);
+
+#endif
