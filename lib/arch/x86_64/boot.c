@@ -77,13 +77,11 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 	if (size >= 4 && memcmp(img, "\177ELF", 4) == 0) {
 		struct elf_image ei;
 		r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
-		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT) {
-			snprintf(why, sizeof(why),
-				 "loads up to 0x%llx; it must lie below 0x%llx (the boot page "
-				 "tables map only low memory)",
-				 (unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
-			r = -ENOEXEC;
-		}
+		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT)
+			r = errbuf_fail(why, sizeof(why), -ENOEXEC,
+					"loads up to 0x%llx; it must lie below 0x%llx (the boot page "
+					"tables map only low memory)",
+					(unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
 		if (r == 0) {
 			bi->entry = ei.entry;
 			bi->kernel_end = ei.load_hi;
@@ -99,8 +97,7 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 			memcpy(bi->setup_hdr, zi.hdr, zi.hdr_len);
 		}
 	} else {
-		snprintf(why, sizeof(why), "not an ELF vmlinux or a bzImage");
-		r = -ENOEXEC;
+		r = errbuf_fail(why, sizeof(why), -ENOEXEC, "not an ELF vmlinux or a bzImage");
 	}
 	free(img);
 	if (r < 0)
