@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errbuf.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
@@ -1183,31 +1184,26 @@ int virtio_vsock_listen(struct virtio_vsock *v, char *err, size_t errlen)
 	if (!v->uds_path || v->listen_fd >= 0)
 		return 0;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(v->uds_path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "%s: path too long", v->uds_path);
-		return -ENAMETOOLONG;
-	}
+	if (strlen(v->uds_path) >= sizeof(sa.sun_path))
+		return errbuf_fail(err, errlen, -ENAMETOOLONG, "%s: path too long", v->uds_path);
 	strcpy(sa.sun_path, v->uds_path);
 	struct stat st;
 	if (lstat(v->uds_path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s: exists and is not a socket", v->uds_path);
-			return -EEXIST;
-		}
+		if (!S_ISSOCK(st.st_mode))
+			return errbuf_fail(err, errlen, -EEXIST, "%s: exists and is not a socket",
+					   v->uds_path);
 		unlink(v->uds_path); /* a stale socket of an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		int e = -errno;
-		snprintf(err, errlen, "socket: %s", strerror(-e));
-		return e;
+		int e = errno;
+		return errbuf_fail(err, errlen, -e, "socket: %s", strerror(e));
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
 	    stat(v->uds_path, &st) < 0) {
-		int e = -errno;
-		snprintf(err, errlen, "%s: %s", v->uds_path, strerror(-e));
+		int e = errno;
 		close(fd);
-		return e;
+		return errbuf_fail(err, errlen, -e, "%s: %s", v->uds_path, strerror(e));
 	}
 	v->listen_fd = fd;
 	v->listen_dev = st.st_dev;
