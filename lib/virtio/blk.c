@@ -463,13 +463,7 @@ int blk_process_queue(struct virtio_blk *b, struct virtq *q)
 			b->stalled = true; /* resumed by blk_complete() */
 			break;
 		}
-		int r = virtq_pop(q, &b->chain);
-		if (r == 0) {
-			/* Empty: ask for a notification, then look once more
-			 * (the driver may have added a chain meanwhile). */
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, &b->chain);
-		}
+		int r = virtq_pop_or_enable_notify(q, &b->chain);
 		if (r < 0) {
 			ret = -EIO;
 			break;

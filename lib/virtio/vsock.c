@@ -598,11 +598,7 @@ static void mark_broken(struct virtio_vsock *v, const char *why)
 static int pop_in(struct virtio_vsock *v, struct virtq *q, uint32_t min, const char *what)
 {
 	struct virtq_chain *ch = &v->chain;
-	int r = virtq_pop(q, ch);
-	if (r == 0) {
-		virtq_set_avail_event(q);
-		r = virtq_pop(q, ch);
-	}
+	int r = virtq_pop_or_enable_notify(q, ch);
 	if (r < 0) {
 		mark_broken(v, what);
 		return -1;
@@ -1117,11 +1113,7 @@ static void tx_process(struct virtio_vsock *v)
 	struct virtq_chain *ch = &v->chain;
 	uint32_t pushed = 0;
 	for (;;) {
-		int r = virtq_pop(q, ch);
-		if (r == 0) {
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, ch);
-		}
+		int r = virtq_pop_or_enable_notify(q, ch);
 		if (r < 0) {
 			mark_broken(v, "malformed tx ring");
 			break;
