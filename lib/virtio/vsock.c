@@ -1021,6 +1021,59 @@ static void on_established(struct virtio_vsock *v, struct vsock_conn *c)
 	conn_flush(v, c);
 }
 
+/* A well-formed packet @h other than RST for the open stream @c. */
+static void established_packet(struct virtio_vsock *v, struct vsock_conn *c,
+			       const struct vsock_hdr *h, const struct virtq_chain *ch)
+{
+	switch (h->op) {
+	case VSOCK_OP_RW:
+		guest_rw(v, c, h, ch);
+		break;
+	case VSOCK_OP_SHUTDOWN:
+		guest_shutdown(v, c, h->flags);
+		break;
+	case VSOCK_OP_CREDIT_UPDATE:
+		break; /* credit taken by conn_packet */
+	case VSOCK_OP_CREDIT_REQUEST:
+		c->ctl |= CTL_CREDIT;
+		break;
+	default: /* REQUEST or RESPONSE on an open stream */
+		conn_reset(v, c, -ECONNRESET);
+		break;
+	}
+}
+
+/* A well-formed packet @h for the existing connection @c (not closing). */
+static void conn_packet(struct virtio_vsock *v, struct vsock_conn *c, const struct vsock_hdr *h,
+			const struct virtq_chain *ch)
+{
+	c->peer_buf_alloc = h->buf_alloc;
+	c->peer_fwd_cnt = h->fwd_cnt;
+	if (h->op == VSOCK_OP_RST) {
+		conn_free(v, c, c->state == CS_REQUEST ? -ECONNREFUSED : -ECONNRESET);
+		return;
+	}
+	switch (c->state) {
+	case CS_REQUEST:
+		if (h->op == VSOCK_OP_RESPONSE && c->req_sent)
+			on_established(v, c);
+		else
+			conn_reset(v, c, -ECONNREFUSED);
+		break;
+	case CS_CONNECTING:
+		if (h->op != VSOCK_OP_CREDIT_UPDATE && h->op != VSOCK_OP_CREDIT_REQUEST)
+			conn_reset(v, c, 0);
+		break;
+	case CS_ESTABLISHED:
+		established_packet(v, c, h, ch);
+		break;
+	default:
+		break;
+	}
+	conn_watch(v, c);
+	rx_want(v, c);
+}
+
 /* One packet from the tx queue. */
 static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 {
@@ -1062,47 +1115,7 @@ static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 			reply_rst(v, &h);
 		return;
 	}
-
-	c->peer_buf_alloc = h.buf_alloc;
-	c->peer_fwd_cnt = h.fwd_cnt;
-	if (h.op == VSOCK_OP_RST) {
-		conn_free(v, c, c->state == CS_REQUEST ? -ECONNREFUSED : -ECONNRESET);
-		return;
-	}
-	switch (c->state) {
-	case CS_REQUEST:
-		if (h.op == VSOCK_OP_RESPONSE && c->req_sent)
-			on_established(v, c);
-		else
-			conn_reset(v, c, -ECONNREFUSED);
-		break;
-	case CS_CONNECTING:
-		if (h.op != VSOCK_OP_CREDIT_UPDATE && h.op != VSOCK_OP_CREDIT_REQUEST)
-			conn_reset(v, c, 0);
-		break;
-	case CS_ESTABLISHED:
-		switch (h.op) {
-		case VSOCK_OP_RW:
-			guest_rw(v, c, &h, ch);
-			break;
-		case VSOCK_OP_SHUTDOWN:
-			guest_shutdown(v, c, h.flags);
-			break;
-		case VSOCK_OP_CREDIT_UPDATE:
-			break; /* credit taken above */
-		case VSOCK_OP_CREDIT_REQUEST:
-			c->ctl |= CTL_CREDIT;
-			break;
-		default: /* REQUEST or RESPONSE on an open stream */
-			conn_reset(v, c, -ECONNRESET);
-			break;
-		}
-		break;
-	default:
-		break;
-	}
-	conn_watch(v, c);
-	rx_want(v, c);
+	conn_packet(v, c, &h, ch);
 }
 
 static void tx_process(struct virtio_vsock *v)
