@@ -972,10 +972,30 @@ static void usage(void)
 	say("usage: microvm-agent [--listen unix:PATH | --listen vsock:PORT] [--version]");
 }
 
-int main(int argc, char **argv)
+/* "unix:PATH" or "vsock:PORT" into @ls; false if it is neither. */
+static bool parse_listen(const char *v, struct listen_spec *ls)
 {
-	struct listen_spec ls = { .unix_sock = false, .port = MICROVM_AGENT_PORT };
-	bool explicit_listen = false;
+	if (!strncmp(v, "unix:", 5) && v[5] && strlen(v + 5) < sizeof(ls->path)) {
+		ls->unix_sock = true;
+		memset(ls->path, 0, sizeof(ls->path));
+		memcpy(ls->path, v + 5, strlen(v + 5));
+		return true;
+	}
+	if (!strncmp(v, "vsock:", 6)) {
+		char *end;
+		errno = 0;
+		unsigned long port = strtoul(v + 6, &end, 10);
+		if (!errno && end != v + 6 && !*end && port < UINT32_MAX) {
+			ls->port = (unsigned)port;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The command line into @ls. -1 to go on, else the status to exit with. */
+static int parse_args(int argc, char **argv, struct listen_spec *ls, bool *explicit_listen)
+{
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--version")) {
@@ -984,24 +1004,9 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (!strcmp(a, "--listen") && i + 1 < argc) {
-			const char *v = argv[++i];
-			explicit_listen = true;
-			if (!strncmp(v, "unix:", 5) && v[5] && strlen(v + 5) < sizeof(ls.path)) {
-				ls.unix_sock = true;
-				memset(ls.path, 0, sizeof(ls.path));
-				memcpy(ls.path, v + 5, strlen(v + 5));
+			*explicit_listen = true;
+			if (parse_listen(argv[++i], ls))
 				continue;
-			}
-			char *end;
-			unsigned long port = 0;
-			if (!strncmp(v, "vsock:", 6)) {
-				errno = 0;
-				port = strtoul(v + 6, &end, 10);
-				if (!errno && end != v + 6 && !*end && port < UINT32_MAX) {
-					ls.port = (unsigned)port;
-					continue;
-				}
-			}
 		}
 		if (getpid() != 1) {
 			usage();
@@ -1009,11 +1014,12 @@ int main(int argc, char **argv)
 		}
 		/* As PID 1, unknown kernel-provided arguments are ignored. */
 	}
-	bool pid1 = getpid() == 1;
-	if (pid1 && !(explicit_listen && ls.unix_sock))
-		init_setup();
+	return -1;
+}
 
-	/* fds 0-2 must be open so that pipes never land there. */
+/* fds 0-2 must be open so that pipes never land there. */
+static void open_stdio(void)
+{
 	for (int i = 0; i < 3; i++) {
 		if (fcntl(i, F_GETFD) < 0) {
 			int fd = open("/dev/null", O_RDWR);
@@ -1023,7 +1029,12 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+}
 
+/* SIGPIPE ignored; SIGCHLD caught, and blocked but while ppoll() waits with
+ * @waitmask. @orig gets the mask the connection handlers restore. */
+static void setup_signals(sigset_t *orig, sigset_t *waitmask)
+{
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
@@ -1031,20 +1042,50 @@ int main(int argc, char **argv)
 	sa.sa_flags = SA_NOCLDSTOP;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGCHLD, &sa, NULL);
-	sigset_t chld, orig;
+	sigset_t chld;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, &orig);
-	sigset_t waitmask = orig;
-	sigdelset(&waitmask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, orig);
+	*waitmask = *orig;
+	sigdelset(waitmask, SIGCHLD);
+}
 
+/* Accept every waiting connection, each served by a forked handler with the
+ * signal mask @orig. */
+static void accept_all(int lfd, const sigset_t *orig)
+{
+	for (;;) {
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+			return; /* EAGAIN: none waiting */
+		}
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(lfd);
+			signal(SIGCHLD, SIG_DFL);
+			sigprocmask(SIG_SETMASK, orig, NULL);
+			_exit(handle_connection(cfd));
+		}
+		if (pid < 0)
+			nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+		close(cfd);
+	}
+}
+
+/* Reap children and serve connections on @ls, forever. Returns 1 only if
+ * the socket cannot be opened and this is not PID 1 (which retries). */
+static int serve(const struct listen_spec *ls, bool pid1, const sigset_t *orig,
+		 const sigset_t *waitmask)
+{
 	int lfd = -1;
 	bool reported = false;
 	for (;;) {
 		reap_all();
 		if (lfd < 0) {
 			char why[256];
-			lfd = open_listener(&ls, why, sizeof(why));
+			lfd = open_listener(ls, why, sizeof(why));
 			if (lfd >= 0) {
 				say("MICROVM-AGENT-READY");
 			} else if (!pid1) {
@@ -1062,25 +1103,24 @@ int main(int argc, char **argv)
 		 * woken) delays a connection by a second, not forever. */
 		struct pollfd p = { lfd, POLLIN, 0 };
 		struct timespec wait = { lfd >= 0 ? 1 : 2, 0 };
-		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, &waitmask);
-		while (lfd >= 0) {
-			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (cfd < 0) {
-				if (errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
-				    errno == ENOBUFS)
-					nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-				break; /* EAGAIN: none waiting */
-			}
-			pid_t pid = fork();
-			if (pid == 0) {
-				close(lfd);
-				signal(SIGCHLD, SIG_DFL);
-				sigprocmask(SIG_SETMASK, &orig, NULL);
-				_exit(handle_connection(cfd));
-			}
-			if (pid < 0)
-				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-			close(cfd);
-		}
+		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, waitmask);
+		if (lfd >= 0)
+			accept_all(lfd, orig);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct listen_spec ls = { .unix_sock = false, .port = MICROVM_AGENT_PORT };
+	bool explicit_listen = false;
+	int r = parse_args(argc, argv, &ls, &explicit_listen);
+	if (r >= 0)
+		return r;
+	bool pid1 = getpid() == 1;
+	if (pid1 && !(explicit_listen && ls.unix_sock))
+		init_setup();
+	open_stdio();
+	sigset_t orig, waitmask;
+	setup_signals(&orig, &waitmask);
+	return serve(&ls, pid1, &orig, &waitmask);
 }
