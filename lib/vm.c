@@ -575,10 +575,10 @@ int vm_vcpus_create(struct microvm *vm, uint64_t entry, bool restored)
 		vm->vcpus_created++;
 		if (restored)
 			continue; /* the snapshot's state is loaded instead */
-		const char *what = "";
-		r = x86_vcpu_setup(v->fd, i, vm->nr_vcpus, cpuid, entry, &what);
+		char why[128];
+		r = x86_vcpu_setup(v->fd, i, vm->nr_vcpus, cpuid, entry, why, sizeof(why));
 		if (r < 0) {
-			r = vm_error(vm, r, "vCPU %u: %s: %s", i, what, strerror(-r));
+			r = vm_error(vm, r, "vCPU %u: %s", i, why);
 			break;
 		}
 	}

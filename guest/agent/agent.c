@@ -353,6 +353,231 @@ static int exec_frame(struct conn *c, struct run *rn, const struct agent_frame *
 	}
 }
 
+/* Pipes for the command's stdout, stderr, stdin (if @with_stdin) and for
+ * the child's report of a failure before exec. 0, or errno with none open. */
+static int exec_pipes(int outp[2], int errp[2], int inp[2], int failp[2], bool with_stdin)
+{
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+	    (with_stdin && pipe2(inp, O_CLOEXEC) < 0) || pipe2(failp, O_CLOEXEC) < 0) {
+		int err = errno;
+		for (int i = 0; i < 2; i++) {
+			close_fd(&outp[i]);
+			close_fd(&errp[i]);
+			close_fd(&inp[i]);
+			close_fd(&failp[i]);
+		}
+		return err;
+	}
+	return 0;
+}
+
+/* In the forked child: a new session with default signals, stdio on the
+ * pipes (stdin on /dev/null unless the host sends it), then exec. A failure
+ * is reported on @fail_fd and the child exits. */
+static void exec_child(const struct agent_exec *e, char **env, const char *cwd, int in_fd,
+		       int out_fd, int err_fd, int fail_fd)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	setsid();
+	int in = (e->flags & AGENT_EXEC_STDIN) ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (in < 0 || dup2(in, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+		child_fail(fail_fd, 3, errno);
+	if (chdir(cwd) < 0)
+		child_fail(fail_fd, 1, errno);
+	environ = env;
+	execvp(e->argv[0], (char *const *)e->argv);
+	child_fail(fail_fd, 2, errno);
+}
+
+/* Wait until the child has exec'd (the pipe closes) or reported why it could
+ * not. true, with @cf filled, if it could not. */
+static bool child_failed(int fail_fd, struct child_failure *cf)
+{
+	ssize_t n;
+	do
+		n = read(fail_fd, cf, sizeof(*cf));
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(*cf);
+}
+
+static int send_child_failure(struct conn *c, const struct child_failure *cf, const char *cwd,
+			      const char *prog)
+{
+	if (cf->stage == 1)
+		return send_error(c, cf->err, "chdir %s: %s", cwd, strerror(cf->err));
+	if (cf->stage == 2)
+		return send_error(c, cf->err, "exec %s: %s", prog, strerror(cf->err));
+	return send_error(c, cf->err, "stdio setup: %s", strerror(cf->err));
+}
+
+/* Start the command of @e with environment @env; its pid and pipes go into
+ * @rn. 1 when it runs; otherwise why not was sent to the host (0) or could
+ * not be (negative errno). */
+static int exec_spawn(struct conn *c, const struct agent_exec *e, char **env, struct run *rn)
+{
+	const char *cwd = *e->cwd ? e->cwd : "/";
+	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, inp[2] = { -1, -1 },
+	    failp[2] = { -1, -1 };
+	int err = exec_pipes(outp, errp, inp, failp, e->flags & AGENT_EXEC_STDIN);
+	if (err)
+		return send_error(c, err, "pipe: %s", strerror(err));
+	pid_t pid = fork();
+	if (pid == 0)
+		exec_child(e, env, cwd, inp[0], outp[1], errp[1], failp[1]);
+	int fork_err = errno;
+	close_fd(&outp[1]);
+	close_fd(&errp[1]);
+	close_fd(&inp[0]);
+	close_fd(&failp[1]);
+	rn->out_fd = outp[0];
+	rn->err_fd = errp[0];
+	rn->in_fd = inp[1];
+	if (pid < 0) {
+		close_fd(&failp[0]);
+		run_cleanup(rn);
+		return send_error(c, fork_err, "fork: %s", strerror(fork_err));
+	}
+	rn->pid = pid;
+	struct child_failure cf;
+	bool failed = child_failed(failp[0], &cf);
+	close_fd(&failp[0]);
+	if (!failed)
+		return 1;
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	run_cleanup(rn);
+	return send_child_failure(c, &cf, cwd, e->argv[0]);
+}
+
+/* The descriptors a running command's relay waits on, and where each is. */
+struct run_poll {
+	struct pollfd p[5];
+	int np, i_sock, i_out, i_err, i_in;
+};
+
+/* The command has exited and its pipes are drained (closed, idle for
+ * DRAIN_IDLE_MS or drained for DRAIN_MAX_MS) at time @t. */
+static bool run_drained(const struct run *rn, int64_t t)
+{
+	return rn->exited && ((rn->out_fd < 0 && rn->err_fd < 0) || t - rn->last_data >= DRAIN_IDLE_MS ||
+			      t - rn->exit_at >= DRAIN_MAX_MS);
+}
+
+/* Fill @rp: the host's frames (unless too much stdin waits), the output
+ * pipes, room in the stdin pipe when there is stdin to write, the command's
+ * exit. Returns the poll timeout at time @t. */
+static int run_poll_fds(const struct conn *c, const struct run *rn, int64_t t, struct run_poll *rp)
+{
+	rp->np = 0;
+	rp->i_out = rp->i_err = rp->i_in = -1;
+	rp->i_sock = rp->np;
+	rp->p[rp->np++] = (struct pollfd){ c->fd, rn->stdin_buf.len < STDIN_BUFFER_MAX ? POLLIN : 0, 0 };
+	if (rn->out_fd >= 0) {
+		rp->i_out = rp->np;
+		rp->p[rp->np++] = (struct pollfd){ rn->out_fd, POLLIN, 0 };
+	}
+	if (rn->err_fd >= 0) {
+		rp->i_err = rp->np;
+		rp->p[rp->np++] = (struct pollfd){ rn->err_fd, POLLIN, 0 };
+	}
+	if (rn->in_fd >= 0 && rn->stdin_buf.len) {
+		rp->i_in = rp->np;
+		rp->p[rp->np++] = (struct pollfd){ rn->in_fd, POLLOUT, 0 };
+	}
+	/* pidfd readiness is handled by run_check_exit(). */
+	if (rn->pidfd >= 0)
+		rp->p[rp->np++] = (struct pollfd){ rn->pidfd, POLLIN, 0 };
+	if (rn->exited) {
+		int64_t a = DRAIN_IDLE_MS - (t - rn->last_data), b = DRAIN_MAX_MS - (t - rn->exit_at);
+		return (int)(a < b ? a : b);
+	}
+	return rn->pidfd < 0 ? 20 : -1; /* no pidfd: poll waitpid */
+}
+
+/* Write what the command's stdin pipe takes of the buffered stdin. */
+static void feed_stdin(struct run *rn)
+{
+	ssize_t w = write(rn->in_fd, rn->stdin_buf.data, rn->stdin_buf.len);
+	if (w > 0) {
+		agent_buf_consume(&rn->stdin_buf, (size_t)w);
+		if (!rn->stdin_buf.len && rn->stdin_eof)
+			close_fd(&rn->in_fd);
+	} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+		/* EPIPE: the command closed its stdin; drop the rest. */
+		rn->stdin_buf.len = 0;
+		close_fd(&rn->in_fd);
+	}
+}
+
+/* Act on what poll() reported in @rp. 0, or negative errno to stop. */
+static int run_handle(struct conn *c, struct run *rn, const struct run_poll *rp, uint8_t *buf)
+{
+	const struct pollfd *p = rp->p;
+	int r = 0;
+	if (rp->i_out >= 0 && p[rp->i_out].revents)
+		r = pump_output(c, rn, &rn->out_fd, AGENT_MSG_STDOUT, buf);
+	if (r == 0 && rp->i_err >= 0 && p[rp->i_err].revents)
+		r = pump_output(c, rn, &rn->err_fd, AGENT_MSG_STDERR, buf);
+	if (r == 0 && rp->i_in >= 0 && p[rp->i_in].revents && rn->in_fd >= 0)
+		feed_stdin(rn);
+	if (r == 0 && p[rp->i_sock].revents) {
+		struct agent_frame fr;
+		int fr_r = conn_recv(c, &fr);
+		if (fr_r == 0)
+			r = exec_frame(c, rn, &fr);
+		else if (fr_r != -ENOMSG) /* unknown types are skipped */
+			r = fr_r;
+	}
+	return r;
+}
+
+/* Relay output, stdin and signals until the command has exited and its pipes
+ * are drained. 0, or negative errno (the host went away or broke the
+ * protocol). */
+static int run_relay(struct conn *c, struct run *rn)
+{
+	uint8_t *buf = malloc(AGENT_CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	int r = 0;
+	while (r == 0) {
+		run_check_exit(rn);
+		int64_t t = now_ms();
+		if (run_drained(rn, t))
+			break;
+		struct run_poll rp;
+		int timeout = run_poll_fds(c, rn, t, &rp);
+		if (poll(rp.p, (nfds_t)rp.np, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		r = run_handle(c, rn, &rp, buf);
+	}
+	free(buf);
+	return r;
+}
+
+static int send_exit(struct conn *c, const struct run *rn)
+{
+	int32_t code = -1, sig = 0;
+	uint32_t xflags = 0;
+	if (WIFEXITED(rn->status)) {
+		code = WEXITSTATUS(rn->status);
+	} else if (WIFSIGNALED(rn->status)) {
+		sig = WTERMSIG(rn->status);
+		if (WCOREDUMP(rn->status))
+			xflags |= AGENT_EXIT_CORE;
+	}
+	int r = agent_enc_exit(&c->out, code, sig, xflags);
+	return r < 0 ? r : conn_flush(c);
+}
+
 static int do_exec(struct conn *c, const struct agent_frame *f)
 {
 	struct agent_exec e;
@@ -366,159 +591,24 @@ static int do_exec(struct conn *c, const struct agent_frame *f)
 		agent_exec_free(&e);
 		return send_error(c, ENOMEM, "out of memory");
 	}
-	const char *cwd = *e.cwd ? e.cwd : "/";
-	bool with_stdin = e.flags & AGENT_EXEC_STDIN;
-
 	struct run rn = { .pid = -1, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1 };
-	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, inp[2] = { -1, -1 },
-	    failp[2] = { -1, -1 };
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-	    (with_stdin && pipe2(inp, O_CLOEXEC) < 0) || pipe2(failp, O_CLOEXEC) < 0) {
-		int err = errno;
-		for (int i = 0; i < 2; i++) {
-			close_fd(&outp[i]);
-			close_fd(&errp[i]);
-			close_fd(&inp[i]);
-			close_fd(&failp[i]);
-		}
-		free(env);
-		agent_exec_free(&e);
-		return send_error(c, err, "pipe: %s", strerror(err));
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
-		setsid();
-		int in = with_stdin ? inp[0] : open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (in < 0 || dup2(in, 0) < 0 || dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0)
-			child_fail(failp[1], 3, errno);
-		if (chdir(cwd) < 0)
-			child_fail(failp[1], 1, errno);
-		environ = env;
-		execvp(e.argv[0], (char *const *)e.argv);
-		child_fail(failp[1], 2, errno);
-	}
-	int fork_err = errno;
-	close_fd(&outp[1]);
-	close_fd(&errp[1]);
-	close_fd(&inp[0]);
-	close_fd(&failp[1]);
+	r = exec_spawn(c, &e, env, &rn);
 	free(env);
-	rn.out_fd = outp[0];
-	rn.err_fd = errp[0];
-	rn.in_fd = inp[1];
-	if (pid < 0) {
-		close_fd(&failp[0]);
-		run_cleanup(&rn);
-		agent_exec_free(&e);
-		return send_error(c, fork_err, "fork: %s", strerror(fork_err));
-	}
-	rn.pid = pid;
-	struct child_failure cf;
-	ssize_t n;
-	do
-		n = read(failp[0], &cf, sizeof(cf));
-	while (n < 0 && errno == EINTR);
-	close_fd(&failp[0]);
-	if (n == (ssize_t)sizeof(cf)) {
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		run_cleanup(&rn);
-		if (cf.stage == 1)
-			r = send_error(c, cf.err, "chdir %s: %s", cwd, strerror(cf.err));
-		else if (cf.stage == 2)
-			r = send_error(c, cf.err, "exec %s: %s", e.argv[0], strerror(cf.err));
-		else
-			r = send_error(c, cf.err, "stdio setup: %s", strerror(cf.err));
-		agent_exec_free(&e);
-		return r;
-	}
 	agent_exec_free(&e);
+	if (r != 1)
+		return r;
 
 	set_nonblock(rn.out_fd);
 	set_nonblock(rn.err_fd);
 	if (rn.in_fd >= 0)
 		set_nonblock(rn.in_fd);
-	rn.pidfd = pidfd_open_compat(pid);
+	rn.pidfd = pidfd_open_compat(rn.pid);
 
-	r = agent_enc_started(&c->out, (uint32_t)pid);
+	r = agent_enc_started(&c->out, (uint32_t)rn.pid);
 	if (r == 0)
 		r = conn_flush(c);
-
-	uint8_t *buf = malloc(AGENT_CHUNK);
-	if (!buf && r == 0)
-		r = -ENOMEM;
-	while (r == 0) {
-		run_check_exit(&rn);
-		int64_t t = now_ms();
-		if (rn.exited && ((rn.out_fd < 0 && rn.err_fd < 0) ||
-				  t - rn.last_data >= DRAIN_IDLE_MS || t - rn.exit_at >= DRAIN_MAX_MS))
-			break;
-		struct pollfd p[5];
-		int np = 0, i_sock, i_out = -1, i_err = -1, i_in = -1, i_pid = -1;
-		i_sock = np;
-		p[np++] = (struct pollfd){ c->fd, rn.stdin_buf.len < STDIN_BUFFER_MAX ? POLLIN : 0, 0 };
-		if (rn.out_fd >= 0) {
-			i_out = np;
-			p[np++] = (struct pollfd){ rn.out_fd, POLLIN, 0 };
-		}
-		if (rn.err_fd >= 0) {
-			i_err = np;
-			p[np++] = (struct pollfd){ rn.err_fd, POLLIN, 0 };
-		}
-		if (rn.in_fd >= 0 && rn.stdin_buf.len) {
-			i_in = np;
-			p[np++] = (struct pollfd){ rn.in_fd, POLLOUT, 0 };
-		}
-		if (rn.pidfd >= 0) {
-			i_pid = np;
-			p[np++] = (struct pollfd){ rn.pidfd, POLLIN, 0 };
-		}
-		int timeout = -1;
-		if (rn.exited) {
-			int64_t a = DRAIN_IDLE_MS - (t - rn.last_data), b = DRAIN_MAX_MS - (t - rn.exit_at);
-			timeout = (int)(a < b ? a : b);
-		} else if (rn.pidfd < 0) {
-			timeout = 20; /* no pidfd: poll waitpid */
-		}
-		int pr = poll(p, (nfds_t)np, timeout);
-		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			break;
-		}
-		if (i_out >= 0 && p[i_out].revents)
-			r = pump_output(c, &rn, &rn.out_fd, AGENT_MSG_STDOUT, buf);
-		if (r == 0 && i_err >= 0 && p[i_err].revents)
-			r = pump_output(c, &rn, &rn.err_fd, AGENT_MSG_STDERR, buf);
-		if (r == 0 && i_in >= 0 && p[i_in].revents && rn.in_fd >= 0) {
-			ssize_t w = write(rn.in_fd, rn.stdin_buf.data, rn.stdin_buf.len);
-			if (w > 0) {
-				agent_buf_consume(&rn.stdin_buf, (size_t)w);
-				if (!rn.stdin_buf.len && rn.stdin_eof)
-					close_fd(&rn.in_fd);
-			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-				/* EPIPE: the command closed its stdin; drop the rest. */
-				rn.stdin_buf.len = 0;
-				close_fd(&rn.in_fd);
-			}
-		}
-		if (r == 0 && p[i_sock].revents) {
-			struct agent_frame fr;
-			int fr_r = conn_recv(c, &fr);
-			if (fr_r == 0)
-				r = exec_frame(c, &rn, &fr);
-			else if (fr_r != -ENOMSG) /* unknown types are skipped */
-				r = fr_r;
-		}
-		(void)i_pid; /* pidfd readiness is handled by run_check_exit() */
-	}
-	free(buf);
+	if (r == 0)
+		r = run_relay(c, &rn);
 	if (r < 0) {
 		/* The host went away or broke the protocol: end the command. */
 		run_kill_reap(&rn);
@@ -526,17 +616,7 @@ static int do_exec(struct conn *c, const struct agent_frame *f)
 		return r;
 	}
 	run_cleanup(&rn);
-	int32_t code = -1, sig = 0;
-	uint32_t xflags = 0;
-	if (WIFEXITED(rn.status)) {
-		code = WEXITSTATUS(rn.status);
-	} else if (WIFSIGNALED(rn.status)) {
-		sig = WTERMSIG(rn.status);
-		if (WCOREDUMP(rn.status))
-			xflags |= AGENT_EXIT_CORE;
-	}
-	r = agent_enc_exit(&c->out, code, sig, xflags);
-	return r < 0 ? r : conn_flush(c);
+	return send_exit(c, &rn);
 }
 
 /* ----------------------------------------------------------------- files */
@@ -892,10 +972,30 @@ static void usage(void)
 	say("usage: microvm-agent [--listen unix:PATH | --listen vsock:PORT] [--version]");
 }
 
-int main(int argc, char **argv)
+/* "unix:PATH" or "vsock:PORT" into @ls; false if it is neither. */
+static bool parse_listen(const char *v, struct listen_spec *ls)
 {
-	struct listen_spec ls = { .unix_sock = false, .port = MICROVM_AGENT_PORT };
-	bool explicit_listen = false;
+	if (!strncmp(v, "unix:", 5) && v[5] && strlen(v + 5) < sizeof(ls->path)) {
+		ls->unix_sock = true;
+		memset(ls->path, 0, sizeof(ls->path));
+		memcpy(ls->path, v + 5, strlen(v + 5));
+		return true;
+	}
+	if (!strncmp(v, "vsock:", 6)) {
+		char *end;
+		errno = 0;
+		unsigned long port = strtoul(v + 6, &end, 10);
+		if (!errno && end != v + 6 && !*end && port < UINT32_MAX) {
+			ls->port = (unsigned)port;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The command line into @ls. -1 to go on, else the status to exit with. */
+static int parse_args(int argc, char **argv, struct listen_spec *ls, bool *explicit_listen)
+{
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--version")) {
@@ -904,24 +1004,9 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (!strcmp(a, "--listen") && i + 1 < argc) {
-			const char *v = argv[++i];
-			explicit_listen = true;
-			if (!strncmp(v, "unix:", 5) && v[5] && strlen(v + 5) < sizeof(ls.path)) {
-				ls.unix_sock = true;
-				memset(ls.path, 0, sizeof(ls.path));
-				memcpy(ls.path, v + 5, strlen(v + 5));
+			*explicit_listen = true;
+			if (parse_listen(argv[++i], ls))
 				continue;
-			}
-			char *end;
-			unsigned long port = 0;
-			if (!strncmp(v, "vsock:", 6)) {
-				errno = 0;
-				port = strtoul(v + 6, &end, 10);
-				if (!errno && end != v + 6 && !*end && port < UINT32_MAX) {
-					ls.port = (unsigned)port;
-					continue;
-				}
-			}
 		}
 		if (getpid() != 1) {
 			usage();
@@ -929,11 +1014,12 @@ int main(int argc, char **argv)
 		}
 		/* As PID 1, unknown kernel-provided arguments are ignored. */
 	}
-	bool pid1 = getpid() == 1;
-	if (pid1 && !(explicit_listen && ls.unix_sock))
-		init_setup();
+	return -1;
+}
 
-	/* fds 0-2 must be open so that pipes never land there. */
+/* fds 0-2 must be open so that pipes never land there. */
+static void open_stdio(void)
+{
 	for (int i = 0; i < 3; i++) {
 		if (fcntl(i, F_GETFD) < 0) {
 			int fd = open("/dev/null", O_RDWR);
@@ -943,7 +1029,12 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+}
 
+/* SIGPIPE ignored; SIGCHLD caught, and blocked but while ppoll() waits with
+ * @waitmask. @orig gets the mask the connection handlers restore. */
+static void setup_signals(sigset_t *orig, sigset_t *waitmask)
+{
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
@@ -951,20 +1042,50 @@ int main(int argc, char **argv)
 	sa.sa_flags = SA_NOCLDSTOP;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGCHLD, &sa, NULL);
-	sigset_t chld, orig;
+	sigset_t chld;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, &orig);
-	sigset_t waitmask = orig;
-	sigdelset(&waitmask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, orig);
+	*waitmask = *orig;
+	sigdelset(waitmask, SIGCHLD);
+}
 
+/* Accept every waiting connection, each served by a forked handler with the
+ * signal mask @orig. */
+static void accept_all(int lfd, const sigset_t *orig)
+{
+	for (;;) {
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+			return; /* EAGAIN: none waiting */
+		}
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(lfd);
+			signal(SIGCHLD, SIG_DFL);
+			sigprocmask(SIG_SETMASK, orig, NULL);
+			_exit(handle_connection(cfd));
+		}
+		if (pid < 0)
+			nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+		close(cfd);
+	}
+}
+
+/* Reap children and serve connections on @ls, forever. Returns 1 only if
+ * the socket cannot be opened and this is not PID 1 (which retries). */
+static int serve(const struct listen_spec *ls, bool pid1, const sigset_t *orig,
+		 const sigset_t *waitmask)
+{
 	int lfd = -1;
 	bool reported = false;
 	for (;;) {
 		reap_all();
 		if (lfd < 0) {
 			char why[256];
-			lfd = open_listener(&ls, why, sizeof(why));
+			lfd = open_listener(ls, why, sizeof(why));
 			if (lfd >= 0) {
 				say("MICROVM-AGENT-READY");
 			} else if (!pid1) {
@@ -982,25 +1103,24 @@ int main(int argc, char **argv)
 		 * woken) delays a connection by a second, not forever. */
 		struct pollfd p = { lfd, POLLIN, 0 };
 		struct timespec wait = { lfd >= 0 ? 1 : 2, 0 };
-		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, &waitmask);
-		while (lfd >= 0) {
-			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (cfd < 0) {
-				if (errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
-				    errno == ENOBUFS)
-					nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-				break; /* EAGAIN: none waiting */
-			}
-			pid_t pid = fork();
-			if (pid == 0) {
-				close(lfd);
-				signal(SIGCHLD, SIG_DFL);
-				sigprocmask(SIG_SETMASK, &orig, NULL);
-				_exit(handle_connection(cfd));
-			}
-			if (pid < 0)
-				nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
-			close(cfd);
-		}
+		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, waitmask);
+		if (lfd >= 0)
+			accept_all(lfd, orig);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct listen_spec ls = { .unix_sock = false, .port = MICROVM_AGENT_PORT };
+	bool explicit_listen = false;
+	int r = parse_args(argc, argv, &ls, &explicit_listen);
+	if (r >= 0)
+		return r;
+	bool pid1 = getpid() == 1;
+	if (pid1 && !(explicit_listen && ls.unix_sock))
+		init_setup();
+	open_stdio();
+	sigset_t orig, waitmask;
+	setup_signals(&orig, &waitmask);
+	return serve(&ls, pid1, &orig, &waitmask);
 }

@@ -600,6 +600,79 @@ static int read_stdin_fd(struct exec_state *st)
 	return 0;
 }
 
+/* While the command runs: forward the signals asked for meanwhile, kill it
+ * once at its @deadline, queue stdin data. 0 or negative errno. */
+static int exec_queue_requests(struct exec_state *st, int64_t deadline, bool *timed_out)
+{
+	microvm_agent *a = st->a;
+	pthread_mutex_lock(&a->lock);
+	uint64_t sigs = a->pending_sigs;
+	a->pending_sigs = 0;
+	pthread_mutex_unlock(&a->lock);
+	int r;
+	for (int s = 1; s <= 64 && sigs; s++) {
+		if (sigs & (1ull << (s - 1))) {
+			sigs &= ~(1ull << (s - 1));
+			if ((r = queue_signal(st, s)) < 0)
+				return r;
+		}
+	}
+	if (deadline >= 0 && !*timed_out && now_ms() >= deadline) {
+		*timed_out = true;
+		st->res->flags |= MICROVM_EXEC_TIMED_OUT;
+		if ((r = queue_kill(st)) < 0)
+			return r;
+	}
+	r = queue_stdin_data(st);
+	return r < 0 ? r : 0;
+}
+
+/* Wait for the agent's socket, a wake-up or the caller's stdin until the
+ * next deadline, and take what came. 0 or negative errno (broken). */
+static int exec_poll(struct exec_state *st, int64_t deadline, int64_t start_deadline)
+{
+	microvm_agent *a = st->a;
+	const microvm_exec_config *cfg = st->cfg;
+	struct pollfd p[3];
+	int np = 0, i_in = -1, r;
+	p[np++] = (struct pollfd){ a->fd, (short)(POLLIN | (a->out.len ? POLLOUT : 0)), 0 };
+	p[np++] = (struct pollfd){ a->wake_fd, POLLIN, 0 };
+	if (st->started && st->stdin_phase == 1 && a->out.len < AGENT_CHUNK && !st->kill_sent) {
+		i_in = np;
+		p[np++] = (struct pollfd){ cfg->stdin_fd, POLLIN, 0 };
+	}
+	int64_t wake = -1;
+	if (!st->started)
+		wake = start_deadline;
+	else if (st->kill_sent)
+		wake = st->kill_deadline;
+	else if (deadline >= 0)
+		wake = deadline;
+	int pr = poll(p, (nfds_t)np, left_ms(wake));
+	if (pr < 0) {
+		if (errno == EINTR)
+			return 0;
+		return broken(a, -errno, "poll: %s", strerror(errno));
+	}
+	if (pr == 0) {
+		if (!st->started && start_deadline >= 0 && now_ms() >= start_deadline)
+			return broken(a, -ETIMEDOUT, "agent did not start the command in time");
+		if (st->kill_sent && now_ms() >= st->kill_deadline)
+			return broken(a, -ETIMEDOUT, "agent did not confirm the kill");
+		return 0;
+	}
+	if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && (r = recv_some(a)) < 0)
+		return r;
+	if (p[1].revents & POLLIN) {
+		uint64_t v;
+		ssize_t n = read(a->wake_fd, &v, sizeof(v));
+		(void)n;
+	}
+	if (i_in >= 0 && p[i_in].revents && (r = read_stdin_fd(st)) < 0)
+		return r;
+	return 0;
+}
+
 static int exec_loop(struct exec_state *st)
 {
 	microvm_agent *a = st->a;
@@ -613,27 +686,8 @@ static int exec_loop(struct exec_state *st)
 			return r;
 		if (st->done)
 			break;
-		if (st->started) {
-			pthread_mutex_lock(&a->lock);
-			uint64_t sigs = a->pending_sigs;
-			a->pending_sigs = 0;
-			pthread_mutex_unlock(&a->lock);
-			for (int s = 1; s <= 64 && sigs; s++) {
-				if (sigs & (1ull << (s - 1))) {
-					sigs &= ~(1ull << (s - 1));
-					if ((r = queue_signal(st, s)) < 0)
-						return r;
-				}
-			}
-			if (deadline >= 0 && !timed_out && now_ms() >= deadline) {
-				timed_out = true;
-				st->res->flags |= MICROVM_EXEC_TIMED_OUT;
-				if ((r = queue_kill(st)) < 0)
-					return r;
-			}
-			if ((r = queue_stdin_data(st)) < 0)
-				return r;
-		}
+		if (st->started && (r = exec_queue_requests(st, deadline, &timed_out)) < 0)
+			return r;
 		if ((r = send_some(a)) < 0)
 			return r;
 		/* More stdin to queue and room for it: queue it now instead of
@@ -641,49 +695,8 @@ static int exec_loop(struct exec_state *st)
 		 * (a command that reads all its input before writing). */
 		if (st->started && st->stdin_phase == 0 && a->out.len < AGENT_CHUNK)
 			continue;
-
-		struct pollfd p[3];
-		int np = 0, i_in = -1;
-		p[np++] = (struct pollfd){ a->fd, (short)(POLLIN | (a->out.len ? POLLOUT : 0)), 0 };
-		p[np++] = (struct pollfd){ a->wake_fd, POLLIN, 0 };
-		if (st->started && st->stdin_phase == 1 && a->out.len < AGENT_CHUNK && !st->kill_sent) {
-			i_in = np;
-			p[np++] = (struct pollfd){ cfg->stdin_fd, POLLIN, 0 };
-		}
-		int64_t wake = -1;
-		if (!st->started)
-			wake = start_deadline;
-		else if (st->kill_sent)
-			wake = st->kill_deadline;
-		else if (deadline >= 0)
-			wake = deadline;
-		int pr = poll(p, (nfds_t)np, left_ms(wake));
-		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			return broken(a, -errno, "poll: %s", strerror(errno));
-		}
-		if (pr == 0) {
-			if (!st->started && start_deadline >= 0 && now_ms() >= start_deadline)
-				return broken(a, -ETIMEDOUT, "agent did not start the command in time");
-			if (st->kill_sent && now_ms() >= st->kill_deadline)
-				return broken(a, -ETIMEDOUT, "agent did not confirm the kill");
-			continue;
-		}
-		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			r = recv_some(a);
-			if (r < 0)
-				return r;
-		}
-		if (p[1].revents & POLLIN) {
-			uint64_t v;
-			ssize_t n = read(a->wake_fd, &v, sizeof(v));
-			(void)n;
-		}
-		if (i_in >= 0 && p[i_in].revents) {
-			if ((r = read_stdin_fd(st)) < 0)
-				return r;
-		}
+		if ((r = exec_poll(st, deadline, start_deadline)) < 0)
+			return r;
 	}
 	/* Complete what was queued (the agent ignores late STDIN/SIGNAL). */
 	return flush_out(a, a->io_timeout);

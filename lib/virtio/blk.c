@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "backend/block.h"
+#include "errbuf.h"
 #include "virtio/queue.h"
 #include "errbuf.h"
 #include "vm.h"
@@ -463,13 +464,7 @@ int blk_process_queue(struct virtio_blk *b, struct virtq *q)
 			b->stalled = true; /* resumed by blk_complete() */
 			break;
 		}
-		int r = virtq_pop(q, &b->chain);
-		if (r == 0) {
-			/* Empty: ask for a notification, then look once more
-			 * (the driver may have added a chain meanwhile). */
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, &b->chain);
-		}
+		int r = virtq_pop_or_enable_notify(q, &b->chain);
 		if (r < 0) {
 			ret = -EIO;
 			break;
@@ -556,77 +551,75 @@ void blk_config_read(struct virtio_blk *b, uint32_t off, void *data, uint32_t le
 	memcpy(data, b->config + off, len);
 }
 
-#define ERR(...) (snprintf(err, errlen, __VA_ARGS__))
-
-int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *serial,
-	     struct virtio_blk **out, char *err, size_t errlen)
+/* Size in bytes of the regular file or block device @fd; at least a sector. */
+static int blk_measure(int fd, const char *path, bool *is_blkdev, uint64_t *bytes, char *err,
+		       size_t errlen)
 {
-	*out = NULL;
-	if (!path) {
-		ERR("path is NULL");
-		return -EINVAL;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		return errbuf_fail(err, errlen, -e, "%s: %s", path, strerror(e));
 	}
-	if (serial && strnlen(serial, VIRTIO_BLK_ID_BYTES + 1) > VIRTIO_BLK_ID_BYTES) {
-		ERR("%s: serial \"%.24s...\" is longer than %u bytes", path, serial,
-		    VIRTIO_BLK_ID_BYTES);
-		return -EINVAL;
+	*is_blkdev = S_ISBLK(st.st_mode);
+	if (S_ISREG(st.st_mode)) {
+		*bytes = (uint64_t)st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, bytes) < 0) {
+			int e = errno;
+			return errbuf_fail(err, errlen, -e, "%s: cannot get the device size: %s", path,
+					   strerror(e));
+		}
+	} else {
+		return errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file or block device", path);
 	}
-	bool ro = flags & MICROVM_DISK_READ_ONLY;
+	if (*bytes < VIRTIO_BLK_SECTOR_SIZE)
+		return errbuf_fail(err, errlen, -EINVAL, "%s: %llu bytes is smaller than one %u-byte sector",
+				   path, (unsigned long long)*bytes, VIRTIO_BLK_SECTOR_SIZE);
+	return 0;
+}
+
+/* Open the disk image or block device @path (read-only if @ro) in blocking
+ * mode, and measure it. */
+static int blk_open_file(const char *path, bool ro, int *fdp, bool *is_blkdev, uint64_t *bytes,
+			 char *err, size_t errlen)
+{
 	/* O_NONBLOCK: opening a FIFO must not hang (it is rejected below). */
 	int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
-		if (e == EISDIR) {
-			ERR("%s: not a regular file or block device", path);
-			return -EINVAL;
-		}
-		ERR("%s: %s", path, strerror(e));
-		return -e;
+		if (e == EISDIR)
+			return errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file or block device",
+					   path);
+		return errbuf_fail(err, errlen, -e, "%s: %s", path, strerror(e));
 	}
-	struct stat st;
-	uint64_t bytes = 0;
-	int r = 0;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		ERR("%s: %s", path, strerror(errno));
-	} else if (S_ISREG(st.st_mode)) {
-		bytes = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &bytes) < 0) {
-			r = -errno;
-			ERR("%s: cannot get the device size: %s", path, strerror(errno));
-		}
-	} else {
-		r = -EINVAL;
-		ERR("%s: not a regular file or block device", path);
-	}
-	if (r == 0 && bytes < VIRTIO_BLK_SECTOR_SIZE) {
-		r = -EINVAL;
-		ERR("%s: %llu bytes is smaller than one %u-byte sector", path,
-		    (unsigned long long)bytes, VIRTIO_BLK_SECTOR_SIZE);
-	}
+	int r = blk_measure(fd, path, is_blkdev, bytes, err, errlen);
 	int fl = r == 0 ? fcntl(fd, F_GETFL) : 0;
 	if (r == 0 && (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) {
-		r = -errno;
-		ERR("%s: fcntl: %s", path, strerror(errno));
-	}
-	struct virtio_blk *b = NULL;
-	if (r == 0 && (!(b = calloc(1, sizeof(*b))) || !(b->path = strdup(path)))) {
-		r = -ENOMEM;
-		ERR("%s: out of memory", path);
+		int e = errno;
+		r = errbuf_fail(err, errlen, -e, "%s: fcntl: %s", path, strerror(e));
 	}
 	if (r < 0) {
-		if (b)
-			free(b->path);
-		free(b);
 		close(fd);
 		return r;
 	}
+	*fdp = fd;
+	return 0;
+}
 
+/* The device state for the open disk @fd of @bytes, all requests free; NULL
+ * when out of memory. */
+static struct virtio_blk *blk_new(struct microvm *vm, const char *path, int fd, bool ro,
+				  bool is_blkdev, uint64_t bytes, const char *serial)
+{
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b || !(b->path = strdup(path))) {
+		free(b);
+		return NULL;
+	}
 	b->vm = vm;
 	b->fd = fd;
 	b->read_only = ro;
-	b->is_blkdev = S_ISBLK(st.st_mode);
+	b->is_blkdev = is_blkdev;
 	b->capacity = bytes / VIRTIO_BLK_SECTOR_SIZE;
 	b->features = ro ? BLK_FEATURES_RO : BLK_FEATURES_RW;
 	if (serial)
@@ -636,16 +629,39 @@ int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *s
 		req_put(b, &b->reqs[i]);
 	}
 	build_config(b);
+	return b;
+}
+
+int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *serial,
+	     struct virtio_blk **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!path)
+		return errbuf_fail(err, errlen, -EINVAL, "path is NULL");
+	if (serial && strnlen(serial, VIRTIO_BLK_ID_BYTES + 1) > VIRTIO_BLK_ID_BYTES)
+		return errbuf_fail(err, errlen, -EINVAL, "%s: serial \"%.24s...\" is longer than %u bytes",
+				   path, serial, VIRTIO_BLK_ID_BYTES);
+	bool ro = flags & MICROVM_DISK_READ_ONLY;
+	int fd = -1;
+	bool is_blkdev = false;
+	uint64_t bytes = 0;
+	int r = blk_open_file(path, ro, &fd, &is_blkdev, &bytes, err, errlen);
+	if (r < 0)
+		return r;
+	struct virtio_blk *b = blk_new(vm, path, fd, ro, is_blkdev, bytes, serial);
+	if (!b) {
+		close(fd);
+		return errbuf_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+	}
 
 	int why = 0;
 	r = blk_backend_open(&b->be, fd, VIRTIO_BLK_QUEUE_DEPTH,
 			     flags & MICROVM_DISK_BACKEND_SYNC, io_done, b, &why);
 	if (r < 0) {
-		ERR("%s: I/O backend: %s", path, strerror(-r));
 		free(b->path);
 		free(b);
 		close(fd);
-		return r;
+		return errbuf_fail(err, errlen, r, "%s: I/O backend: %s", path, strerror(-r));
 	}
 	if (why)
 		blk_log(b, MICROVM_LOG_WARN, "disk %s: io_uring unavailable (%s); using the "
@@ -777,11 +793,9 @@ static int blk_dev_load(void *opaque, struct virtio_device *vdev, const void *fd
 	int r = st_get_u64(fdt, node, "capacity", &cap, err, errlen);
 	if (r < 0)
 		return r;
-	if (cap != b->capacity) {
-		snprintf(err, errlen, "disk %s: %llu sectors, the snapshot's disk had %llu",
-			 b->path, (unsigned long long)b->capacity, (unsigned long long)cap);
-		return -EINVAL;
-	}
+	if (cap != b->capacity)
+		return errbuf_fail(err, errlen, -EINVAL, "disk %s: %llu sectors, the snapshot's disk had %llu",
+				   b->path, (unsigned long long)b->capacity, (unsigned long long)cap);
 	return 0;
 }
 

@@ -259,11 +259,7 @@ static int tx_fill(struct virtio_console *c, struct virtq *q, uint32_t *pushed)
 	struct virtq_chain *ch = c->txc;
 	while (c->blen < VIRTIO_CONSOLE_TX_BUF) {
 		if (!c->cur_valid) {
-			int r = virtq_pop(q, ch);
-			if (r == 0) {
-				virtq_set_avail_event(q);
-				r = virtq_pop(q, ch);
-			}
+			int r = virtq_pop_or_enable_notify(q, ch);
 			if (r < 0)
 				return -EIO;
 			if (r == 0)
@@ -334,11 +330,7 @@ int virtio_console_rx(struct virtio_console *c, struct virtq *q, int batch, uint
 			return VCON_RX_MORE;
 		if (!input_ready(c))
 			return VCON_RX_IDLE;
-		int r = virtq_pop(q, ch);
-		if (r == 0) {
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, ch);
-		}
+		int r = virtq_pop_or_enable_notify(q, ch);
 		if (r < 0)
 			return -EIO;
 		if (r == 0)

@@ -333,6 +333,17 @@ void virtq_set_avail_event(struct virtq *q)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+int virtq_pop_or_enable_notify(struct virtq *q, struct virtq_chain *c)
+{
+	int r = virtq_pop(q, c);
+	if (r != 0)
+		return r;
+	/* Empty: ask for a notification, then look once more (the driver may
+	 * have added a chain before it could see the new avail_event). */
+	virtq_set_avail_event(q);
+	return virtq_pop(q, c);
+}
+
 /*
  * Copy between a flat buffer and iov[0 .. n), skipping the first @off bytes of
  * the iovecs: into the iovecs from @src when it is non-NULL, else from the

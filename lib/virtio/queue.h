@@ -82,6 +82,15 @@ bool virtq_should_notify(struct virtq *q);
  */
 void virtq_set_avail_event(struct virtq *q);
 
+/*
+ * virtq_pop(), and when the ring is empty: virtq_set_avail_event() and one
+ * more virtq_pop(), so a chain the driver adds before it sees the new
+ * avail_event is not left waiting for a notification that never comes.
+ * Returns 1 and fills @c, 0 if the ring is still empty (notification
+ * requested), -EIO if the ring is malformed.
+ */
+int virtq_pop_or_enable_notify(struct virtq *q, struct virtq_chain *c);
+
 /* The iovecs covering bytes [@off, @off + @len) of @src (@n entries) into
  * @dst (room for @n entries). Returns how many were written. */
 uint32_t virtq_iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint64_t len,

@@ -87,13 +87,7 @@ static uint32_t fill_random(const struct virtq_chain *c, uint32_t want, int *err
 int virtio_rng_process(struct virtq *q, struct virtq_chain *c, uint32_t *pushed)
 {
 	for (;;) {
-		int r = virtq_pop(q, c);
-		if (r == 0) {
-			/* With EVENT_IDX: ask for a notification at the next
-			 * request, then look again (it may have just arrived). */
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, c);
-		}
+		int r = virtq_pop_or_enable_notify(q, c);
 		if (r < 0)
 			return -EIO;
 		if (r == 0)

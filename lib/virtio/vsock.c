@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errbuf.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
@@ -598,11 +599,7 @@ static void mark_broken(struct virtio_vsock *v, const char *why)
 static int pop_in(struct virtio_vsock *v, struct virtq *q, uint32_t min, const char *what)
 {
 	struct virtq_chain *ch = &v->chain;
-	int r = virtq_pop(q, ch);
-	if (r == 0) {
-		virtq_set_avail_event(q);
-		r = virtq_pop(q, ch);
-	}
+	int r = virtq_pop_or_enable_notify(q, ch);
 	if (r < 0) {
 		mark_broken(v, what);
 		return -1;
@@ -1025,6 +1022,59 @@ static void on_established(struct virtio_vsock *v, struct vsock_conn *c)
 	conn_flush(v, c);
 }
 
+/* A well-formed packet @h other than RST for the open stream @c. */
+static void established_packet(struct virtio_vsock *v, struct vsock_conn *c,
+			       const struct vsock_hdr *h, const struct virtq_chain *ch)
+{
+	switch (h->op) {
+	case VSOCK_OP_RW:
+		guest_rw(v, c, h, ch);
+		break;
+	case VSOCK_OP_SHUTDOWN:
+		guest_shutdown(v, c, h->flags);
+		break;
+	case VSOCK_OP_CREDIT_UPDATE:
+		break; /* credit taken by conn_packet */
+	case VSOCK_OP_CREDIT_REQUEST:
+		c->ctl |= CTL_CREDIT;
+		break;
+	default: /* REQUEST or RESPONSE on an open stream */
+		conn_reset(v, c, -ECONNRESET);
+		break;
+	}
+}
+
+/* A well-formed packet @h for the existing connection @c (not closing). */
+static void conn_packet(struct virtio_vsock *v, struct vsock_conn *c, const struct vsock_hdr *h,
+			const struct virtq_chain *ch)
+{
+	c->peer_buf_alloc = h->buf_alloc;
+	c->peer_fwd_cnt = h->fwd_cnt;
+	if (h->op == VSOCK_OP_RST) {
+		conn_free(v, c, c->state == CS_REQUEST ? -ECONNREFUSED : -ECONNRESET);
+		return;
+	}
+	switch (c->state) {
+	case CS_REQUEST:
+		if (h->op == VSOCK_OP_RESPONSE && c->req_sent)
+			on_established(v, c);
+		else
+			conn_reset(v, c, -ECONNREFUSED);
+		break;
+	case CS_CONNECTING:
+		if (h->op != VSOCK_OP_CREDIT_UPDATE && h->op != VSOCK_OP_CREDIT_REQUEST)
+			conn_reset(v, c, 0);
+		break;
+	case CS_ESTABLISHED:
+		established_packet(v, c, h, ch);
+		break;
+	default:
+		break;
+	}
+	conn_watch(v, c);
+	rx_want(v, c);
+}
+
 /* One packet from the tx queue. */
 static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 {
@@ -1066,47 +1116,7 @@ static void guest_packet(struct virtio_vsock *v, const struct virtq_chain *ch)
 			reply_rst(v, &h);
 		return;
 	}
-
-	c->peer_buf_alloc = h.buf_alloc;
-	c->peer_fwd_cnt = h.fwd_cnt;
-	if (h.op == VSOCK_OP_RST) {
-		conn_free(v, c, c->state == CS_REQUEST ? -ECONNREFUSED : -ECONNRESET);
-		return;
-	}
-	switch (c->state) {
-	case CS_REQUEST:
-		if (h.op == VSOCK_OP_RESPONSE && c->req_sent)
-			on_established(v, c);
-		else
-			conn_reset(v, c, -ECONNREFUSED);
-		break;
-	case CS_CONNECTING:
-		if (h.op != VSOCK_OP_CREDIT_UPDATE && h.op != VSOCK_OP_CREDIT_REQUEST)
-			conn_reset(v, c, 0);
-		break;
-	case CS_ESTABLISHED:
-		switch (h.op) {
-		case VSOCK_OP_RW:
-			guest_rw(v, c, &h, ch);
-			break;
-		case VSOCK_OP_SHUTDOWN:
-			guest_shutdown(v, c, h.flags);
-			break;
-		case VSOCK_OP_CREDIT_UPDATE:
-			break; /* credit taken above */
-		case VSOCK_OP_CREDIT_REQUEST:
-			c->ctl |= CTL_CREDIT;
-			break;
-		default: /* REQUEST or RESPONSE on an open stream */
-			conn_reset(v, c, -ECONNRESET);
-			break;
-		}
-		break;
-	default:
-		break;
-	}
-	conn_watch(v, c);
-	rx_want(v, c);
+	conn_packet(v, c, &h, ch);
 }
 
 static void tx_process(struct virtio_vsock *v)
@@ -1117,11 +1127,7 @@ static void tx_process(struct virtio_vsock *v)
 	struct virtq_chain *ch = &v->chain;
 	uint32_t pushed = 0;
 	for (;;) {
-		int r = virtq_pop(q, ch);
-		if (r == 0) {
-			virtq_set_avail_event(q);
-			r = virtq_pop(q, ch);
-		}
+		int r = virtq_pop_or_enable_notify(q, ch);
 		if (r < 0) {
 			mark_broken(v, "malformed tx ring");
 			break;
@@ -1184,31 +1190,26 @@ int virtio_vsock_listen(struct virtio_vsock *v, char *err, size_t errlen)
 	if (!v->uds_path || v->listen_fd >= 0)
 		return 0;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(v->uds_path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "%s: path too long", v->uds_path);
-		return -ENAMETOOLONG;
-	}
+	if (strlen(v->uds_path) >= sizeof(sa.sun_path))
+		return errbuf_fail(err, errlen, -ENAMETOOLONG, "%s: path too long", v->uds_path);
 	strcpy(sa.sun_path, v->uds_path);
 	struct stat st;
 	if (lstat(v->uds_path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s: exists and is not a socket", v->uds_path);
-			return -EEXIST;
-		}
+		if (!S_ISSOCK(st.st_mode))
+			return errbuf_fail(err, errlen, -EEXIST, "%s: exists and is not a socket",
+					   v->uds_path);
 		unlink(v->uds_path); /* a stale socket of an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		int e = -errno;
-		snprintf(err, errlen, "socket: %s", strerror(-e));
-		return e;
+		int e = errno;
+		return errbuf_fail(err, errlen, -e, "socket: %s", strerror(e));
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
 	    stat(v->uds_path, &st) < 0) {
-		int e = -errno;
-		snprintf(err, errlen, "%s: %s", v->uds_path, strerror(-e));
+		int e = errno;
 		close(fd);
-		return e;
+		return errbuf_fail(err, errlen, -e, "%s: %s", v->uds_path, strerror(e));
 	}
 	v->listen_fd = fd;
 	v->listen_dev = st.st_dev;

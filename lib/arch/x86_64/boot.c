@@ -77,13 +77,11 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 	if (size >= 4 && memcmp(img, "\177ELF", 4) == 0) {
 		struct elf_image ei;
 		r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
-		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT) {
-			snprintf(why, sizeof(why),
-				 "loads up to 0x%llx; it must lie below 0x%llx (the boot page "
-				 "tables map only low memory)",
-				 (unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
-			r = -ENOEXEC;
-		}
+		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT)
+			r = errbuf_fail(why, sizeof(why), -ENOEXEC,
+					"loads up to 0x%llx; it must lie below 0x%llx (the boot page "
+					"tables map only low memory)",
+					(unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
 		if (r == 0) {
 			bi->entry = ei.entry;
 			bi->kernel_end = ei.load_hi;
@@ -99,8 +97,7 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 			memcpy(bi->setup_hdr, zi.hdr, zi.hdr_len);
 		}
 	} else {
-		snprintf(why, sizeof(why), "not an ELF vmlinux or a bzImage");
-		r = -ENOEXEC;
+		r = errbuf_fail(why, sizeof(why), -ENOEXEC, "not an ELF vmlinux or a bzImage");
 	}
 	free(img);
 	if (r < 0)
@@ -146,10 +143,9 @@ static void add_e820(uint8_t *bp, uint64_t addr, uint64_t size, uint32_t type)
 	bp[BP_E820_ENTRIES] = n + 1;
 }
 
-int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
-		      char *err, size_t errlen)
+/* The command line must fit in our buffer and in what a bzImage accepts. */
+static int boot_check_cmdline(size_t cmdlen, const struct boot_info *bi, char *err, size_t errlen)
 {
-	size_t cmdlen = cmdline ? strlen(cmdline) : 0;
 	if (cmdlen >= MICROVM_MAX_CMDLINE)
 		return errbuf_fail(err, errlen, -E2BIG, "command line is %zu bytes (max %d)", cmdlen,
 			    MICROVM_MAX_CMDLINE - 1);
@@ -163,9 +159,12 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 				    "(cmdline_size)",
 				    cmdlen, max);
 	}
-	if (mem->low_size < HIGH_MEMORY_START + 0x100000)
-		return errbuf_fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
+	return 0;
+}
 
+/* GDT, an empty IDT and the identity page tables the boot vCPU starts with. */
+static void boot_write_gdt_and_page_tables(struct guest_mem *mem)
+{
 	/* GDT: null, null, code64 (0x10), data (0x18), TSS (0x20). */
 	uint64_t gdt[5] = {
 		0,
@@ -189,14 +188,11 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 		put64(pdpt + 8 * i, (BOOT_PD_ADDR + 4096 * i) | 0x3);
 	for (uint64_t i = 0; i < 4 * 512; i++)
 		put64(pd + 8 * i, (i << 21) | 0x83); /* present, writable, 2 MiB */
+}
 
-	/* Command line. */
-	uint8_t *cl = gm_ptr(mem, BOOT_CMDLINE_ADDR, MICROVM_MAX_CMDLINE);
-	memset(cl, 0, MICROVM_MAX_CMDLINE);
-	if (cmdlen)
-		memcpy(cl, cmdline, cmdlen);
-
-	/* Zero page. */
+/* Fill the zero page (boot_params) but for the RSDP and the E820 map. */
+static uint8_t *boot_write_zero_page(struct guest_mem *mem, const struct boot_info *bi)
+{
 	uint8_t *bp = gm_ptr(mem, BOOT_PARAMS_ADDR, BP_SIZE);
 	memset(bp, 0, BP_SIZE);
 	if (bi->setup_hdr_len) {
@@ -218,9 +214,15 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 		put32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(bi->initrd_addr >> 32));
 		put32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(bi->initrd_size >> 32));
 	}
+	return bp;
+}
 
-	/* Firmware tables: MP table (EBDA) for kernels with MPPARSE, ACPI for
-	 * the others (distribution kernels) and for power-off. */
+/* Firmware tables: MP table (EBDA) for kernels with MPPARSE, ACPI for the
+ * others (distribution kernels) and for power-off. The RSDP's address goes
+ * into the zero page @bp. */
+static int boot_write_firmware_tables(struct guest_mem *mem, const struct boot_info *bi,
+				      uint8_t *bp, char *err, size_t errlen)
+{
 	uint32_t ncpus = bi->ncpus ? bi->ncpus : 1;
 	uint64_t rsdp = 0;
 	int r = mptable_write(mem, ncpus, err, errlen);
@@ -229,6 +231,31 @@ int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct b
 	if (r < 0)
 		return r;
 	put64(bp + ACPI_BOOT_PARAMS_RSDP_OFFSET, rsdp);
+	return 0;
+}
+
+int boot_setup_memory(struct guest_mem *mem, const char *cmdline, const struct boot_info *bi,
+		      char *err, size_t errlen)
+{
+	size_t cmdlen = cmdline ? strlen(cmdline) : 0;
+	int r = boot_check_cmdline(cmdlen, bi, err, errlen);
+	if (r < 0)
+		return r;
+	if (mem->low_size < HIGH_MEMORY_START + 0x100000)
+		return errbuf_fail(err, errlen, -EINVAL, "guest RAM too small for boot structures");
+
+	boot_write_gdt_and_page_tables(mem);
+
+	/* Command line. */
+	uint8_t *cl = gm_ptr(mem, BOOT_CMDLINE_ADDR, MICROVM_MAX_CMDLINE);
+	memset(cl, 0, MICROVM_MAX_CMDLINE);
+	if (cmdlen)
+		memcpy(cl, cmdline, cmdlen);
+
+	uint8_t *bp = boot_write_zero_page(mem, bi);
+	r = boot_write_firmware_tables(mem, bi, bp, err, errlen);
+	if (r < 0)
+		return r;
 
 	add_e820(bp, 0, EBDA_START, E820_RAM);
 	add_e820(bp, EBDA_START, HIGH_MEMORY_START - EBDA_START, E820_RESERVED);

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 
 #include "arch/x86_64/layout.h"
+#include "errbuf.h"
 
 int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 {
@@ -99,50 +100,44 @@ static int setup_msrs(int fd)
 	return n == 2 ? 0 : -EINVAL;
 }
 
-int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
-		   uint64_t entry, const char **what)
+/* Report the failure @r (negative errno) of the ioctl @name. */
+static int ioctl_fail(char *err, size_t errlen, const char *name, int r)
+{
+	return errbuf_fail(err, errlen, r, "%s: %s", name, strerror(-r));
+}
+
+/* CPUID from @base with the APIC ID and topology of vCPU @index of @count. */
+static int set_cpuid(int fd, const struct kvm_cpuid2 *base, uint32_t index, uint32_t count,
+		     char *err, size_t errlen)
 {
 	size_t sz = sizeof(*base) + base->nent * sizeof(base->entries[0]);
 	struct kvm_cpuid2 *c = malloc(sz);
 	if (!c)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "KVM_SET_CPUID2: out of memory for the CPUID table");
 	memcpy(c, base, sz);
 	fix_cpuid(c, index, count);
-	int r = ioctl(fd, KVM_SET_CPUID2, c);
+	int r = ioctl(fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
 	free(c);
-	if (r < 0) {
-		*what = "KVM_SET_CPUID2";
-		return -errno;
-	}
+	return r < 0 ? ioctl_fail(err, errlen, "KVM_SET_CPUID2", r) : 0;
+}
 
+/* FPU control and SSE status words as after FNINIT and reset. */
+static int setup_fpu(int fd)
+{
 	struct kvm_fpu fpu;
 	memset(&fpu, 0, sizeof(fpu));
 	fpu.fcw = 0x37f;
 	fpu.mxcsr = 0x1f80;
-	if (ioctl(fd, KVM_SET_FPU, &fpu) < 0) {
-		*what = "KVM_SET_FPU";
-		return -errno;
-	}
+	return ioctl(fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
 
-	r = setup_lapic(fd);
-	if (r < 0) {
-		*what = "KVM_GET/SET_LAPIC";
-		return r;
-	}
-	r = setup_msrs(fd);
-	if (r < 0) {
-		*what = "KVM_SET_MSRS";
-		return r;
-	}
-
-	if (index != 0)
-		return 0; /* application processors wait for INIT/SIPI */
-
+/* Long mode with flat segments from the boot GDT and the boot page tables
+ * (written by boot_setup_memory). */
+static int setup_boot_sregs(int fd, char *err, size_t errlen)
+{
 	struct kvm_sregs s;
-	if (ioctl(fd, KVM_GET_SREGS, &s) < 0) {
-		*what = "KVM_GET_SREGS";
-		return -errno;
-	}
+	if (ioctl(fd, KVM_GET_SREGS, &s) < 0)
+		return ioctl_fail(err, errlen, "KVM_GET_SREGS", -errno);
 	struct kvm_segment code = {
 		.base = 0, .limit = 0xffffffff, .selector = BOOT_CS, .type = 0xb,
 		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
@@ -166,11 +161,14 @@ int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpui
 	s.cr3 = BOOT_PML4_ADDR;
 	s.cr4 = 0x20; /* PAE */
 	s.efer = 0x500; /* LME | LMA */
-	if (ioctl(fd, KVM_SET_SREGS, &s) < 0) {
-		*what = "KVM_SET_SREGS";
-		return -errno;
-	}
+	if (ioctl(fd, KVM_SET_SREGS, &s) < 0)
+		return ioctl_fail(err, errlen, "KVM_SET_SREGS", -errno);
+	return 0;
+}
 
+/* Start at @entry on the boot stack with RSI = boot_params. */
+static int setup_boot_regs(int fd, uint64_t entry)
+{
 	struct kvm_regs regs;
 	memset(&regs, 0, sizeof(regs));
 	regs.rflags = 0x2;
@@ -178,9 +176,33 @@ int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpui
 	regs.rsp = BOOT_STACK_TOP;
 	regs.rbp = BOOT_STACK_TOP;
 	regs.rsi = BOOT_PARAMS_ADDR;
-	if (ioctl(fd, KVM_SET_REGS, &regs) < 0) {
-		*what = "KVM_SET_REGS";
-		return -errno;
-	}
+	return ioctl(fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
+}
+
+int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
+		   uint64_t entry, char *err, size_t errlen)
+{
+	int r = set_cpuid(fd, base, index, count, err, errlen);
+	if (r < 0)
+		return r;
+	r = setup_fpu(fd);
+	if (r < 0)
+		return ioctl_fail(err, errlen, "KVM_SET_FPU", r);
+	r = setup_lapic(fd);
+	if (r < 0)
+		return ioctl_fail(err, errlen, "KVM_GET/SET_LAPIC", r);
+	r = setup_msrs(fd);
+	if (r < 0)
+		return ioctl_fail(err, errlen, "KVM_SET_MSRS", r);
+
+	if (index != 0)
+		return 0; /* application processors wait for INIT/SIPI */
+
+	r = setup_boot_sregs(fd, err, errlen);
+	if (r < 0)
+		return r;
+	r = setup_boot_regs(fd, entry);
+	if (r < 0)
+		return ioctl_fail(err, errlen, "KVM_SET_REGS", r);
 	return 0;
 }

@@ -2,6 +2,7 @@
 #ifndef MICROVM_X86_CPU_H
 #define MICROVM_X86_CPU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct kvm_cpuid2;
@@ -13,10 +14,10 @@ int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out);
  * Configure vCPU @index of @count: CPUID from @base (APIC ID and topology
  * adjusted), FPU defaults, and for the boot vCPU (index 0) the 64-bit entry
  * state at @entry with RSI = boot_params. Other vCPUs stay in the
- * wait-for-SIPI state, as on real hardware. 0 or negative errno; @what is set
- * to the failing ioctl's name.
+ * wait-for-SIPI state, as on real hardware. 0 or negative errno, with a
+ * message naming the failing ioctl in @err (@errlen bytes).
  */
 int x86_vcpu_setup(int vcpu_fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
-		   uint64_t entry, const char **what);
+		   uint64_t entry, char *err, size_t errlen);
 
 #endif

@@ -82,7 +82,9 @@ static uint8_t *put_intr(uint8_t *e, uint8_t type, uint8_t irqtype, uint8_t bus,
 	return e + MPC_ENTRY_SIZE;
 }
 
-int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errlen)
+/* Where the configuration table for @ncpus goes: just after the floating
+ * pointer in the EBDA if it fits there, else at MPTABLE_HIGH_ADDR. */
+static int mptable_place(uint32_t ncpus, uint64_t *addr, uint64_t *size, char *err, size_t errlen)
 {
 	if (ncpus == 0)
 		return errbuf_fail(err, errlen, -EINVAL, "MP table: no vCPUs");
@@ -90,36 +92,20 @@ int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errle
 		return errbuf_fail(err, errlen, -E2BIG, "MP table: %u vCPUs, at most %d fit (8-bit APIC IDs)",
 			    ncpus, MPTABLE_MAX_CPUS);
 
-	uint64_t size = MPTABLE_CONFIG_SIZE(ncpus);
-	uint64_t addr = EBDA_START + MPF_SIZE;
-	if (addr + size > MPTABLE_EBDA_END)
-		addr = MPTABLE_HIGH_ADDR;
-	if (addr + size > (addr == MPTABLE_HIGH_ADDR ? MPTABLE_HIGH_END : MPTABLE_EBDA_END))
+	*size = MPTABLE_CONFIG_SIZE(ncpus);
+	*addr = EBDA_START + MPF_SIZE;
+	if (*addr + *size > MPTABLE_EBDA_END)
+		*addr = MPTABLE_HIGH_ADDR;
+	if (*addr + *size > (*addr == MPTABLE_HIGH_ADDR ? MPTABLE_HIGH_END : MPTABLE_EBDA_END))
 		return errbuf_fail(err, errlen, -E2BIG, "MP table: %llu bytes for %u vCPUs do not fit",
-			    (unsigned long long)size, ncpus);
+			    (unsigned long long)*size, ncpus);
+	return 0;
+}
 
-	/* Check every range before writing anything. */
-	uint8_t *ebda = gm_ptr(mem, EBDA_START, MPTABLE_EBDA_END - EBDA_START);
-	uint8_t *mpc = gm_ptr(mem, addr, size);
-	if (!ebda || !mpc)
-		return errbuf_fail(err, errlen, -EINVAL,
-			    "MP table: guest RAM does not cover [0x%llx, 0x%llx)",
-			    (unsigned long long)(ebda ? addr : EBDA_START),
-			    (unsigned long long)(ebda ? addr + size : MPTABLE_EBDA_END));
-
-	/* The EBDA KiB is all ours: no stale signature may survive. */
-	memset(ebda, 0, MPTABLE_EBDA_END - EBDA_START);
-	memset(mpc, 0, size);
-
-	/* Configuration table header. */
-	memcpy(mpc, MPC_SIGNATURE, 4);
-	put16(mpc + MPC_LENGTH, (uint16_t)size);
-	mpc[MPC_SPEC_REV] = MP_SPEC_REV_1_4;
-	memcpy(mpc + MPC_OEM_ID, "MICRVM  ", 8);
-	memcpy(mpc + MPC_PRODUCT_ID, "MICROVM     ", 12);
-	put32(mpc + MPC_LAPIC_ADDR, MPTABLE_LAPIC_ADDR);
-
-	uint8_t *e = mpc + MPC_HEADER_SIZE;
+/* The entries of the configuration table from @e on: one processor per vCPU,
+ * the ISA bus, the I/O APIC and the interrupt routing. Returns their count. */
+static uint16_t mptable_put_entries(uint8_t *e, uint32_t ncpus)
+{
 	uint16_t count = 0;
 
 	for (uint32_t i = 0; i < ncpus; i++, count++) {
@@ -155,11 +141,26 @@ int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errle
 	e = put_intr(e, MP_LINTR, MP_INT_EXTINT, MP_ISA_BUS_ID, 0, MP_ALL_LAPICS, 0);
 	e = put_intr(e, MP_LINTR, MP_INT_NMI, MP_ISA_BUS_ID, 0, MP_ALL_LAPICS, 1);
 	count += 2;
+	return count;
+}
 
-	put16(mpc + MPC_ENTRY_COUNT, count);
+/* The configuration table (header and entries) in the zeroed @mpc. */
+static void mptable_put_config(uint8_t *mpc, uint64_t size, uint32_t ncpus)
+{
+	memcpy(mpc, MPC_SIGNATURE, 4);
+	put16(mpc + MPC_LENGTH, (uint16_t)size);
+	mpc[MPC_SPEC_REV] = MP_SPEC_REV_1_4;
+	memcpy(mpc + MPC_OEM_ID, "MICRVM  ", 8);
+	memcpy(mpc + MPC_PRODUCT_ID, "MICROVM     ", 12);
+	put32(mpc + MPC_LAPIC_ADDR, MPTABLE_LAPIC_ADDR);
+	put16(mpc + MPC_ENTRY_COUNT, mptable_put_entries(mpc + MPC_HEADER_SIZE, ncpus));
 	mpc[MPC_CHECKSUM] = checksum(mpc, size);
+}
 
-	/* Floating pointer. */
+/* The floating pointer at the start of the zeroed EBDA @ebda, pointing at the
+ * configuration table at guest address @addr. */
+static void mptable_put_floating_pointer(uint8_t *ebda, uint64_t addr)
+{
 	memcpy(ebda, MPF_SIGNATURE, 4);
 	put32(ebda + MPF_PHYSPTR, (uint32_t)addr);
 	ebda[MPF_LENGTH] = 1;
@@ -167,5 +168,28 @@ int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errle
 	ebda[MPF_FEATURE1] = 0;
 	ebda[MPF_FEATURE2] = 0;
 	ebda[MPF_CHECKSUM] = checksum(ebda, MPF_SIZE);
+}
+
+int mptable_write(struct guest_mem *mem, uint32_t ncpus, char *err, size_t errlen)
+{
+	uint64_t addr = 0, size = 0;
+	int r = mptable_place(ncpus, &addr, &size, err, errlen);
+	if (r < 0)
+		return r;
+
+	/* Check every range before writing anything. */
+	uint8_t *ebda = gm_ptr(mem, EBDA_START, MPTABLE_EBDA_END - EBDA_START);
+	uint8_t *mpc = gm_ptr(mem, addr, size);
+	if (!ebda || !mpc)
+		return errbuf_fail(err, errlen, -EINVAL,
+			    "MP table: guest RAM does not cover [0x%llx, 0x%llx)",
+			    (unsigned long long)(ebda ? addr : EBDA_START),
+			    (unsigned long long)(ebda ? addr + size : MPTABLE_EBDA_END));
+
+	/* The EBDA KiB is all ours: no stale signature may survive. */
+	memset(ebda, 0, MPTABLE_EBDA_END - EBDA_START);
+	memset(mpc, 0, size);
+	mptable_put_config(mpc, size, ncpus);
+	mptable_put_floating_pointer(ebda, addr);
 	return 0;
 }

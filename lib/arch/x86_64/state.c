@@ -16,8 +16,7 @@
 static int io_err(char *err, size_t errlen, const char *what)
 {
 	int e = errno;
-	snprintf(err, errlen, "%s: %s", what, strerror(e));
-	return -e;
+	return errbuf_fail(err, errlen, -e, "%s: %s", what, strerror(e));
 }
 
 /* Size of the XSAVE area KVM uses (>4096 with AMX): 4096 without XSAVE2. */
@@ -54,8 +53,7 @@ static int save_msrs(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, cha
 	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + MAX_MSRS * sizeof(struct kvm_msr_entry));
 	int r = 0;
 	if (!list || !msrs) {
-		r = -ENOMEM;
-		snprintf(err, errlen, "MSRs: out of memory");
+		r = errbuf_fail(err, errlen, -ENOMEM, "MSRs: out of memory");
 		goto out;
 	}
 	list->nmsrs = MAX_MSRS;
@@ -70,8 +68,7 @@ static int save_msrs(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, cha
 		uint32_t want = list->nmsrs - next;
 		struct kvm_msrs *tmp = calloc(1, sizeof(*tmp) + want * sizeof(struct kvm_msr_entry));
 		if (!tmp) {
-			r = -ENOMEM;
-			snprintf(err, errlen, "MSRs: out of memory");
+			r = errbuf_fail(err, errlen, -ENOMEM, "MSRs: out of memory");
 			goto out;
 		}
 		tmp->nmsrs = want;
@@ -101,7 +98,7 @@ int x86_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *
 	/* CPUID as set at creation. */
 	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + MAX_CPUID * sizeof(struct kvm_cpuid_entry2));
 	if (!cpuid)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "CPUID: out of memory");
 	cpuid->nent = MAX_CPUID;
 	if (ioctl(vcpu_fd, KVM_GET_CPUID2, cpuid) < 0) {
 		free(cpuid);
@@ -117,7 +114,7 @@ int x86_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *
 	size_t xs = xsave_size(kvm_fd);
 	void *xsave = calloc(1, xs);
 	if (!xsave)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "XSAVE: out of memory");
 	unsigned long req = xs > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
 	if (ioctl(vcpu_fd, req, xsave) < 0) {
 		free(xsave);
@@ -148,7 +145,7 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 		return errbuf_fail(err, errlen, -EINVAL, "state cpuid: %zu bytes is not a CPUID table", len);
 	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + len);
 	if (!cpuid)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "CPUID: out of memory");
 	cpuid->nent = (uint32_t)(len / sizeof(struct kvm_cpuid_entry2));
 	memcpy(cpuid->entries, p, len);
 	r = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid);
@@ -170,7 +167,7 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 			   sizeof(struct kvm_xsave));
 	void *xsave = calloc(1, xs);
 	if (!xsave)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "XSAVE: out of memory");
 	memcpy(xsave, p, len);
 	r = ioctl(vcpu_fd, KVM_SET_XSAVE, xsave);
 	free(xsave);
@@ -189,18 +186,17 @@ int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 		return errbuf_fail(err, errlen, -EINVAL, "state msrs: %zu bytes is not an MSR table", len);
 	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + len);
 	if (!msrs)
-		return -ENOMEM;
+		return errbuf_fail(err, errlen, -ENOMEM, "MSRs: out of memory");
 	msrs->nmsrs = (uint32_t)(len / sizeof(struct kvm_msr_entry));
 	memcpy(msrs->entries, p, len);
 	int set = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
 	if (set < 0 || (uint32_t)set != msrs->nmsrs) {
 		if (set < 0)
 			r = io_err(err, errlen, "KVM_SET_MSRS");
-		else {
-			snprintf(err, errlen, "KVM_SET_MSRS: MSR 0x%x rejected by this host",
-				 msrs->entries[set].index);
-			r = -EINVAL;
-		}
+		else
+			r = errbuf_fail(err, errlen, -EINVAL,
+					"KVM_SET_MSRS: MSR 0x%x rejected by this host",
+					msrs->entries[set].index);
 		free(msrs);
 		return r;
 	}
