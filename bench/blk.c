@@ -61,6 +61,7 @@
 
 #include <microvm.h>
 
+#include "arch/arch.h"
 #include "memory.h"
 #include "virtio/blk.h"
 #include "virtio/queue.h"
@@ -621,9 +622,9 @@ int main(int argc, char **argv)
 	const char *path = file ? file : DEFAULT_FILE;
 
 	struct guest_mem host_mem, dev_mem;
-	int r = gm_init(&host_mem, GUEST_MEM);
+	int r = arch_ram_init(&host_mem, GUEST_MEM);
 	if (r == 0)
-		r = gm_init(&dev_mem, GUEST_MEM);
+		r = arch_ram_init(&dev_mem, GUEST_MEM);
 	if (r < 0)
 		die("gm_init: %s", strerror(-r));
 	/* Touch every page now so no run pays the first faults. */

@@ -13,7 +13,8 @@ static bool size_ok(uint64_t size)
 }
 
 /* Map @fd as the guest RAM of @m (@fd closed on failure). */
-static int map_ram(struct guest_mem *m, int fd, uint64_t size, int flags, bool file_backed)
+static int map_ram(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout,
+		   int flags, bool file_backed)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd, 0);
 	if (p == MAP_FAILED) {
@@ -25,12 +26,13 @@ static int map_ram(struct guest_mem *m, int fd, uint64_t size, int flags, bool f
 	m->fd = fd;
 	m->host = p;
 	m->size = size;
-	m->low_size = size < MEM_LOW_LIMIT ? size : MEM_LOW_LIMIT;
+	m->low_size = size < layout->low_limit ? size : layout->low_limit;
+	m->high_base = layout->high_base;
 	m->file_backed = file_backed;
 	return 0;
 }
 
-int gm_init(struct guest_mem *m, uint64_t size)
+int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout)
 {
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
@@ -44,10 +46,10 @@ int gm_init(struct guest_mem *m, uint64_t size)
 		close(fd);
 		return err;
 	}
-	return map_ram(m, fd, size, MAP_SHARED, false);
+	return map_ram(m, fd, size, layout, MAP_SHARED, false);
 }
 
-int gm_map_file(struct guest_mem *m, int fd, uint64_t size)
+int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout)
 {
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
@@ -63,7 +65,7 @@ int gm_map_file(struct guest_mem *m, int fd, uint64_t size)
 		close(fd);
 		return err;
 	}
-	return map_ram(m, fd, size, MAP_PRIVATE, true);
+	return map_ram(m, fd, size, layout, MAP_PRIVATE, true);
 }
 
 int gm_track_dirty(struct guest_mem *m)
@@ -113,9 +115,9 @@ void *gm_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 		return m->host + gpa;
 	}
 	uint64_t high_size = m->size - m->low_size;
-	if (gpa < MEM_HIGH_BASE || gpa - MEM_HIGH_BASE >= high_size)
+	if (gpa < m->high_base || gpa - m->high_base >= high_size)
 		return NULL;
-	uint64_t off = gpa - MEM_HIGH_BASE;
+	uint64_t off = gpa - m->high_base;
 	if (len > high_size - off)
 		return NULL;
 	return m->host + m->low_size + off;
@@ -142,6 +144,6 @@ bool gm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t
 uint64_t gm_end(const struct guest_mem *m)
 {
 	if (m->size > m->low_size)
-		return MEM_HIGH_BASE + (m->size - m->low_size);
+		return m->high_base + (m->size - m->low_size);
 	return m->low_size;
 }

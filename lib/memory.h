@@ -10,16 +10,20 @@
 #define GIB (1ULL << 30)
 #define MIB (1ULL << 20)
 
-/* RAM above this is placed at 4 GiB, leaving a hole below 4 GiB for MMIO. */
-#define MEM_LOW_LIMIT (3ULL * GIB)
-#define MEM_HIGH_BASE (4ULL * GIB)
+/* Where RAM goes in the guest's physical address space (the architecture's
+ * choice, lib/arch/): RAM below @low_limit at GPA 0, the rest from
+ * @high_base, leaving a hole between them for devices. */
+struct gm_layout {
+	uint64_t low_limit;
+	uint64_t high_base;
+};
 
 struct guest_mem {
 	int fd;            /* memfd holding all of RAM, -1 if none */
 	uint8_t *host;     /* mapping of the whole memfd */
 	uint64_t size;     /* bytes of RAM */
 	uint64_t low_size; /* RAM at GPA [0, low_size) */
-	/* RAM at GPA [MEM_HIGH_BASE, MEM_HIGH_BASE + size - low_size) */
+	uint64_t high_base; /* the rest at [high_base, high_base + size - low_size) */
 	/* Pages the VMM wrote for the guest (device DMA) since dirty tracking
 	 * started: one bit per 4 KiB page of RAM offset; NULL = not tracking.
 	 * KVM's dirty log covers the guest's own writes. */
@@ -37,8 +41,9 @@ int gm_track_dirty(struct guest_mem *m);
  * not tracking or outside RAM). Any thread. */
 void gm_mark_dirty(const struct guest_mem *m, const void *p, uint64_t len);
 
-/* Allocate @size bytes (multiple of 4 KiB) of RAM. 0 or negative errno. */
-int gm_init(struct guest_mem *m, uint64_t size);
+/* Allocate @size bytes (multiple of 4 KiB) of RAM laid out as @layout. 0 or
+ * negative errno. */
+int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout);
 /*
  * Map @size bytes of the file @fd (adopted: closed by gm_release) as guest
  * RAM, private and copy-on-write: pages are read from the file when first
@@ -47,7 +52,7 @@ int gm_init(struct guest_mem *m, uint64_t size);
  * must be at least @size bytes (checked here: a shorter file would fault).
  * 0 or negative errno (@fd is closed on error too).
  */
-int gm_map_file(struct guest_mem *m, int fd, uint64_t size);
+int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout);
 /* Unmap and close. Safe on a zeroed or already released struct. */
 void gm_release(struct guest_mem *m);
 

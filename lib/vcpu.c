@@ -1,5 +1,7 @@
 #include "vcpu.h"
 
+#include "arch/arch.h"
+
 #include <errno.h>
 #include <linux/kvm.h>
 #include <signal.h>
@@ -119,28 +121,10 @@ bool vcpu_yield(void)
 	return !(atomic_load(&v->vm->requests) & REQ_STOP);
 }
 
-/* Append the guest's RIP and, if @code, the instruction bytes there. */
+/* Append where the vCPU is (and, if @code, the instruction there). */
 static void describe_rip(struct vcpu *v, char *buf, size_t len, bool code)
 {
-	struct kvm_regs regs;
-	size_t n = strlen(buf);
-	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
-		return;
-	n += (size_t)snprintf(buf + n, n < len ? len - n : 0, " rip=0x%llx",
-			      (unsigned long long)regs.rip);
-	struct kvm_translation tr = { .linear_address = regs.rip };
-	if (!code || n >= len || ioctl(v->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
-		return;
-	uint8_t insn[15];
-	size_t got = 0;
-	for (; got < sizeof(insn); got++)
-		if (!gm_read(&v->vm->mem, tr.physical_address + got, &insn[got], 1))
-			break;
-	if (got == 0)
-		return;
-	n += (size_t)snprintf(buf + n, len - n, " code:");
-	for (size_t i = 0; i < got && n < len; i++)
-		n += (size_t)snprintf(buf + n, len - n, " %02x", insn[i]);
+	arch_vcpu_describe(v->fd, &v->vm->mem, code, buf, len);
 }
 
 static void internal_error(struct vcpu *v)

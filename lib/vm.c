@@ -16,12 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "arch/x86_64/acpi.h"
-#include "arch/x86_64/boot.h"
-#include "arch/x86_64/cpu.h"
-#include "arch/x86_64/layout.h"
+#include "arch/arch.h"
 #include "file.h"
-#include "platform.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
 #include "virtio/registry.h"
@@ -394,16 +390,18 @@ int vm_kvm_open(struct microvm *vm)
 		return vm_error(vm, -ENOTSUP, "/dev/kvm: API version %d, need %d", v,
 				KVM_API_VERSION);
 	static const struct { int cap; const char *name; } caps[] = {
-		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
 		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
 		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
-		{ KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR" },
-		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
-		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+		{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD" },
+		{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
 	};
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
 		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
 			return vm_error(vm, -ENOTSUP, "/dev/kvm lacks %s", caps[i].name);
+	char err[128];
+	int ar = arch_check_kvm(vm->kvm_fd, err, sizeof(err));
+	if (ar < 0)
+		return vm_error(vm, ar, "%s", err);
 	int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
 	if (max <= 0)
 		max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
@@ -434,7 +432,7 @@ int vm_memslots_set(struct microvm *vm)
 		struct kvm_userspace_memory_region high = {
 			.slot = 1,
 			.flags = flags,
-			.guest_phys_addr = MEM_HIGH_BASE,
+			.guest_phys_addr = vm->mem.high_base,
 			.memory_size = vm->mem.size - vm->mem.low_size,
 			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.low_size),
 		};
@@ -448,7 +446,7 @@ int vm_memslots_set(struct microvm *vm)
 static int memory_create(struct microvm *vm)
 {
 	/* A restored VM comes with its RAM mapped from the snapshot. */
-	int r = vm->mem.host ? 0 : gm_init(&vm->mem, vm->mem_mib * MIB);
+	int r = vm->mem.host ? 0 : arch_ram_init(&vm->mem, vm->mem_mib * MIB);
 	if (r < 0)
 		return vm_error(vm, r, "guest RAM (%llu MiB): %s",
 				(unsigned long long)vm->mem_mib, strerror(-r));
@@ -493,97 +491,58 @@ int vm_kvm_create(struct microvm *vm)
 	int r = memory_create(vm);
 	if (r < 0)
 		return r;
-	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
-		return vm_error(vm, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
-	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
-	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
-		return vm_error(vm, -errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-	struct kvm_pit_config pit = { .flags = 0 };
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return vm_error(vm, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
-	return 0;
+	char err[256];
+	r = arch_vm_init(vm->vm_fd, err, sizeof(err));
+	return r < 0 ? vm_error(vm, r, "%s", err) : 0;
 }
 
-/* The user's command line plus the virtio-mmio device announcements. */
-static int full_cmdline(struct microvm *vm, char *buf, size_t len)
+static int load_guest(struct microvm *vm, uint64_t *entry)
 {
-	size_t n = (size_t)snprintf(buf, len, "%s", vm->cmdline ? vm->cmdline : "");
-	/* With ACPI the devices are in the DSDT instead: a hardware-reduced ACPI
-	 * machine has no legacy IRQ numbers, so "virtio_mmio.device=...:IRQ"
-	 * could not name their interrupt. */
-	for (uint32_t i = 0; vm->no_acpi && i < vm->nr_virtio && n < len; i++)
-		n += (size_t)virtio_mmio_cmdline(vm->virtio[i], buf + n, len - n);
-	if (n >= len)
-		return vm_error(vm, -E2BIG, "command line with %u virtio device(s) exceeds %zu bytes",
-				vm->nr_virtio, len - 1);
-	return 0;
-}
-
-static int load_guest(struct microvm *vm, struct boot_info *bi)
-{
-	char err[512];
-	char cmdline[MICROVM_MAX_CMDLINE];
-	int cr = full_cmdline(vm, cmdline, sizeof(cmdline));
-	if (cr < 0)
-		return cr;
-	memset(bi, 0, sizeof(*bi));
-	bi->ncpus = vm->nr_vcpus;
-	bi->no_acpi = vm->no_acpi;
+	struct arch_mmio_device mmio[VIRTIO_MMIO_MAX_DEVICES];
 	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		bi->mmio[bi->n_mmio++] = (struct acpi_mmio_device){
-			vm->virtio[i]->base, VIRTIO_MMIO_SIZE, vm->virtio[i]->gsi };
-	int r = boot_load_kernel(&vm->mem, vm->kernel_path, bi, err, sizeof(err));
-	if (r == 0 && vm->initrd_path)
-		r = boot_load_initrd(&vm->mem, vm->initrd_path, bi, err, sizeof(err));
-	if (r == 0)
-		r = boot_setup_memory(&vm->mem, cmdline, bi, err, sizeof(err));
-	if (r < 0)
-		return vm_error(vm, r, "%s", err);
-	return 0;
+		mmio[i] = (struct arch_mmio_device){ vm->virtio[i]->base, VIRTIO_MMIO_SIZE,
+						     vm->virtio[i]->gsi };
+	struct arch_boot boot = {
+		.kernel_path = vm->kernel_path,
+		.initrd_path = vm->initrd_path,
+		.cmdline = vm->cmdline,
+		.vcpus = vm->nr_vcpus,
+		.acpi = !vm->no_acpi,
+		.n_mmio = vm->nr_virtio,
+		.mmio = mmio,
+	};
+	char err[512];
+	int r = arch_load_guest(&vm->mem, &boot, entry, err, sizeof(err));
+	return r < 0 ? vm_error(vm, r, "%s", err) : 0;
 }
 
-int vm_vcpus_create(struct microvm *vm, uint64_t entry, bool restored)
+/* Create the vCPUs (fd + kvm_run mapping) and give each its first state
+ * through @ops->load_vcpu. */
+static int vcpus_create(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
 {
-	struct kvm_cpuid2 *cpuid = NULL;
-	/* A restored vCPU gets the snapshot's CPUID (~0.4 ms saved). */
-	int r = restored ? 0 : x86_supported_cpuid(vm->kvm_fd, &cpuid);
-	if (r < 0)
-		return vm_error(vm, r, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 	vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus) {
-		free(cpuid);
+	if (!vm->vcpus)
 		return vm_error(vm, -ENOMEM, "out of memory for vCPUs");
-	}
 	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 		v->vm = vm;
 		v->index = i;
 		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
-		if (v->fd < 0) {
-			r = vm_error(vm, -errno, "KVM_CREATE_VCPU %u: %s", i, strerror(errno));
-			break;
-		}
+		if (v->fd < 0)
+			return vm_error(vm, -errno, "KVM_CREATE_VCPU %u: %s", i, strerror(errno));
 		v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 			      v->fd, 0);
 		if (v->run == MAP_FAILED) {
-			r = vm_error(vm, -errno, "mmap of vCPU %u: %s", i, strerror(errno));
+			int e = vm_error(vm, -errno, "mmap of vCPU %u: %s", i, strerror(errno));
 			close(v->fd);
-			break;
+			return e;
 		}
 		vm->vcpus_created++;
-		if (restored)
-			continue; /* the snapshot's state is loaded instead */
-		char why[128];
-		r = x86_vcpu_setup(v->fd, i, vm->nr_vcpus, cpuid, entry, why, sizeof(why));
-		if (r < 0) {
-			r = vm_error(vm, r, "vCPU %u: %s", i, why);
-			break;
-		}
+		int r = ops->load_vcpu(ctx, vm, i);
+		if (r < 0)
+			return r;
 	}
-	free(cpuid);
-	return r;
+	return 0;
 }
 
 /*
@@ -704,6 +663,63 @@ void vm_start_rollback(struct microvm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+int vm_start_with(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
+{
+	int r = vm_kvm_open(vm);
+	if (r == 0)
+		r = vm_kvm_create(vm);
+	if (r == 0 && ops->load_vm)
+		r = ops->load_vm(ctx, vm);
+	if (r == 0)
+		r = virtio_devices_add(vm); /* before the guest's tables are built */
+	if (r == 0 && ops->load_guest)
+		r = ops->load_guest(ctx, vm);
+	if (r == 0)
+		r = vcpus_create(vm, ops, ctx);
+	if (r == 0)
+		r = vm_devices_start(vm);
+	if (r == 0 && ops->load_devices)
+		r = ops->load_devices(ctx, vm);
+	if (r == 0) {
+		close(vm->kvm_fd); /* not needed once the VM exists */
+		vm->kvm_fd = -1;
+		r = vm_threads_start(vm, ops->paused);
+	}
+	if (r < 0)
+		vm_start_rollback(vm);
+	return r;
+}
+
+/* A boot: the kernel's entry point and what vCPU setup reuses. */
+struct boot_ctx {
+	uint64_t entry;
+	void *cookie;
+};
+
+static int boot_guest(void *ctx, struct microvm *vm)
+{
+	struct boot_ctx *b = ctx;
+	char err[256];
+	int r = load_guest(vm, &b->entry);
+	if (r == 0 && (r = arch_vcpu_prepare(vm->kvm_fd, &b->cookie, err, sizeof(err))) < 0)
+		vm_error(vm, r, "%s", err);
+	return r;
+}
+
+static int boot_vcpu(void *ctx, struct microvm *vm, uint32_t i)
+{
+	struct boot_ctx *b = ctx;
+	char err[128];
+	int r = arch_vcpu_init(vm->vcpus[i].fd, b->cookie, i, vm->nr_vcpus, b->entry, err,
+			       sizeof(err));
+	return r < 0 ? vm_error(vm, r, "vCPU %u: %s", i, err) : 0;
+}
+
+static const struct vm_start_ops boot_ops = {
+	.load_guest = boot_guest,
+	.load_vcpu = boot_vcpu,
+};
+
 MICROVM_API int microvm_start(microvm *vm)
 {
 	if (!vm)
@@ -716,33 +732,13 @@ MICROVM_API int microvm_start(microvm *vm)
 		r = vm_error(vm, -EINVAL, "start: the VM has stopped; create a new one");
 	else if (!vm->kernel_path)
 		r = vm_error(vm, -EINVAL, "start: no kernel set (microvm_set_kernel)");
-	if (r < 0) {
-		pthread_mutex_unlock(&vm->api_lock);
-		return r;
-	}
-
-	struct boot_info bi;
-	r = vm_kvm_open(vm);
+	struct boot_ctx b = { 0 };
 	if (r == 0)
-		r = vm_kvm_create(vm);
-	if (r == 0)
-		r = virtio_devices_add(vm); /* before the command line is built */
-	if (r == 0)
-		r = load_guest(vm, &bi);
-	if (r == 0)
-		r = vm_vcpus_create(vm, bi.entry, false);
-	if (r == 0)
-		r = vm_devices_start(vm);
+		r = vm_start_with(vm, &boot_ops, &b);
+	arch_vcpu_unprepare(b.cookie);
 	if (r == 0) {
-		close(vm->kvm_fd); /* not needed once the VM exists */
-		vm->kvm_fd = -1;
-		r = vm_threads_start(vm, false);
-	}
-	if (r < 0) {
-		vm_start_rollback(vm);
-	} else {
 		vm_info(vm, "started: %u vCPU(s), %llu MiB, entry 0x%llx", vm->nr_vcpus,
-			(unsigned long long)vm->mem_mib, (unsigned long long)bi.entry);
+			(unsigned long long)vm->mem_mib, (unsigned long long)b.entry);
 		vm_notify(vm);
 	}
 	pthread_mutex_unlock(&vm->api_lock);

@@ -13,7 +13,7 @@
 #include "memory.h"
 #include "devices/serial.h"
 #include "devices/i8042.h"
-#include "devices/pm.h"
+#include "arch/x86_64/pm.h"
 #include "devices/rtc.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
@@ -131,20 +131,36 @@ int vm_lock_configured(struct microvm *vm, const char *what);
 /* vm.c: tell poll/epoll users that the state changed. */
 void vm_notify(struct microvm *vm);
 
-/* vm.c: the steps of microvm_start(), also used by snapshot restore (with
- * api_lock held). Each returns 0 or a negative errno (message recorded). */
+/* vm.c: steps of the start sequence. Each returns 0 or a negative errno
+ * (message recorded). */
 int vm_kvm_open(struct microvm *vm);
-int vm_kvm_create(struct microvm *vm); /* VM fd, RAM (vm->mem if mapped), irqchip, PIT */
+int vm_kvm_create(struct microvm *vm); /* VM fd, RAM (vm->mem if mapped), arch init */
+int vm_devices_start(struct microvm *vm);
+int vm_threads_start(struct microvm *vm, bool paused);
 /* (Re)register the RAM memslots, with KVM dirty logging if
  * vm->dirty_tracking. */
 int vm_memslots_set(struct microvm *vm);
-int vm_vcpus_create(struct microvm *vm, uint64_t entry, bool restored);
-int vm_devices_start(struct microvm *vm);
-/* Start the vCPU threads, running or parked (PAUSED). On failure the
- * threads are stopped again. */
-int vm_threads_start(struct microvm *vm, bool paused);
 /* Undo a failed start: everything built is released, the VM is CONFIGURED. */
 void vm_start_rollback(struct microvm *vm);
+
+/*
+ * The one start sequence, used by microvm_start() (boot a kernel) and
+ * microvm_restore() (load a snapshot), with vm->api_lock held on a
+ * CONFIGURED VM whose RAM may already be mapped (restore): open KVM, create
+ * the VM (RAM, arch init), load_vm, add the configured devices, load_guest,
+ * create the vCPUs (load_vcpu each), start the devices, load_devices, start
+ * the vCPU threads (parked if @paused). Hooks return 0 or a negative errno
+ * with the message recorded (vm_error). On failure everything is rolled
+ * back and the VM is CONFIGURED again.
+ */
+struct vm_start_ops {
+	int (*load_vm)(void *ctx, struct microvm *vm);          /* optional */
+	int (*load_guest)(void *ctx, struct microvm *vm);       /* optional */
+	int (*load_vcpu)(void *ctx, struct microvm *vm, uint32_t index);
+	int (*load_devices)(void *ctx, struct microvm *vm);     /* optional */
+	bool paused;
+};
+int vm_start_with(struct microvm *vm, const struct vm_start_ops *ops, void *ctx);
 /* With REQ_PAUSE set and vm->lock held: wait until every started vCPU is
  * parked. False if the VM is stopping (or a vCPU already left) instead. The
  * one wait used by pause and snapshot. */

@@ -29,6 +29,9 @@ int arch_check_kvm(int kvm_fd, char *err, size_t errlen);
 /* Guest RAM of @size bytes: the part below arch_ram_low_limit() at GPA 0,
  * the rest from arch_ram_high_base(). Initialises @m (a memfd). 0 or -errno. */
 int arch_ram_init(struct guest_mem *m, uint64_t size);
+/* The same over @size bytes of the file @fd, private copy-on-write
+ * (gm_map_file; @fd adopted). */
+int arch_ram_map_file(struct guest_mem *m, int fd, uint64_t size);
 uint64_t arch_ram_high_base(void);
 
 /* Where virtio-mmio device @index has its registers and its interrupt. */

@@ -15,12 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "arch/x86_64/state.h"
+#include "arch/arch.h"
 #include "errbuf.h"
 #include "file.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
-#include "platform.h"
 #include "virtio/devices.h"
 #include "virtio/registry.h"
 #include "vm.h"
@@ -110,9 +109,9 @@ static int check_header(struct rctx *c, const void *fdt)
 		return fail(c, -EINVAL, "snapshot written by libmicrovm %u.x, this is %d.x", major,
 			    MICROVM_VERSION_MAJOR);
 	const char *arch = st_get_str(fdt, 0, "arch");
-	if (!arch || strcmp(arch, "x86_64"))
-		return fail(c, -EINVAL, "snapshot architecture %s, this host is x86_64",
-			    arch ? arch : "(missing)");
+	if (!arch || strcmp(arch, arch_name))
+		return fail(c, -EINVAL, "snapshot architecture %s, this library is %s",
+			    arch ? arch : "(missing)", arch_name);
 	return 0;
 }
 
@@ -220,7 +219,7 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 		return fail(c, -EINVAL, "%s: %lld bytes, shorter than the guest RAM (%llu bytes)",
 			    path, (long long)st.st_size, (unsigned long long)size);
 	}
-	int r = gm_map_file(m, fd, size);
+	int r = arch_ram_map_file(m, fd, size);
 	if (r < 0)
 		return fail(c, r, "%s: cannot map as guest RAM: %s", path, strerror(-r));
 	if (flags & MICROVM_RESTORE_PREFAULT) {
@@ -284,29 +283,59 @@ static int configure(struct rctx *c, struct microvm *vm, const void *fdt,
 
 /* ---------------------------------------------------------------- build */
 
-static int load_devices(struct rctx *c, struct microvm *vm, const void *fdt)
+/* The start sequence's hooks for a restore (lib/vm.h): VM-wide, per-vCPU
+ * and device state from the state tree. Messages are recorded on the VM. */
+struct load_ctx {
+	const void *fdt;
+	char err[256];
+};
+
+static int load_vm(void *ctx, struct microvm *vm)
 {
-	int dev = st_sub(fdt, 0, "devices", c->err, c->errlen);
-	if (dev < 0)
-		return dev;
-	int r = platform_load(vm, fdt, dev, c->err, c->errlen);
-	for (uint32_t i = 0; r == 0 && i < VIRTIO_MMIO_MAX_DEVICES; i++) {
-		char name[16];
-		snprintf(name, sizeof(name), "virtio@%u", i);
-		int n = fdt_subnode_offset(fdt, 0, name);
-		if (n < 0 && i < vm->nr_virtio)
-			return fail(c, -EINVAL, "state: the restored VM has virtio device %u (%s), "
-				    "the snapshot does not", i, vm->virtio[i]->ops->name);
-		if (n < 0)
-			break;
-		if (i >= vm->nr_virtio)
-			return fail(c, -EINVAL, "state %s: a device the restored VM does not have",
-				    name);
-		r = virtio_mmio_load(vm->virtio[i], fdt, n, c->err, c->errlen);
-	}
-	return r;
+	struct load_ctx *l = ctx;
+	int kn = st_sub(l->fdt, 0, "kvm", l->err, sizeof(l->err));
+	int r = kn < 0 ? kn : arch_vm_load(vm->vm_fd, l->fdt, kn, l->err, sizeof(l->err));
+	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;
 }
 
+static int load_vcpu(void *ctx, struct microvm *vm, uint32_t i)
+{
+	struct load_ctx *l = ctx;
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu@%u", i);
+	int vn = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
+	int r = vn < 0 ? vn : arch_vcpu_load(vm->kvm_fd, vm->vcpus[i].fd, l->fdt, vn, l->err,
+					     sizeof(l->err));
+	return r < 0 ? vm_error(vm, r, "vCPU %u: %s", i, l->err) : 0;
+}
+
+/* Every virtio device of the VM (made from the snapshot's nodes, in their
+ * order) takes its state from the node at its index. */
+static int load_virtio(struct load_ctx *l, struct microvm *vm)
+{
+	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "virtio@%u", i);
+		int n = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
+		int r = n < 0 ? n : virtio_mmio_load(vm->virtio[i], l->fdt, n, l->err,
+						     sizeof(l->err));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int load_devices(void *ctx, struct microvm *vm)
+{
+	struct load_ctx *l = ctx;
+	int dev = st_sub(l->fdt, 0, "devices", l->err, sizeof(l->err));
+	int r = dev < 0 ? dev : platform_load(vm, l->fdt, dev, l->err, sizeof(l->err));
+	if (r == 0)
+		r = load_virtio(l, vm);
+	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;
+}
+
+/* RAM from the memory file(s), then the one start sequence. */
 static int build(struct rctx *c, struct microvm *vm, const char *dir, const void *fdt,
 		 uint32_t flags)
 {
@@ -326,42 +355,15 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 	vm->dirty_tracking = flags & MICROVM_RESTORE_TRACK_DIRTY;
 	if (vm->dirty_tracking && gm_track_dirty(&vm->mem) < 0)
 		return fail(c, -ENOMEM, "out of memory");
-#define STEP(call)                                                     \
-	do {                                                           \
-		int e_ = (call);                                       \
-		if (e_ < 0)                                            \
-			return fail(c, e_, "%s", vm->last_error);      \
-	} while (0)
-	STEP(vm_kvm_open(vm));
-	STEP(vm_kvm_create(vm));
-	int kn = st_sub(fdt, 0, "kvm", c->err, c->errlen);
-	if (kn < 0)
-		return kn;
-	r = x86_vm_load(vm->vm_fd, fdt, kn, c->err, c->errlen);
-	if (r < 0)
-		return r;
-	STEP(virtio_devices_add(vm));
-	STEP(vm_vcpus_create(vm, 0, true));
-	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
-		char name[16];
-		snprintf(name, sizeof(name), "vcpu@%u", i);
-		int vn = st_sub(fdt, 0, name, c->err, c->errlen);
-		if (vn < 0)
-			return vn;
-		char e[200];
-		r = x86_vcpu_load(vm->kvm_fd, vm->vcpus[i].fd, fdt, vn, e, sizeof(e));
-		if (r < 0)
-			return fail(c, r, "vCPU %u: %s", i, e);
-	}
-	STEP(vm_devices_start(vm));
-	r = load_devices(c, vm, fdt);
-	if (r < 0)
-		return r;
-	close(vm->kvm_fd);
-	vm->kvm_fd = -1;
-	STEP(vm_threads_start(vm, flags & MICROVM_RESTORE_PAUSED));
-#undef STEP
-	return 0;
+	struct vm_start_ops ops = {
+		.load_vm = load_vm,
+		.load_vcpu = load_vcpu,
+		.load_devices = load_devices,
+		.paused = flags & MICROVM_RESTORE_PAUSED,
+	};
+	struct load_ctx l = { .fdt = fdt };
+	r = vm_start_with(vm, &ops, &l);
+	return r < 0 ? fail(c, r, "%s", microvm_last_error(vm)) : 0;
 }
 
 #define KNOWN_RESTORE_FLAGS                                                     \
@@ -410,8 +412,6 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 			free(vm->snap_base);
 			vm->snap_base = abs;
 			st_get_u32(fdt, 0, "checksum", &vm->snap_base_crc, c.err, c.errlen);
-		} else {
-			vm_start_rollback(vm);
 		}
 		pthread_mutex_unlock(&vm->api_lock);
 	}

@@ -19,8 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "arch/x86_64/state.h"
-#include "platform.h"
+#include "arch/arch.h"
 #include "snapshot/state.h"
 #include "vm.h"
 #include "vm_config.h"
@@ -196,7 +195,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	st_u32(w, 0, "format-version", SNAPSHOT_FORMAT_VERSION);
 	st_u32(w, 0, "library-major", MICROVM_VERSION_MAJOR);
 	st_str(w, 0, "library-version", MICROVM_VERSION_STRING);
-	st_str(w, 0, "arch", "x86_64");
+	st_str(w, 0, "arch", arch_name);
 
 	int mach = st_node(w, 0, "machine");
 	vm_config_save(vm, w, mach);
@@ -209,11 +208,11 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 			(size_t)((GM_PAGES(&vm->mem) + 63) / 64) * sizeof(uint64_t));
 	}
 
-	int r = x86_vm_save(vm->vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
+	int r = arch_vm_save(vm->vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
 	for (uint32_t i = 0; r == 0 && i < vm->nr_vcpus; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
-		r = x86_vcpu_save(kvm_fd, vm->vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
+		r = arch_vcpu_save(kvm_fd, vm->vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
 	}
 	if (r < 0)
 		return r;

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "arch/arch.h"
 #include "bus.h"
 #include "errbuf.h"
 #include "vm.h"
@@ -288,10 +289,8 @@ int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, voi
 	d->opaque = opaque;
 	d->features = ops->features;
 	d->index = vm->nr_virtio;
-	d->base = VIRTIO_MMIO_BASE + (uint64_t)d->index * VIRTIO_MMIO_SIZE;
-	d->gsi = VIRTIO_MMIO_FIRST_GSI + d->index;
-	if (d->gsi == 8) /* the RTC's line */
-		d->gsi = 21;
+	d->base = arch_virtio_mmio_base(d->index);
+	d->gsi = arch_virtio_gsi(d->index);
 	pthread_mutex_init(&d->lock, NULL);
 	d->irq_fd = -1;
 	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++)
@@ -299,10 +298,11 @@ int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, voi
 	device_reset(d);
 	int r = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_SIZE, &virtio_mmio_ops, d, ops->name);
 	if (r < 0) {
+		uint64_t base = d->base;
 		pthread_mutex_destroy(&d->lock);
 		free(d);
 		return vm_error(vm, r, "virtio %s: MMIO window 0x%llx taken", ops->name,
-				(unsigned long long)VIRTIO_MMIO_BASE);
+				(unsigned long long)base);
 	}
 	vm->virtio[vm->nr_virtio++] = d;
 	if (out)

@@ -24,8 +24,6 @@ struct st_writer;
 
 #define VIRTIO_MAX_QUEUES 8
 #define VIRTIO_MMIO_SIZE 0x1000
-#define VIRTIO_MMIO_BASE 0xd0000000ULL /* devices at BASE + n * SIZE */
-#define VIRTIO_MMIO_FIRST_GSI 5
 #define VIRTIO_MMIO_MAX_DEVICES 16
 
 /* Device status bits (section 2.1). */

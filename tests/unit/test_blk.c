@@ -28,6 +28,7 @@
 
 #include <microvm.h>
 
+#include "arch/arch.h"
 #include "memory.h"
 #include "virtio/blk.h"
 #include "virtio/queue.h"
@@ -96,7 +97,7 @@ static int fx_setup(struct fx *f, uint32_t flags, const char *serial)
 	memset(f, 0, sizeof(*f));
 	f->flags = flags;
 	make_image(f, IMAGE_SECTORS * 512);
-	assert_int_equal(gm_init(&f->mem, GUEST_MEM), 0);
+	assert_int_equal(arch_ram_init(&f->mem, GUEST_MEM), 0);
 	f->q.mem = &f->mem;
 	f->q.size = QSZ;
 	f->q.desc_gpa = DESC_GPA;

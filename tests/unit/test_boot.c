@@ -21,6 +21,7 @@
 
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/layout.h"
+#include "arch/arch.h"
 #include "memory.h"
 #include "microvm.h"
 
@@ -161,7 +162,7 @@ static int setup(void **state)
 	struct guest_mem *m = calloc(1, sizeof(*m));
 	if (!m)
 		return -1;
-	if (gm_init(m, RAM_SIZE) < 0) {
+	if (arch_ram_init(m, RAM_SIZE) < 0) {
 		free(m);
 		return -1;
 	}
@@ -265,7 +266,7 @@ static void test_e820_high_ram(void **state)
 {
 	struct guest_mem m;
 	const uint64_t size = 4 * GIB + 64 * MIB; /* 3 GiB low + 1 GiB + 64 MiB high */
-	assert_int_equal(gm_init(&m, size), 0);
+	assert_int_equal(arch_ram_init(&m, size), 0);
 	struct boot_info bi = { .entry = KERNEL_ADDR, .kernel_end = KERNEL_ADDR + KERNEL_MEMSZ };
 	setup_ok(&m, CMDLINE, &bi);
 
@@ -356,12 +357,12 @@ static void test_ram_too_small(void **state)
 	struct boot_info bi = { 0 };
 	char err[256] = "";
 	/* 1 MiB: no room above HIGH_MEMORY_START at all. */
-	assert_int_equal(gm_init(&m, MIB), 0);
+	assert_int_equal(arch_ram_init(&m, MIB), 0);
 	assert_int_equal(boot_setup_memory(&m, "", &bi, err, sizeof(err)), -EINVAL);
 	assert_true(strlen(err) > 0);
 	gm_release(&m);
 	/* 2 MiB (MICROVM_MIN_MEMORY_MIB) is enough. */
-	assert_int_equal(gm_init(&m, MICROVM_MIN_MEMORY_MIB * MIB), 0);
+	assert_int_equal(arch_ram_init(&m, MICROVM_MIN_MEMORY_MIB * MIB), 0);
 	setup_ok(&m, "", &bi);
 	assert_e820(&m, 2, HIGH_MEMORY_START, MICROVM_MIN_MEMORY_MIB * MIB - HIGH_MEMORY_START,
 		    E820_RAM);

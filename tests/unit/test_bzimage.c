@@ -27,6 +27,7 @@
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/bzimage.h"
 #include "arch/x86_64/layout.h"
+#include "arch/arch.h"
 #include "memory.h"
 #include "microvm.h"
 
@@ -252,7 +253,7 @@ static int setup(void **state)
 	struct guest_mem *m = calloc(1, sizeof(*m));
 	if (!m)
 		return -1;
-	if (gm_init(m, RAM_SIZE) < 0) {
+	if (arch_ram_init(m, RAM_SIZE) < 0) {
 		free(m);
 		return -1;
 	}
@@ -507,7 +508,7 @@ static void test_pref_in_high_ram(void **state)
 {
 	(void)state;
 	struct guest_mem hm;
-	if (gm_init(&hm, MEM_LOW_LIMIT + 64 * MIB) < 0)
+	if (arch_ram_init(&hm, MEM_LOW_LIMIT + 64 * MIB) < 0)
 		skip(); /* no address space for a 3 GiB mapping */
 	assert_true(hm.size > hm.low_size);
 	uint8_t *high = gm_ptr(&hm, MEM_HIGH_BASE, 64 * MIB);

@@ -19,6 +19,7 @@
 
 #include "arch/x86_64/elf.h"
 #include "arch/x86_64/layout.h"
+#include "arch/arch.h"
 #include "memory.h"
 
 #define RAM_SIZE (16 * MIB)
@@ -122,7 +123,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -1;
-	if (gm_init(&f->mem, RAM_SIZE) < 0) {
+	if (arch_ram_init(&f->mem, RAM_SIZE) < 0) {
 		free(f);
 		return -1;
 	}

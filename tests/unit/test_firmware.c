@@ -19,6 +19,7 @@
 #include "arch/x86_64/acpi.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/mptable.h"
+#include "arch/arch.h"
 #include "memory.h"
 
 #define RAM_SIZE (64 * MIB)
@@ -85,7 +86,7 @@ static bool all_zero(const struct guest_mem *m)
 static int setup(void **state)
 {
 	static struct guest_mem mem;
-	assert_int_equal(gm_init(&mem, RAM_SIZE), 0);
+	assert_int_equal(arch_ram_init(&mem, RAM_SIZE), 0);
 	*state = &mem;
 	return 0;
 }
@@ -248,7 +249,7 @@ static void test_mptable_small_ram(void **state)
 {
 	struct guest_mem small;
 	char err[256] = "";
-	assert_int_equal(gm_init(&small, SMALL_RAM), 0);
+	assert_int_equal(arch_ram_init(&small, SMALL_RAM), 0);
 	assert_int_equal(mptable_write(&small, 1, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "guest RAM"));
 	assert_int_equal(mptable_write(&small, 254, err, sizeof(err)), -EINVAL);
@@ -256,14 +257,14 @@ static void test_mptable_small_ram(void **state)
 	gm_release(&small);
 
 	/* RAM that ends inside the EBDA KiB. */
-	assert_int_equal(gm_init(&small, 0xa0000 - 0x1000), 0);
+	assert_int_equal(arch_ram_init(&small, 0xa0000 - 0x1000), 0);
 	assert_int_equal(mptable_write(&small, 1, err, sizeof(err)), -EINVAL);
 	assert_true(all_zero(&small));
 	gm_release(&small);
 
 	/* RAM that covers the EBDA but not the BIOS area: a small table fits,
 	 * a large one does not. */
-	assert_int_equal(gm_init(&small, 0xa0000), 0);
+	assert_int_equal(arch_ram_init(&small, 0xa0000), 0);
 	assert_int_equal(mptable_write(&small, 40, err, sizeof(err)), 0);
 	memset(small.host, 0, small.size);
 	assert_int_equal(mptable_write(&small, 41, err, sizeof(err)), -EINVAL);
@@ -577,7 +578,7 @@ static void test_acpi_small_ram(void **state)
 	struct guest_mem small;
 	char err[256] = "";
 	uint64_t rsdp = 0x1234;
-	assert_int_equal(gm_init(&small, SMALL_RAM), 0);
+	assert_int_equal(arch_ram_init(&small, SMALL_RAM), 0);
 	assert_int_equal(acpi_write(&small, 1, &rsdp, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "guest RAM"));
 	assert_int_equal(rsdp, 0x1234);
@@ -585,13 +586,13 @@ static void test_acpi_small_ram(void **state)
 	gm_release(&small);
 
 	/* RAM ending right where the tables would start. */
-	assert_int_equal(gm_init(&small, ACPI_TABLES_START), 0);
+	assert_int_equal(arch_ram_init(&small, ACPI_TABLES_START), 0);
 	assert_int_equal(acpi_write(&small, 254, &rsdp, err, sizeof(err)), -EINVAL);
 	assert_true(all_zero(&small));
 	gm_release(&small);
 
 	/* A released (unmapped) guest. */
-	gm_init(&small, 4096);
+	arch_ram_init(&small, 4096);
 	gm_release(&small);
 	assert_int_equal(acpi_write(&small, 1, &rsdp, err, sizeof(err)), -EINVAL);
 	assert_int_equal(mptable_write(&small, 1, err, sizeof(err)), -EINVAL);

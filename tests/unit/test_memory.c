@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "arch/arch.h"
+#include "arch/x86_64/layout.h"
 #include "memory.h"
 
 #define SMALL (16 * MIB)
@@ -36,7 +38,7 @@ static void test_init_bad_sizes(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct guest_mem m;
 		memset(&m, 0x5a, sizeof(m));
-		assert_int_equal(gm_init(&m, bad[i]), -EINVAL);
+		assert_int_equal(arch_ram_init(&m, bad[i]), -EINVAL);
 		/* The struct is left in the released state. */
 		assert_null(m.host);
 		assert_int_equal(m.fd, -1);
@@ -49,7 +51,7 @@ static void test_init_bad_sizes(void **state)
 static void test_init_small(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, SMALL), 0);
+	assert_int_equal(arch_ram_init(&m, SMALL), 0);
 	assert_non_null(m.host);
 	assert_true(m.fd >= 0);
 	assert_int_equal(m.size, SMALL);
@@ -67,7 +69,7 @@ static void test_init_small(void **state)
 static void test_init_one_page(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, 4096), 0);
+	assert_int_equal(arch_ram_init(&m, 4096), 0);
 	assert_ptr_equal(gm_ptr(&m, 0, 4096), m.host);
 	assert_null(gm_ptr(&m, 0, 4097));
 	assert_null(gm_ptr(&m, 4096, 1));
@@ -78,7 +80,7 @@ static void test_init_one_page(void **state)
 static void test_ptr_boundaries(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, SMALL), 0);
+	assert_int_equal(arch_ram_init(&m, SMALL), 0);
 
 	/* Whole RAM, first byte, last byte. */
 	assert_ptr_equal(gm_ptr(&m, 0, SMALL), m.host);
@@ -132,7 +134,7 @@ static void test_exactly_low_limit(void **state)
 {
 	/* Exactly 3 GiB: all of it low, no high region. */
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, MEM_LOW_LIMIT), 0);
+	assert_int_equal(arch_ram_init(&m, MEM_LOW_LIMIT), 0);
 	assert_int_equal(m.low_size, MEM_LOW_LIMIT);
 	assert_int_equal(gm_end(&m), MEM_LOW_LIMIT);
 	assert_ptr_equal(gm_ptr(&m, MEM_LOW_LIMIT - 1, 1), m.host + MEM_LOW_LIMIT - 1);
@@ -144,7 +146,7 @@ static void test_exactly_low_limit(void **state)
 static void test_high_region(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, BIG), 0);
+	assert_int_equal(arch_ram_init(&m, BIG), 0);
 	const uint64_t high = BIG - MEM_LOW_LIMIT;
 	assert_int_equal(m.size, BIG);
 	assert_int_equal(m.low_size, MEM_LOW_LIMIT);
@@ -193,7 +195,7 @@ static void test_high_region(void **state)
 static void test_read_write(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(gm_init(&m, SMALL), 0);
+	assert_int_equal(arch_ram_init(&m, SMALL), 0);
 
 	uint8_t src[300], dst[300];
 	for (size_t i = 0; i < sizeof(src); i++)
@@ -233,8 +235,8 @@ static void test_independent_instances(void **state)
 {
 	/* Two guests do not share RAM. */
 	struct guest_mem a, b;
-	assert_int_equal(gm_init(&a, SMALL), 0);
-	assert_int_equal(gm_init(&b, SMALL), 0);
+	assert_int_equal(arch_ram_init(&a, SMALL), 0);
+	assert_int_equal(arch_ram_init(&b, SMALL), 0);
 	assert_true(a.host != b.host);
 	assert_true(a.fd != b.fd);
 	const uint8_t x = 0x11, y = 0x22;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "arch/arch.h"
 #include "memory.h"
 #include "virtio/devices.h"
 #include "virtio/registry.h"
@@ -177,7 +178,7 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	assert_int_equal(gm_init(&f->mem, RAM), 0);
+	assert_int_equal(arch_ram_init(&f->mem, RAM), 0);
 	f->chain = malloc(sizeof(*f->chain));
 	assert_non_null(f->chain);
 	f->con = virtio_console_new(NULL);

@@ -27,6 +27,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "arch/arch.h"
+#include "arch/x86_64/layout.h"
 #include "memory.h"
 #include "virtio/queue.h"
 
@@ -165,7 +167,7 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	assert_int_equal(gm_init(&f->mem, RAM), 0);
+	assert_int_equal(arch_ram_init(&f->mem, RAM), 0);
 	f->c = calloc(1, sizeof(*f->c));
 	assert_non_null(f->c);
 	queue_init(f, 8, true, false);
@@ -1079,7 +1081,7 @@ static void test_total_length_overflow(void **state)
 	 * never touched beyond the rings (MAP_NORESERVE memfd). */
 	struct fx *f = *state;
 	struct guest_mem big;
-	assert_int_equal(gm_init(&big, 3 * GIB + 64 * MIB), 0);
+	assert_int_equal(arch_ram_init(&big, 3 * GIB + 64 * MIB), 0);
 	struct guest_mem small = f->mem;
 	f->mem = big;
 	queue_init(f, 8, true, false);

@@ -29,6 +29,7 @@
 
 #include "bus.h"
 #include "evloop.h"
+#include "arch/arch.h"
 #include "memory.h"
 #include "virtio/devices.h"
 #include "virtio/registry.h"
@@ -322,7 +323,7 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	assert_int_equal(gm_init(&f->mem, RAM), 0);
+	assert_int_equal(arch_ram_init(&f->mem, RAM), 0);
 	ring_init(f, &f->rx, 0x10000, 0x100000);
 	ring_init(f, &f->tx, 0x20000, 0x100000 + NSLOT * SLOT_SIZE);
 	ring_init(f, &f->ev, 0x30000, 0x100000 + 2 * NSLOT * SLOT_SIZE);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arch/x86_64/layout.h"
 #include "memory.h"
 #include "byteorder.h"
 #include "errbuf.h"

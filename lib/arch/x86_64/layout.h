@@ -2,6 +2,17 @@
 #ifndef MICROVM_X86_LAYOUT_H
 #define MICROVM_X86_LAYOUT_H
 
+/* RAM above 3 GiB is placed at 4 GiB, leaving 3-4 GiB for MMIO (virtio,
+ * the IOAPIC and LAPIC). */
+#define MEM_LOW_LIMIT (3ULL << 30)
+#define MEM_HIGH_BASE (4ULL << 30)
+
+/* virtio-mmio devices: BASE + n * 4 KiB, GSI FIRST_GSI + n (8 is taken). */
+#define VIRTIO_MMIO_BASE 0xd0000000ULL
+#define VIRTIO_MMIO_FIRST_GSI 5
+#define RTC_GSI 8
+#define VIRTIO_MMIO_GSI_INSTEAD_OF_RTC 21
+
 #define BOOT_GDT_ADDR 0x500ULL
 #define BOOT_IDT_ADDR 0x530ULL /* after the 5-entry GDT */
 #define BOOT_STACK_TOP 0x8ff0ULL

@@ -1,4 +1,4 @@
-#include "arch/x86_64/state.h"
+#include "arch/arch.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -92,7 +92,7 @@ out:
 	return r;
 }
 
-int x86_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
+int arch_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
 		  size_t errlen)
 {
 	/* CPUID as set at creation. */
@@ -133,7 +133,7 @@ int x86_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *
 	return w->err;
 }
 
-int x86_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err, size_t errlen)
+int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err, size_t errlen)
 {
 	const void *p;
 	size_t len;
@@ -215,7 +215,7 @@ static const struct {
 	{ KVM_IRQCHIP_IOAPIC, "ioapic" },
 };
 
-int x86_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen)
+int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip c = { .chip_id = chips[i].chip_id };
@@ -232,7 +232,7 @@ int x86_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errl
 	return w->err;
 }
 
-int x86_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
+int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip c;

@@ -1,4 +1,4 @@
-#include "platform.h"
+#include "arch/arch.h"
 
 #include "arch/x86_64/acpi.h"
 #include "snapshot/state.h"

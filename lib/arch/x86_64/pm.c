@@ -1,4 +1,4 @@
-#include "devices/pm.h"
+#include "arch/x86_64/pm.h"
 
 #include <string.h>
 
