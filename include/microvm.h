@@ -2,7 +2,8 @@
  * libmicrovm - an embeddable KVM microVM library.
  *
  * This header is the whole public API. It is self-contained: it needs only
- * <stdint.h> and <stddef.h>.
+ * <stdint.h>, <stddef.h> and "microvm_version.h" (the version macros,
+ * generated at build time and installed next to this file).
  *
  * Conventions
  * -----------
@@ -65,6 +66,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "microvm_version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -77,15 +80,16 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 
-#define MICROVM_VERSION_MAJOR 0
-#define MICROVM_VERSION_MINOR 1
-#define MICROVM_VERSION_PATCH 0
-#define MICROVM_VERSION_STRING "0.1.0"
-/* Encoded as (major << 16) | (minor << 8) | patch. */
+/*
+ * MICROVM_VERSION_MAJOR, _MINOR, _PATCH and _STRING ("0.3.0"), the version
+ * of this header, come from "microvm_version.h" (included above).
+ * MICROVM_VERSION_NUMBER encodes it as (major << 16) | (minor << 8) | patch.
+ */
 #define MICROVM_VERSION_NUMBER \
 	((MICROVM_VERSION_MAJOR << 16) | (MICROVM_VERSION_MINOR << 8) | MICROVM_VERSION_PATCH)
 
-/* The version of the library actually loaded, e.g. "0.1.0". Never NULL. */
+/* The version of the library actually loaded, e.g. "0.3.0" (the same
+ * format as MICROVM_VERSION_STRING). Never NULL; the string is static. */
 MICROVM_API const char *microvm_version(void);
 
 /* ----------------------------------------------------------------- errors */
