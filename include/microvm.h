@@ -431,7 +431,9 @@ MICROVM_API int microvm_state(const microvm *vm);
  * packet; listening sockets are unaffected), console output not yet written
  * to the console fd, and the host fds.
  *
- * Restore requires: the same library major version and snapshot format, a
+ * Restore requires: the same snapshot format version (the state file's
+ * "format-version"; any library reading that format restores it, whatever
+ * library version wrote it, which the file records for information only), a
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
  * features) and allows the saved vCPU count.
  *

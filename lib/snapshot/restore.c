@@ -91,21 +91,17 @@ static int read_state(struct rctx *c, const char *dir, void **out, size_t *len)
 	return 0;
 }
 
+/* Compatibility is the format version's alone: the library version the
+ * snapshot records ("library-major", "library-version") is information. */
 static int check_header(struct rctx *c, const void *fdt)
 {
-	uint32_t fmt, major;
+	uint32_t fmt;
 	int r = st_get_u32(fdt, 0, "format-version", &fmt, c->err, c->errlen);
 	if (r < 0)
 		return r;
 	if (fmt != SNAPSHOT_FORMAT_VERSION)
 		return fail(c, -EINVAL, "snapshot format version %u: this library reads version %d",
 			    fmt, SNAPSHOT_FORMAT_VERSION);
-	r = st_get_u32(fdt, 0, "library-major", &major, c->err, c->errlen);
-	if (r < 0)
-		return r;
-	if (major != MICROVM_VERSION_MAJOR)
-		return fail(c, -EINVAL, "snapshot written by libmicrovm %u.x, this is %d.x", major,
-			    MICROVM_VERSION_MAJOR);
 	const char *arch = st_get_str(fdt, 0, "arch");
 	if (!arch || strcmp(arch, "x86_64"))
 		return fail(c, -EINVAL, "snapshot architecture %s, this host is x86_64",
