@@ -33,6 +33,19 @@
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM.
+ * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
+ *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
+ *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
+ *   set to the caller's sizeof by their _INIT macro. Fields are only ever
+ *   added at the end, with 0/NULL keeping the earlier behaviour. A size
+ *   below the struct's size in the release that introduced it is -EINVAL.
+ *   Passed in (configs): a smaller struct from an older header reads as if
+ *   the fields it lacks were zero; a larger one from a newer header is
+ *   accepted if every byte this library does not know is zero, and is
+ *   -EINVAL otherwise (it asks for something this library cannot do).
+ *   Filled in (microvm_exit, microvm_exec_result): the library writes the
+ *   fields it knows, zeroes the rest of a larger struct and leaves size as
+ *   the caller set it.
  * - Ownership of every pointer and file descriptor argument is stated per
  *   function: "copied" (the library keeps its own copy), "borrowed" (the caller
  *   keeps it valid and open until the VM is destroyed) or "adopted" (the
@@ -392,8 +405,8 @@ typedef struct microvm_exit {
  * Wait until the VM is STOPPED, at most @timeout_ms milliseconds (-1 = no
  * limit, 0 = just poll). On success fills @out (if not NULL; out->size must
  * be set, see MICROVM_EXIT_INIT) and returns 0. -ETIMEDOUT if still running,
- * -EINVAL if the VM was never started, @timeout_ms < -1 or out->size is too
- * small.
+ * -EINVAL if the VM was never started, @timeout_ms < -1 or out->size is
+ * below 272 (the 0.1 struct; see "Structs that may grow" above).
  */
 MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
 

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/cpu.h"
@@ -849,8 +850,10 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 {
 	if (!vm || timeout_ms < -1)
 		return -EINVAL;
-	if (out && out->size < offsetof(microvm_exit, message))
-		return -EINVAL;
+	char err[200];
+	if (out && abi_prepare_out(out, sizeof(*out), ABI_EXIT_MIN, "wait: microvm_exit", err,
+				   sizeof(err)) < 0)
+		return vm_error(vm, -EINVAL, "%s", err);
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	if (timeout_ms > 0) {
@@ -882,9 +885,9 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 		}
 	}
 	if (r == 0 && out) {
-		microvm_exit e = vm->exit_info;
-		e.size = out->size < sizeof(e) ? out->size : (uint32_t)sizeof(e);
-		memcpy(out, &e, e.size);
+		uint32_t size = out->size; /* the caller's, kept */
+		*out = vm->exit_info;
+		out->size = size;
 	}
 	pthread_mutex_unlock(&vm->lock);
 	return r;

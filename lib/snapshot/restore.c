@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "arch/x86_64/state.h"
 #include "errbuf.h"
 #include "file.h"
@@ -431,12 +432,11 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	*out = NULL;
 	if (!dir || !*dir)
 		return fail(&c, -EINVAL, "restore: no directory given");
-	microvm_restore_config defaults = MICROVM_RESTORE_CONFIG_INIT;
-	if (!cfg)
-		cfg = &defaults;
-	if (cfg->size < sizeof(microvm_restore_config))
-		return fail(&c, -EINVAL, "restore: config size %u is smaller than %zu (use "
-			    "MICROVM_RESTORE_CONFIG_INIT)", cfg->size, sizeof(microvm_restore_config));
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	if (cfg && abi_copy_in(&rc, sizeof(rc), cfg, ABI_RESTORE_CONFIG_MIN,
+			       "restore: microvm_restore_config", c.err, c.errlen) < 0)
+		return -EINVAL;
+	cfg = &rc;
 	if (cfg->flags & ~KNOWN_RESTORE_FLAGS)
 		return fail(&c, -EINVAL, "restore: unknown flags 0x%x",
 			    cfg->flags & ~KNOWN_RESTORE_FLAGS);
