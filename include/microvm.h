@@ -517,9 +517,22 @@ typedef struct microvm_restore_config {
 	 * sockets are per VM): keeping it (the default) sends no event. */
 	uint64_t vsock_cid;
 	const char *vsock_uds_path;
+	/* Since 0.3; 0 / NULL = the defaults, which callers built against 0.2
+	 * get. A restored VM is already running, so its setters are closed:
+	 * these are the only way to give it a log callback or kick signal.
+	 * Logging as microvm_set_log(), from the VM's creation during the
+	 * restore on: log_fn NULL = none; log_opaque borrowed; log_level
+	 * MICROVM_LOG_*, 0 = MICROVM_LOG_WARN. */
+	microvm_log_fn log_fn;
+	void *log_opaque;
+	int32_t log_level;
+	/* Signal that kicks its vCPU threads, as microvm_set_kick_signal();
+	 * 0 = the default (see "vCPU kicking"). */
+	int32_t kick_signal;
 } microvm_restore_config;
 
-#define MICROVM_RESTORE_CONFIG_INIT { sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL }
+#define MICROVM_RESTORE_CONFIG_INIT \
+	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
 
 /*
  * Create a new VM from the snapshot in @dir and start it (running, or paused
@@ -531,8 +544,8 @@ typedef struct microvm_restore_config {
  * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format
  * version, missing or malformed state, memory file too short, more vCPUs
  * than this host allows, a disk of the wrong size, a state or memory file
- * that is not a regular file...), -EBADMSG (checksum mismatch), -EAGAIN and
- * the other errors of microvm_start(). The detail is in @errbuf (if not NULL,
+ * that is not a regular file, a bad log level or kick signal...), -EBADMSG
+ * (checksum mismatch), -EAGAIN and the other errors of microvm_start(). The detail is in @errbuf (if not NULL,
  * @errlen bytes) since there is no VM to ask microvm_last_error().
  */
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,

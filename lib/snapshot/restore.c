@@ -274,6 +274,11 @@ static int configure(struct rctx *c, struct microvm *vm, const void *fdt,
 		if (e_ < 0)                                                    \
 			return fail(c, e_, "%s", microvm_last_error(vm));      \
 	} while (0)
+	if (cfg->log_fn || cfg->log_level)
+		SET(microvm_set_log(vm, cfg->log_fn, cfg->log_opaque,
+				    cfg->log_level ? cfg->log_level : MICROVM_LOG_WARN));
+	if (cfg->kick_signal)
+		SET(microvm_set_kick_signal(vm, cfg->kick_signal));
 	SET(microvm_set_vcpus(vm, vcpus));
 	SET(microvm_set_memory(vm, msize / MIB));
 	SET(microvm_set_acpi(vm, acpi != 0));

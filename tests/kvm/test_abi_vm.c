@@ -1,9 +1,13 @@
 /*
  * The ABI promises of <microvm.h> that need a running or restored tiny
  * guest: size-versioned structs from older and newer callers (microvm_exit,
- * microvm_restore_config). tests/unit/test_abi.c has the rest.
+ * microvm_restore_config), and the log callback and kick signal a restored
+ * VM gets from its config. tests/unit/test_abi.c has the rest.
  */
 #include "kvm_test.h"
+
+#include <pthread.h>
+#include <signal.h>
 
 static char tmpdir[256];
 static char snapdir[300]; /* a snapshot of the counter payload */
@@ -117,11 +121,172 @@ static void test_restore_newer_config(void **state)
 	close(out);
 }
 
+/* microvm_restore_config as first released (0.2), a test-local copy. */
+struct restore_config_v02 {
+	uint32_t size;
+	uint32_t flags;
+	int console_in;
+	int console_out;
+	uint32_t n_disks;
+	const char *const *disk_paths;
+	uint64_t vsock_cid;
+	const char *vsock_uds_path;
+};
+
+/* Kicks seen per signal: handlers the application installed (the library
+ * keeps them; they must just return). */
+static volatile sig_atomic_t kicks_default, kicks_custom;
+#define CUSTOM_KICK (SIGRTMIN + 3)
+
+static void count_default(int sig)
+{
+	(void)sig;
+	kicks_default++;
+}
+
+static void count_custom(int sig)
+{
+	(void)sig;
+	kicks_custom++;
+}
+
+static void install_kick_counters(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = count_default;
+	assert_int_equal(sigaction(SIGRTMIN + MICROVM_DEFAULT_KICK_SIGNAL_OFFSET, &sa, NULL), 0);
+	sa.sa_handler = count_custom;
+	assert_int_equal(sigaction(CUSTOM_KICK, &sa, NULL), 0);
+	kicks_default = kicks_custom = 0;
+}
+
+/* Pause and resume @vm; the guest keeps printing after the resume. */
+static void pause_resume_ok(microvm *vm, int out)
+{
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED);
+	size_t len = strlen(console_text(out));
+	assert_int_equal(microvm_resume(vm), 0);
+	assert_int_equal(wait_output_grows(out, len), 0);
+}
+
+/* A caller built against 0.2 (the smaller struct) restores with the
+ * defaults for what 0.3 added: no log callback, the default kick signal. */
+static void test_restore_old_config(void **state)
+{
+	SKIP_WITHOUT_KVM();
+	const char *dir = counter_snapshot();
+	install_kick_counters();
+	int out = console_fd();
+	struct restore_config_v02 old = { sizeof(old), 0, -1, out, 0, NULL, 0, NULL };
+	microvm *vm = NULL;
+	char e[256];
+	int r = microvm_restore(&vm, dir, (const microvm_restore_config *)&old, e, sizeof(e));
+	if (r < 0)
+		fail_msg("restore: %d %s", r, e);
+	assert_int_equal(wait_output_grows(out, 0), 0);
+	pause_resume_ok(vm, out);
+	assert_true(kicks_default > 0);
+	assert_int_equal(kicks_custom, 0);
+	microvm_destroy(vm);
+	close(out);
+}
+
+struct log_record {
+	pthread_mutex_t lock;
+	int calls;
+	int restored; /* "restored from" lines seen */
+	int max_level;
+};
+
+static void log_cb(void *opaque, int level, const char *msg)
+{
+	struct log_record *rec = opaque;
+	pthread_mutex_lock(&rec->lock);
+	rec->calls++;
+	if (strstr(msg, "restored from") && strstr(msg, snapdir))
+		rec->restored++;
+	if (level > rec->max_level)
+		rec->max_level = level;
+	pthread_mutex_unlock(&rec->lock);
+}
+
+/* The 0.3 fields: the restored VM logs through the callback from the start
+ * and is kicked (pause/resume) with the given signal. */
+static void test_restore_log_and_kick(void **state)
+{
+	SKIP_WITHOUT_KVM();
+	const char *dir = counter_snapshot();
+	install_kick_counters();
+	int out = console_fd();
+	struct log_record rec = { PTHREAD_MUTEX_INITIALIZER, 0, 0, 0 };
+	microvm_restore_config cfg = MICROVM_RESTORE_CONFIG_INIT;
+	cfg.console_out = out;
+	cfg.log_fn = log_cb;
+	cfg.log_opaque = &rec;
+	cfg.log_level = MICROVM_LOG_INFO;
+	cfg.kick_signal = CUSTOM_KICK;
+	microvm *vm = NULL;
+	char e[256];
+	int r = microvm_restore(&vm, dir, &cfg, e, sizeof(e));
+	if (r < 0)
+		fail_msg("restore: %d %s", r, e);
+	pthread_mutex_lock(&rec.lock);
+	assert_int_equal(rec.restored, 1);
+	assert_int_equal(rec.max_level, MICROVM_LOG_INFO);
+	pthread_mutex_unlock(&rec.lock);
+	assert_int_equal(wait_output_grows(out, 0), 0);
+	pause_resume_ok(vm, out);
+	pause_resume_ok(vm, out);
+	assert_true(kicks_custom > 0);
+	assert_int_equal(kicks_default, 0);
+	microvm_destroy(vm);
+	close(out);
+
+	/* The default level (0) is WARN: no info lines. */
+	rec.calls = rec.restored = rec.max_level = 0;
+	cfg.log_level = 0;
+	out = console_fd();
+	cfg.console_out = out;
+	r = microvm_restore(&vm, dir, &cfg, e, sizeof(e));
+	if (r < 0)
+		fail_msg("restore: %d %s", r, e);
+	pthread_mutex_lock(&rec.lock);
+	assert_int_equal(rec.restored, 0);
+	pthread_mutex_unlock(&rec.lock);
+	microvm_destroy(vm);
+	close(out);
+}
+
+/* Bad values are refused like the setters refuse them. */
+static void test_restore_bad_log_and_kick(void **state)
+{
+	SKIP_WITHOUT_KVM();
+	const char *dir = counter_snapshot();
+	microvm_restore_config cfg = MICROVM_RESTORE_CONFIG_INIT;
+	microvm *vm = NULL;
+	char e[256];
+	cfg.log_level = 9;
+	assert_int_equal(microvm_restore(&vm, dir, &cfg, e, sizeof(e)), -EINVAL);
+	assert_non_null(strstr(e, "set_log: level 9 out of range"));
+	assert_null(vm);
+	cfg.log_level = 0;
+	cfg.kick_signal = SIGUSR1;
+	assert_int_equal(microvm_restore(&vm, dir, &cfg, e, sizeof(e)), -EINVAL);
+	assert_non_null(strstr(e, "set_kick_signal"));
+	assert_null(vm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wait_newer_exit),
 		cmocka_unit_test(test_restore_newer_config),
+		cmocka_unit_test(test_restore_old_config),
+		cmocka_unit_test(test_restore_log_and_kick),
+		cmocka_unit_test(test_restore_bad_log_and_kick),
 	};
 	return cmocka_run_group_tests_name("abi_vm", tests, group_setup, group_teardown);
 }

@@ -149,7 +149,7 @@ static void test_first_release_sizes(void **state)
 	assert_int_equal(ABI_EXEC_RESULT_MIN, 48);
 	assert_true(sizeof(microvm_disk_config) >= ABI_DISK_CONFIG_MIN);
 	assert_true(sizeof(microvm_vsock_config) >= ABI_VSOCK_CONFIG_MIN);
-	assert_true(sizeof(microvm_restore_config) >= ABI_RESTORE_CONFIG_MIN);
+	assert_true(sizeof(microvm_restore_config) > ABI_RESTORE_CONFIG_MIN); /* grew in 0.3 */
 	assert_true(sizeof(microvm_exit) >= ABI_EXIT_MIN);
 }
 
