@@ -32,7 +32,7 @@
  *   The console fds are borrowed and not counted.
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
- *   the same VM.
+ *   the same VM. microvm_last_error() returns a per-thread copy (see there).
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
  *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
@@ -116,9 +116,15 @@ typedef struct microvm microvm;
 MICROVM_API const char *microvm_strerror(int err);
 
 /*
- * Detail of the last failed call on @vm, or "" if none failed yet.
- * The string belongs to the VM and stays valid until the next call on @vm.
- * microvm_last_error(NULL) returns "".
+ * Detail of the last failed call on @vm, whichever thread made it, or "" if
+ * none failed yet. Each failure's text is recorded whole (a concurrent
+ * failure on another thread replaces it, never mixes with it). The result
+ * is a copy in a buffer of the calling thread: it stays valid and unchanged
+ * until this thread calls microvm_last_error() again (for any VM) or exits,
+ * whatever other threads do meanwhile, @vm's destruction included. So with
+ * one VM shared by several threads, read it right after the failed call,
+ * knowing another thread's later failure may be what you read.
+ * microvm_last_error(NULL) returns "" (a static string).
  */
 MICROVM_API const char *microvm_last_error(const microvm *vm);
 

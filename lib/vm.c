@@ -84,6 +84,7 @@ MICROVM_API int microvm_create(microvm **out)
 		return -ENOMEM;
 	pthread_mutex_init(&vm->api_lock, NULL);
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->err_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -103,6 +104,7 @@ MICROVM_API int microvm_create(microvm **out)
 		int e = -errno;
 		pthread_mutex_destroy(&vm->api_lock);
 		pthread_mutex_destroy(&vm->lock);
+		pthread_mutex_destroy(&vm->err_lock);
 		pthread_cond_destroy(&vm->cond);
 		free(vm);
 		return e;
@@ -934,6 +936,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	close(vm->event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->err_lock);
 	pthread_cond_destroy(&vm->cond);
 	free(vm);
 }

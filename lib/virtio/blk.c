@@ -842,7 +842,7 @@ static int add_disk_locked(struct microvm *vm, const microvm_disk_config *ucfg)
 	struct virtio_device *vdev = NULL;
 	r = virtio_mmio_add(vm, &blk_ops, b, &vdev);
 	if (r < 0) {
-		snprintf(err, sizeof(err), "%s", vm->last_error);
+		vm_error_text(vm, err, sizeof(err));
 		blk_free(b);
 		return vm_error(vm, r, "add_disk: %s: %s", cfg->path, err);
 	}

@@ -1,7 +1,8 @@
 /*
  * The ABI promises of <microvm.h> that need no /dev/kvm: size-versioned
- * structs ("Structs that may grow") through the public setters, and the
- * helper that implements them (lib/abi.c). tests/kvm/test_abi_vm.c covers the
+ * structs ("Structs that may grow") through the public setters, the helper
+ * that implements them (lib/abi.c), and microvm_last_error() with several
+ * threads on one VM. tests/kvm/test_abi_vm.c covers the
  * calls that need a running or restored VM.
  */
 #include <stdarg.h>
@@ -11,6 +12,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +265,100 @@ static void test_restore_config_sizes(void **state)
 	assert_int_equal(microvm_restore(&vm, "/nonexistent", &nw.c, e, sizeof(e)), -ENOENT);
 }
 
+/* ------------------------------------------ microvm_last_error, threads */
+
+/*
+ * Two threads make failing calls on one VM and read microvm_last_error()
+ * after each; a third holds one result and checks that it never changes.
+ * Every text read must be one of the three whole messages. (Before, the
+ * result pointed into the VM, which the other thread's failures rewrote
+ * under the reader.)
+ */
+#define ERR_ROUNDS 20000
+
+struct err_race {
+	microvm *vm;
+	const char *msgs[3]; /* the messages of the three failing calls */
+	atomic_int running;  /* failing threads still going */
+	atomic_int bad;      /* texts that were none of msgs */
+};
+
+static int fail_call(microvm *vm, int which)
+{
+	microvm_exit small = MICROVM_EXIT_INIT;
+	small.size = 8;
+	switch (which) {
+	case 0: return microvm_set_vcpus(vm, 0);
+	case 1: return microvm_set_memory(vm, 0);
+	default: return microvm_wait(vm, 0, &small); /* outside the API lock */
+	}
+}
+
+static bool known_msg(const struct err_race *r, const char *text)
+{
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(text, r->msgs[i]))
+			return true;
+	return false;
+}
+
+static void *failing_thread(void *arg)
+{
+	struct err_race *r = arg;
+	static atomic_int next;
+	int me = atomic_fetch_add(&next, 1);
+	for (int i = 0; i < ERR_ROUNDS; i++) {
+		if (fail_call(r->vm, (me + i) % 3) != -EINVAL ||
+		    !known_msg(r, microvm_last_error(r->vm)))
+			atomic_fetch_add(&r->bad, 1);
+	}
+	atomic_fetch_sub(&r->running, 1);
+	return NULL;
+}
+
+static void *holding_thread(void *arg)
+{
+	struct err_race *r = arg;
+	const char *held = microvm_last_error(r->vm);
+	char first[512];
+	snprintf(first, sizeof(first), "%s", held);
+	if (!known_msg(r, first))
+		atomic_fetch_add(&r->bad, 1);
+	while (atomic_load(&r->running) > 0) {
+		if (strcmp(held, first))
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+static void test_last_error_threads(void **state)
+{
+	microvm *vm = *state;
+	struct err_race r = { .vm = vm, .running = 2 };
+	char *msgs[3];
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(fail_call(vm, i), -EINVAL);
+		msgs[i] = strdup(microvm_last_error(vm));
+		assert_non_null(msgs[i]);
+		r.msgs[i] = msgs[i];
+	}
+	assert_string_not_equal(msgs[0], msgs[1]);
+	assert_string_not_equal(msgs[1], msgs[2]);
+	pthread_t t[3];
+	assert_int_equal(pthread_create(&t[0], NULL, holding_thread, &r), 0);
+	assert_int_equal(pthread_create(&t[1], NULL, failing_thread, &r), 0);
+	assert_int_equal(pthread_create(&t[2], NULL, failing_thread, &r), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	/* This thread's copy is its own: another thread's read leaves it. */
+	const char *mine = microvm_last_error(vm);
+	assert_true(known_msg(&r, mine));
+	for (int i = 0; i < 3; i++)
+		free(msgs[i]);
+	assert_string_equal(microvm_last_error(NULL), "");
+}
+
 #define V(fn) cmocka_unit_test_setup_teardown(fn, vm_setup, vm_teardown)
 
 int main(void)
@@ -275,6 +373,7 @@ int main(void)
 		V(test_vsock_config_sizes),
 		V(test_exit_sizes),
 		cmocka_unit_test(test_restore_config_sizes),
+		V(test_last_error_threads),
 	};
 	return cmocka_run_group_tests_name("abi", tests, group_setup, group_teardown);
 }
