@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the build tree into a temporary prefix, then build the 10-line
-# hello10.c against it twice (pkg-config and CMake find_package) and run the
-# tiny hello guest with each.  Usage: check-install.sh BUILD_DIR PAYLOAD
+# hello10.c against it (pkg-config and CMake find_package, shared and static)
+# and run the tiny hello guest with each.  Usage: check-install.sh BUILD_DIR PAYLOAD
 set -euo pipefail
 build=$1
 payload=$2
@@ -55,10 +55,25 @@ out=$("$tmp/hello10" "$payload")
 echo "pkg-config build says: $out"
 [ "$out" = "Hello from the microvm tiny guest!" ] || { echo "unexpected output"; exit 1; }
 
+# The static library: only microvm_* global, and a program that defines
+# names the library uses internally (collide.c) links and runs with it.
+"$here/check-symbols.sh" "$libdir/libmicrovm.a" "$libdir/libmicrovm.so"
+# shellcheck disable=SC2046
+cc -Wall -Wextra -Werror -o "$tmp/hello10-static" "$here/hello10.c" "$here/collide.c" \
+	$(pkg-config --cflags microvm) "$libdir/libmicrovm.a" \
+	$(pkg-config --static --libs microvm | sed 's/-lmicrovm\b//')
+out=$("$tmp/hello10-static" "$payload")
+echo "static pkg-config build says: $out"
+[ "$out" = "Hello from the microvm tiny guest!" ] || { echo "unexpected output"; exit 1; }
+! ldd "$tmp/hello10-static" | grep -q libmicrovm || { echo "static build uses libmicrovm.so"; exit 1; }
+
 cmake -S "$here/cmake-consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
 	-DCMAKE_BUILD_RPATH="$libdir" -DMICROVM_EXPECTED_VERSION="$hdr" >/dev/null
 cmake --build "$tmp/consumer" >/dev/null
 out=$("$tmp/consumer/consumer" "$payload")
 echo "find_package build says: $out"
+[ "$out" = "Hello from the microvm tiny guest!" ] || { echo "unexpected output"; exit 1; }
+out=$("$tmp/consumer/consumer_static" "$payload")
+echo "find_package static build says: $out"
 [ "$out" = "Hello from the microvm tiny guest!" ] || { echo "unexpected output"; exit 1; }
 echo "install check: OK"
