@@ -117,13 +117,13 @@ MICROVM_API const char *microvm_strerror(int err);
 
 /*
  * Detail of the last failed call on @vm, whichever thread made it, or "" if
- * none failed yet. Each failure's text is recorded whole (a concurrent
- * failure on another thread replaces it, never mixes with it). The result
+ * none failed yet. Each failure's text is recorded whole: a concurrent
+ * failure on another thread replaces it, never mixes with it. The result
  * is a copy in a buffer of the calling thread: it stays valid and unchanged
  * until this thread calls microvm_last_error() again (for any VM) or exits,
- * whatever other threads do meanwhile, @vm's destruction included. So with
- * one VM shared by several threads, read it right after the failed call,
- * knowing another thread's later failure may be what you read.
+ * whatever other threads do meanwhile, @vm's destruction included. With
+ * several threads failing calls on one VM, the text read after a failure
+ * may be that of another thread's failure which came after it.
  * microvm_last_error(NULL) returns "" (a static string).
  */
 MICROVM_API const char *microvm_last_error(const microvm *vm);
@@ -551,8 +551,9 @@ typedef struct microvm_restore_config {
  * version, missing or malformed state, memory file too short, more vCPUs
  * than this host allows, a disk of the wrong size, a state or memory file
  * that is not a regular file, a bad log level or kick signal...), -EBADMSG
- * (checksum mismatch), -EAGAIN and the other errors of microvm_start(). The detail is in @errbuf (if not NULL,
- * @errlen bytes) since there is no VM to ask microvm_last_error().
+ * (checksum mismatch), -EAGAIN and the other errors of microvm_start(). The
+ * detail is in @errbuf (if not NULL, @errlen bytes) since there is no VM to
+ * ask microvm_last_error().
  */
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen);

@@ -1,3 +1,4 @@
+/* The size-versioned struct rules of <microvm.h>; see abi.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>

@@ -388,7 +388,7 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 	do {                                                           \
 		int e_ = (call);                                       \
 		if (e_ < 0)                                            \
-			return fail(c, e_, "%s", vm->last_error);      \
+			return fail(c, e_, "%s", microvm_last_error(vm)); \
 	} while (0)
 	STEP(vm_kvm_open(vm));
 	STEP(vm_kvm_create(vm));
