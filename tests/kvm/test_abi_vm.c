@@ -85,10 +85,16 @@ static void test_wait_newer_exit(void **state)
 	assert_int_equal(nx.e.error, 0);
 	assert_int_equal(nx.e.size, sizeof(nx));
 	assert_int_equal(nx.future, 0);
-	/* The first release's size works the same. */
-	microvm_exit ex = MICROVM_EXIT_INIT;
-	assert_int_equal(microvm_wait(vm, 0, &ex), 0);
-	assert_int_equal(ex.reason, MICROVM_EXIT_RESET);
+	/* The first release's layout (0.1, a test-local copy) works the same. */
+	struct exit_v01 {
+		uint32_t size, reason;
+		int32_t error;
+		uint32_t vcpu;
+		char message[256];
+	} old = { sizeof(old), 0, 0, 0, { 0 } };
+	assert_int_equal(microvm_wait(vm, 0, (microvm_exit *)&old), 0);
+	assert_int_equal(old.reason, MICROVM_EXIT_RESET);
+	assert_int_equal(old.size, sizeof(old));
 	microvm_destroy(vm);
 	close(out);
 }

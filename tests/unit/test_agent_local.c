@@ -819,6 +819,33 @@ static void test_exec_struct_sizes(void **state)
 	assert_non_null(strstr(microvm_agent_last_error(a), "microvm_exec_config size 88: byte 80"));
 	assert_null(nr.r.out);
 
+	/* The first release's layouts (0.2), as test-local copies. */
+	struct exec_config_v02 {
+		uint32_t size, flags;
+		const char *const *argv;
+		const char *const *envp;
+		const char *cwd;
+		const void *stdin_data;
+		size_t stdin_len;
+		int stdin_fd, timeout_ms;
+		int (*on_output)(void *, int, const void *, size_t);
+		void *opaque;
+		size_t output_limit;
+	} oc = { sizeof(oc), 0, argv, NULL, NULL, NULL, 0, -1, 0, NULL, NULL, 0 };
+	struct exec_result_v02 {
+		uint32_t size;
+		int32_t exit_code, signal;
+		uint32_t flags;
+		char *out;
+		size_t out_len;
+		char *err;
+		size_t err_len;
+	} orr = { sizeof(orr), 0, 0, 0, NULL, 0, NULL, 0 };
+	assert_int_equal(microvm_agent_exec(a, (const microvm_exec_config *)&oc,
+					    (microvm_exec_result *)&orr), 0);
+	assert_string_equal(orr.out, "sized\n");
+	microvm_exec_result_free((microvm_exec_result *)&orr);
+
 	microvm_exec_config c = MICROVM_EXEC_CONFIG_INIT;
 	microvm_exec_result res = MICROVM_EXEC_RESULT_INIT;
 	c.argv = argv;
