@@ -2,7 +2,8 @@
  * libmicrovm - an embeddable KVM microVM library.
  *
  * This header is the whole public API. It is self-contained: it needs only
- * <stdint.h> and <stddef.h>.
+ * <stdint.h>, <stddef.h> and "microvm_version.h" (the version macros,
+ * generated at build time and installed next to this file).
  *
  * Conventions
  * -----------
@@ -31,7 +32,20 @@
  *   The console fds are borrowed and not counted.
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
- *   the same VM.
+ *   the same VM. microvm_last_error() returns a per-thread copy (see there).
+ * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
+ *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
+ *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
+ *   set to the caller's sizeof by their _INIT macro. Fields are only ever
+ *   added at the end, with 0/NULL keeping the earlier behaviour. A size
+ *   below the struct's size in the release that introduced it is -EINVAL.
+ *   Passed in (configs): a smaller struct from an older header reads as if
+ *   the fields it lacks were zero; a larger one from a newer header is
+ *   accepted if every byte this library does not know is zero, and is
+ *   -EINVAL otherwise (it asks for something this library cannot do).
+ *   Filled in (microvm_exit, microvm_exec_result): the library writes the
+ *   fields it knows, zeroes the rest of a larger struct and leaves size as
+ *   the caller set it.
  * - Ownership of every pointer and file descriptor argument is stated per
  *   function: "copied" (the library keeps its own copy), "borrowed" (the caller
  *   keeps it valid and open until the VM is destroyed) or "adopted" (the
@@ -65,6 +79,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "microvm_version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -77,15 +93,16 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 
-#define MICROVM_VERSION_MAJOR 0
-#define MICROVM_VERSION_MINOR 1
-#define MICROVM_VERSION_PATCH 0
-#define MICROVM_VERSION_STRING "0.1.0"
-/* Encoded as (major << 16) | (minor << 8) | patch. */
+/*
+ * MICROVM_VERSION_MAJOR, _MINOR, _PATCH and _STRING ("0.3.0"), the version
+ * of this header, come from "microvm_version.h" (included above).
+ * MICROVM_VERSION_NUMBER encodes it as (major << 16) | (minor << 8) | patch.
+ */
 #define MICROVM_VERSION_NUMBER \
 	((MICROVM_VERSION_MAJOR << 16) | (MICROVM_VERSION_MINOR << 8) | MICROVM_VERSION_PATCH)
 
-/* The version of the library actually loaded, e.g. "0.1.0". Never NULL. */
+/* The version of the library actually loaded, e.g. "0.3.0" (the same
+ * format as MICROVM_VERSION_STRING). Never NULL; the string is static. */
 MICROVM_API const char *microvm_version(void);
 
 /* ----------------------------------------------------------------- errors */
@@ -99,9 +116,15 @@ typedef struct microvm microvm;
 MICROVM_API const char *microvm_strerror(int err);
 
 /*
- * Detail of the last failed call on @vm, or "" if none failed yet.
- * The string belongs to the VM and stays valid until the next call on @vm.
- * microvm_last_error(NULL) returns "".
+ * Detail of the last failed call on @vm, whichever thread made it, or "" if
+ * none failed yet. Each failure's text is recorded whole: a concurrent
+ * failure on another thread replaces it, never mixes with it. The result
+ * is a copy in a buffer of the calling thread: it stays valid and unchanged
+ * until this thread calls microvm_last_error() again (for any VM) or exits,
+ * whatever other threads do meanwhile, @vm's destruction included. With
+ * several threads failing calls on one VM, the text read after a failure
+ * may be that of another thread's failure which came after it.
+ * microvm_last_error(NULL) returns "" (a static string).
  */
 MICROVM_API const char *microvm_last_error(const microvm *vm);
 
@@ -390,8 +413,8 @@ typedef struct microvm_exit {
  * Wait until the VM is STOPPED, at most @timeout_ms milliseconds (-1 = no
  * limit, 0 = just poll). On success fills @out (if not NULL; out->size must
  * be set, see MICROVM_EXIT_INIT) and returns 0. -ETIMEDOUT if still running,
- * -EINVAL if the VM was never started, @timeout_ms < -1 or out->size is too
- * small.
+ * -EINVAL if the VM was never started, @timeout_ms < -1 or out->size is
+ * below 272 (the 0.1 struct; see "Structs that may grow" above).
  */
 MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
 
@@ -429,7 +452,9 @@ MICROVM_API int microvm_state(const microvm *vm);
  * packet; listening sockets are unaffected), console output not yet written
  * to the console fd, and the host fds.
  *
- * Restore requires: the same library major version and snapshot format, a
+ * Restore requires: the same snapshot format version (the state file's
+ * "format-version"; any library reading that format restores it, whatever
+ * library version wrote it, which the file records for information only), a
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
  * features) and allows the saved vCPU count.
  *
@@ -500,9 +525,22 @@ typedef struct microvm_restore_config {
 	 * sockets are per VM): keeping it (the default) sends no event. */
 	uint64_t vsock_cid;
 	const char *vsock_uds_path;
+	/* Since 0.3; 0 / NULL = the defaults, which callers built against 0.2
+	 * get. A restored VM is already running, so its setters are closed:
+	 * these are the only way to give it a log callback or kick signal.
+	 * Logging as microvm_set_log(), from the VM's creation during the
+	 * restore on: log_fn NULL = none; log_opaque borrowed; log_level
+	 * MICROVM_LOG_*, 0 = MICROVM_LOG_WARN. */
+	microvm_log_fn log_fn;
+	void *log_opaque;
+	int32_t log_level;
+	/* Signal that kicks its vCPU threads, as microvm_set_kick_signal();
+	 * 0 = the default (see "vCPU kicking"). */
+	int32_t kick_signal;
 } microvm_restore_config;
 
-#define MICROVM_RESTORE_CONFIG_INIT { sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL }
+#define MICROVM_RESTORE_CONFIG_INIT \
+	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
 
 /*
  * Create a new VM from the snapshot in @dir and start it (running, or paused
@@ -514,9 +552,10 @@ typedef struct microvm_restore_config {
  * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format
  * version, missing or malformed state, memory file too short, more vCPUs
  * than this host allows, a disk of the wrong size, a state or memory file
- * that is not a regular file...), -EBADMSG (checksum mismatch), -EAGAIN and
- * the other errors of microvm_start(). The detail is in @errbuf (if not NULL,
- * @errlen bytes) since there is no VM to ask microvm_last_error().
+ * that is not a regular file, a bad log level or kick signal...), -EBADMSG
+ * (checksum mismatch), -EAGAIN and the other errors of microvm_start(). The
+ * detail is in @errbuf (if not NULL, @errlen bytes) since there is no VM to
+ * ask microvm_last_error().
  */
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen);

@@ -9,7 +9,8 @@
  * Conventions (as in <microvm.h>): functions return 0 or a negative errno;
  * microvm_agent_last_error() gives the detail of the last failure on a
  * connection; nothing prints, exits or installs signal handlers (writes use
- * MSG_NOSIGNAL, so a dead peer gives -EPIPE, not SIGPIPE).
+ * MSG_NOSIGNAL, so a dead peer gives -EPIPE, not SIGPIPE); structs with a
+ * size field follow the rules of <microvm.h> ("Structs that may grow").
  *
  * One connection (microvm_agent) serves one request at a time; it is not
  * thread-safe except for microvm_agent_kill(), which may be called from any

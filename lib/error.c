@@ -37,18 +37,37 @@ MICROVM_API const char *microvm_strerror(int err)
 	return "Unknown error";
 }
 
+void vm_error_text(const struct microvm *vm, char *buf, size_t len)
+{
+	struct microvm *m = (struct microvm *)vm; /* the lock, not the text */
+	pthread_mutex_lock(&m->err_lock);
+	snprintf(buf, len, "%s", m->last_error);
+	pthread_mutex_unlock(&m->err_lock);
+}
+
+/* The copy microvm_last_error() returns: one per thread, so no other
+ * thread's failing call can change it while its caller reads it. */
+static __thread char last_error_copy[sizeof(((struct microvm *)0)->last_error)];
+
 MICROVM_API const char *microvm_last_error(const microvm *vm)
 {
-	return vm ? vm->last_error : "";
+	if (!vm)
+		return "";
+	vm_error_text(vm, last_error_copy, sizeof(last_error_copy));
+	return last_error_copy;
 }
 
 int vm_error(struct microvm *vm, int err, const char *fmt, ...)
 {
+	char text[sizeof(vm->last_error)];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(vm->last_error, sizeof(vm->last_error), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	vm_log(vm, MICROVM_LOG_ERROR, "%s (%s)", vm->last_error, microvm_strerror(err));
+	pthread_mutex_lock(&vm->err_lock);
+	memcpy(vm->last_error, text, strlen(text) + 1);
+	pthread_mutex_unlock(&vm->err_lock);
+	vm_log(vm, MICROVM_LOG_ERROR, "%s (%s)", text, microvm_strerror(err));
 	return err;
 }
 

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "arch/arch.h"
 #include "file.h"
 #include "vcpu.h"
@@ -72,6 +73,7 @@ MICROVM_API int microvm_create(microvm **out)
 		return -ENOMEM;
 	pthread_mutex_init(&vm->api_lock, NULL);
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->err_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -91,6 +93,7 @@ MICROVM_API int microvm_create(microvm **out)
 		int e = -errno;
 		pthread_mutex_destroy(&vm->api_lock);
 		pthread_mutex_destroy(&vm->lock);
+		pthread_mutex_destroy(&vm->err_lock);
 		pthread_cond_destroy(&vm->cond);
 		free(vm);
 		return e;
@@ -835,8 +838,10 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 {
 	if (!vm || timeout_ms < -1)
 		return -EINVAL;
-	if (out && out->size < offsetof(microvm_exit, message))
-		return -EINVAL;
+	char err[200];
+	if (out && abi_prepare_out(out, sizeof(*out), ABI_EXIT_MIN, "wait: microvm_exit", err,
+				   sizeof(err)) < 0)
+		return vm_error(vm, -EINVAL, "%s", err);
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	if (timeout_ms > 0) {
@@ -868,9 +873,9 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 		}
 	}
 	if (r == 0 && out) {
-		microvm_exit e = vm->exit_info;
-		e.size = out->size < sizeof(e) ? out->size : (uint32_t)sizeof(e);
-		memcpy(out, &e, e.size);
+		uint32_t size = out->size; /* the caller's, kept */
+		*out = vm->exit_info;
+		out->size = size;
 	}
 	pthread_mutex_unlock(&vm->lock);
 	return r;
@@ -915,6 +920,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	close(vm->event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->err_lock);
 	pthread_cond_destroy(&vm->cond);
 	free(vm);
 }

@@ -66,6 +66,10 @@ struct microvm {
 	microvm_log_fn log_fn;
 	void *log_opaque;
 	int log_level;
+	/* The last failure's detail: written by vm_error(), read through
+	 * vm_error_text() or microvm_last_error(), always under @err_lock
+	 * (a leaf lock, held only to copy the text). */
+	pthread_mutex_t err_lock;
 	char last_error[512];
 
 	/* --- runtime --- */
@@ -108,9 +112,12 @@ struct microvm {
 	struct rtc rtc;
 };
 
-/* error.c: record "detail" for microvm_last_error() and return @err. */
+/* error.c: record "detail" for microvm_last_error() and return @err. Any
+ * thread, any lock held. */
 int vm_error(struct microvm *vm, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* error.c: copy the last recorded detail into @buf (@len bytes). */
+void vm_error_text(const struct microvm *vm, char *buf, size_t len);
 
 /* log.c */
 void vm_log(const struct microvm *vm, int level, const char *fmt, ...)

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "microvm.h"
 #include "microvm_agent.h"
 #include "proto.h"
@@ -707,18 +708,19 @@ MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *
 {
 	if (!a || !ucfg || !res)
 		return -EINVAL;
-	if (res->size < sizeof(microvm_exec_result))
-		return fail(a, -EINVAL, "exec: result size %u too small", res->size);
+	char err[200];
+	if (abi_prepare_out(res, sizeof(*res), ABI_EXEC_RESULT_MIN, "exec: microvm_exec_result",
+			    err, sizeof(err)) < 0)
+		return fail(a, -EINVAL, "%s", err);
 	res->exit_code = 0;
 	res->signal = 0;
 	res->flags = 0;
 	res->out = res->err = NULL;
 	res->out_len = res->err_len = 0;
-	if (ucfg->size < offsetof(microvm_exec_config, output_limit) + sizeof(size_t))
-		return fail(a, -EINVAL, "exec: config size %u too small", ucfg->size);
-	/* Fields the caller's (newer) struct has beyond ours are ignored. */
-	microvm_exec_config cfg = *ucfg;
-	cfg.size = sizeof(cfg);
+	microvm_exec_config cfg;
+	if (abi_copy_in(&cfg, sizeof(cfg), ucfg, ABI_EXEC_CONFIG_MIN, "exec: microvm_exec_config",
+			err, sizeof(err)) < 0)
+		return fail(a, -EINVAL, "%s", err);
 	if (!cfg.argv || !cfg.argv[0] || !*cfg.argv[0])
 		return fail(a, -EINVAL, "exec: empty argv");
 	if (cfg.flags & ~MICROVM_EXEC_MERGE_ENV)

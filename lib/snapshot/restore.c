@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "arch/arch.h"
 #include "errbuf.h"
 #include "file.h"
@@ -93,21 +94,17 @@ static int read_state(struct rctx *c, const char *dir, void **out, size_t *len)
 	return 0;
 }
 
+/* Compatibility is the format version's alone: the library version the
+ * snapshot records ("library-major", "library-version") is information. */
 static int check_header(struct rctx *c, const void *fdt)
 {
-	uint32_t fmt, major;
+	uint32_t fmt;
 	int r = st_get_u32(fdt, 0, "format-version", &fmt, c->err, c->errlen);
 	if (r < 0)
 		return r;
 	if (fmt != SNAPSHOT_FORMAT_VERSION)
 		return fail(c, -EINVAL, "snapshot format version %u: this library reads version %d",
 			    fmt, SNAPSHOT_FORMAT_VERSION);
-	r = st_get_u32(fdt, 0, "library-major", &major, c->err, c->errlen);
-	if (r < 0)
-		return r;
-	if (major != MICROVM_VERSION_MAJOR)
-		return fail(c, -EINVAL, "snapshot written by libmicrovm %u.x, this is %d.x", major,
-			    MICROVM_VERSION_MAJOR);
 	const char *arch = st_get_str(fdt, 0, "arch");
 	if (!arch || strcmp(arch, arch_name))
 		return fail(c, -EINVAL, "snapshot architecture %s, this library is %s",
@@ -253,6 +250,21 @@ static int open_memory(struct rctx *c, const char *dir, const void *fdt, int mac
 
 /* ------------------------------------------------------------ configure */
 
+/* What the caller gives the clone that the snapshot does not carry: log
+ * callback, kick signal and console fds (through the setters). */
+static int caller_settings(struct microvm *vm, const microvm_restore_config *cfg)
+{
+	int r = 0;
+	if (cfg->log_fn || cfg->log_level)
+		r = microvm_set_log(vm, cfg->log_fn, cfg->log_opaque,
+				    cfg->log_level ? cfg->log_level : MICROVM_LOG_WARN);
+	if (r == 0 && cfg->kick_signal)
+		r = microvm_set_kick_signal(vm, cfg->kick_signal);
+	if (r == 0)
+		r = microvm_set_console(vm, cfg->console_in, cfg->console_out);
+	return r;
+}
+
 /* Apply the saved machine configuration to a new, CONFIGURED VM, then add
  * its devices in the saved order, each from its own node with the caller's
  * per-clone overrides. */
@@ -262,12 +274,12 @@ static int configure(struct rctx *c, struct microvm *vm, const void *fdt,
 	int mach = st_sub(fdt, 0, "machine", c->err, c->errlen);
 	if (mach < 0)
 		return mach;
-	int r = vm_config_load(vm, fdt, mach, c->err, c->errlen);
-	if (r < 0)
-		return r;
-	r = microvm_set_console(vm, cfg->console_in, cfg->console_out);
+	int r = caller_settings(vm, cfg);
 	if (r < 0)
 		return fail(c, r, "%s", microvm_last_error(vm));
+	r = vm_config_load(vm, fdt, mach, c->err, c->errlen);
+	if (r < 0)
+		return r;
 	for (uint32_t i = 0; i < VIRTIO_MMIO_MAX_DEVICES; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "virtio@%u", i);
@@ -381,12 +393,11 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	*out = NULL;
 	if (!dir || !*dir)
 		return fail(&c, -EINVAL, "restore: no directory given");
-	microvm_restore_config defaults = MICROVM_RESTORE_CONFIG_INIT;
-	if (!cfg)
-		cfg = &defaults;
-	if (cfg->size < sizeof(microvm_restore_config))
-		return fail(&c, -EINVAL, "restore: config size %u is smaller than %zu (use "
-			    "MICROVM_RESTORE_CONFIG_INIT)", cfg->size, sizeof(microvm_restore_config));
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	if (cfg && abi_copy_in(&rc, sizeof(rc), cfg, ABI_RESTORE_CONFIG_MIN,
+			       "restore: microvm_restore_config", c.err, c.errlen) < 0)
+		return -EINVAL;
+	cfg = &rc;
 	if (cfg->flags & ~KNOWN_RESTORE_FLAGS)
 		return fail(&c, -EINVAL, "restore: unknown flags 0x%x",
 			    cfg->flags & ~KNOWN_RESTORE_FLAGS);

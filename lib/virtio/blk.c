@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "backend/block.h"
 #include "errbuf.h"
 #include "virtio/queue.h"
@@ -861,14 +862,15 @@ static uint32_t count_disks(const struct microvm *vm)
 
 #define KNOWN_DISK_FLAGS (MICROVM_DISK_READ_ONLY | MICROVM_DISK_BACKEND_SYNC)
 
-static int add_disk_locked(struct microvm *vm, const microvm_disk_config *cfg)
+static int add_disk_locked(struct microvm *vm, const microvm_disk_config *ucfg)
 {
-	if (!cfg)
-		return vm_error(vm, -EINVAL, "add_disk: config is NULL");
-	if (cfg->size < sizeof(microvm_disk_config))
-		return vm_error(vm, -EINVAL, "add_disk: config size %u is smaller than %zu "
-				"(use MICROVM_DISK_CONFIG_INIT)", cfg->size,
-				sizeof(microvm_disk_config));
+	microvm_disk_config dc;
+	const microvm_disk_config *cfg = &dc;
+	char err[sizeof(vm->last_error)];
+	int r = abi_copy_in(&dc, sizeof(dc), ucfg, ABI_DISK_CONFIG_MIN,
+			    "add_disk: microvm_disk_config", err, sizeof(err));
+	if (r < 0)
+		return vm_error(vm, r, "%s", err);
 	if (cfg->flags & ~KNOWN_DISK_FLAGS)
 		return vm_error(vm, -EINVAL, "add_disk: %s: unknown flags 0x%x",
 				cfg->path ? cfg->path : "(null)", cfg->flags & ~KNOWN_DISK_FLAGS);
@@ -877,16 +879,15 @@ static int add_disk_locked(struct microvm *vm, const microvm_disk_config *cfg)
 	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
 		return vm_error(vm, -ENOSPC, "add_disk: %s: at most %d virtio devices", cfg->path,
 				VIRTIO_MMIO_MAX_DEVICES);
-	char err[sizeof(vm->last_error)];
 	struct virtio_blk *b;
-	int r = blk_open(vm, cfg->path, cfg->flags, cfg->serial, &b, err, sizeof(err));
+	r = blk_open(vm, cfg->path, cfg->flags, cfg->serial, &b, err, sizeof(err));
 	if (r < 0)
 		return vm_error(vm, r, "add_disk: %s", err);
 	uint32_t index = count_disks(vm);
 	struct virtio_device *vdev = NULL;
 	r = virtio_mmio_add(vm, &virtio_blk_ops, b, &vdev);
 	if (r < 0) {
-		snprintf(err, sizeof(err), "%s", vm->last_error);
+		vm_error_text(vm, err, sizeof(err));
 		blk_free(b);
 		return vm_error(vm, r, "add_disk: %s: %s", cfg->path, err);
 	}

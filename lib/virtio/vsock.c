@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "errbuf.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
@@ -1609,18 +1610,17 @@ static int virtio_vsock_add(struct microvm *vm)
 
 /* ------------------------------------------------------------ public API */
 
-MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *cfg)
+MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *ucfg)
 {
 	int r = vm_lock_configured(vm, "set_vsock");
 	if (r < 0)
 		return r;
-	char *path = NULL;
-	if (!cfg)
-		r = vm_error(vm, -EINVAL, "set_vsock: config is NULL");
-	else if (cfg->size < sizeof(microvm_vsock_config))
-		r = vm_error(vm, -EINVAL, "set_vsock: config size %u is smaller than %zu "
-			     "(use MICROVM_VSOCK_CONFIG_INIT)", cfg->size,
-			     sizeof(microvm_vsock_config));
+	char *path = NULL, err[200];
+	microvm_vsock_config vc;
+	const microvm_vsock_config *cfg = &vc;
+	if ((r = abi_copy_in(&vc, sizeof(vc), ucfg, ABI_VSOCK_CONFIG_MIN,
+			     "set_vsock: microvm_vsock_config", err, sizeof(err))) < 0)
+		r = vm_error(vm, r, "%s", err);
 	else if (cfg->flags)
 		r = vm_error(vm, -EINVAL, "set_vsock: unknown flags 0x%x", cfg->flags);
 	else if (cfg->guest_cid < 3 || cfg->guest_cid >= UINT32_MAX)

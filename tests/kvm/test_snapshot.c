@@ -592,13 +592,19 @@ static void test_bad_snapshots(void **state)
 	write_file(p, f, len);
 	free(f);
 
-	/* Wrong format version, other library major, too many vCPUs, a vCPU
-	 * count the state does not have nodes for. */
+	/* Wrong format version, too many vCPUs, a vCPU count the state does
+	 * not have nodes for. */
 	patch_prop(bad, NULL, "format-version", 99, 4);
 	EXPECT_BAD(bad, 0, -EINVAL, "format version 99");
 	copy_snapshot(good, bad);
+	/* Another library version writing the same format: restores. */
 	patch_prop(bad, NULL, "library-major", 7, 4);
-	EXPECT_BAD(bad, 0, -EINVAL, "libmicrovm 7.x");
+	{
+		char e[256] = "";
+		int r = restore_err(bad, 0, e, sizeof(e));
+		if (r < 0)
+			fail_msg("library-major 7, same format: %d %s", r, e);
+	}
 	copy_snapshot(good, bad);
 	patch_prop(bad, "/machine", "vcpus", 4096, 8);
 	EXPECT_BAD(bad, 0, -EINVAL, "4096 vCPUs");

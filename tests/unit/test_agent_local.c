@@ -783,6 +783,87 @@ static void test_bad_args(void **state)
 	microvm_agent_close(a);
 }
 
+/*
+ * Size-versioned structs (see <microvm.h>): exec accepts the 0.2 layouts
+ * (today's), larger ones from a newer header with the unknown part zero
+ * (a result's unknown part is zeroed), and refuses smaller sizes or a set
+ * unknown config byte with a message.
+ */
+struct exec_config_newer {
+	microvm_exec_config c;
+	uint64_t future;
+};
+struct exec_result_newer {
+	microvm_exec_result r;
+	uint64_t future;
+};
+
+static void test_exec_struct_sizes(void **state)
+{
+	microvm_agent *a = open_agent();
+	const char *argv[] = { "echo", "sized", NULL };
+	struct exec_config_newer nc = { MICROVM_EXEC_CONFIG_INIT, 0 };
+	struct exec_result_newer nr = { MICROVM_EXEC_RESULT_INIT, 0x5a5a5a5a5a5a5a5aull };
+	nc.c.size = sizeof(nc);
+	nc.c.argv = argv;
+	nr.r.size = sizeof(nr);
+	assert_int_equal(microvm_agent_exec(a, &nc.c, &nr.r), 0);
+	assert_int_equal(nr.r.exit_code, 0);
+	assert_string_equal(nr.r.out, "sized\n");
+	assert_int_equal(nr.future, 0); /* not known to this library: zeroed */
+	assert_int_equal(nr.r.size, sizeof(nr));
+	microvm_exec_result_free(&nr.r);
+
+	nc.future = 1; /* asks for something this library does not have */
+	assert_int_equal(microvm_agent_exec(a, &nc.c, &nr.r), -EINVAL);
+	assert_non_null(strstr(microvm_agent_last_error(a), "microvm_exec_config size 88: byte 80"));
+	assert_null(nr.r.out);
+
+	/* The first release's layouts (0.2), as test-local copies. */
+	struct exec_config_v02 {
+		uint32_t size, flags;
+		const char *const *argv;
+		const char *const *envp;
+		const char *cwd;
+		const void *stdin_data;
+		size_t stdin_len;
+		int stdin_fd, timeout_ms;
+		int (*on_output)(void *, int, const void *, size_t);
+		void *opaque;
+		size_t output_limit;
+	} oc = { sizeof(oc), 0, argv, NULL, NULL, NULL, 0, -1, 0, NULL, NULL, 0 };
+	struct exec_result_v02 {
+		uint32_t size;
+		int32_t exit_code, signal;
+		uint32_t flags;
+		char *out;
+		size_t out_len;
+		char *err;
+		size_t err_len;
+	} orr = { sizeof(orr), 0, 0, 0, NULL, 0, NULL, 0 };
+	assert_int_equal(microvm_agent_exec(a, (const microvm_exec_config *)&oc,
+					    (microvm_exec_result *)&orr), 0);
+	assert_string_equal(orr.out, "sized\n");
+	microvm_exec_result_free((microvm_exec_result *)&orr);
+
+	microvm_exec_config c = MICROVM_EXEC_CONFIG_INIT;
+	microvm_exec_result res = MICROVM_EXEC_RESULT_INIT;
+	c.argv = argv;
+	c.size = 79; /* smaller than the first release (0.2): 80 */
+	assert_int_equal(microvm_agent_exec(a, &c, &res), -EINVAL);
+	assert_non_null(strstr(microvm_agent_last_error(a), "size 79 is smaller than 80"));
+	c.size = sizeof(c);
+	res.size = 47;
+	assert_int_equal(microvm_agent_exec(a, &c, &res), -EINVAL);
+	assert_non_null(strstr(microvm_agent_last_error(a), "size 47 is smaller than 48"));
+	res.size = 48;
+	assert_int_equal(microvm_agent_exec(a, &c, &res), 0);
+	assert_string_equal(res.out, "sized\n");
+	microvm_exec_result_free(&res);
+	assert_int_equal(microvm_agent_ping(a), 0);
+	microvm_agent_close(a);
+}
+
 /* A VM without vsock (and not running): connect fails at once, no hang. */
 static void test_connect_without_vsock(void **state)
 {
@@ -905,6 +986,7 @@ int main(void)
 		cmocka_unit_test(test_open_fd_errors),
 		cmocka_unit_test(test_dead_peer),
 		cmocka_unit_test(test_bad_args),
+		cmocka_unit_test(test_exec_struct_sizes),
 		cmocka_unit_test(test_connect_without_vsock),
 		cmocka_unit_test(test_pid1_reaps_orphans),
 	};

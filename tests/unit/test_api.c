@@ -97,6 +97,7 @@ static void test_version(void **state)
 {
 	assert_non_null(microvm_version());
 	assert_string_equal(microvm_version(), MICROVM_VERSION_STRING);
+	assert_string_equal(microvm_version(), MICROVM_PROJECT_VERSION);
 	char buf[32];
 	snprintf(buf, sizeof(buf), "%d.%d.%d", MICROVM_VERSION_MAJOR, MICROVM_VERSION_MINOR,
 		 MICROVM_VERSION_PATCH);
