@@ -99,6 +99,7 @@ MICROVM_API int microvm_create(microvm **out)
 		return e;
 	}
 	vm->evloop.epfd = vm->evloop.wake_fd = -1;
+	vm_host_init(vm);
 	int r = platform_create(vm);
 	if (r < 0) {
 		microvm_destroy(vm);

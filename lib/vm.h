@@ -15,6 +15,7 @@
 #include "devices/i8042.h"
 #include "arch/x86_64/pm.h"
 #include "devices/rtc.h"
+#include "devices/host.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
 
@@ -98,6 +99,7 @@ struct microvm {
 	uint32_t snap_base_crc; /* its state file's checksum */
 
 	struct evloop evloop;    /* device work; runs while the VM is started */
+	struct dev_host host;    /* what devices see of this VM (vm_host.c) */
 	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	uint32_t nr_virtio;
 	/* virtio/devices.h: added by microvm_start at most once (kept if a
@@ -134,6 +136,9 @@ void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vc
 /* vm.c: lock the API and check the VM is CONFIGURED. 0 with vm->api_lock
  * held, or a negative errno (message recorded) without it. */
 int vm_lock_configured(struct microvm *vm, const char *what);
+
+/* vm_host.c: fill vm->host. */
+void vm_host_init(struct microvm *vm);
 
 /* vm.c: tell poll/epoll users that the state changed. */
 void vm_notify(struct microvm *vm);

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "bus.h"
-#include "irq.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 
 #define STATUS_OBF 0x01 /* output buffer full */
 #define STATUS_SYS 0x04 /* system flag: self test passed */
@@ -38,11 +38,11 @@
 #define KBD_BAT_OK 0xaa
 #define KBD_GET_ID 0xf2
 
-void i8042_init(void *dev, struct microvm *vm)
+void i8042_init(void *dev, const struct dev_host *host)
 {
 	struct i8042 *k = dev;
 	memset(k, 0, sizeof(*k));
-	k->vm = vm;
+	k->host = host;
 	pthread_mutex_init(&k->lock, NULL);
 	k->ctr = CTR_KBD_INT | CTR_SYS | CTR_XLATE;
 }
@@ -55,8 +55,7 @@ void i8042_destroy(void *dev)
 
 static void reset_vm(struct i8042 *k, const char *why)
 {
-	vm_request_exit(k->vm, MICROVM_EXIT_RESET, 0, UINT32_MAX, "guest requested reset (%s)",
-			why);
+	host_exit(k->host, MICROVM_EXIT_RESET, "guest requested reset (%s)", why);
 }
 
 /* Queue a byte for the guest to read from port 0x60 (k->lock held). */
@@ -66,8 +65,8 @@ static void push(struct i8042 *k, uint8_t v, bool from_kbd)
 		return;
 	k->queue[(k->head + k->count++) % I8042_QUEUE] = v;
 	if (from_kbd && (k->ctr & CTR_KBD_INT)) {
-		irq_set_line(k->vm, I8042_KBD_IRQ, 1); /* edge */
-		irq_set_line(k->vm, I8042_KBD_IRQ, 0);
+		host_irq_line(k->host, I8042_KBD_IRQ, 1); /* edge */
+		host_irq_line(k->host, I8042_KBD_IRQ, 0);
 	}
 }
 

@@ -14,10 +14,10 @@
 #define I8042_KBD_IRQ 1
 #define I8042_QUEUE 16
 
-struct microvm;
+struct dev_host;
 
 struct i8042 {
-	struct microvm *vm;
+	const struct dev_host *host;
 	pthread_mutex_t lock;
 	uint8_t ctr;     /* controller command byte */
 	uint8_t pending; /* command waiting for its data byte, or 0 */
@@ -25,7 +25,7 @@ struct i8042 {
 	uint8_t head, count;
 };
 
-void i8042_init(void *dev, struct microvm *vm);
+void i8042_init(void *dev, const struct dev_host *host);
 void i8042_destroy(void *dev);
 
 struct bus_ops;

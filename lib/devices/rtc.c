@@ -28,10 +28,10 @@ enum {
 #define REG_B_BINARY 0x04
 #define REG_D_VRT 0x80     /* valid RAM and time */
 
-void rtc_init(void *dev, struct microvm *vm)
+void rtc_init(void *dev, const struct dev_host *host)
 {
 	struct rtc *r = dev;
-	(void)vm;
+	(void)host;
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	r->cmos[RTC_REG_A] = REG_A_DEFAULT;

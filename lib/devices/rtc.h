@@ -10,7 +10,7 @@
 #define RTC_PORT 0x70
 #define RTC_NR_PORTS 2
 
-struct microvm;
+struct dev_host;
 
 struct rtc {
 	pthread_mutex_t lock;
@@ -18,7 +18,7 @@ struct rtc {
 	uint8_t cmos[128]; /* battery-backed RAM: writes are kept */
 };
 
-void rtc_init(void *dev, struct microvm *vm);
+void rtc_init(void *dev, const struct dev_host *host);
 void rtc_destroy(void *dev);
 
 struct bus_ops;

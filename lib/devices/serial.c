@@ -19,9 +19,8 @@
 #include <unistd.h>
 
 #include "bus.h"
-#include "irq.h"
-#include "vcpu.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 
 enum {
 	REG_DATA = 0, /* THR/RBR, DLL when DLAB */
@@ -53,11 +52,11 @@ enum {
 
 #define CONSOLE_POLL_MS 20
 
-void serial_init(void *dev, struct microvm *vm)
+void serial_init(void *dev, const struct dev_host *host)
 {
 	struct serial *s = dev;
 	memset(s, 0, sizeof(*s));
-	s->vm = vm;
+	s->host = host;
 	pthread_mutex_init(&s->lock, NULL);
 	s->out_fd = s->in_fd = -1;
 	s->mcr = 0x08; /* OUT2 */
@@ -82,7 +81,7 @@ static void update_irq(struct serial *s)
 	bool level = ((s->ier & IER_RDI) && s->rx_count) || ((s->ier & IER_THRI) && s->thre_pending);
 	if (level != s->irq_level) {
 		s->irq_level = level;
-		irq_set_line(s->vm, SERIAL_COM1_IRQ, level);
+		host_irq_line(s->host, SERIAL_COM1_IRQ, level);
 	}
 }
 
@@ -97,7 +96,7 @@ static void rx_read(struct serial *s)
 	if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
 		s->in_eof = true; /* end of input or a broken fd */
 		if (s->in_watched)
-			evloop_mod(&s->vm->evloop, &s->in_handler, 0);
+			evloop_mod(s->host->loop, &s->in_handler, 0);
 		return;
 	}
 	for (ssize_t i = 0; i < n; i++)
@@ -113,7 +112,7 @@ static void serial_input_ready(void *opaque, uint32_t events)
 	rx_read(s);
 	if (s->rx_count == SERIAL_RX_FIFO && !s->in_eof) {
 		s->in_paused = true; /* resume watching when the guest reads */
-		evloop_mod(&s->vm->evloop, &s->in_handler, 0);
+		evloop_mod(s->host->loop, &s->in_handler, 0);
 	}
 	update_irq(s);
 	pthread_mutex_unlock(&s->lock);
@@ -152,7 +151,7 @@ static uint8_t rx_pop(struct serial *s)
 	s->rx_count--;
 	if (s->in_paused) {
 		s->in_paused = false;
-		evloop_mod(&s->vm->evloop, &s->in_handler, EPOLLIN);
+		evloop_mod(s->host->loop, &s->in_handler, EPOLLIN);
 	}
 	return v;
 }
@@ -179,7 +178,7 @@ static void emit(struct serial *s, uint8_t byte)
 			return;
 		}
 		pthread_mutex_unlock(&s->lock);
-		bool go_on = vcpu_yield();
+		bool go_on = host_yield(s->host);
 		pthread_mutex_lock(&s->lock);
 		if (!go_on)
 			return;
@@ -259,7 +258,7 @@ static void serial_write(void *opaque, uint64_t off, const void *data, uint32_t 
 			s->rx_head = s->rx_count = 0;
 			if (s->in_paused) {
 				s->in_paused = false;
-				evloop_mod(&s->vm->evloop, &s->in_handler, EPOLLIN);
+				evloop_mod(s->host->loop, &s->in_handler, EPOLLIN);
 			}
 		}
 		break;

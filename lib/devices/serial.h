@@ -13,10 +13,10 @@
 #define SERIAL_COM1_IRQ 4
 #define SERIAL_RX_FIFO 64
 
-struct microvm;
+struct dev_host;
 
 struct serial {
-	struct microvm *vm;
+	const struct dev_host *host;
 	pthread_mutex_t lock;  /* vCPUs and the event loop touch the port */
 	int out_fd;            /* borrowed, -1 = discard */
 	int in_fd;             /* borrowed, -1 = no input */
@@ -31,7 +31,7 @@ struct serial {
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 };
 
-void serial_init(void *dev, struct microvm *vm);
+void serial_init(void *dev, const struct dev_host *host);
 void serial_set_fds(struct serial *s, int in_fd, int out_fd);
 /* Hook console input into @loop (when the VM starts). 0 or -errno. */
 int serial_attach(struct serial *s, struct evloop *loop);

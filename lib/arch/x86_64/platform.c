@@ -11,7 +11,7 @@ struct platform_row {
 	size_t offset;
 	uint16_t port, nports;
 	const struct bus_ops *ops;
-	void (*init)(void *dev, struct microvm *vm);
+	void (*init)(void *dev, const struct dev_host *host);
 	void (*destroy)(void *dev); /* optional */
 	void (*save)(void *dev, struct st_writer *w, int node); /* optional */
 	int (*load)(void *dev, const void *fdt, int node, char *err, size_t errlen);
@@ -38,7 +38,7 @@ static void *dev_of(struct microvm *vm, const struct platform_row *row)
 int platform_create(struct microvm *vm)
 {
 	for (size_t i = 0; i < NR_ROWS; i++)
-		rows[i].init(dev_of(vm, &rows[i]), vm);
+		rows[i].init(dev_of(vm, &rows[i]), &vm->host);
 	vm->platform_ready = true;
 	for (size_t i = 0; i < NR_ROWS; i++) {
 		int r = bus_register(&vm->pio, rows[i].port, rows[i].nports, rows[i].ops,

@@ -4,7 +4,8 @@
 
 #include "arch/x86_64/acpi.h"
 #include "bus.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 
 static void pm_read(void *opaque, uint64_t off, void *data, uint32_t len)
 {
@@ -19,15 +20,14 @@ static void pm_write(void *opaque, uint64_t off, const void *data, uint32_t len)
 	(void)len;
 	if (off == 0 && /* ACPI_SLEEP_CONTROL_PORT */
 	    acpi_sleep_write_is_poweroff(*(const uint8_t *)data))
-		vm_request_exit(pm->vm, MICROVM_EXIT_POWEROFF, 0, UINT32_MAX,
-				"guest powered off (ACPI S5)");
+		host_exit(pm->host, MICROVM_EXIT_POWEROFF, "guest powered off (ACPI S5)");
 	/* ACPI_SLEEP_STATUS_PORT: clearing wake status needs nothing. */
 }
 
 const struct bus_ops pm_ops = { pm_read, pm_write };
 
-void pm_init(void *dev, struct microvm *vm)
+void pm_init(void *dev, const struct dev_host *host)
 {
 	struct pm *pm = dev;
-	pm->vm = vm;
+	pm->host = host;
 }

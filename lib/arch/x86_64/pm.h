@@ -4,13 +4,13 @@
 #ifndef MICROVM_PM_H
 #define MICROVM_PM_H
 
-struct microvm;
+struct dev_host;
 
 struct pm {
-	struct microvm *vm;
+	const struct dev_host *host;
 };
 
-void pm_init(void *dev, struct microvm *vm);
+void pm_init(void *dev, const struct dev_host *host);
 
 struct bus_ops;
 extern const struct bus_ops pm_ops; /* registered on [0x600, 0x602) */
