@@ -21,7 +21,7 @@
 #include "file.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
-#include "virtio/registry.h"
+#include "vm_devices.h"
 
 #define VCPU_STACK_SIZE (512 * 1024)
 #define REAPER_STACK_SIZE (64 * 1024)

@@ -22,7 +22,7 @@
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "virtio/devices.h"
-#include "virtio/registry.h"
+#include "vm_devices.h"
 #include "vm.h"
 #include "vm_config.h"
 

@@ -43,13 +43,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "abi.h"
 #include "backend/block.h"
+#include "devices/host.h"
 #include "errbuf.h"
-#include "virtio/queue.h"
-#include "errbuf.h"
-#include "vm.h"
+#include "evloop.h"
 #include "snapshot/state.h"
+#include "virtio/mmio.h"
+#include "virtio/queue.h"
 
 #define BLK_INLINE_IOV 8   /* data iovecs kept in the request itself */
 #define BLK_LOG_ERRORS 8   /* host I/O errors logged as warnings per disk */
@@ -69,7 +69,7 @@ struct blk_req {
 };
 
 struct virtio_blk {
-	struct microvm *vm;          /* for log messages; NULL in unit tests */
+	const struct dev_host *host; /* NULL in unit tests */
 	struct virtio_device *vdev;  /* NULL until added to a VM */
 	char *path;
 	int fd;
@@ -96,11 +96,7 @@ struct virtio_blk {
 	struct virtq_chain chain;    /* scratch for virtq_pop */
 };
 
-#define blk_log(b, level, ...)                                  \
-	do {                                                    \
-		if ((b)->vm)                                    \
-			vm_log((b)->vm, level, __VA_ARGS__);    \
-	} while (0)
+#define blk_log(b, level, ...) host_log((b)->host, level, __VA_ARGS__)
 
 /* ------------------------------------------------------------ small utils */
 
@@ -609,7 +605,7 @@ static int blk_open_file(const char *path, bool ro, int *fdp, bool *is_blkdev, u
 
 /* The device state for the open disk @fd of @bytes, all requests free; NULL
  * when out of memory. */
-static struct virtio_blk *blk_new(struct microvm *vm, const char *path, int fd, bool ro,
+static struct virtio_blk *blk_new(const struct dev_host *host, const char *path, int fd, bool ro,
 				  bool is_blkdev, uint64_t bytes, const char *serial)
 {
 	struct virtio_blk *b = calloc(1, sizeof(*b));
@@ -617,7 +613,7 @@ static struct virtio_blk *blk_new(struct microvm *vm, const char *path, int fd, 
 		free(b);
 		return NULL;
 	}
-	b->vm = vm;
+	b->host = host;
 	b->fd = fd;
 	b->read_only = ro;
 	b->is_blkdev = is_blkdev;
@@ -633,7 +629,7 @@ static struct virtio_blk *blk_new(struct microvm *vm, const char *path, int fd, 
 	return b;
 }
 
-int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *serial,
+int blk_open(const struct dev_host *host, const char *path, uint32_t flags, const char *serial,
 	     struct virtio_blk **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -649,7 +645,7 @@ int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *s
 	int r = blk_open_file(path, ro, &fd, &is_blkdev, &bytes, err, errlen);
 	if (r < 0)
 		return r;
-	struct virtio_blk *b = blk_new(vm, path, fd, ro, is_blkdev, bytes, serial);
+	struct virtio_blk *b = blk_new(host, path, fd, ro, is_blkdev, bytes, serial);
 	if (!b) {
 		close(fd);
 		return errbuf_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
@@ -737,7 +733,7 @@ static int blk_dev_activate(void *opaque, struct virtio_device *vdev)
 	if (b->ev_registered || b->be.event_fd < 0)
 		return 0;
 	b->ev = (struct ev_handler){ b->be.event_fd, blk_ring_event, b };
-	int r = evloop_add(&vdev->vm->evloop, &b->ev, EPOLLIN);
+	int r = evloop_add(vdev->host->loop, &b->ev, EPOLLIN);
 	if (r < 0) {
 		blk_log(b, MICROVM_LOG_ERROR, "disk %s: cannot watch I/O completions: %s",
 			b->path, strerror(-r));
@@ -800,33 +796,25 @@ static int blk_dev_load(void *opaque, struct virtio_device *vdev, const void *fd
 	return 0;
 }
 
-/* Restore: the disk as saved (or at the caller's path for this clone). */
-static int blk_restore_add(struct microvm *vm, const void *fdt, int node,
-			   const microvm_restore_config *cfg, uint32_t instance, char *err,
-			   size_t errlen)
+int blk_config_from_state(const void *fdt, int node, microvm_disk_config *dc,
+			  char serial[VIRTIO_BLK_ID_BYTES + 1], char *err, size_t errlen)
 {
 	uint32_t ro, sync;
 	int r = st_get_u32(fdt, node, "read-only", &ro, err, errlen);
 	if (r == 0)
 		r = st_get_u32(fdt, node, "backend-sync", &sync, err, errlen);
-	char serial[VIRTIO_BLK_ID_BYTES + 1] = "";
 	const void *sp;
-	size_t sl;
-	if (r == 0 && st_get_var(fdt, node, "serial", &sp, &sl, VIRTIO_BLK_ID_BYTES, err,
-				 errlen) == 0)
-		memcpy(serial, sp, sl);
+	size_t sl = 0;
+	if (r == 0)
+		r = st_get_var(fdt, node, "serial", &sp, &sl, VIRTIO_BLK_ID_BYTES, err, errlen);
 	if (r < 0)
 		return r;
-	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
-	dc.path = st_get_str(fdt, node, "path");
-	if (instance < cfg->n_disks && cfg->disk_paths && cfg->disk_paths[instance])
-		dc.path = cfg->disk_paths[instance];
-	if (!dc.path)
-		return errbuf_fail(err, errlen, -EINVAL, "state: disk %u has no path", instance);
-	dc.serial = serial[0] ? serial : NULL;
-	dc.flags = (ro ? MICROVM_DISK_READ_ONLY : 0) | (sync ? MICROVM_DISK_BACKEND_SYNC : 0);
-	r = microvm_add_disk(vm, &dc);
-	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+	memcpy(serial, sp, sl);
+	serial[sl] = '\0';
+	dc->path = st_get_str(fdt, node, "path");
+	dc->serial = serial[0] ? serial : NULL;
+	dc->flags = (ro ? MICROVM_DISK_READ_ONLY : 0) | (sync ? MICROVM_DISK_BACKEND_SYNC : 0);
+	return 0;
 }
 
 const struct virtio_device_ops virtio_blk_ops = {
@@ -843,86 +831,6 @@ const struct virtio_device_ops virtio_blk_ops = {
 	.quiesce = blk_dev_quiesce,
 	.save = blk_dev_save,
 	.load = blk_dev_load,
-	.restore_add = blk_restore_add,
 };
 
 
-static bool is_disk(const struct virtio_device *d)
-{
-	return d->ops == &virtio_blk_ops;
-}
-
-static uint32_t count_disks(const struct microvm *vm)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		n += is_disk(vm->virtio[i]);
-	return n;
-}
-
-#define KNOWN_DISK_FLAGS (MICROVM_DISK_READ_ONLY | MICROVM_DISK_BACKEND_SYNC)
-
-static int add_disk_locked(struct microvm *vm, const microvm_disk_config *ucfg)
-{
-	microvm_disk_config dc;
-	const microvm_disk_config *cfg = &dc;
-	char err[sizeof(vm->last_error)];
-	int r = abi_copy_in(&dc, sizeof(dc), ucfg, ABI_DISK_CONFIG_MIN,
-			    "add_disk: microvm_disk_config", err, sizeof(err));
-	if (r < 0)
-		return vm_error(vm, r, "%s", err);
-	if (cfg->flags & ~KNOWN_DISK_FLAGS)
-		return vm_error(vm, -EINVAL, "add_disk: %s: unknown flags 0x%x",
-				cfg->path ? cfg->path : "(null)", cfg->flags & ~KNOWN_DISK_FLAGS);
-	if (!cfg->path)
-		return vm_error(vm, -EINVAL, "add_disk: path is NULL");
-	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
-		return vm_error(vm, -ENOSPC, "add_disk: %s: at most %d virtio devices", cfg->path,
-				VIRTIO_MMIO_MAX_DEVICES);
-	struct virtio_blk *b;
-	r = blk_open(vm, cfg->path, cfg->flags, cfg->serial, &b, err, sizeof(err));
-	if (r < 0)
-		return vm_error(vm, r, "add_disk: %s", err);
-	uint32_t index = count_disks(vm);
-	struct virtio_device *vdev = NULL;
-	r = virtio_mmio_add(vm, &virtio_blk_ops, b, &vdev);
-	if (r < 0) {
-		vm_error_text(vm, err, sizeof(err));
-		blk_free(b);
-		return vm_error(vm, r, "add_disk: %s: %s", cfg->path, err);
-	}
-	b->vdev = vdev;
-	vdev->features = b->features; /* VIRTIO_BLK_F_RO instead of the write features */
-	vm_info(vm, "disk %u: %s, %llu sectors%s, %s backend", index, cfg->path,
-		(unsigned long long)b->capacity, b->read_only ? ", read-only" : "",
-		blk_backend_name(b));
-	return (int)index;
-}
-
-MICROVM_API int microvm_add_disk(microvm *vm, const microvm_disk_config *cfg)
-{
-	int r = vm_lock_configured(vm, "add_disk");
-	if (r < 0)
-		return r;
-	r = add_disk_locked(vm, cfg);
-	pthread_mutex_unlock(&vm->api_lock);
-	return r;
-}
-
-MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index)
-{
-	if (!vm)
-		return NULL;
-	struct microvm *m = (struct microvm *)vm;
-	const char *name = NULL;
-	pthread_mutex_lock(&m->api_lock);
-	uint32_t k = 0;
-	for (uint32_t i = 0; i < m->nr_virtio && !name; i++) {
-		if (!is_disk(m->virtio[i]))
-			continue;
-		if (k++ == index)
-			name = blk_backend_name(m->virtio[i]->opaque);
-	}
-	pthread_mutex_unlock(&m->api_lock);
-	return name;
-}

@@ -12,7 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct microvm;
+#include "microvm.h"
+
+struct dev_host;
+struct virtio_device_ops;
 struct virtq;
 
 #define VIRTIO_ID_BLOCK 2
@@ -82,12 +85,19 @@ struct virtio_blk;
  * Open the image @path (read-only with MICROVM_DISK_READ_ONLY) and set up a
  * device over it: capacity = size / 512, the I/O backend (io_uring unless
  * MICROVM_DISK_BACKEND_SYNC or io_uring is unavailable), @serial (NULL = none,
- * at most 20 bytes) copied. @vm is only used for log messages and may be
- * NULL. On failure returns a negative errno and writes a message naming
- * @path to @err.
+ * at most 20 bytes) copied. @host (the VM; NULL in tests) is borrowed for
+ * the device's life. On failure returns a negative errno and writes a
+ * message naming @path to @err.
  */
-int blk_open(struct microvm *vm, const char *path, uint32_t flags, const char *serial,
+int blk_open(const struct dev_host *host, const char *path, uint32_t flags, const char *serial,
 	     struct virtio_blk **out, char *err, size_t errlen);
+
+/* Restore: the disk configuration its save wrote into @node (path,
+ * read-only, backend, serial copied into @serial). 0 or -EINVAL + message. */
+int blk_config_from_state(const void *fdt, int node, microvm_disk_config *dc,
+			  char serial[VIRTIO_BLK_ID_BYTES + 1], char *err, size_t errlen);
+/* The transport ops of a disk (one row of lib/vm_devices.c). */
+extern const struct virtio_device_ops virtio_blk_ops;
 
 /* Wait for the requests in flight (their results are dropped), close the
  * image, free. NULL is fine. */

@@ -48,12 +48,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "devices/serial.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
-#include "virtio/vsock.h"
 #include "errbuf.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 
 /* How output to the fd is kept from blocking (see above). */
 enum out_kind {
@@ -75,7 +74,7 @@ struct con_watch {
 };
 
 struct virtio_console {
-	struct microvm *vm;          /* NULL for a bare engine (tests) */
+	const struct dev_host *host; /* NULL for a bare engine (tests) */
 	struct virtio_device *vdev;  /* NULL for a bare engine */
 	int in_fd, out_fd;           /* borrowed, -1 = none */
 
@@ -103,18 +102,18 @@ struct virtio_console {
 
 static void con_warn(const struct virtio_console *c, const char *what, int fd, int err)
 {
-	if (c->vm)
-		vm_warn(c->vm, "virtio-console: %s fd %d: %s", what, fd, strerror(err));
+	host_log(c->host, MICROVM_LOG_WARN, "virtio-console: %s fd %d: %s", what, fd,
+		 strerror(err));
 }
 
 /* ----------------------------------------------------------------- engine */
 
-struct virtio_console *virtio_console_new(struct microvm *vm)
+struct virtio_console *virtio_console_new(const struct dev_host *host)
 {
 	struct virtio_console *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->vm = vm;
+	c->host = host;
 	c->buf = malloc(VIRTIO_CONSOLE_TX_BUF);
 	c->txc = malloc(sizeof(*c->txc));
 	c->rxc = malloc(sizeof(*c->rxc));
@@ -417,9 +416,9 @@ static void console_fd_event(void *opaque, uint32_t events);
  */
 static void watch_sync(struct virtio_console *c)
 {
-	if (!c->vdev || !c->vm)
+	if (!c->vdev || !c->host)
 		return;
-	struct evloop *loop = &c->vm->evloop;
+	struct evloop *loop = c->host->loop;
 	bool want_in = c->in_fd >= 0 && c->in_pollable && !c->in_eof &&
 		       (c->rx_state == VCON_RX_IDLE || c->rx_state == VCON_RX_MORE);
 	bool want_out = c->out_fd >= 0 && c->out_pollable && !c->out_broken && c->out_blocked;
@@ -554,40 +553,7 @@ static void con_reset(void *opaque)
 static void con_release(void *opaque)
 {
 	struct virtio_console *c = opaque;
-	if (c && c->vm && c->vm->vconsole == c)
-		c->vm->vconsole = NULL;
 	virtio_console_free(c);
-}
-
-static int virtio_console_add(struct microvm *vm);
-
-/* The console fds go to one device; the other is connected to nothing (a
- * console device kept from an earlier start attempt included). */
-static int con_start_add(struct microvm *vm)
-{
-	bool virtio_con = vm->console_type == MICROVM_CONSOLE_VIRTIO;
-	int r = virtio_con ? virtio_console_add(vm) : 0;
-	if (r < 0)
-		return r;
-	serial_set_fds(&vm->serial, virtio_con ? -1 : vm->console_in,
-		       virtio_con ? -1 : vm->console_out);
-	if (vm->vconsole)
-		virtio_console_set_fds(vm->vconsole, virtio_con ? vm->console_in : -1,
-				       virtio_con ? vm->console_out : -1);
-	return 0;
-}
-
-static int con_restore_add(struct microvm *vm, const void *fdt, int node,
-			   const microvm_restore_config *cfg, uint32_t instance, char *err,
-			   size_t errlen)
-{
-	(void)fdt, (void)node, (void)cfg;
-	if (instance > 0)
-		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-console");
-	int r = microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO);
-	if (r == 0)
-		r = virtio_console_add(vm);
-	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
 }
 
 const struct virtio_device_ops virtio_console_ops = {
@@ -602,37 +568,4 @@ const struct virtio_device_ops virtio_console_ops = {
 	.notify = con_notify,
 	.reset = con_reset,
 	.release = con_release,
-	.restore_add = con_restore_add,
-	.start_add = con_start_add,
 };
-
-static int virtio_console_add(struct microvm *vm)
-{
-	if (vm->vconsole)
-		return 0; /* added by an earlier start attempt */
-	struct virtio_console *c = virtio_console_new(vm);
-	if (!c)
-		return vm_error(vm, -ENOMEM, "virtio-console: out of memory");
-	struct virtio_device *vdev = NULL;
-	int r = virtio_mmio_add(vm, &virtio_console_ops, c, &vdev);
-	if (r < 0) {
-		virtio_console_free(c);
-		return r; /* message recorded by virtio_mmio_add */
-	}
-	c->vdev = vdev;
-	vm->vconsole = c;
-	return 0;
-}
-
-MICROVM_API int microvm_set_console_type(microvm *vm, uint32_t type)
-{
-	int r = vm_lock_configured(vm, "set_console_type");
-	if (r < 0)
-		return r;
-	if (type != MICROVM_CONSOLE_SERIAL && type != MICROVM_CONSOLE_VIRTIO)
-		r = vm_error(vm, -EINVAL, "set_console_type: unknown console type %u", type);
-	else
-		vm->console_type = type;
-	pthread_mutex_unlock(&vm->api_lock);
-	return r;
-}

@@ -18,7 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct microvm;
+struct dev_host;
+struct virtio_device_ops;
 struct virtq;
 struct virtq_chain;
 
@@ -26,6 +27,14 @@ struct virtq_chain;
 #define VIRTIO_ID_ENTROPY 4
 
 /* ------------------------------------------------------------- virtio-rng */
+
+struct virtio_rng;
+/* A virtio-rng device for the VM @host (borrowed), and its transport ops
+ * (one row of lib/vm_devices.c). NULL if out of memory. Freed through the
+ * ops' release with the VM, or virtio_rng_free() if never added. */
+struct virtio_rng *virtio_rng_new(const struct dev_host *host);
+void virtio_rng_free(struct virtio_rng *r);
+extern const struct virtio_device_ops virtio_rng_ops;
 
 /* Most random bytes given for one request (the rest of a larger buffer is
  * left unwritten; the used length says how much was filled). */
@@ -72,9 +81,11 @@ int virtio_rng_process(struct virtq *q, struct virtq_chain *c, uint32_t *pushed)
 
 struct virtio_console;
 
-/* A console engine not attached to any VM (@vm NULL: no logging). NULL if
- * out of memory. */
-struct virtio_console *virtio_console_new(struct microvm *vm);
+/* A console engine for the VM @host (borrowed; NULL: a bare engine, no
+ * logging). NULL if out of memory. */
+struct virtio_console *virtio_console_new(const struct dev_host *host);
+/* Transport ops of the console device (one row of lib/vm_devices.c). */
+extern const struct virtio_device_ops virtio_console_ops;
 void virtio_console_free(struct virtio_console *c);
 
 /*

@@ -2,18 +2,16 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "arch/arch.h"
 #include "bus.h"
 #include "errbuf.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 #include "snapshot/state.h"
 
 /* Register offsets (section 4.2.2). */
@@ -85,7 +83,8 @@ void virtio_set_needs_reset(struct virtio_device *d, const char *why)
 {
 	if (d->status & VIRTIO_STATUS_NEEDS_RESET)
 		return;
-	vm_warn(d->vm, "virtio %s: %s: device needs reset", d->ops->name, why);
+	host_log(d->host, MICROVM_LOG_WARN, "virtio %s: %s: device needs reset", d->ops->name,
+		 why);
 	d->status |= VIRTIO_STATUS_NEEDS_RESET;
 	if (d->status & VIRTIO_STATUS_DRIVER_OK)
 		raise_irq(d, INT_CONFIG_CHANGE);
@@ -103,7 +102,7 @@ static void device_reset(struct virtio_device *d)
 	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) {
 		struct virtq *q = &d->queues[i];
 		memset(q, 0, sizeof(*q));
-		q->mem = &d->vm->mem;
+		q->mem = d->host->mem;
 		q->size = VIRTQ_MAX_SIZE;
 	}
 }
@@ -189,7 +188,7 @@ static void reg_write(struct virtio_device *d, uint64_t off, uint32_t v)
 		if (!q)
 			break;
 		if (v == 1 && !q->ready) {
-			q->mem = &d->vm->mem;
+			q->mem = d->host->mem;
 			if (virtq_activate(q) < 0)
 				virtio_set_needs_reset(d, "queue set up outside guest RAM or "
 							  "with a bad size");
@@ -254,7 +253,7 @@ static void mmio_write(void *opaque, uint64_t off, const void *data, uint32_t le
 	pthread_mutex_unlock(&d->lock);
 }
 
-static const struct bus_ops virtio_mmio_ops = { mmio_read, mmio_write };
+const struct bus_ops virtio_mmio_ops = { mmio_read, mmio_write };
 
 /* Event loop: a queue was notified (its eventfd is readable). */
 static void queue_notified(void *opaque, uint32_t events)
@@ -273,79 +272,54 @@ static void queue_notified(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&d->lock);
 }
 
-int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, void *opaque,
-		    struct virtio_device **out)
+int virtio_mmio_new(const struct dev_host *host, const struct virtio_device_ops *ops,
+		    void *opaque, uint64_t base, uint32_t gsi, struct virtio_device **out)
 {
 	if (!ops || ops->num_queues == 0 || ops->num_queues > VIRTIO_MAX_QUEUES)
-		return vm_error(vm, -EINVAL, "virtio device: bad ops table");
-	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
-		return vm_error(vm, -ENOSPC, "virtio %s: at most %d virtio devices", ops->name,
-				VIRTIO_MMIO_MAX_DEVICES);
+		return -EINVAL;
 	struct virtio_device *d = calloc(1, sizeof(*d));
 	if (!d)
-		return vm_error(vm, -ENOMEM, "virtio %s: out of memory", ops->name);
-	d->vm = vm;
+		return -ENOMEM;
+	d->host = host;
 	d->ops = ops;
 	d->opaque = opaque;
 	d->features = ops->features;
-	d->index = vm->nr_virtio;
-	d->base = arch_virtio_mmio_base(d->index);
-	d->gsi = arch_virtio_gsi(d->index);
+	d->base = base;
+	d->gsi = gsi;
 	pthread_mutex_init(&d->lock, NULL);
 	d->irq_fd = -1;
 	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++)
 		d->notify_fd[i] = -1;
 	device_reset(d);
-	int r = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_SIZE, &virtio_mmio_ops, d, ops->name);
-	if (r < 0) {
-		uint64_t base = d->base;
-		pthread_mutex_destroy(&d->lock);
-		free(d);
-		return vm_error(vm, r, "virtio %s: MMIO window 0x%llx taken", ops->name,
-				(unsigned long long)base);
-	}
-	vm->virtio[vm->nr_virtio++] = d;
-	if (out)
-		*out = d;
+	*out = d;
 	return 0;
 }
 
-int virtio_mmio_cmdline(const struct virtio_device *d, char *buf, size_t len)
+/* One queue's notify eventfd: written by KVM on the guest's QueueNotify
+ * write, watched on the event loop. */
+static int start_queue(struct virtio_device *d, uint16_t q)
 {
-	return snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)d->base,
-			d->gsi);
+	d->notify_fd[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->notify_fd[q] < 0)
+		return -errno;
+	int r = d->host->ioeventfd(d->host->ctx, d->notify_fd[q], d->base + REG_QUEUE_NOTIFY, 4, q);
+	if (r < 0)
+		return r;
+	d->notify_ctx[q] = (struct virtio_queue_notify){ d, q };
+	d->notify_handler[q] = (struct ev_handler){ d->notify_fd[q], queue_notified,
+						    &d->notify_ctx[q] };
+	return evloop_add(d->host->loop, &d->notify_handler[q], EPOLLIN);
 }
 
 int virtio_mmio_start(struct virtio_device *d)
 {
-	struct microvm *vm = d->vm;
 	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->irq_fd < 0)
 		return -errno;
-	struct kvm_irqfd irqfd = { .fd = (uint32_t)d->irq_fd, .gsi = d->gsi };
-	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
-		return -errno;
-	for (uint16_t q = 0; q < d->ops->num_queues; q++) {
-		d->notify_fd[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (d->notify_fd[q] < 0)
-			return -errno;
-		struct kvm_ioeventfd io = {
-			.datamatch = q,
-			.addr = d->base + REG_QUEUE_NOTIFY,
-			.len = 4,
-			.fd = d->notify_fd[q],
-			.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
-		};
-		if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
-			return -errno;
-		d->notify_ctx[q] = (struct virtio_queue_notify){ d, q };
-		d->notify_handler[q] = (struct ev_handler){ d->notify_fd[q], queue_notified,
-							    &d->notify_ctx[q] };
-		int r = evloop_add(&vm->evloop, &d->notify_handler[q], EPOLLIN);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	int r = d->host->irqfd(d->host->ctx, d->irq_fd, d->gsi);
+	for (uint16_t q = 0; r == 0 && q < d->ops->num_queues; q++)
+		r = start_queue(d, q);
+	return r;
 }
 
 void virtio_mmio_free(struct virtio_device *d)
@@ -353,6 +327,12 @@ void virtio_mmio_free(struct virtio_device *d)
 	virtio_mmio_release(d);
 	if (d->ops->release)
 		d->ops->release(d->opaque);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
+
+void virtio_mmio_discard(struct virtio_device *d)
+{
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
@@ -443,7 +423,7 @@ static int load_queue(struct virtio_device *d, struct virtq *q, const void *fdt,
 	int r = st_load_fields(fdt, qn, &saved, queue_fields, NFIELDS(queue_fields), err, errlen);
 	if (r < 0)
 		return r;
-	saved.mem = &d->vm->mem;
+	saved.mem = d->host->mem;
 	saved.event_idx = d->driver_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
 	saved.indirect = d->driver_features & (1ULL << VIRTIO_F_INDIRECT_DESC);
 	if (saved.ready) {

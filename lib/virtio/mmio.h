@@ -1,6 +1,7 @@
 /*
- * virtio-mmio transport, version 2 (virtio 1.2 section 4.2), and the one way
- * to add a virtio device to a VM: virtio_mmio_add() with a device ops table.
+ * virtio-mmio transport, version 2 (virtio 1.2 section 4.2): a device is a
+ * device ops table plus an opaque, wrapped by virtio_mmio_new(); the VM puts
+ * it on its bus (vm_virtio_add, lib/vm_devices.h).
  * Transport and device stay separate: the transport owns the registers,
  * feature negotiation, queues, notifications (ioeventfd -> the VM's event
  * loop) and interrupts (irqfd); the device implements its config space and
@@ -18,7 +19,8 @@
 #include "microvm.h"
 #include "virtio/queue.h"
 
-struct microvm;
+struct bus_ops;
+struct dev_host;
 struct virtio_device;
 struct st_writer;
 
@@ -63,18 +65,6 @@ struct virtio_device_ops {
 	void (*save)(void *opaque, struct st_writer *w, int node);
 	int (*load)(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		    char *err, size_t errlen);
-	/* Restore: add this kind of device to a CONFIGURED @vm from its saved
-	 * "device" node @node (the whole configuration its save wrote) and the
-	 * caller's per-clone overrides @cfg; @instance counts the devices of
-	 * this kind before it. 0 or negative errno with a message in @err. */
-	int (*restore_add)(struct microvm *vm, const void *fdt, int node,
-			   const microvm_restore_config *cfg, uint32_t instance, char *err,
-			   size_t errlen);
-	/* microvm_start(), before the guest is loaded: add this kind's device
-	 * if the VM's configuration asks for one (no-op if an earlier start
-	 * attempt added it). Optional: a kind whose setter adds the device
-	 * (disks) has none. 0 or negative errno (message recorded). */
-	int (*start_add)(struct microvm *vm);
 };
 
 struct virtio_queue_notify {
@@ -83,12 +73,11 @@ struct virtio_queue_notify {
 };
 
 struct virtio_device {
-	struct microvm *vm;
+	const struct dev_host *host; /* the VM, as devices see it */
 	const struct virtio_device_ops *ops;
 	void *opaque;
-	uint32_t index;
 	uint64_t features; /* device-specific bits offered: ops->features unless
-			    * the device sets its own right after virtio_mmio_add */
+			    * the device sets its own right after virtio_mmio_new */
 	uint64_t base;
 	uint32_t gsi;
 	pthread_mutex_t lock;
@@ -109,13 +98,15 @@ struct virtio_device {
 };
 
 /*
- * Add a virtio device to a CONFIGURED VM: picks its MMIO slot and GSI,
- * registers the register window on the MMIO bus, and announces it to the
- * guest when the VM starts. @ops and @opaque are borrowed for the VM's life.
- * 0 or negative errno (message in microvm_last_error()).
+ * A new virtio device with its registers at @base (VIRTIO_MMIO_SIZE bytes)
+ * and its interrupt on @gsi, in reset state; the VM registers
+ * virtio_mmio_ops for it on its MMIO bus and announces it to the guest.
+ * @host, @ops and @opaque are borrowed for the device's life. 0, -EINVAL (bad
+ * ops table) or -ENOMEM.
  */
-int virtio_mmio_add(struct microvm *vm, const struct virtio_device_ops *ops, void *opaque,
-		    struct virtio_device **out);
+int virtio_mmio_new(const struct dev_host *host, const struct virtio_device_ops *ops,
+		    void *opaque, uint64_t base, uint32_t gsi, struct virtio_device **out);
+extern const struct bus_ops virtio_mmio_ops; /* opaque: the virtio_device */
 
 /* VM start: create the eventfds (ioeventfd per queue into the event loop,
  * irqfd for the interrupt). VM teardown: reset the device (waiting for its
@@ -124,6 +115,9 @@ int virtio_mmio_start(struct virtio_device *vdev);
 void virtio_mmio_release(struct virtio_device *vdev);
 /* VM destroy: release, call ops->release, free. */
 void virtio_mmio_free(struct virtio_device *vdev);
+/* Free a device never started, without ops->release (its opaque stays the
+ * caller's). */
+void virtio_mmio_discard(struct virtio_device *vdev);
 
 /*
  * Snapshot. quiesce: with the event loop stopped, let the device finish what
@@ -137,10 +131,6 @@ void virtio_mmio_quiesce(struct virtio_device *vdev);
 void virtio_mmio_save(struct virtio_device *vdev, struct st_writer *w, int node);
 int virtio_mmio_load(struct virtio_device *vdev, const void *fdt, int node, char *err,
 		     size_t errlen);
-
-/* Append " virtio_mmio.device=4K@0xBASE:GSI" for the kernel command line
- * (needs CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES). snprintf semantics. */
-int virtio_mmio_cmdline(const struct virtio_device *vdev, char *buf, size_t len);
 
 /* After pushing used buffers on queue @q: interrupt the driver if it wants
  * one. Lock held. */

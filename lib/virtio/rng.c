@@ -32,16 +32,19 @@
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "errbuf.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 
 struct virtio_rng {
-	struct microvm *vm;
+	const struct dev_host *host;
 	struct virtio_device *vdev;
 	bool warned_no_entropy;
 	int ready_fd; /* /dev/random, watched while the host has no entropy, or -1 */
 	struct ev_handler ready_handler;
 	struct virtq_chain chain; /* scratch for virtio_rng_process (large) */
 };
+
+#define rng_warn(r, ...) host_log((r)->host, MICROVM_LOG_WARN, __VA_ARGS__)
 
 #ifndef GRND_INSECURE
 #define GRND_INSECURE 0x0004 /* Linux 5.6+ */
@@ -138,7 +141,7 @@ static void stop_waiting(struct virtio_rng *r)
 {
 	if (r->ready_fd < 0)
 		return;
-	evloop_del(&r->vm->evloop, &r->ready_handler);
+	evloop_del(r->host->loop, &r->ready_handler);
 	close(r->ready_fd);
 	r->ready_fd = -1;
 }
@@ -164,15 +167,15 @@ static void wait_for_entropy(struct virtio_rng *r)
 		return;
 	int fd = open("/dev/random", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
-		vm_warn(r->vm, "virtio-rng: /dev/random: %s; requests wait for the next "
+		rng_warn(r, "virtio-rng: /dev/random: %s; requests wait for the next "
 			"notification", strerror(errno));
 		return;
 	}
 	r->ready_handler = (struct ev_handler){ fd, entropy_ready, r };
-	int e = evloop_add(&r->vm->evloop, &r->ready_handler, EPOLLIN);
+	int e = evloop_add(r->host->loop, &r->ready_handler, EPOLLIN);
 	if (e < 0) {
 		close(fd);
-		vm_warn(r->vm, "virtio-rng: cannot watch /dev/random: %s; requests wait for "
+		rng_warn(r, "virtio-rng: cannot watch /dev/random: %s; requests wait for "
 			"the next notification", strerror(-e));
 		return;
 	}
@@ -190,7 +193,7 @@ static void rng_serve(struct virtio_rng *r, struct virtio_device *vdev)
 	} else if (e < 0) {
 		if (!r->warned_no_entropy) {
 			r->warned_no_entropy = true;
-			vm_warn(r->vm, "virtio-rng: getrandom: %s; requests wait%s", strerror(-e),
+			rng_warn(r, "virtio-rng: getrandom: %s; requests wait%s", strerror(-e),
 				e == -EAGAIN ? " until the host's entropy pool is initialised" : "");
 		}
 		if (e == -EAGAIN)
@@ -216,29 +219,7 @@ static void rng_release(void *opaque)
 	/* The event loop is gone by now (and its epoll fd with it). */
 	if (r->ready_fd >= 0)
 		close(r->ready_fd);
-	if (r->vm && r->vm->vrng == r)
-		r->vm->vrng = NULL;
 	free(r);
-}
-
-static int virtio_rng_add(struct microvm *vm);
-
-static int rng_start_add(struct microvm *vm)
-{
-	return vm->rng_enabled ? virtio_rng_add(vm) : 0;
-}
-
-static int rng_restore_add(struct microvm *vm, const void *fdt, int node,
-			   const microvm_restore_config *cfg, uint32_t instance, char *err,
-			   size_t errlen)
-{
-	(void)fdt, (void)node, (void)cfg;
-	if (instance > 0)
-		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-rng");
-	int r = microvm_set_rng(vm, 1);
-	if (r == 0)
-		r = virtio_rng_add(vm);
-	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
 }
 
 const struct virtio_device_ops virtio_rng_ops = {
@@ -250,36 +231,19 @@ const struct virtio_device_ops virtio_rng_ops = {
 	.activate = rng_activate,
 	.notify = rng_notify,
 	.release = rng_release,
-	.restore_add = rng_restore_add,
-	.start_add = rng_start_add,
 };
 
-static int virtio_rng_add(struct microvm *vm)
+struct virtio_rng *virtio_rng_new(const struct dev_host *host)
 {
-	if (vm->vrng)
-		return 0; /* added by an earlier start attempt */
 	struct virtio_rng *r = calloc(1, sizeof(*r));
 	if (!r)
-		return vm_error(vm, -ENOMEM, "virtio-rng: out of memory");
-	r->vm = vm;
+		return NULL;
+	r->host = host;
 	r->ready_fd = -1;
-	struct virtio_device *vdev = NULL;
-	int e = virtio_mmio_add(vm, &virtio_rng_ops, r, &vdev);
-	if (e < 0) {
-		free(r);
-		return e; /* message recorded by virtio_mmio_add */
-	}
-	r->vdev = vdev;
-	vm->vrng = r;
-	return 0;
+	return r;
 }
 
-MICROVM_API int microvm_set_rng(microvm *vm, int enabled)
+void virtio_rng_free(struct virtio_rng *r)
 {
-	int r = vm_lock_configured(vm, "set_rng");
-	if (r < 0)
-		return r;
-	vm->rng_enabled = enabled != 0;
-	pthread_mutex_unlock(&vm->api_lock);
-	return 0;
+	rng_release(r);
 }

@@ -71,13 +71,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "abi.h"
 #include "errbuf.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "errbuf.h"
-#include "vm.h"
+#include "devices/host.h"
+#include "microvm.h"
 #include "snapshot/state.h"
 
 #define HASH_SIZE 1024u
@@ -175,11 +175,7 @@ struct virtio_vsock {
 	struct iovec iov[VIRTQ_MAX_SIZE];
 };
 
-#define vs_warn(v, ...)                                                                      \
-	do {                                                                                 \
-		if ((v)->env.vm)                                                             \
-			vm_warn((v)->env.vm, __VA_ARGS__);                                   \
-	} while (0)
+#define vs_warn(v, ...) host_log((v)->env.host, MICROVM_LOG_WARN, __VA_ARGS__)
 
 /* --------------------------------------------------------------- header */
 
@@ -1324,10 +1320,6 @@ static void add_ms(struct timespec *t, long ms)
 	}
 }
 
-static bool vm_stopped(struct virtio_vsock *v)
-{
-	return v->env.vm && microvm_state(v->env.vm) == MICROVM_STATE_STOPPED;
-}
 
 int virtio_vsock_connect(struct virtio_vsock *v, uint32_t port, int timeout_ms,
 			 pthread_mutex_t *release)
@@ -1378,7 +1370,7 @@ int virtio_vsock_connect(struct virtio_vsock *v, uint32_t port, int timeout_ms,
 			break;
 		/* A stopped VM never answers. */
 		pthread_mutex_unlock(v->env.lock);
-		bool stopped = vm_stopped(v);
+		bool stopped = host_stopped(v->env.host);
 		pthread_mutex_lock(v->env.lock);
 		if (stopped && !w.done) {
 			conn_reset(v, w.conn, -ECONNRESET);
@@ -1482,8 +1474,6 @@ static void vsock_release(void *opaque)
 	struct virtio_vsock *v = opaque;
 	if (!v)
 		return;
-	if (v->env.vm && v->env.vm->vsock == v)
-		v->env.vm->vsock = NULL;
 	virtio_vsock_free(v);
 }
 
@@ -1528,31 +1518,11 @@ static void vsock_save(void *opaque, struct st_writer *w, int node)
 		st_str(w, node, "uds-path", v->uds_path);
 }
 
-static int virtio_vsock_add(struct microvm *vm);
-
-static int vsock_start_add(struct microvm *vm)
+int virtio_vsock_config_from_state(const void *fdt, int node, uint64_t *cid,
+				   const char **uds_path, char *err, size_t errlen)
 {
-	return vm->vsock_enabled ? virtio_vsock_add(vm) : 0;
-}
-
-/* Restore: the saved CID and socket path, or the caller's for this clone. */
-static int vsock_restore_add(struct microvm *vm, const void *fdt, int node,
-			     const microvm_restore_config *cfg, uint32_t instance, char *err,
-			     size_t errlen)
-{
-	if (instance > 0)
-		return errbuf_fail(err, errlen, -EINVAL, "state: more than one virtio-vsock");
-	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
-	int r = st_get_u64(fdt, node, "guest-cid", &vc.guest_cid, err, errlen);
-	if (r < 0)
-		return r;
-	if (cfg->vsock_cid)
-		vc.guest_cid = cfg->vsock_cid;
-	vc.uds_path = cfg->vsock_uds_path ? cfg->vsock_uds_path : st_get_str(fdt, node, "uds-path");
-	r = microvm_set_vsock(vm, &vc);
-	if (r == 0)
-		r = virtio_vsock_add(vm);
-	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+	*uds_path = st_get_str(fdt, node, "uds-path");
+	return st_get_u64(fdt, node, "guest-cid", cid, err, errlen);
 }
 
 const struct virtio_device_ops virtio_vsock_ops = {
@@ -1568,97 +1538,44 @@ const struct virtio_device_ops virtio_vsock_ops = {
 	.release = vsock_release,
 	.save = vsock_save,
 	.load = vsock_load,
-	.restore_add = vsock_restore_add,
-	.start_add = vsock_start_add,
 };
 
-static int virtio_vsock_add(struct microvm *vm)
+int virtio_vsock_device_new(const struct dev_host *host, uint64_t cid, const char *uds_path,
+			    struct virtio_vsock **out, char *err, size_t errlen)
 {
-	char err[256] = "";
-	struct virtio_vsock *v = vm->vsock;
-	if (v) {
-		/* Added by an earlier start attempt: take the current settings. */
-		virtio_vsock_set_cid(v, vm->vsock_cid);
-		int r = virtio_vsock_set_uds_path(v, vm->vsock_uds_path);
-		if (r == 0)
-			r = virtio_vsock_listen(v, err, sizeof(err));
-		return r < 0 ? vm_error(vm, r, "virtio-vsock: %s", err[0] ? err : strerror(-r)) : 0;
-	}
 	struct vsock_env env = {
-		.vm = vm, .loop = &vm->evloop, .used = glue_used, .broken = glue_broken,
+		.host = host, .loop = host->loop, .used = glue_used, .broken = glue_broken,
 	};
-	v = virtio_vsock_new(&env, vm->vsock_cid, vm->vsock_uds_path);
+	struct virtio_vsock *v = virtio_vsock_new(&env, cid, uds_path);
 	if (!v)
-		return vm_error(vm, -ENOMEM, "virtio-vsock: out of memory");
-	int r = virtio_vsock_listen(v, err, sizeof(err));
+		return errbuf_fail(err, errlen, -ENOMEM, "virtio-vsock: out of memory");
+	int r = virtio_vsock_listen(v, err, errlen);
 	if (r < 0) {
 		virtio_vsock_free(v);
-		return vm_error(vm, r, "virtio-vsock: %s", err);
+		return r;
 	}
-	struct virtio_device *vdev = NULL;
-	r = virtio_mmio_add(vm, &virtio_vsock_ops, v, &vdev);
-	if (r < 0) {
-		virtio_vsock_free(v);
-		return r; /* message recorded by virtio_mmio_add */
-	}
-	v->vdev = vdev;
-	v->env.lock = &vdev->lock;
-	v->env.opaque = vdev;
-	vm->vsock = v;
+	*out = v;
 	return 0;
 }
 
-/* ------------------------------------------------------------ public API */
-
-MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *ucfg)
+void virtio_vsock_attach(struct virtio_vsock *v, struct virtio_device *vdev)
 {
-	int r = vm_lock_configured(vm, "set_vsock");
-	if (r < 0)
-		return r;
-	char *path = NULL, err[200];
-	microvm_vsock_config vc;
-	const microvm_vsock_config *cfg = &vc;
-	if ((r = abi_copy_in(&vc, sizeof(vc), ucfg, ABI_VSOCK_CONFIG_MIN,
-			     "set_vsock: microvm_vsock_config", err, sizeof(err))) < 0)
-		r = vm_error(vm, r, "%s", err);
-	else if (cfg->flags)
-		r = vm_error(vm, -EINVAL, "set_vsock: unknown flags 0x%x", cfg->flags);
-	else if (cfg->guest_cid < 3 || cfg->guest_cid >= UINT32_MAX)
-		r = vm_error(vm, -EINVAL, "set_vsock: guest CID %llu is out of range 3..%u",
-			     (unsigned long long)cfg->guest_cid, UINT32_MAX - 1);
-	else if (cfg->uds_path && (!cfg->uds_path[0] || strlen(cfg->uds_path) > VSOCK_UDS_PATH_MAX))
-		r = vm_error(vm, -EINVAL, "set_vsock: uds_path must be 1..%u bytes long",
-			     VSOCK_UDS_PATH_MAX);
-	else if (cfg->uds_path && !(path = strdup(cfg->uds_path)))
-		r = vm_error(vm, -ENOMEM, "set_vsock: out of memory");
-	if (r == 0) {
-		free(vm->vsock_uds_path);
-		vm->vsock_uds_path = path;
-		vm->vsock_cid = cfg->guest_cid;
-		vm->vsock_enabled = true;
-	}
-	pthread_mutex_unlock(&vm->api_lock);
-	return r;
+	v->vdev = vdev;
+	v->env.lock = &vdev->lock;
+	v->env.opaque = vdev;
 }
 
-MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms)
+bool virtio_vsock_attached(const struct virtio_vsock *v)
 {
-	if (!vm)
-		return -EINVAL;
-	pthread_mutex_lock(&vm->api_lock);
-	int r = 0, state = microvm_state(vm);
-	if (state != MICROVM_STATE_RUNNING && state != MICROVM_STATE_PAUSED)
-		r = vm_error(vm, -EINVAL, "vsock_connect: the VM is not running");
-	else if (!vm->vsock || !vm->vsock->env.lock)
-		r = vm_error(vm, -ENODEV, "vsock_connect: the VM has no vsock device");
-	else if (port == UINT32_MAX || timeout_ms < -1)
-		r = vm_error(vm, -EINVAL, "vsock_connect: bad port %u or timeout %d", port,
-			     timeout_ms);
-	if (r < 0) {
-		pthread_mutex_unlock(&vm->api_lock);
-		return r;
-	}
-	/* The API lock is released once the request is registered, so the VM
-	 * can be stopped or destroyed meanwhile (destroy waits for us). */
-	return virtio_vsock_connect(vm->vsock, port, timeout_ms, &vm->api_lock);
+	return v->env.lock != NULL;
+}
+
+int virtio_vsock_reconfigure(struct virtio_vsock *v, uint64_t cid, const char *uds_path,
+			     char *err, size_t errlen)
+{
+	virtio_vsock_set_cid(v, cid);
+	int r = virtio_vsock_set_uds_path(v, uds_path);
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "virtio-vsock: %s", strerror(-r));
+	return virtio_vsock_listen(v, err, errlen);
 }

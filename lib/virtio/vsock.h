@@ -12,11 +12,14 @@
 #define MICROVM_VIRTIO_VSOCK_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct evloop;
-struct microvm;
+struct dev_host;
+struct virtio_device;
+struct virtio_device_ops;
 struct virtq;
 
 #define VIRTIO_ID_VSOCK 19
@@ -69,7 +72,7 @@ void vsock_hdr_decode(const uint8_t in[VSOCK_HDR_SIZE], struct vsock_hdr *h);
 
 /* What the engine is attached to. */
 struct vsock_env {
-	struct microvm *vm;     /* logs and the VM-stopped check; NULL in tests */
+	const struct dev_host *host; /* logs, the VM-stopped check; NULL in tests */
 	struct evloop *loop;    /* host fds are watched here (borrowed) */
 	pthread_mutex_t *lock;  /* serialises the engine (the transport lock) */
 	void (*used)(void *opaque, uint16_t q);         /* buffers pushed on q */
@@ -124,6 +127,25 @@ int virtio_vsock_connect(struct virtio_vsock *v, uint32_t port, int timeout_ms,
  * path (NULL = none) on a stopped engine; closes the old listener. */
 void virtio_vsock_set_cid(struct virtio_vsock *v, uint64_t cid);
 int virtio_vsock_set_uds_path(struct virtio_vsock *v, const char *uds_path);
+
+/* ------------------------------------------------ on the virtio transport */
+
+/* Its transport ops (one row of lib/vm_devices.c). */
+extern const struct virtio_device_ops virtio_vsock_ops;
+
+/* A device engine for the VM @host (borrowed), listening on @uds_path. 0 or
+ * negative errno + message. Add it to the VM, then attach its transport. */
+int virtio_vsock_device_new(const struct dev_host *host, uint64_t cid, const char *uds_path,
+			    struct virtio_vsock **out, char *err, size_t errlen);
+void virtio_vsock_attach(struct virtio_vsock *v, struct virtio_device *vdev);
+bool virtio_vsock_attached(const struct virtio_vsock *v);
+/* A device kept from a failed start attempt takes the current settings. */
+int virtio_vsock_reconfigure(struct virtio_vsock *v, uint64_t cid, const char *uds_path,
+			     char *err, size_t errlen);
+/* Restore: the CID and socket path (NULL = none; points into @fdt) its save
+ * wrote into @node. 0 or -EINVAL + message. */
+int virtio_vsock_config_from_state(const void *fdt, int node, uint64_t *cid,
+				   const char **uds_path, char *err, size_t errlen);
 
 /* Introspection for tests (lock held). */
 uint32_t virtio_vsock_nr_conns(const struct virtio_vsock *v);

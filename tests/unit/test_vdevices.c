@@ -32,7 +32,7 @@
 #include "arch/arch.h"
 #include "memory.h"
 #include "virtio/devices.h"
-#include "virtio/registry.h"
+#include "vm_devices.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "vm.h"
