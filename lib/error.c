@@ -40,14 +40,14 @@ MICROVM_API const char *microvm_strerror(int err)
 void vm_error_text(const struct microvm *vm, char *buf, size_t len)
 {
 	struct microvm *m = (struct microvm *)vm; /* the lock, not the text */
-	pthread_mutex_lock(&m->err_lock);
-	snprintf(buf, len, "%s", m->last_error);
-	pthread_mutex_unlock(&m->err_lock);
+	pthread_mutex_lock(&m->diag.err_lock);
+	snprintf(buf, len, "%s", m->diag.last_error);
+	pthread_mutex_unlock(&m->diag.err_lock);
 }
 
 /* The copy microvm_last_error() returns: one per thread, so no other
  * thread's failing call can change it while its caller reads it. */
-static __thread char last_error_copy[sizeof(((struct microvm *)0)->last_error)];
+static __thread char last_error_copy[sizeof(((struct microvm *)0)->diag.last_error)];
 
 MICROVM_API const char *microvm_last_error(const microvm *vm)
 {
@@ -59,14 +59,14 @@ MICROVM_API const char *microvm_last_error(const microvm *vm)
 
 int vm_error(struct microvm *vm, int err, const char *fmt, ...)
 {
-	char text[sizeof(vm->last_error)];
+	char text[sizeof(vm->diag.last_error)];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	pthread_mutex_lock(&vm->err_lock);
-	memcpy(vm->last_error, text, strlen(text) + 1);
-	pthread_mutex_unlock(&vm->err_lock);
+	pthread_mutex_lock(&vm->diag.err_lock);
+	memcpy(vm->diag.last_error, text, strlen(text) + 1);
+	pthread_mutex_unlock(&vm->diag.err_lock);
 	vm_log(vm, MICROVM_LOG_ERROR, "%s (%s)", text, microvm_strerror(err));
 	return err;
 }

@@ -14,21 +14,21 @@ MICROVM_API int microvm_set_log(microvm *vm, microvm_log_fn fn, void *opaque, in
 		pthread_mutex_unlock(&vm->api_lock);
 		return r;
 	}
-	vm->log_fn = fn;
-	vm->log_opaque = opaque;
-	vm->log_level = min_level;
+	vm->diag.log_fn = fn;
+	vm->diag.log_opaque = opaque;
+	vm->diag.log_level = min_level;
 	pthread_mutex_unlock(&vm->api_lock);
 	return 0;
 }
 
 void vm_log(const struct microvm *vm, int level, const char *fmt, ...)
 {
-	if (!vm->log_fn || level > vm->log_level)
+	if (!vm->diag.log_fn || level > vm->diag.log_level)
 		return;
 	char buf[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	vm->log_fn(vm->log_opaque, level, buf);
+	vm->diag.log_fn(vm->diag.log_opaque, level, buf);
 }

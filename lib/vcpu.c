@@ -37,15 +37,15 @@ void vcpu_install_kick_handler(int signo)
 
 void vcpu_kick_all(struct microvm *vm)
 {
-	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
-		struct vcpu *v = &vm->vcpus[i];
+	for (uint32_t i = 0; i < vm->run.vcpus_created; i++) {
+		struct vcpu *v = &vm->run.vcpus[i];
 		if (!v->thread_started)
 			continue;
 		/* immediate_exit covers a vCPU about to enter KVM_RUN; the signal
 		 * one that is already inside it. */
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 		if (v != current_vcpu)
-			pthread_kill(v->thread, vm->kick_signal);
+			pthread_kill(v->thread, vm->cfg.kick_signal);
 	}
 }
 
@@ -53,13 +53,13 @@ void vcpu_kick_all(struct microvm *vm)
 static void vcpu_park(struct vcpu *v)
 {
 	struct microvm *vm = v->vm;
-	pthread_mutex_lock(&vm->lock);
-	vm->vcpus_parked++;
-	pthread_cond_broadcast(&vm->cond);
-	while ((atomic_load(&vm->requests) & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	vm->vcpus_parked--;
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.vcpus_parked++;
+	pthread_cond_broadcast(&vm->run.cond);
+	while ((atomic_load(&vm->run.requests) & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
+		pthread_cond_wait(&vm->run.cond, &vm->run.lock);
+	vm->run.vcpus_parked--;
+	pthread_mutex_unlock(&vm->run.lock);
 }
 
 static bool vcpu_handle_exit(struct vcpu *v);
@@ -99,7 +99,7 @@ static bool vcpu_check_requests(struct vcpu *v)
 		 * sets the request first and immediate_exit second, so either we
 		 * see its request or KVM_RUN sees its immediate_exit. */
 		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
-		unsigned req = atomic_load(&vm->requests);
+		unsigned req = atomic_load(&vm->run.requests);
 		if (req == 0)
 			return true;
 		if (req & REQ_STOP)
@@ -115,16 +115,16 @@ bool vcpu_yield(void)
 	struct vcpu *v = current_vcpu;
 	if (!v)
 		return true;
-	unsigned req = atomic_load(&v->vm->requests);
+	unsigned req = atomic_load(&v->vm->run.requests);
 	if ((req & (REQ_PAUSE | REQ_STOP)) == REQ_PAUSE)
 		vcpu_park(v);
-	return !(atomic_load(&v->vm->requests) & REQ_STOP);
+	return !(atomic_load(&v->vm->run.requests) & REQ_STOP);
 }
 
 /* Append where the vCPU is (and, if @code, the instruction there). */
 static void describe_rip(struct vcpu *v, char *buf, size_t len, bool code)
 {
-	arch_vcpu_describe(v->fd, &v->vm->mem, code, buf, len);
+	arch_vcpu_describe(v->fd, &v->vm->kvm.mem, code, buf, len);
 }
 
 static void internal_error(struct vcpu *v)
@@ -178,7 +178,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		/* data_offset/size/count come from KVM, not the guest, and stay
 		 * inside the run page; string I/O repeats count times. */
 		for (uint32_t i = 0; i < run->io.count; i++)
-			if (!bus_access(&vm->pio, run->io.port, data + i * size, size, out))
+			if (!bus_access(&vm->kvm.pio, run->io.port, data + i * size, size, out))
 				vm_debug(vm, "vcpu%u: unhandled port %s 0x%x size %u", v->index,
 					 out ? "write" : "read", run->io.port, size);
 		return true;
@@ -188,7 +188,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		v->io_pending = true;
 		if (len == 0 || len > sizeof(run->mmio.data))
 			len = sizeof(run->mmio.data);
-		if (!bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data, len,
+		if (!bus_access(&vm->kvm.mmio, run->mmio.phys_addr, run->mmio.data, len,
 				run->mmio.is_write))
 			vm_debug(vm, "vcpu%u: unhandled MMIO %s 0x%llx len %u", v->index,
 				 run->mmio.is_write ? "write" : "read",
@@ -245,13 +245,13 @@ void *vcpu_thread(void *arg)
 
 	sigset_t set;
 	sigemptyset(&set);
-	sigaddset(&set, vm->kick_signal);
+	sigaddset(&set, vm->cfg.kick_signal);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
-	pthread_mutex_lock(&vm->lock);
-	while (!vm->gate_open && !(atomic_load(&vm->requests) & REQ_STOP))
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	while (!vm->run.gate_open && !(atomic_load(&vm->run.requests) & REQ_STOP))
+		pthread_cond_wait(&vm->run.cond, &vm->run.lock);
+	pthread_mutex_unlock(&vm->run.lock);
 
 	while (vcpu_check_requests(v)) {
 		v->io_pending = false;
@@ -266,21 +266,21 @@ void *vcpu_thread(void *arg)
 			break;
 	}
 
-	pthread_mutex_lock(&vm->lock);
-	vm->vcpus_exited++;
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.vcpus_exited++;
 	/* A start that failed (gate never opened) rolls back by itself. */
-	bool last = vm->vcpus_exited == vm->vcpus_running && vm->gate_open;
+	bool last = vm->run.vcpus_exited == vm->run.vcpus_running && vm->run.gate_open;
 	if (last) {
-		if (!vm->exit_set) {
-			vm->exit_info.reason = MICROVM_EXIT_STOPPED;
-			snprintf(vm->exit_info.message, sizeof(vm->exit_info.message),
+		if (!vm->run.exit_set) {
+			vm->run.exit_info.reason = MICROVM_EXIT_STOPPED;
+			snprintf(vm->run.exit_info.message, sizeof(vm->run.exit_info.message),
 				 "stopped by the host");
-			vm->exit_set = true;
+			vm->run.exit_set = true;
 		}
-		vm->state = MICROVM_STATE_STOPPED;
+		vm->run.state = MICROVM_STATE_STOPPED;
 	}
-	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_cond_broadcast(&vm->run.cond);
+	pthread_mutex_unlock(&vm->run.lock);
 	if (last)
 		vm_notify(vm);
 	current_vcpu = NULL;

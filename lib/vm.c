@@ -34,7 +34,7 @@ MICROVM_API const char *microvm_version(void)
 void vm_notify(struct microvm *vm)
 {
 	uint64_t one = 1;
-	ssize_t r = write(vm->event_fd, &one, sizeof(one));
+	ssize_t r = write(vm->run.event_fd, &one, sizeof(one));
 	(void)r; /* EAGAIN only if the counter is saturated: still readable */
 }
 
@@ -43,22 +43,22 @@ void vm_request_exit(struct microvm *vm, uint32_t reason, int error, uint32_t vc
 {
 	if (vcpu == UINT32_MAX)
 		vcpu = vcpu_current_index();
-	pthread_mutex_lock(&vm->lock);
-	if (!vm->exit_set) {
-		vm->exit_set = true;
-		vm->exit_info.reason = reason;
-		vm->exit_info.error = error;
-		vm->exit_info.vcpu = vcpu == UINT32_MAX ? 0 : vcpu;
+	pthread_mutex_lock(&vm->run.lock);
+	if (!vm->run.exit_set) {
+		vm->run.exit_set = true;
+		vm->run.exit_info.reason = reason;
+		vm->run.exit_info.error = error;
+		vm->run.exit_info.vcpu = vcpu == UINT32_MAX ? 0 : vcpu;
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(vm->exit_info.message, sizeof(vm->exit_info.message), fmt, ap);
+		vsnprintf(vm->run.exit_info.message, sizeof(vm->run.exit_info.message), fmt, ap);
 		va_end(ap);
-		vm_info(vm, "VM exit: %s", vm->exit_info.message);
+		vm_info(vm, "VM exit: %s", vm->run.exit_info.message);
 	}
-	atomic_fetch_or(&vm->requests, REQ_STOP);
+	atomic_fetch_or(&vm->run.requests, REQ_STOP);
 	vcpu_kick_all(vm);
-	pthread_cond_broadcast(&vm->cond); /* wake parked vCPUs */
-	pthread_mutex_unlock(&vm->lock);
+	pthread_cond_broadcast(&vm->run.cond); /* wake parked vCPUs */
+	pthread_mutex_unlock(&vm->run.lock);
 }
 
 /* ---------------------------------------------------------------- create */
@@ -72,33 +72,33 @@ MICROVM_API int microvm_create(microvm **out)
 	if (!vm)
 		return -ENOMEM;
 	pthread_mutex_init(&vm->api_lock, NULL);
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_mutex_init(&vm->err_lock, NULL);
+	pthread_mutex_init(&vm->run.lock, NULL);
+	pthread_mutex_init(&vm->diag.err_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&vm->cond, &ca);
+	pthread_cond_init(&vm->run.cond, &ca);
 	pthread_condattr_destroy(&ca);
-	vm->nr_vcpus = 1;
-	vm->mem_mib = 128;
-	vm->console_in = -1;
-	vm->console_out = -1;
-	vm->kick_signal = SIGRTMIN + MICROVM_DEFAULT_KICK_SIGNAL_OFFSET;
-	vm->log_level = MICROVM_LOG_WARN;
-	vm->kvm_fd = vm->vm_fd = -1;
-	vm->mem.fd = -1;
-	vm->state = MICROVM_STATE_CONFIGURED;
-	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vm->event_fd < 0) {
+	vm->cfg.nr_vcpus = 1;
+	vm->cfg.mem_mib = 128;
+	vm->cfg.console_in = -1;
+	vm->cfg.console_out = -1;
+	vm->cfg.kick_signal = SIGRTMIN + MICROVM_DEFAULT_KICK_SIGNAL_OFFSET;
+	vm->diag.log_level = MICROVM_LOG_WARN;
+	vm->kvm.kvm_fd = vm->kvm.vm_fd = -1;
+	vm->kvm.mem.fd = -1;
+	vm->run.state = MICROVM_STATE_CONFIGURED;
+	vm->run.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->run.event_fd < 0) {
 		int e = -errno;
 		pthread_mutex_destroy(&vm->api_lock);
-		pthread_mutex_destroy(&vm->lock);
-		pthread_mutex_destroy(&vm->err_lock);
-		pthread_cond_destroy(&vm->cond);
+		pthread_mutex_destroy(&vm->run.lock);
+		pthread_mutex_destroy(&vm->diag.err_lock);
+		pthread_cond_destroy(&vm->run.cond);
 		free(vm);
 		return e;
 	}
-	vm->evloop.epfd = vm->evloop.wake_fd = -1;
+	vm->dev.evloop.epfd = vm->dev.evloop.wake_fd = -1;
 	vm_host_init(vm);
 	int r = platform_create(vm);
 	if (r < 0) {
@@ -136,7 +136,7 @@ MICROVM_API int microvm_set_vcpus(microvm *vm, uint32_t count)
 		r = vm_error(vm, -EINVAL, "set_vcpus: %u vCPUs is out of range 1..%d", count,
 			     MICROVM_MAX_VCPUS);
 	else
-		vm->nr_vcpus = count;
+		vm->cfg.nr_vcpus = count;
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
 }
@@ -159,7 +159,7 @@ MICROVM_API int microvm_set_memory(microvm *vm, uint64_t mib)
 			     (unsigned long long)mib, MICROVM_MIN_MEMORY_MIB,
 			     (unsigned long long)host_mib);
 	else
-		vm->mem_mib = mib;
+		vm->cfg.mem_mib = mib;
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
 }
@@ -200,14 +200,14 @@ MICROVM_API int microvm_set_kernel(microvm *vm, const char *path, const char *cm
 	else
 		r = check_file(vm, "kernel", path);
 	if (r == 0) {
-		char *old_path = vm->kernel_path, *old_cmd = vm->cmdline;
-		vm->kernel_path = vm->cmdline = NULL;
-		if (replace_string(&vm->kernel_path, path) < 0 ||
-		    replace_string(&vm->cmdline, cmdline ? cmdline : "") < 0) {
-			free(vm->kernel_path);
-			free(vm->cmdline);
-			vm->kernel_path = old_path;
-			vm->cmdline = old_cmd;
+		char *old_path = vm->cfg.kernel_path, *old_cmd = vm->cfg.cmdline;
+		vm->cfg.kernel_path = vm->cfg.cmdline = NULL;
+		if (replace_string(&vm->cfg.kernel_path, path) < 0 ||
+		    replace_string(&vm->cfg.cmdline, cmdline ? cmdline : "") < 0) {
+			free(vm->cfg.kernel_path);
+			free(vm->cfg.cmdline);
+			vm->cfg.kernel_path = old_path;
+			vm->cfg.cmdline = old_cmd;
 			r = vm_error(vm, -ENOMEM, "set_kernel: out of memory");
 		} else {
 			free(old_path);
@@ -225,7 +225,7 @@ MICROVM_API int microvm_set_initrd(microvm *vm, const char *path)
 		return r;
 	if (path)
 		r = check_file(vm, "initrd", path);
-	if (r == 0 && replace_string(&vm->initrd_path, path) < 0)
+	if (r == 0 && replace_string(&vm->cfg.initrd_path, path) < 0)
 		r = vm_error(vm, -ENOMEM, "set_initrd: out of memory");
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
@@ -241,9 +241,9 @@ MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
 	else if (out_fd < -1 || (out_fd >= 0 && fcntl(out_fd, F_GETFD) < 0))
 		r = vm_error(vm, -EINVAL, "set_console: output fd %d is not open", out_fd);
 	else {
-		vm->console_in = in_fd;
-		vm->console_out = out_fd;
-		serial_set_fds(&vm->serial, in_fd, out_fd);
+		vm->cfg.console_in = in_fd;
+		vm->cfg.console_out = out_fd;
+		platform_set_console(vm, in_fd, out_fd);
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
@@ -254,7 +254,7 @@ MICROVM_API int microvm_set_acpi(microvm *vm, int enabled)
 	int r = vm_lock_configured(vm, "set_acpi");
 	if (r < 0)
 		return r;
-	vm->no_acpi = !enabled;
+	vm->cfg.no_acpi = !enabled;
 	pthread_mutex_unlock(&vm->api_lock);
 	return 0;
 }
@@ -268,7 +268,7 @@ MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo)
 		r = vm_error(vm, -EINVAL, "set_kick_signal: %d is not in SIGRTMIN..SIGRTMAX (%d..%d)",
 			     signo, SIGRTMIN, SIGRTMAX);
 	else
-		vm->kick_signal = signo;
+		vm->cfg.kick_signal = signo;
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
 }
@@ -279,7 +279,7 @@ int microvm__add_mmio(struct microvm *vm, uint64_t base, uint64_t len,
 	int r = vm_lock_configured(vm, "add_mmio");
 	if (r < 0)
 		return r;
-	r = bus_register(&vm->mmio, base, len, ops, opaque, name);
+	r = bus_register(&vm->kvm.mmio, base, len, ops, opaque, name);
 	if (r < 0)
 		vm_error(vm, r, "MMIO device %s at 0x%llx+0x%llx: cannot register", name,
 			 (unsigned long long)base, (unsigned long long)len);
@@ -339,12 +339,12 @@ static bool reap_in_background(struct reap *rp)
  */
 static void teardown_runtime(struct microvm *vm, bool async)
 {
-	evloop_release(&vm->evloop); /* joins its thread: no more device work */
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		virtio_mmio_release(vm->virtio[i]);
-	if (vm->vcpus_created == 0 && vm->vm_fd < 0 && vm->kvm_fd < 0 && !vm->mem.host) {
-		free(vm->vcpus);
-		vm->vcpus = NULL;
+	evloop_release(&vm->dev.evloop); /* joins its thread: no more device work */
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		virtio_mmio_release(vm->dev.virtio[i]);
+	if (vm->run.vcpus_created == 0 && vm->kvm.vm_fd < 0 && vm->kvm.kvm_fd < 0 && !vm->kvm.mem.host) {
+		free(vm->run.vcpus);
+		vm->run.vcpus = NULL;
 		return;
 	}
 	struct reap local;
@@ -352,33 +352,33 @@ static void teardown_runtime(struct microvm *vm, bool async)
 	if (!rp)
 		rp = &local;
 	rp->nfds = rp->nruns = 0;
-	rp->run_size = (size_t)vm->run_size;
-	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
-		rp->runs[rp->nruns++] = vm->vcpus[i].run;
-		rp->fds[rp->nfds++] = vm->vcpus[i].fd;
+	rp->run_size = (size_t)vm->kvm.run_size;
+	for (uint32_t i = 0; i < vm->run.vcpus_created; i++) {
+		rp->runs[rp->nruns++] = vm->run.vcpus[i].run;
+		rp->fds[rp->nfds++] = vm->run.vcpus[i].fd;
 	}
-	if (vm->vm_fd >= 0)
-		rp->fds[rp->nfds++] = vm->vm_fd;
-	if (vm->kvm_fd >= 0)
-		rp->fds[rp->nfds++] = vm->kvm_fd;
-	rp->mem = vm->mem;
+	if (vm->kvm.vm_fd >= 0)
+		rp->fds[rp->nfds++] = vm->kvm.vm_fd;
+	if (vm->kvm.kvm_fd >= 0)
+		rp->fds[rp->nfds++] = vm->kvm.kvm_fd;
+	rp->mem = vm->kvm.mem;
 	if (rp == &local || !reap_in_background(rp)) {
 		reap_now(rp);
 		if (rp != &local)
 			free(rp);
 	}
-	free(vm->vcpus);
-	vm->vcpus = NULL;
-	vm->vcpus_created = 0;
-	vm->vm_fd = vm->kvm_fd = -1;
-	memset(&vm->mem, 0, sizeof(vm->mem));
-	vm->mem.fd = -1;
+	free(vm->run.vcpus);
+	vm->run.vcpus = NULL;
+	vm->run.vcpus_created = 0;
+	vm->kvm.vm_fd = vm->kvm.kvm_fd = -1;
+	memset(&vm->kvm.mem, 0, sizeof(vm->kvm.mem));
+	vm->kvm.mem.fd = -1;
 }
 
 int vm_kvm_open(struct microvm *vm)
 {
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (vm->kvm_fd < 0) {
+	vm->kvm.kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm.kvm_fd < 0) {
 		int e = errno;
 		if (e == ENOENT)
 			return vm_error(vm, -ENOENT, "/dev/kvm does not exist: KVM is not available "
@@ -389,7 +389,7 @@ int vm_kvm_open(struct microvm *vm)
 					"the kvm group)");
 		return vm_error(vm, -e, "/dev/kvm: %s", strerror(e));
 	}
-	int v = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	int v = ioctl(vm->kvm.kvm_fd, KVM_GET_API_VERSION, 0);
 	if (v != KVM_API_VERSION)
 		return vm_error(vm, -ENOTSUP, "/dev/kvm: API version %d, need %d", v,
 				KVM_API_VERSION);
@@ -400,47 +400,47 @@ int vm_kvm_open(struct microvm *vm)
 		{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
 	};
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+		if (ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
 			return vm_error(vm, -ENOTSUP, "/dev/kvm lacks %s", caps[i].name);
 	char err[128];
-	int ar = arch_check_kvm(vm->kvm_fd, err, sizeof(err));
+	int ar = arch_check_kvm(vm->kvm.kvm_fd, err, sizeof(err));
 	if (ar < 0)
 		return vm_error(vm, ar, "%s", err);
-	int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	int max = ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
 	if (max <= 0)
-		max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+		max = ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
 	if (max <= 0)
 		max = 4;
-	if (vm->nr_vcpus > (uint32_t)max)
+	if (vm->cfg.nr_vcpus > (uint32_t)max)
 		return vm_error(vm, -EINVAL, "%u vCPUs requested, this host's KVM allows %d",
-				vm->nr_vcpus, max);
-	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (vm->run_size < (int)sizeof(struct kvm_run))
+				vm->cfg.nr_vcpus, max);
+	vm->kvm.run_size = ioctl(vm->kvm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->kvm.run_size < (int)sizeof(struct kvm_run))
 		return vm_error(vm, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
 	return 0;
 }
 
 int vm_memslots_set(struct microvm *vm)
 {
-	uint32_t flags = vm->dirty_tracking ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+	uint32_t flags = vm->snap.dirty_tracking ? KVM_MEM_LOG_DIRTY_PAGES : 0;
 	struct kvm_userspace_memory_region low = {
 		.slot = 0,
 		.flags = flags,
 		.guest_phys_addr = 0,
-		.memory_size = vm->mem.low_size,
-		.userspace_addr = (uintptr_t)vm->mem.host,
+		.memory_size = vm->kvm.mem.low_size,
+		.userspace_addr = (uintptr_t)vm->kvm.mem.host,
 	};
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &low) < 0)
+	if (ioctl(vm->kvm.vm_fd, KVM_SET_USER_MEMORY_REGION, &low) < 0)
 		return vm_error(vm, -errno, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
-	if (vm->mem.size > vm->mem.low_size) {
+	if (vm->kvm.mem.size > vm->kvm.mem.low_size) {
 		struct kvm_userspace_memory_region high = {
 			.slot = 1,
 			.flags = flags,
-			.guest_phys_addr = vm->mem.high_base,
-			.memory_size = vm->mem.size - vm->mem.low_size,
-			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.low_size),
+			.guest_phys_addr = vm->kvm.mem.high_base,
+			.memory_size = vm->kvm.mem.size - vm->kvm.mem.low_size,
+			.userspace_addr = (uintptr_t)(vm->kvm.mem.host + vm->kvm.mem.low_size),
 		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &high) < 0)
+		if (ioctl(vm->kvm.vm_fd, KVM_SET_USER_MEMORY_REGION, &high) < 0)
 			return vm_error(vm, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
 					strerror(errno));
 	}
@@ -450,10 +450,10 @@ int vm_memslots_set(struct microvm *vm)
 static int memory_create(struct microvm *vm)
 {
 	/* A restored VM comes with its RAM mapped from the snapshot. */
-	int r = vm->mem.host ? 0 : arch_ram_init(&vm->mem, vm->mem_mib * MIB);
+	int r = vm->kvm.mem.host ? 0 : arch_ram_init(&vm->kvm.mem, vm->cfg.mem_mib * MIB);
 	if (r < 0)
 		return vm_error(vm, r, "guest RAM (%llu MiB): %s",
-				(unsigned long long)vm->mem_mib, strerror(-r));
+				(unsigned long long)vm->cfg.mem_mib, strerror(-r));
 	return vm_memslots_set(vm);
 }
 
@@ -474,7 +474,7 @@ static int memory_create(struct microvm *vm)
 static int create_vm_fd(struct microvm *vm)
 {
 	for (int i = 0; i < KVM_CREATE_VM_TRIES; i++) {
-		int fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+		int fd = ioctl(vm->kvm.kvm_fd, KVM_CREATE_VM, 0);
 		if (fd >= 0)
 			return fd;
 		if (errno != EINTR)
@@ -489,34 +489,34 @@ int vm_kvm_create(struct microvm *vm)
 	int fd = create_vm_fd(vm);
 	if (fd < 0)
 		return fd;
-	vm->vm_fd = fd;
+	vm->kvm.vm_fd = fd;
 	/* RAM first: a memslot change after KVM_CREATE_IRQCHIP waits for an
 	 * SRCU grace period (measured ~4-8 ms per VM); before it, ~0.03 ms. */
 	int r = memory_create(vm);
 	if (r < 0)
 		return r;
 	char err[256];
-	r = arch_vm_init(vm->vm_fd, err, sizeof(err));
+	r = arch_vm_init(vm->kvm.vm_fd, err, sizeof(err));
 	return r < 0 ? vm_error(vm, r, "%s", err) : 0;
 }
 
 static int load_guest(struct microvm *vm, uint64_t *entry)
 {
 	struct arch_mmio_device mmio[VIRTIO_MMIO_MAX_DEVICES];
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		mmio[i] = (struct arch_mmio_device){ vm->virtio[i]->base, VIRTIO_MMIO_SIZE,
-						     vm->virtio[i]->gsi };
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		mmio[i] = (struct arch_mmio_device){ vm->dev.virtio[i]->base, VIRTIO_MMIO_SIZE,
+						     vm->dev.virtio[i]->gsi };
 	struct arch_boot boot = {
-		.kernel_path = vm->kernel_path,
-		.initrd_path = vm->initrd_path,
-		.cmdline = vm->cmdline,
-		.vcpus = vm->nr_vcpus,
-		.acpi = !vm->no_acpi,
-		.n_mmio = vm->nr_virtio,
+		.kernel_path = vm->cfg.kernel_path,
+		.initrd_path = vm->cfg.initrd_path,
+		.cmdline = vm->cfg.cmdline,
+		.vcpus = vm->cfg.nr_vcpus,
+		.acpi = !vm->cfg.no_acpi,
+		.n_mmio = vm->dev.nr_virtio,
 		.mmio = mmio,
 	};
 	char err[512];
-	int r = arch_load_guest(&vm->mem, &boot, entry, err, sizeof(err));
+	int r = arch_load_guest(&vm->kvm.mem, &boot, entry, err, sizeof(err));
 	return r < 0 ? vm_error(vm, r, "%s", err) : 0;
 }
 
@@ -524,24 +524,24 @@ static int load_guest(struct microvm *vm, uint64_t *entry)
  * through @ops->load_vcpu. */
 static int vcpus_create(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
 {
-	vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
+	vm->run.vcpus = calloc(vm->cfg.nr_vcpus, sizeof(*vm->run.vcpus));
+	if (!vm->run.vcpus)
 		return vm_error(vm, -ENOMEM, "out of memory for vCPUs");
-	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
-		struct vcpu *v = &vm->vcpus[i];
+	for (uint32_t i = 0; i < vm->cfg.nr_vcpus; i++) {
+		struct vcpu *v = &vm->run.vcpus[i];
 		v->vm = vm;
 		v->index = i;
-		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		v->fd = ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
 		if (v->fd < 0)
 			return vm_error(vm, -errno, "KVM_CREATE_VCPU %u: %s", i, strerror(errno));
-		v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		v->run = mmap(NULL, (size_t)vm->kvm.run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 			      v->fd, 0);
 		if (v->run == MAP_FAILED) {
 			int e = vm_error(vm, -errno, "mmap of vCPU %u: %s", i, strerror(errno));
 			close(v->fd);
 			return e;
 		}
-		vm->vcpus_created++;
+		vm->run.vcpus_created++;
 		int r = ops->load_vcpu(ctx, vm, i);
 		if (r < 0)
 			return r;
@@ -565,27 +565,27 @@ void vm_wait_or_rekick(struct microvm *vm)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
 	}
-	if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT)
+	if (pthread_cond_timedwait(&vm->run.cond, &vm->run.lock, &ts) == ETIMEDOUT)
 		vcpu_kick_all(vm);
 }
 
 bool vm_wait_parked(struct microvm *vm)
 {
-	while (vm->vcpus_parked + vm->vcpus_exited < vm->vcpus_running &&
-	       !(atomic_load(&vm->requests) & REQ_STOP))
+	while (vm->run.vcpus_parked + vm->run.vcpus_exited < vm->run.vcpus_running &&
+	       !(atomic_load(&vm->run.requests) & REQ_STOP))
 		vm_wait_or_rekick(vm);
-	return !(atomic_load(&vm->requests) & REQ_STOP) && vm->vcpus_exited == 0;
+	return !(atomic_load(&vm->run.requests) & REQ_STOP) && vm->run.vcpus_exited == 0;
 }
 
 /* Wait until every started vCPU thread has left its loop, then join them. */
 static void stop_threads(struct microvm *vm)
 {
-	pthread_mutex_lock(&vm->lock);
-	while (vm->vcpus_exited < vm->vcpus_running)
+	pthread_mutex_lock(&vm->run.lock);
+	while (vm->run.vcpus_exited < vm->run.vcpus_running)
 		vm_wait_or_rekick(vm);
-	pthread_mutex_unlock(&vm->lock);
-	for (uint32_t i = 0; i < vm->vcpus_created; i++) {
-		struct vcpu *v = &vm->vcpus[i];
+	pthread_mutex_unlock(&vm->run.lock);
+	for (uint32_t i = 0; i < vm->run.vcpus_created; i++) {
+		struct vcpu *v = &vm->run.vcpus[i];
 		if (v->thread_started) {
 			pthread_join(v->thread, NULL);
 			v->thread_started = false;
@@ -596,19 +596,19 @@ static void stop_threads(struct microvm *vm)
 /* Start the event loop and attach the devices' fds to it. */
 int vm_devices_start(struct microvm *vm)
 {
-	int r = evloop_init(&vm->evloop);
+	int r = evloop_init(&vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "event loop: %s", strerror(-r));
-	r = serial_attach(&vm->serial, &vm->evloop);
+	r = platform_start(vm);
 	if (r < 0)
-		return vm_error(vm, r, "console input fd %d: %s", vm->console_in, strerror(-r));
-	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
-		r = virtio_mmio_start(vm->virtio[i]);
+		return vm_error(vm, r, "console input fd %d: %s", vm->cfg.console_in, strerror(-r));
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
+		r = virtio_mmio_start(vm->dev.virtio[i]);
 		if (r < 0)
-			return vm_error(vm, r, "virtio %s: %s", vm->virtio[i]->ops->name,
+			return vm_error(vm, r, "virtio %s: %s", vm->dev.virtio[i]->ops->name,
 					strerror(-r));
 	}
-	r = evloop_start(&vm->evloop);
+	r = evloop_start(&vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
 	return 0;
@@ -619,34 +619,34 @@ int vm_threads_start(struct microvm *vm, bool paused)
 	pthread_attr_t attr;
 	sigset_t all, old;
 	int r = 0;
-	vcpu_install_kick_handler(vm->kick_signal);
+	vcpu_install_kick_handler(vm->cfg.kick_signal);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, VCPU_STACK_SIZE);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	/* The threads wait at a gate (vm->gate_open) until all exist, so a
 	 * failure here never lets guest code run or the state change. */
-	pthread_mutex_lock(&vm->lock);
-	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
-		struct vcpu *v = &vm->vcpus[i];
+	pthread_mutex_lock(&vm->run.lock);
+	for (uint32_t i = 0; i < vm->cfg.nr_vcpus; i++) {
+		struct vcpu *v = &vm->run.vcpus[i];
 		int e = pthread_create(&v->thread, &attr, vcpu_thread, v);
 		if (e) {
 			r = vm_error(vm, -e, "creating vCPU thread %u: %s", i, strerror(e));
 			break;
 		}
 		v->thread_started = true;
-		vm->vcpus_running++;
+		vm->run.vcpus_running++;
 	}
 	if (r == 0) {
-		vm->gate_open = true;
+		vm->run.gate_open = true;
 		if (paused)
-			atomic_fetch_or(&vm->requests, REQ_PAUSE);
-		vm->state = paused ? MICROVM_STATE_PAUSED : MICROVM_STATE_RUNNING;
+			atomic_fetch_or(&vm->run.requests, REQ_PAUSE);
+		vm->run.state = paused ? MICROVM_STATE_PAUSED : MICROVM_STATE_RUNNING;
 	} else {
-		atomic_fetch_or(&vm->requests, REQ_STOP);
+		atomic_fetch_or(&vm->run.requests, REQ_STOP);
 	}
-	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_cond_broadcast(&vm->run.cond);
+	pthread_mutex_unlock(&vm->run.lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (r < 0)
@@ -657,14 +657,14 @@ int vm_threads_start(struct microvm *vm, bool paused)
 void vm_start_rollback(struct microvm *vm)
 {
 	teardown_runtime(vm, false);
-	pthread_mutex_lock(&vm->lock);
-	vm->state = MICROVM_STATE_CONFIGURED;
-	vm->vcpus_running = vm->vcpus_exited = vm->vcpus_parked = 0;
-	vm->gate_open = false;
-	vm->exit_set = false;
-	memset(&vm->exit_info, 0, sizeof(vm->exit_info));
-	atomic_store(&vm->requests, 0);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.state = MICROVM_STATE_CONFIGURED;
+	vm->run.vcpus_running = vm->run.vcpus_exited = vm->run.vcpus_parked = 0;
+	vm->run.gate_open = false;
+	vm->run.exit_set = false;
+	memset(&vm->run.exit_info, 0, sizeof(vm->run.exit_info));
+	atomic_store(&vm->run.requests, 0);
+	pthread_mutex_unlock(&vm->run.lock);
 }
 
 int vm_start_with(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
@@ -685,8 +685,8 @@ int vm_start_with(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
 	if (r == 0 && ops->load_devices)
 		r = ops->load_devices(ctx, vm);
 	if (r == 0) {
-		close(vm->kvm_fd); /* not needed once the VM exists */
-		vm->kvm_fd = -1;
+		close(vm->kvm.kvm_fd); /* not needed once the VM exists */
+		vm->kvm.kvm_fd = -1;
 		r = vm_threads_start(vm, ops->paused);
 	}
 	if (r < 0)
@@ -705,7 +705,7 @@ static int boot_guest(void *ctx, struct microvm *vm)
 	struct boot_ctx *b = ctx;
 	char err[256];
 	int r = load_guest(vm, &b->entry);
-	if (r == 0 && (r = arch_vcpu_prepare(vm->kvm_fd, &b->cookie, err, sizeof(err))) < 0)
+	if (r == 0 && (r = arch_vcpu_prepare(vm->kvm.kvm_fd, &b->cookie, err, sizeof(err))) < 0)
 		vm_error(vm, r, "%s", err);
 	return r;
 }
@@ -714,7 +714,7 @@ static int boot_vcpu(void *ctx, struct microvm *vm, uint32_t i)
 {
 	struct boot_ctx *b = ctx;
 	char err[128];
-	int r = arch_vcpu_init(vm->vcpus[i].fd, b->cookie, i, vm->nr_vcpus, b->entry, err,
+	int r = arch_vcpu_init(vm->run.vcpus[i].fd, b->cookie, i, vm->cfg.nr_vcpus, b->entry, err,
 			       sizeof(err));
 	return r < 0 ? vm_error(vm, r, "vCPU %u: %s", i, err) : 0;
 }
@@ -734,15 +734,15 @@ MICROVM_API int microvm_start(microvm *vm)
 		r = vm_error(vm, -EBUSY, "start: the VM is already started");
 	else if (state == MICROVM_STATE_STOPPED)
 		r = vm_error(vm, -EINVAL, "start: the VM has stopped; create a new one");
-	else if (!vm->kernel_path)
+	else if (!vm->cfg.kernel_path)
 		r = vm_error(vm, -EINVAL, "start: no kernel set (microvm_set_kernel)");
 	struct boot_ctx b = { 0 };
 	if (r == 0)
 		r = vm_start_with(vm, &boot_ops, &b);
 	arch_vcpu_unprepare(b.cookie);
 	if (r == 0) {
-		vm_info(vm, "started: %u vCPU(s), %llu MiB, entry 0x%llx", vm->nr_vcpus,
-			(unsigned long long)vm->mem_mib, (unsigned long long)b.entry);
+		vm_info(vm, "started: %u vCPU(s), %llu MiB, entry 0x%llx", vm->cfg.nr_vcpus,
+			(unsigned long long)vm->cfg.mem_mib, (unsigned long long)b.entry);
 		vm_notify(vm);
 	}
 	pthread_mutex_unlock(&vm->api_lock);
@@ -756,28 +756,28 @@ MICROVM_API int microvm_pause(microvm *vm)
 	if (!vm)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
-	pthread_mutex_lock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
 	int r = 0;
-	if (vm->state == MICROVM_STATE_PAUSED) {
+	if (vm->run.state == MICROVM_STATE_PAUSED) {
 		r = 0;
-	} else if (vm->state != MICROVM_STATE_RUNNING) {
+	} else if (vm->run.state != MICROVM_STATE_RUNNING) {
 		r = -EINVAL;
 	} else {
-		atomic_fetch_or(&vm->requests, REQ_PAUSE);
+		atomic_fetch_or(&vm->run.requests, REQ_PAUSE);
 		vcpu_kick_all(vm);
 		if (!vm_wait_parked(vm)) {
 			/* The VM is stopping: let it finish, so the caller sees
 			 * STOPPED once this returns. */
-			atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
-			pthread_cond_broadcast(&vm->cond);
-			while (vm->vcpus_exited < vm->vcpus_running)
+			atomic_fetch_and(&vm->run.requests, ~REQ_PAUSE);
+			pthread_cond_broadcast(&vm->run.cond);
+			while (vm->run.vcpus_exited < vm->run.vcpus_running)
 				vm_wait_or_rekick(vm);
 			r = -EINVAL;
 		} else {
-			vm->state = MICROVM_STATE_PAUSED;
+			vm->run.state = MICROVM_STATE_PAUSED;
 		}
 	}
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->run.lock);
 	if (r < 0)
 		vm_error(vm, r, "pause: the VM is not running");
 	else
@@ -791,16 +791,16 @@ MICROVM_API int microvm_resume(microvm *vm)
 	if (!vm)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
-	pthread_mutex_lock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
 	int r = 0;
-	if (vm->state != MICROVM_STATE_PAUSED) {
+	if (vm->run.state != MICROVM_STATE_PAUSED) {
 		r = -EINVAL;
 	} else {
-		atomic_fetch_and(&vm->requests, ~REQ_PAUSE);
-		vm->state = MICROVM_STATE_RUNNING;
-		pthread_cond_broadcast(&vm->cond);
+		atomic_fetch_and(&vm->run.requests, ~REQ_PAUSE);
+		vm->run.state = MICROVM_STATE_RUNNING;
+		pthread_cond_broadcast(&vm->run.cond);
 	}
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->run.lock);
 	if (r < 0)
 		vm_error(vm, r, "resume: the VM is not paused");
 	else
@@ -812,13 +812,13 @@ MICROVM_API int microvm_resume(microvm *vm)
 /* Stop a started VM and join its threads. Called with api_lock held. */
 static void stop_locked(struct microvm *vm)
 {
-	pthread_mutex_lock(&vm->lock);
-	bool running = vm->vcpus_exited < vm->vcpus_running;
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	bool running = vm->run.vcpus_exited < vm->run.vcpus_running;
+	pthread_mutex_unlock(&vm->run.lock);
 	if (running)
 		vm_request_exit(vm, MICROVM_EXIT_STOPPED, 0, 0, "stopped by the host");
 	stop_threads(vm);
-	evloop_stop(&vm->evloop);
+	evloop_stop(&vm->dev.evloop);
 }
 
 MICROVM_API int microvm_stop(microvm *vm)
@@ -854,20 +854,20 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 		}
 	}
 	int r = 0;
-	pthread_mutex_lock(&vm->lock);
-	if (vm->state == MICROVM_STATE_CONFIGURED) {
+	pthread_mutex_lock(&vm->run.lock);
+	if (vm->run.state == MICROVM_STATE_CONFIGURED) {
 		r = -EINVAL;
 	} else {
-		while (vm->state != MICROVM_STATE_STOPPED) {
+		while (vm->run.state != MICROVM_STATE_STOPPED) {
 			if (timeout_ms == 0) {
 				r = -ETIMEDOUT;
 				break;
 			}
 			if (timeout_ms < 0) {
-				pthread_cond_wait(&vm->cond, &vm->lock);
-			} else if (pthread_cond_timedwait(&vm->cond, &vm->lock, &deadline) ==
+				pthread_cond_wait(&vm->run.cond, &vm->run.lock);
+			} else if (pthread_cond_timedwait(&vm->run.cond, &vm->run.lock, &deadline) ==
 				   ETIMEDOUT) {
-				if (vm->state != MICROVM_STATE_STOPPED)
+				if (vm->run.state != MICROVM_STATE_STOPPED)
 					r = -ETIMEDOUT;
 				break;
 			}
@@ -875,16 +875,16 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 	}
 	if (r == 0 && out) {
 		uint32_t size = out->size; /* the caller's, kept */
-		*out = vm->exit_info;
+		*out = vm->run.exit_info;
 		out->size = size;
 	}
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->run.lock);
 	return r;
 }
 
 MICROVM_API int microvm_event_fd(const microvm *vm)
 {
-	return vm ? vm->event_fd : -EINVAL;
+	return vm ? vm->run.event_fd : -EINVAL;
 }
 
 MICROVM_API int microvm_state(const microvm *vm)
@@ -892,9 +892,9 @@ MICROVM_API int microvm_state(const microvm *vm)
 	if (!vm)
 		return -EINVAL;
 	struct microvm *m = (struct microvm *)vm;
-	pthread_mutex_lock(&m->lock);
-	int s = m->state;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_lock(&m->run.lock);
+	int s = m->run.state;
+	pthread_mutex_unlock(&m->run.lock);
 	return s;
 }
 
@@ -908,20 +908,20 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	teardown_runtime(vm, true);
 	pthread_mutex_unlock(&vm->api_lock);
 
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		virtio_mmio_free(vm->virtio[i]);
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		virtio_mmio_free(vm->dev.virtio[i]);
 	platform_destroy(vm);
-	bus_release(&vm->pio);
-	bus_release(&vm->mmio);
-	free(vm->kernel_path);
-	free(vm->cmdline);
-	free(vm->initrd_path);
-	free(vm->vsock_uds_path);
-	free(vm->snap_base);
-	close(vm->event_fd);
+	bus_release(&vm->kvm.pio);
+	bus_release(&vm->kvm.mmio);
+	free(vm->cfg.kernel_path);
+	free(vm->cfg.cmdline);
+	free(vm->cfg.initrd_path);
+	free(vm->cfg.vsock_uds_path);
+	free(vm->snap.base);
+	close(vm->run.event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
-	pthread_mutex_destroy(&vm->lock);
-	pthread_mutex_destroy(&vm->err_lock);
-	pthread_cond_destroy(&vm->cond);
+	pthread_mutex_destroy(&vm->run.lock);
+	pthread_mutex_destroy(&vm->diag.err_lock);
+	pthread_cond_destroy(&vm->run.cond);
 	free(vm);
 }

@@ -11,14 +11,11 @@
 #include "microvm.h"
 #include "bus.h"
 #include "memory.h"
-#include "devices/serial.h"
-#include "devices/i8042.h"
-#include "arch/x86_64/pm.h"
-#include "devices/rtc.h"
 #include "devices/host.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
 
+struct arch_platform;
 struct kvm_run;
 struct virtio_console;
 struct virtio_rng;
@@ -39,15 +36,8 @@ struct vcpu {
 #define REQ_PAUSE 1u
 #define REQ_STOP 2u
 
-struct microvm {
-	/* Serialises public API calls on this VM (held for the whole call,
-	 * except microvm_wait which only uses @lock). */
-	pthread_mutex_t api_lock;
-	/* Protects the fields shared with vCPU threads below. */
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-
-	/* --- configuration (CONFIGURED state only) --- */
+/* The configuration, set while CONFIGURED (setters; lib/vm_config.c). */
+struct vm_config {
 	uint32_t nr_vcpus;
 	uint64_t mem_mib;
 	char *kernel_path;
@@ -62,8 +52,10 @@ struct microvm {
 	bool vsock_enabled;
 	uint64_t vsock_cid;
 	char *vsock_uds_path; /* owned; NULL = no Unix socket bridge */
+};
 
-	/* --- diagnostics --- */
+/* Logging and the last error (lib/log.c, lib/error.c). */
+struct vm_diag {
 	microvm_log_fn log_fn;
 	void *log_opaque;
 	int log_level;
@@ -72,46 +64,68 @@ struct microvm {
 	 * (a leaf lock, held only to copy the text). */
 	pthread_mutex_t err_lock;
 	char last_error[512];
+};
 
-	/* --- runtime --- */
-	int state; /* MICROVM_STATE_*, under @lock */
-	int event_fd;
+/* The life cycle state and the vCPU threads' synchronisation (lib/vm.c,
+ * lib/vcpu.c): everything here is under @lock except @requests. */
+struct vm_run {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int state;               /* MICROVM_STATE_* */
+	int event_fd;            /* readable on state changes */
+	struct vcpu *vcpus;
+	uint32_t vcpus_created;
+	atomic_uint requests;    /* REQ_* (atomic) */
+	uint32_t vcpus_parked;
+	uint32_t vcpus_exited;
+	uint32_t vcpus_running;  /* threads started */
+	bool gate_open;          /* all vCPU threads exist: run */
+	microvm_exit exit_info;
+	bool exit_set;
+};
+
+/* The KVM machine: fds, guest RAM, the buses exits are dispatched on. */
+struct vm_machine {
 	int kvm_fd;
 	int vm_fd;
 	int run_size;
 	struct guest_mem mem;
 	struct bus pio;
 	struct bus mmio;
-	struct vcpu *vcpus;
-	uint32_t vcpus_created;
-	atomic_uint requests;    /* REQ_* */
-	uint32_t vcpus_parked;   /* under @lock */
-	uint32_t vcpus_exited;   /* under @lock */
-	uint32_t vcpus_running;  /* threads started, under @lock */
-	bool gate_open;          /* all vCPU threads exist: run, under @lock */
-	microvm_exit exit_info;  /* under @lock */
-	bool exit_set;           /* under @lock */
+};
 
-	/* --- snapshots (lib/snapshot/) --- */
+/* Snapshot bookkeeping (lib/snapshot/). */
+struct vm_snap {
 	bool dirty_tracking;   /* memslots log dirty pages (KVM) + vmm bitmap */
-	char *snap_base;       /* absolute path of the last snapshot taken or
+	char *base;            /* absolute path of the last snapshot taken or
 				* restored from: the base of a diff snapshot */
-	uint32_t snap_base_crc; /* its state file's checksum */
+	uint32_t base_crc;     /* its state file's checksum */
+};
 
-	struct evloop evloop;    /* device work; runs while the VM is started */
-	struct dev_host host;    /* what devices see of this VM (vm_host.c) */
+/* The devices (lib/vm_devices.c) and what they see of the VM. */
+struct vm_devices {
+	struct evloop evloop;  /* device work; runs while the VM is started */
+	struct dev_host host;  /* what devices see of this VM (vm_host.c) */
 	struct virtio_device *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	uint32_t nr_virtio;
-	/* virtio/devices.h: added by microvm_start at most once (kept if a
-	 * start fails), freed with their virtio_device. */
+	/* Added by microvm_start at most once (kept if a start fails), freed
+	 * with their virtio_device. */
 	struct virtio_console *vconsole;
 	struct virtio_rng *vrng;
 	struct virtio_vsock *vsock;
-	bool platform_ready;     /* lib/platform.c: the devices below */
-	struct serial serial;
-	struct i8042 i8042;
-	struct pm pm;
-	struct rtc rtc;
+	struct arch_platform *platform; /* the arch's platform devices */
+};
+
+struct microvm {
+	/* Serialises public API calls on this VM (held for the whole call,
+	 * except microvm_wait which only uses run.lock). */
+	pthread_mutex_t api_lock;
+	struct vm_config cfg;
+	struct vm_diag diag;
+	struct vm_run run;
+	struct vm_machine kvm;
+	struct vm_snap snap;
+	struct vm_devices dev;
 };
 
 /* error.c: record "detail" for microvm_last_error() and return @err. Any

@@ -20,8 +20,8 @@ static bool is_disk(const struct virtio_device *d)
 static uint32_t count_disks(const struct microvm *vm)
 {
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		n += is_disk(vm->virtio[i]);
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		n += is_disk(vm->dev.virtio[i]);
 	return n;
 }
 
@@ -40,11 +40,11 @@ static int add_disk_locked(struct microvm *vm, const microvm_disk_config *ucfg)
 				cfg.path ? cfg.path : "(null)", cfg.flags & ~KNOWN_DISK_FLAGS);
 	if (!cfg.path)
 		return vm_error(vm, -EINVAL, "add_disk: path is NULL");
-	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
+	if (vm->dev.nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
 		return vm_error(vm, -ENOSPC, "add_disk: %s: at most %d virtio devices", cfg.path,
 				VIRTIO_MMIO_MAX_DEVICES);
 	struct virtio_blk *b;
-	r = blk_open(&vm->host, cfg.path, cfg.flags, cfg.serial, &b, err, sizeof(err));
+	r = blk_open(&vm->dev.host, cfg.path, cfg.flags, cfg.serial, &b, err, sizeof(err));
 	if (r < 0)
 		return vm_error(vm, r, "add_disk: %s", err);
 	uint32_t index = count_disks(vm);
@@ -80,11 +80,11 @@ MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index)
 	const char *name = NULL;
 	pthread_mutex_lock(&m->api_lock);
 	uint32_t k = 0;
-	for (uint32_t i = 0; i < m->nr_virtio && !name; i++) {
-		if (!is_disk(m->virtio[i]))
+	for (uint32_t i = 0; i < m->dev.nr_virtio && !name; i++) {
+		if (!is_disk(m->dev.virtio[i]))
 			continue;
 		if (k++ == index)
-			name = blk_backend_name(m->virtio[i]->opaque);
+			name = blk_backend_name(m->dev.virtio[i]->opaque);
 	}
 	pthread_mutex_unlock(&m->api_lock);
 	return name;

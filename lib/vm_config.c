@@ -7,9 +7,9 @@
 #include "snapshot/state.h"
 #include "vm.h"
 
-static uint64_t get_vcpus(const struct microvm *vm) { return vm->nr_vcpus; }
-static uint64_t get_memory(const struct microvm *vm) { return vm->mem_mib; }
-static uint64_t get_acpi(const struct microvm *vm) { return !vm->no_acpi; }
+static uint64_t get_vcpus(const struct microvm *vm) { return vm->cfg.nr_vcpus; }
+static uint64_t get_memory(const struct microvm *vm) { return vm->cfg.mem_mib; }
+static uint64_t get_acpi(const struct microvm *vm) { return !vm->cfg.no_acpi; }
 
 static int set_vcpus(struct microvm *vm, uint64_t v)
 {

@@ -3,6 +3,7 @@
  * UART is a platform device. */
 #include <errno.h>
 
+#include "arch/arch.h"
 #include "errbuf.h"
 #include "virtio/devices.h"
 #include "vm.h"
@@ -11,9 +12,9 @@
 
 static int console_add(struct microvm *vm)
 {
-	if (vm->vconsole)
+	if (vm->dev.vconsole)
 		return 0; /* added by an earlier start attempt */
-	struct virtio_console *c = virtio_console_new(&vm->host);
+	struct virtio_console *c = virtio_console_new(&vm->dev.host);
 	if (!c)
 		return vm_error(vm, -ENOMEM, "virtio-console: out of memory");
 	int r = vm_virtio_add(vm, &virtio_console_ops, c, NULL);
@@ -21,7 +22,7 @@ static int console_add(struct microvm *vm)
 		virtio_console_free(c);
 		return r;
 	}
-	vm->vconsole = c;
+	vm->dev.vconsole = c;
 	return 0;
 }
 
@@ -29,15 +30,15 @@ static int console_add(struct microvm *vm)
  * console device kept from an earlier start attempt included). */
 static int console_start_add(struct microvm *vm)
 {
-	bool virtio_con = vm->console_type == MICROVM_CONSOLE_VIRTIO;
+	bool virtio_con = vm->cfg.console_type == MICROVM_CONSOLE_VIRTIO;
 	int r = virtio_con ? console_add(vm) : 0;
 	if (r < 0)
 		return r;
-	serial_set_fds(&vm->serial, virtio_con ? -1 : vm->console_in,
-		       virtio_con ? -1 : vm->console_out);
-	if (vm->vconsole)
-		virtio_console_set_fds(vm->vconsole, virtio_con ? vm->console_in : -1,
-				       virtio_con ? vm->console_out : -1);
+	platform_set_console(vm, virtio_con ? -1 : vm->cfg.console_in,
+			     virtio_con ? -1 : vm->cfg.console_out);
+	if (vm->dev.vconsole)
+		virtio_console_set_fds(vm->dev.vconsole, virtio_con ? vm->cfg.console_in : -1,
+				       virtio_con ? vm->cfg.console_out : -1);
 	return 0;
 }
 
@@ -68,7 +69,7 @@ MICROVM_API int microvm_set_console_type(microvm *vm, uint32_t type)
 	if (type != MICROVM_CONSOLE_SERIAL && type != MICROVM_CONSOLE_VIRTIO)
 		r = vm_error(vm, -EINVAL, "set_console_type: unknown console type %u", type);
 	else
-		vm->console_type = type;
+		vm->cfg.console_type = type;
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
 }

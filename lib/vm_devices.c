@@ -21,24 +21,24 @@ static const struct vm_kind *const kinds[] = {
 int vm_virtio_add(struct microvm *vm, const struct virtio_device_ops *ops, void *opaque,
 		  struct virtio_device **out)
 {
-	if (vm->nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
+	if (vm->dev.nr_virtio >= VIRTIO_MMIO_MAX_DEVICES)
 		return vm_error(vm, -ENOSPC, "virtio %s: at most %d virtio devices", ops->name,
 				VIRTIO_MMIO_MAX_DEVICES);
-	uint32_t index = vm->nr_virtio;
+	uint32_t index = vm->dev.nr_virtio;
 	struct virtio_device *d;
-	int r = virtio_mmio_new(&vm->host, ops, opaque, arch_virtio_mmio_base(index),
+	int r = virtio_mmio_new(&vm->dev.host, ops, opaque, arch_virtio_mmio_base(index),
 				arch_virtio_gsi(index), &d);
 	if (r < 0)
 		return vm_error(vm, r, "virtio %s: %s", ops->name,
 				r == -ENOMEM ? "out of memory" : "bad ops table");
-	r = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_SIZE, &virtio_mmio_ops, d, ops->name);
+	r = bus_register(&vm->kvm.mmio, d->base, VIRTIO_MMIO_SIZE, &virtio_mmio_ops, d, ops->name);
 	if (r < 0) {
 		uint64_t base = d->base;
 		virtio_mmio_discard(d);
 		return vm_error(vm, r, "virtio %s: MMIO window 0x%llx taken", ops->name,
 				(unsigned long long)base);
 	}
-	vm->virtio[vm->nr_virtio++] = d;
+	vm->dev.virtio[vm->dev.nr_virtio++] = d;
 	if (out)
 		*out = d;
 	return 0;
@@ -76,7 +76,7 @@ int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 	if (dn < 0)
 		return dn;
 	uint32_t instance = 0;
-	for (uint32_t i = 0; i < vm->nr_virtio; i++)
-		instance += vm->virtio[i]->ops == kind->ops;
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		instance += vm->dev.virtio[i]->ops == kind->ops;
 	return kind->restore_add(vm, fdt, dn, cfg, instance, err, errlen);
 }

@@ -30,17 +30,17 @@ static bool host_yield_cb(void *ctx)
 static int host_irq_line_cb(void *ctx, uint32_t gsi, int level)
 {
 	struct microvm *vm = ctx;
-	if (vm->vm_fd < 0)
+	if (vm->kvm.vm_fd < 0)
 		return 0;
 	struct kvm_irq_level l = { .irq = gsi, .level = level ? 1 : 0 };
-	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+	return ioctl(vm->kvm.vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
 }
 
 static int host_irqfd_cb(void *ctx, int fd, uint32_t gsi)
 {
 	struct microvm *vm = ctx;
 	struct kvm_irqfd irqfd = { .fd = (uint32_t)fd, .gsi = gsi };
-	return ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0 ? -errno : 0;
+	return ioctl(vm->kvm.vm_fd, KVM_IRQFD, &irqfd) < 0 ? -errno : 0;
 }
 
 static int host_ioeventfd_cb(void *ctx, int fd, uint64_t addr, uint32_t len, uint64_t datamatch)
@@ -53,14 +53,14 @@ static int host_ioeventfd_cb(void *ctx, int fd, uint64_t addr, uint32_t len, uin
 		.fd = fd,
 		.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
 	};
-	return ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
+	return ioctl(vm->kvm.vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
 }
 
 void vm_host_init(struct microvm *vm)
 {
-	vm->host = (struct dev_host){
-		.mem = &vm->mem,
-		.loop = &vm->evloop,
+	vm->dev.host = (struct dev_host){
+		.mem = &vm->kvm.mem,
+		.loop = &vm->dev.evloop,
 		.ctx = vm,
 		.log = host_log_cb,
 		.exit = host_exit_cb,

@@ -10,9 +10,9 @@
 
 static int rng_add(struct microvm *vm)
 {
-	if (vm->vrng)
+	if (vm->dev.vrng)
 		return 0; /* added by an earlier start attempt */
-	struct virtio_rng *r = virtio_rng_new(&vm->host);
+	struct virtio_rng *r = virtio_rng_new(&vm->dev.host);
 	if (!r)
 		return vm_error(vm, -ENOMEM, "virtio-rng: out of memory");
 	int e = vm_virtio_add(vm, &virtio_rng_ops, r, NULL);
@@ -20,13 +20,13 @@ static int rng_add(struct microvm *vm)
 		virtio_rng_free(r);
 		return e;
 	}
-	vm->vrng = r;
+	vm->dev.vrng = r;
 	return 0;
 }
 
 static int rng_start_add(struct microvm *vm)
 {
-	return vm->rng_enabled ? rng_add(vm) : 0;
+	return vm->cfg.rng_enabled ? rng_add(vm) : 0;
 }
 
 static int rng_restore_add(struct microvm *vm, const void *fdt, int node,
@@ -53,7 +53,7 @@ MICROVM_API int microvm_set_rng(microvm *vm, int enabled)
 	int r = vm_lock_configured(vm, "set_rng");
 	if (r < 0)
 		return r;
-	vm->rng_enabled = enabled != 0;
+	vm->cfg.rng_enabled = enabled != 0;
 	pthread_mutex_unlock(&vm->api_lock);
 	return 0;
 }

@@ -16,13 +16,13 @@
 static int vsock_add(struct microvm *vm)
 {
 	char err[256] = "";
-	if (vm->vsock) { /* added by an earlier start attempt */
-		int r = virtio_vsock_reconfigure(vm->vsock, vm->vsock_cid, vm->vsock_uds_path, err,
+	if (vm->dev.vsock) { /* added by an earlier start attempt */
+		int r = virtio_vsock_reconfigure(vm->dev.vsock, vm->cfg.vsock_cid, vm->cfg.vsock_uds_path, err,
 						 sizeof(err));
 		return r < 0 ? vm_error(vm, r, "virtio-vsock: %s", err) : 0;
 	}
 	struct virtio_vsock *v;
-	int r = virtio_vsock_device_new(&vm->host, vm->vsock_cid, vm->vsock_uds_path, &v, err,
+	int r = virtio_vsock_device_new(&vm->dev.host, vm->cfg.vsock_cid, vm->cfg.vsock_uds_path, &v, err,
 					sizeof(err));
 	if (r < 0)
 		return vm_error(vm, r, "virtio-vsock: %s", err);
@@ -33,13 +33,13 @@ static int vsock_add(struct microvm *vm)
 		return r;
 	}
 	virtio_vsock_attach(v, vdev);
-	vm->vsock = v;
+	vm->dev.vsock = v;
 	return 0;
 }
 
 static int vsock_start_add(struct microvm *vm)
 {
-	return vm->vsock_enabled ? vsock_add(vm) : 0;
+	return vm->cfg.vsock_enabled ? vsock_add(vm) : 0;
 }
 
 /* Restore: the saved CID and socket path, or the caller's for this clone. */
@@ -98,10 +98,10 @@ MICROVM_API int microvm_set_vsock(microvm *vm, const microvm_vsock_config *ucfg)
 	if (r == 0 && cfg.uds_path && !(path = strdup(cfg.uds_path)))
 		r = vm_error(vm, -ENOMEM, "set_vsock: out of memory");
 	if (r == 0) {
-		free(vm->vsock_uds_path);
-		vm->vsock_uds_path = path;
-		vm->vsock_cid = cfg.guest_cid;
-		vm->vsock_enabled = true;
+		free(vm->cfg.vsock_uds_path);
+		vm->cfg.vsock_uds_path = path;
+		vm->cfg.vsock_cid = cfg.guest_cid;
+		vm->cfg.vsock_enabled = true;
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
@@ -115,7 +115,7 @@ MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms
 	int r = 0, state = microvm_state(vm);
 	if (state != MICROVM_STATE_RUNNING && state != MICROVM_STATE_PAUSED)
 		r = vm_error(vm, -EINVAL, "vsock_connect: the VM is not running");
-	else if (!vm->vsock || !virtio_vsock_attached(vm->vsock))
+	else if (!vm->dev.vsock || !virtio_vsock_attached(vm->dev.vsock))
 		r = vm_error(vm, -ENODEV, "vsock_connect: the VM has no vsock device");
 	else if (port == UINT32_MAX || timeout_ms < -1)
 		r = vm_error(vm, -EINVAL, "vsock_connect: bad port %u or timeout %d", port,
@@ -126,5 +126,5 @@ MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms
 	}
 	/* The API lock is released once the request is registered, so the VM
 	 * can be stopped or destroyed meanwhile (destroy waits for us). */
-	return virtio_vsock_connect(vm->vsock, port, timeout_ms, &vm->api_lock);
+	return virtio_vsock_connect(vm->dev.vsock, port, timeout_ms, &vm->api_lock);
 }

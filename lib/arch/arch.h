@@ -94,8 +94,14 @@ void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, cha
 /* The devices every VM has (lib/arch/<arch>/platform.c, one table row each):
  * create with the VM, destroy with it (a partly created VM is fine), and
  * save/load as one subnode of @node each. 0 or -errno (+ message). */
-int platform_create(struct microvm *vm);
+struct arch_platform;
+int platform_create(struct microvm *vm); /* allocates vm->platform */
 void platform_destroy(struct microvm *vm);
+/* The console fds (borrowed, -1 = none) go to the platform's console
+ * device (x86: the UART); -1/-1 when virtio-console carries the console. */
+void platform_set_console(struct microvm *vm, int in_fd, int out_fd);
+/* VM start: watch the console input on the VM's event loop. 0 or -errno. */
+int platform_start(struct microvm *vm);
 void platform_save(struct microvm *vm, struct st_writer *w, int node);
 int platform_load(struct microvm *vm, const void *fdt, int node, char *err, size_t errlen);
 

@@ -306,7 +306,7 @@ static int load_vm(void *ctx, struct microvm *vm)
 {
 	struct load_ctx *l = ctx;
 	int kn = st_sub(l->fdt, 0, "kvm", l->err, sizeof(l->err));
-	int r = kn < 0 ? kn : arch_vm_load(vm->vm_fd, l->fdt, kn, l->err, sizeof(l->err));
+	int r = kn < 0 ? kn : arch_vm_load(vm->kvm.vm_fd, l->fdt, kn, l->err, sizeof(l->err));
 	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;
 }
 
@@ -316,7 +316,7 @@ static int load_vcpu(void *ctx, struct microvm *vm, uint32_t i)
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu@%u", i);
 	int vn = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
-	int r = vn < 0 ? vn : arch_vcpu_load(vm->kvm_fd, vm->vcpus[i].fd, l->fdt, vn, l->err,
+	int r = vn < 0 ? vn : arch_vcpu_load(vm->kvm.kvm_fd, vm->run.vcpus[i].fd, l->fdt, vn, l->err,
 					     sizeof(l->err));
 	return r < 0 ? vm_error(vm, r, "vCPU %u: %s", i, l->err) : 0;
 }
@@ -325,11 +325,11 @@ static int load_vcpu(void *ctx, struct microvm *vm, uint32_t i)
  * order) takes its state from the node at its index. */
 static int load_virtio(struct load_ctx *l, struct microvm *vm)
 {
-	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "virtio@%u", i);
 		int n = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
-		int r = n < 0 ? n : virtio_mmio_load(vm->virtio[i], l->fdt, n, l->err,
+		int r = n < 0 ? n : virtio_mmio_load(vm->dev.virtio[i], l->fdt, n, l->err,
 						     sizeof(l->err));
 		if (r < 0)
 			return r;
@@ -358,14 +358,14 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 	int r = st_get_u64(fdt, mach, "memory-size", &size, c->err, c->errlen);
 	if (r < 0)
 		return r;
-	if (size != vm->mem_mib * MIB)
+	if (size != vm->cfg.mem_mib * MIB)
 		return fail(c, -EINVAL, "state: memory file of %llu bytes for %llu MiB of RAM",
-			    (unsigned long long)size, (unsigned long long)vm->mem_mib);
-	r = open_memory(c, dir, fdt, mach, size, flags, 0, &vm->mem);
+			    (unsigned long long)size, (unsigned long long)vm->cfg.mem_mib);
+	r = open_memory(c, dir, fdt, mach, size, flags, 0, &vm->kvm.mem);
 	if (r < 0)
 		return r;
-	vm->dirty_tracking = flags & MICROVM_RESTORE_TRACK_DIRTY;
-	if (vm->dirty_tracking && gm_track_dirty(&vm->mem) < 0)
+	vm->snap.dirty_tracking = flags & MICROVM_RESTORE_TRACK_DIRTY;
+	if (vm->snap.dirty_tracking && gm_track_dirty(&vm->kvm.mem) < 0)
 		return fail(c, -ENOMEM, "out of memory");
 	struct vm_start_ops ops = {
 		.load_vm = load_vm,
@@ -420,9 +420,9 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 		r = build(&c, vm, dir, fdt, cfg->flags);
 		if (r == 0) {
 			char *abs = realpath(dir, NULL);
-			free(vm->snap_base);
-			vm->snap_base = abs;
-			st_get_u32(fdt, 0, "checksum", &vm->snap_base_crc, c.err, c.errlen);
+			free(vm->snap.base);
+			vm->snap.base = abs;
+			st_get_u32(fdt, 0, "checksum", &vm->snap.base_crc, c.err, c.errlen);
 		}
 		pthread_mutex_unlock(&vm->api_lock);
 	}

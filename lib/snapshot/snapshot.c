@@ -52,7 +52,7 @@ static int kvm_dirty_log(struct microvm *vm, uint32_t slot, uint64_t first_page,
 	if (!bm)
 		return -ENOMEM;
 	struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = bm };
-	int r = ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
+	int r = ioctl(vm->kvm.vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
 	for (uint64_t i = 0; r == 0 && out && i < npages; i++)
 		if (bm[i / 64] & (1ULL << (i % 64))) {
 			uint64_t pg = first_page + i;
@@ -66,32 +66,32 @@ static int kvm_dirty_log(struct microvm *vm, uint32_t slot, uint64_t first_page,
  * bitmap together, into @out (NULL: just reset both). */
 static int collect_dirty(struct microvm *vm, uint64_t *out)
 {
-	uint64_t low_pages = vm->mem.low_size / GM_PAGE;
+	uint64_t low_pages = vm->kvm.mem.low_size / GM_PAGE;
 	int r = kvm_dirty_log(vm, 0, 0, low_pages, out);
-	if (r == 0 && vm->mem.size > vm->mem.low_size)
-		r = kvm_dirty_log(vm, 1, low_pages, GM_PAGES(&vm->mem) - low_pages, out);
+	if (r == 0 && vm->kvm.mem.size > vm->kvm.mem.low_size)
+		r = kvm_dirty_log(vm, 1, low_pages, GM_PAGES(&vm->kvm.mem) - low_pages, out);
 	if (r < 0)
 		return vm_error(vm, r, "snapshot: KVM_GET_DIRTY_LOG: %s", strerror(-r));
-	size_t words = (size_t)((GM_PAGES(&vm->mem) + 63) / 64);
+	size_t words = (size_t)((GM_PAGES(&vm->kvm.mem) + 63) / 64);
 	for (size_t i = 0; out && i < words; i++)
-		out[i] |= __atomic_exchange_n(&vm->mem.dirty[i], 0, __ATOMIC_RELAXED);
+		out[i] |= __atomic_exchange_n(&vm->kvm.mem.dirty[i], 0, __ATOMIC_RELAXED);
 	if (!out)
-		memset(vm->mem.dirty, 0, words * sizeof(uint64_t));
+		memset(vm->kvm.mem.dirty, 0, words * sizeof(uint64_t));
 	return 0;
 }
 
 /* After a snapshot: track from now on (enabling it the first time). */
 static int restart_tracking(struct microvm *vm)
 {
-	if (vm->dirty_tracking)
+	if (vm->snap.dirty_tracking)
 		return collect_dirty(vm, NULL);
-	int r = gm_track_dirty(&vm->mem);
+	int r = gm_track_dirty(&vm->kvm.mem);
 	if (r < 0)
 		return vm_error(vm, r, "snapshot: out of memory for dirty tracking");
-	vm->dirty_tracking = true;
+	vm->snap.dirty_tracking = true;
 	r = vm_memslots_set(vm);
 	if (r < 0)
-		vm->dirty_tracking = false;
+		vm->snap.dirty_tracking = false;
 	return r;
 }
 
@@ -125,7 +125,7 @@ static int write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
 static int write_memory(struct microvm *vm, int fd, const uint64_t *diff, uint32_t *crc,
 			uint64_t *written)
 {
-	const struct guest_mem *m = &vm->mem;
+	const struct guest_mem *m = &vm->kvm.mem;
 	uint64_t pages = GM_PAGES(m), run_start = 0, run_len = 0;
 	uint64_t pg = 0;
 	while (pg < pages) {
@@ -199,28 +199,28 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 
 	int mach = st_node(w, 0, "machine");
 	vm_config_save(vm, w, mach);
-	st_u64(w, mach, "memory-size", vm->mem.size);
+	st_u64(w, mach, "memory-size", vm->kvm.mem.size);
 	st_u32(w, mach, "memory-checksum", mem_crc);
 	if (diff) {
-		st_str(w, mach, "diff-base", vm->snap_base);
-		st_u32(w, mach, "diff-base-checksum", vm->snap_base_crc);
+		st_str(w, mach, "diff-base", vm->snap.base);
+		st_u32(w, mach, "diff-base-checksum", vm->snap.base_crc);
 		st_blob(w, mach, "diff-pages", diff,
-			(size_t)((GM_PAGES(&vm->mem) + 63) / 64) * sizeof(uint64_t));
+			(size_t)((GM_PAGES(&vm->kvm.mem) + 63) / 64) * sizeof(uint64_t));
 	}
 
-	int r = arch_vm_save(vm->vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
-	for (uint32_t i = 0; r == 0 && i < vm->nr_vcpus; i++) {
+	int r = arch_vm_save(vm->kvm.vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
+	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
-		r = arch_vcpu_save(kvm_fd, vm->vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
+		r = arch_vcpu_save(kvm_fd, vm->run.vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
 	}
 	if (r < 0)
 		return r;
 	platform_save(vm, w, st_node(w, 0, "devices"));
-	for (uint32_t i = 0; i < vm->nr_virtio; i++) {
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "virtio@%u", i);
-		virtio_mmio_save(vm->virtio[i], w, st_node(w, 0, name));
+		virtio_mmio_save(vm->dev.virtio[i], w, st_node(w, 0, name));
 	}
 	if (w->err) {
 		snprintf(err, errlen, "%s", w->what);
@@ -294,9 +294,9 @@ static int install(struct microvm *vm, const char *tmp, const char *dir, const c
 /* A paused VM whose vCPUs are all parked. False if it is stopping. */
 static bool all_parked(struct microvm *vm)
 {
-	pthread_mutex_lock(&vm->lock);
-	bool ok = vm->state == MICROVM_STATE_PAUSED && vm_wait_parked(vm);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	bool ok = vm->run.state == MICROVM_STATE_PAUSED && vm_wait_parked(vm);
+	pthread_mutex_unlock(&vm->run.lock);
 	return ok;
 }
 
@@ -359,7 +359,7 @@ static int save_memory(struct microvm *vm, const char *dir, const uint64_t *diff
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, dir);
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)vm->mem.size) < 0) {
+	if (fd < 0 || ftruncate(fd, (off_t)vm->kvm.mem.size) < 0) {
 		int e = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -403,16 +403,16 @@ static int became_base(struct microvm *vm, const char *target, uint32_t state_cr
 	char *base = strdup(target);
 	if (!base)
 		return vm_error(vm, -ENOMEM, "snapshot: out of memory");
-	free(vm->snap_base);
-	vm->snap_base = base;
-	vm->snap_base_crc = state_crc;
+	free(vm->snap.base);
+	vm->snap.base = base;
+	vm->snap.base_crc = state_crc;
 	return restart_tracking(vm);
 }
 
 static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 {
 	bool diff = flags & MICROVM_SNAPSHOT_DIFF;
-	if (diff && (!vm->snap_base || !vm->dirty_tracking))
+	if (diff && (!vm->snap.base || !vm->snap.dirty_tracking))
 		return vm_error(vm, -ENOENT, "snapshot: a diff snapshot needs a base: take a full "
 				"snapshot first (or restore with MICROVM_RESTORE_TRACK_DIRTY)");
 	struct snap_paths p = { 0 };
@@ -420,7 +420,7 @@ static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 	uint32_t mem_crc = 0, state_crc = 0;
 	int r = make_paths(vm, dir, &p);
 	if (r == 0 && diff) {
-		pages = calloc((size_t)((GM_PAGES(&vm->mem) + 63) / 64) + 1, sizeof(uint64_t));
+		pages = calloc((size_t)((GM_PAGES(&vm->kvm.mem) + 63) / 64) + 1, sizeof(uint64_t));
 		r = pages ? collect_dirty(vm, pages) : vm_error(vm, -ENOMEM, "snapshot: out of memory");
 	}
 	if (r == 0)
@@ -459,11 +459,11 @@ MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags)
 	if (r == 0) {
 		/* No device work while the state is read: the event loop stops,
 		 * devices finish their in-flight I/O. */
-		evloop_stop(&vm->evloop);
-		for (uint32_t i = 0; i < vm->nr_virtio; i++)
-			virtio_mmio_quiesce(vm->virtio[i]);
+		evloop_stop(&vm->dev.evloop);
+		for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+			virtio_mmio_quiesce(vm->dev.virtio[i]);
 		r = snapshot_locked(vm, dir, flags);
-		int e = evloop_start(&vm->evloop);
+		int e = evloop_start(&vm->dev.evloop);
 		if (e < 0 && r == 0)
 			r = vm_error(vm, e, "snapshot: restarting the event loop: %s", strerror(-e));
 	}

@@ -30,6 +30,7 @@
 #include "devices/i8042.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
+#include "arch/x86_64/platform.h"
 #include "vm.h"
 
 /* 8250 registers (offsets from 0x3f8). */
@@ -76,13 +77,13 @@
 static uint8_t pio_in(struct microvm *vm, uint16_t port)
 {
 	uint8_t v = 0x3c; /* not what any device returns by default */
-	bus_access(&vm->pio, port, &v, 1, false);
+	bus_access(&vm->kvm.pio, port, &v, 1, false);
 	return v;
 }
 
 static void pio_out(struct microvm *vm, uint16_t port, uint8_t v)
 {
-	bus_access(&vm->pio, port, &v, 1, true);
+	bus_access(&vm->kvm.pio, port, &v, 1, true);
 }
 
 struct fixture {
@@ -165,11 +166,11 @@ static void feed_input(struct fixture *f, const char *s)
 
 static bool exit_requested(struct microvm *vm, uint32_t *reason)
 {
-	pthread_mutex_lock(&vm->lock);
-	bool set = vm->exit_set;
+	pthread_mutex_lock(&vm->run.lock);
+	bool set = vm->run.exit_set;
 	if (set && reason)
-		*reason = vm->exit_info.reason;
-	pthread_mutex_unlock(&vm->lock);
+		*reason = vm->run.exit_info.reason;
+	pthread_mutex_unlock(&vm->run.lock);
 	return set;
 }
 
@@ -179,9 +180,9 @@ static void assert_exit(struct microvm *vm, uint32_t expected)
 	if (!exit_requested(vm, &reason))
 		fail_msg("no exit recorded, expected reason %u", expected);
 	assert_int_equal(reason, expected);
-	pthread_mutex_lock(&vm->lock);
-	size_t msglen = strlen(vm->exit_info.message);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	size_t msglen = strlen(vm->run.exit_info.message);
+	pthread_mutex_unlock(&vm->run.lock);
 	assert_true(msglen > 0);
 }
 
@@ -223,7 +224,7 @@ static void test_serial_reset_state(void **state)
 	assert_int_equal(pio_in(f->vm, UART_MCR), MCR_OUT2);
 	assert_int_equal(pio_in(f->vm, UART_LSR), LSR_THRE | LSR_TEMT);
 	assert_int_equal(pio_in(f->vm, UART_MSR), 0xb0); /* DCD | DSR | CTS */
-	assert_false(f->vm->serial.irq_level);
+	assert_false(f->vm->dev.platform->serial.irq_level);
 }
 
 static void test_serial_lsr(void **state)
@@ -259,7 +260,7 @@ static void test_serial_divisor_latch(void **state)
 	assert_int_equal(pio_in(f->vm, UART_LCR), LCR_8N1);
 	/* The latch is hidden again: IER is IER (DLM did not leak into it). */
 	assert_int_equal(pio_in(f->vm, UART_IER), 0x00);
-	assert_false(f->vm->serial.irq_level);
+	assert_false(f->vm->dev.platform->serial.irq_level);
 	/* Programming the divisor sent nothing. */
 	assert_no_output(f);
 	/* Writing IER now leaves DLM alone. */
@@ -290,7 +291,7 @@ static void test_serial_scratch(void **state)
 static void test_serial_thri(void **state)
 {
 	struct fixture *f = *state;
-	struct serial *s = &f->vm->serial;
+	struct serial *s = &f->vm->dev.platform->serial;
 	/* No interrupt enabled: nothing pending. */
 	assert_int_equal(pio_in(f->vm, UART_IIR), IIR_NO_INT);
 	assert_false(s->irq_level);
@@ -384,7 +385,7 @@ static void test_serial_receive_more_than_fifo(void **state)
 static void test_serial_receive_interrupt(void **state)
 {
 	struct fixture *f = *state;
-	struct serial *s = &f->vm->serial;
+	struct serial *s = &f->vm->dev.platform->serial;
 	pio_out(f->vm, UART_IER, IER_RDI);
 	assert_false(s->irq_level);
 	assert_int_equal(pio_in(f->vm, UART_IIR), IIR_NO_INT);
@@ -440,7 +441,7 @@ static void test_serial_fcr(void **state)
 	pio_out(f->vm, UART_IIR, 0x01 | 0x02);
 	assert_int_equal(pio_in(f->vm, UART_LSR) & LSR_DR, 0);
 	assert_int_equal(pio_in(f->vm, UART_RBR), 0);
-	assert_int_equal(f->vm->serial.rx_count, 0);
+	assert_int_equal(f->vm->dev.platform->serial.rx_count, 0);
 	/* And the port still receives afterwards. */
 	feed_input(f, "w");
 	assert_true(pio_in(f->vm, UART_LSR) & LSR_DR);
@@ -450,9 +451,9 @@ static void test_serial_fcr(void **state)
 	pio_out(f->vm, UART_IER, IER_RDI);
 	feed_input(f, "v");
 	assert_true(pio_in(f->vm, UART_LSR) & LSR_DR);
-	assert_true(f->vm->serial.irq_level);
+	assert_true(f->vm->dev.platform->serial.irq_level);
 	pio_out(f->vm, UART_IIR, 0x01 | 0x02);
-	assert_false(f->vm->serial.irq_level);
+	assert_false(f->vm->dev.platform->serial.irq_level);
 	assert_int_equal(pio_in(f->vm, UART_IIR), IIR_FIFO_BITS | IIR_NO_INT);
 
 	/* FIFOs disabled: plain 8250 IIR again. */
@@ -498,7 +499,7 @@ static void test_serial_no_console(void **state)
 	assert_int_equal(pio_in(vm, UART_RBR), 0);
 	pio_out(vm, UART_IER, IER_RDI);
 	assert_int_equal(pio_in(vm, UART_IIR), IIR_NO_INT);
-	assert_false(vm->serial.irq_level);
+	assert_false(vm->dev.platform->serial.irq_level);
 	microvm_destroy(vm);
 }
 
@@ -616,7 +617,7 @@ static void test_i8042_queue_overflow(void **state)
 	struct fixture *f = *state;
 	for (int i = 0; i < 3 * I8042_QUEUE; i++)
 		pio_out(f->vm, KBD_CMD, 0xaa);
-	assert_int_equal(f->vm->i8042.count, I8042_QUEUE);
+	assert_int_equal(f->vm->dev.platform->i8042.count, I8042_QUEUE);
 	uint8_t expect[I8042_QUEUE];
 	memset(expect, 0x55, sizeof(expect));
 	expect_bytes(f->vm, expect, I8042_QUEUE);
@@ -631,7 +632,7 @@ static void test_i8042_queue_overflow(void **state)
 		pio_out(f->vm, KBD_CMD, 0xab);
 	pio_out(f->vm, KBD_CMD, 0xa9);
 	pio_out(f->vm, KBD_DATA, 0xf2); /* three more bytes: none fit */
-	assert_int_equal(f->vm->i8042.count, I8042_QUEUE);
+	assert_int_equal(f->vm->dev.platform->i8042.count, I8042_QUEUE);
 	uint8_t expect2[I8042_QUEUE];
 	memset(expect2, 0x55, 5);
 	memset(expect2 + 5, 0x00, 10);
@@ -870,7 +871,7 @@ static void test_pm_reads(void **state)
 	assert_int_equal(pio_in(f->vm, ACPI_SLEEP_CONTROL_PORT), 0);
 	assert_int_equal(pio_in(f->vm, ACPI_SLEEP_STATUS_PORT), 0);
 	uint16_t w = 0xbeef;
-	assert_true(bus_access(&f->vm->pio, ACPI_SLEEP_CONTROL_PORT, &w, 2, false));
+	assert_true(bus_access(&f->vm->kvm.pio, ACPI_SLEEP_CONTROL_PORT, &w, 2, false));
 	assert_int_equal(w, 0);
 	/* Still 0 after a write that does nothing. */
 	pio_out(f->vm, ACPI_SLEEP_CONTROL_PORT, ACPI_SLP_EN);
@@ -887,21 +888,21 @@ static void test_unclaimed_ports(void **state)
 					  0x2f8, 0x3f7, 0x400, 0x5ff, 0x602, 0xcfc, 0xffff };
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
 		uint8_t b = 0;
-		assert_false(bus_access(&f->vm->pio, ports[i], &b, 1, false));
+		assert_false(bus_access(&f->vm->kvm.pio, ports[i], &b, 1, false));
 		if (b != 0xff)
 			fail_msg("port 0x%x read 0x%02x", ports[i], b);
 		uint8_t w = 0x12;
-		assert_false(bus_access(&f->vm->pio, ports[i], &w, 1, true));
+		assert_false(bus_access(&f->vm->kvm.pio, ports[i], &w, 1, true));
 	}
 	uint32_t d = 0;
-	assert_false(bus_access(&f->vm->pio, 0xcf8, &d, 4, false));
+	assert_false(bus_access(&f->vm->kvm.pio, 0xcf8, &d, 4, false));
 	assert_int_equal(d, 0xffffffffU);
 	/* An access running off the end of a device is not the device's. */
 	uint16_t w = 0;
-	assert_false(bus_access(&f->vm->pio, COM1 + 7, &w, 2, false));
+	assert_false(bus_access(&f->vm->kvm.pio, COM1 + 7, &w, 2, false));
 	assert_int_equal(w, 0xffff);
 	w = 0;
-	assert_false(bus_access(&f->vm->pio, ACPI_SLEEP_STATUS_PORT, &w, 2, false));
+	assert_false(bus_access(&f->vm->kvm.pio, ACPI_SLEEP_STATUS_PORT, &w, 2, false));
 	assert_int_equal(w, 0xffff);
 	/* Nothing reacted. */
 	assert_no_output(f);

@@ -35,6 +35,7 @@
 #include "vm_devices.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
+#include "arch/x86_64/platform.h"
 #include "vm.h"
 
 #define RAM (16 * MIB)
@@ -709,49 +710,49 @@ static void test_api_setters(void **state)
 	assert_int_equal(microvm_set_console_type(NULL, MICROVM_CONSOLE_VIRTIO), -EINVAL);
 	assert_int_equal(microvm_set_rng(NULL, 1), -EINVAL);
 
-	assert_int_equal(vm->console_type, MICROVM_CONSOLE_SERIAL); /* defaults */
-	assert_false(vm->rng_enabled);
+	assert_int_equal(vm->cfg.console_type, MICROVM_CONSOLE_SERIAL); /* defaults */
+	assert_false(vm->cfg.rng_enabled);
 	assert_int_equal(microvm_set_console_type(vm, 2), -EINVAL);
 	assert_non_null(strstr(microvm_last_error(vm), "console type"));
 	assert_int_equal(microvm_set_console_type(vm, UINT32_MAX), -EINVAL);
-	assert_int_equal(vm->console_type, MICROVM_CONSOLE_SERIAL);
+	assert_int_equal(vm->cfg.console_type, MICROVM_CONSOLE_SERIAL);
 	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
-	assert_int_equal(vm->console_type, MICROVM_CONSOLE_VIRTIO);
+	assert_int_equal(vm->cfg.console_type, MICROVM_CONSOLE_VIRTIO);
 	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_SERIAL), 0);
-	assert_int_equal(vm->console_type, MICROVM_CONSOLE_SERIAL);
+	assert_int_equal(vm->cfg.console_type, MICROVM_CONSOLE_SERIAL);
 
 	assert_int_equal(microvm_set_rng(vm, 1), 0);
-	assert_true(vm->rng_enabled);
+	assert_true(vm->cfg.rng_enabled);
 	assert_int_equal(microvm_set_rng(vm, 0), 0);
-	assert_false(vm->rng_enabled);
+	assert_false(vm->cfg.rng_enabled);
 	assert_int_equal(microvm_set_rng(vm, 42), 0);
-	assert_true(vm->rng_enabled);
+	assert_true(vm->cfg.rng_enabled);
 
 	/* Setters need a CONFIGURED VM. Starting needs KVM, so pretend. */
-	pthread_mutex_lock(&vm->lock);
-	vm->state = MICROVM_STATE_RUNNING;
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.state = MICROVM_STATE_RUNNING;
+	pthread_mutex_unlock(&vm->run.lock);
 	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), -EBUSY);
 	assert_int_equal(microvm_set_console_type(vm, 2), -EBUSY);
 	assert_int_equal(microvm_set_rng(vm, 0), -EBUSY);
-	pthread_mutex_lock(&vm->lock);
-	vm->state = MICROVM_STATE_CONFIGURED;
-	pthread_mutex_unlock(&vm->lock);
-	assert_int_equal(vm->console_type, MICROVM_CONSOLE_SERIAL);
-	assert_true(vm->rng_enabled);
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.state = MICROVM_STATE_CONFIGURED;
+	pthread_mutex_unlock(&vm->run.lock);
+	assert_int_equal(vm->cfg.console_type, MICROVM_CONSOLE_SERIAL);
+	assert_true(vm->cfg.rng_enabled);
 	microvm_destroy(vm);
 }
 
 static uint32_t mmio_read32(struct microvm *vm, uint64_t addr)
 {
 	uint32_t v = 0;
-	assert_true(bus_access(&vm->mmio, addr, &v, 4, false));
+	assert_true(bus_access(&vm->kvm.mmio, addr, &v, 4, false));
 	return v;
 }
 
 static void mmio_write32(struct microvm *vm, uint64_t addr, uint32_t v)
 {
-	assert_true(bus_access(&vm->mmio, addr, &v, 4, true));
+	assert_true(bus_access(&vm->kvm.mmio, addr, &v, 4, true));
 }
 
 static void test_devices_add(void **state)
@@ -765,27 +766,27 @@ static void test_devices_add(void **state)
 
 	/* Nothing chosen: nothing added, the UART keeps the console. */
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 0);
-	assert_int_equal(vm->serial.in_fd, p[0]);
-	assert_int_equal(vm->serial.out_fd, p[1]);
+	assert_int_equal(vm->dev.nr_virtio, 0);
+	assert_int_equal(vm->dev.platform->serial.in_fd, p[0]);
+	assert_int_equal(vm->dev.platform->serial.out_fd, p[1]);
 
 	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
 	assert_int_equal(microvm_set_rng(vm, 1), 0);
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 2);
-	assert_non_null(vm->vconsole);
-	assert_non_null(vm->vrng);
+	assert_int_equal(vm->dev.nr_virtio, 2);
+	assert_non_null(vm->dev.vconsole);
+	assert_non_null(vm->dev.vrng);
 	/* The UART is still there, connected to nothing. */
-	assert_int_equal(vm->serial.in_fd, -1);
-	assert_int_equal(vm->serial.out_fd, -1);
-	assert_non_null(bus_find(&vm->pio, SERIAL_COM1_BASE, 1));
+	assert_int_equal(vm->dev.platform->serial.in_fd, -1);
+	assert_int_equal(vm->dev.platform->serial.out_fd, -1);
+	assert_non_null(bus_find(&vm->kvm.pio, SERIAL_COM1_BASE, 1));
 
 	/* A retried start adds nothing twice. */
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 2);
+	assert_int_equal(vm->dev.nr_virtio, 2);
 
 	/* What the guest sees through the transport. */
-	struct virtio_device *con = vm->virtio[0], *rng = vm->virtio[1];
+	struct virtio_device *con = vm->dev.virtio[0], *rng = vm->dev.virtio[1];
 	assert_int_equal(mmio_read32(vm, con->base + 0x000), 0x74726976); /* "virt" */
 	assert_int_equal(mmio_read32(vm, con->base + 0x008), VIRTIO_ID_CONSOLE);
 	assert_int_equal(mmio_read32(vm, rng->base + 0x008), VIRTIO_ID_ENTROPY);
@@ -813,9 +814,9 @@ static void test_devices_add(void **state)
 	 * the fds again, the console device kept from before gets none. */
 	assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_SERIAL), 0);
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 2);
-	assert_int_equal(vm->serial.in_fd, p[0]);
-	assert_int_equal(vm->serial.out_fd, p[1]);
+	assert_int_equal(vm->dev.nr_virtio, 2);
+	assert_int_equal(vm->dev.platform->serial.in_fd, p[0]);
+	assert_int_equal(vm->dev.platform->serial.out_fd, p[1]);
 
 	microvm_destroy(vm); /* frees both devices through ops->release */
 	close(p[0]);
@@ -829,9 +830,9 @@ static void test_devices_add_rng_only(void **state)
 	assert_int_equal(microvm_create(&vm), 0);
 	assert_int_equal(microvm_set_rng(vm, 1), 0);
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 1);
-	assert_null(vm->vconsole);
-	assert_int_equal(mmio_read32(vm, vm->virtio[0]->base + 0x008), VIRTIO_ID_ENTROPY);
+	assert_int_equal(vm->dev.nr_virtio, 1);
+	assert_null(vm->dev.vconsole);
+	assert_int_equal(mmio_read32(vm, vm->dev.virtio[0]->base + 0x008), VIRTIO_ID_ENTROPY);
 	microvm_destroy(vm);
 }
 

@@ -1335,15 +1335,15 @@ static void test_random_packets(void **state)
 static uint32_t mmio_read32(struct microvm *vm, uint64_t addr)
 {
 	uint32_t v = 0;
-	assert_true(bus_access(&vm->mmio, addr, &v, 4, false));
+	assert_true(bus_access(&vm->kvm.mmio, addr, &v, 4, false));
 	return v;
 }
 
 static void set_state(struct microvm *vm, int s)
 {
-	pthread_mutex_lock(&vm->lock);
-	vm->state = s;
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&vm->run.lock);
+	vm->run.state = s;
+	pthread_mutex_unlock(&vm->run.lock);
 }
 
 static void test_api(void **state)
@@ -1375,15 +1375,15 @@ static void test_api(void **state)
 	longp[VSOCK_UDS_PATH_MAX + 1] = 0;
 	cfg.uds_path = longp;
 	assert_int_equal(microvm_set_vsock(vm, &cfg), -EINVAL);
-	assert_false(vm->vsock_enabled);
+	assert_false(vm->cfg.vsock_enabled);
 	longp[VSOCK_UDS_PATH_MAX] = 0;
 	assert_int_equal(microvm_set_vsock(vm, &cfg), 0); /* longest allowed */
-	assert_true(vm->vsock_enabled);
-	assert_int_equal(vm->vsock_cid, 0xfffffffeULL);
+	assert_true(vm->cfg.vsock_enabled);
+	assert_int_equal(vm->cfg.vsock_cid, 0xfffffffeULL);
 	cfg.uds_path = NULL;
 	cfg.guest_cid = 3;
 	assert_int_equal(microvm_set_vsock(vm, &cfg), 0);
-	assert_null(vm->vsock_uds_path);
+	assert_null(vm->cfg.vsock_uds_path);
 
 	assert_int_equal(microvm_vsock_connect(NULL, 1, 0), -EINVAL);
 	assert_int_equal(microvm_vsock_connect(vm, 1, 0), -EINVAL); /* not running */
@@ -1405,11 +1405,11 @@ static void test_api(void **state)
 	cfg.guest_cid = 0x123456789ULL & 0xffffffffULL;
 	assert_int_equal(microvm_set_vsock(vm, &cfg), 0);
 	assert_int_equal(virtio_devices_add(vm), 0);
-	assert_int_equal(vm->nr_virtio, 1);
-	assert_non_null(vm->vsock);
+	assert_int_equal(vm->dev.nr_virtio, 1);
+	assert_non_null(vm->dev.vsock);
 	assert_int_equal(virtio_devices_add(vm), 0); /* a retried start */
-	assert_int_equal(vm->nr_virtio, 1);
-	uint64_t base = vm->virtio[0]->base;
+	assert_int_equal(vm->dev.nr_virtio, 1);
+	uint64_t base = vm->dev.virtio[0]->base;
 	assert_int_equal(mmio_read32(vm, base + 0x008), VIRTIO_ID_VSOCK);
 	assert_int_equal(mmio_read32(vm, base + 0x010) & 0xffffffu, 0); /* no device features */
 	assert_int_equal(mmio_read32(vm, base + 0x100), 0x23456789u);
@@ -1442,8 +1442,8 @@ static void test_api(void **state)
 	close(rf);
 	assert_int_equal(microvm_set_vsock(vm, &cfg), 0);
 	assert_int_equal(virtio_devices_add(vm), -EEXIST);
-	assert_null(vm->vsock);
-	assert_int_equal(vm->nr_virtio, 0);
+	assert_null(vm->dev.vsock);
+	assert_int_equal(vm->dev.nr_virtio, 0);
 	microvm_destroy(vm);
 	assert_int_equal(stat(path, &st), 0);
 	assert_true(S_ISREG(st.st_mode));

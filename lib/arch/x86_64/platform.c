@@ -1,10 +1,15 @@
 #include "arch/arch.h"
 
+#include <errno.h>
+#include <stdlib.h>
+
 #include "arch/x86_64/acpi.h"
+#include "arch/x86_64/platform.h"
+#include "bus.h"
 #include "snapshot/state.h"
 #include "vm.h"
 
-/* One row per platform device. The device lives in struct microvm at
+/* One row per platform device. The device lives in struct arch_platform at
  * @offset; @init runs before its ports are registered. */
 struct platform_row {
 	const char *name; /* also its snapshot node */
@@ -18,30 +23,32 @@ struct platform_row {
 };
 
 static const struct platform_row rows[] = {
-	{ "serial", offsetof(struct microvm, serial), SERIAL_COM1_BASE, SERIAL_NR_PORTS,
+	{ "serial", offsetof(struct arch_platform, serial), SERIAL_COM1_BASE, SERIAL_NR_PORTS,
 	  &serial_ops, serial_init, serial_destroy, serial_save, serial_load },
-	{ "i8042", offsetof(struct microvm, i8042), I8042_DATA_PORT,
+	{ "i8042", offsetof(struct arch_platform, i8042), I8042_DATA_PORT,
 	  I8042_CMD_PORT - I8042_DATA_PORT + 1, &i8042_ops, i8042_init, i8042_destroy,
 	  i8042_save, i8042_load },
-	{ "acpi-pm", offsetof(struct microvm, pm), ACPI_SLEEP_CONTROL_PORT, 2, &pm_ops, pm_init,
+	{ "acpi-pm", offsetof(struct arch_platform, pm), ACPI_SLEEP_CONTROL_PORT, 2, &pm_ops, pm_init,
 	  NULL, NULL, NULL },
-	{ "rtc", offsetof(struct microvm, rtc), RTC_PORT, RTC_NR_PORTS, &rtc_ops, rtc_init,
+	{ "rtc", offsetof(struct arch_platform, rtc), RTC_PORT, RTC_NR_PORTS, &rtc_ops, rtc_init,
 	  rtc_destroy, rtc_save, rtc_load },
 };
 #define NR_ROWS (sizeof(rows) / sizeof(rows[0]))
 
 static void *dev_of(struct microvm *vm, const struct platform_row *row)
 {
-	return (char *)vm + row->offset;
+	return (char *)vm->dev.platform + row->offset;
 }
 
 int platform_create(struct microvm *vm)
 {
+	vm->dev.platform = calloc(1, sizeof(*vm->dev.platform));
+	if (!vm->dev.platform)
+		return -ENOMEM;
 	for (size_t i = 0; i < NR_ROWS; i++)
-		rows[i].init(dev_of(vm, &rows[i]), &vm->host);
-	vm->platform_ready = true;
+		rows[i].init(dev_of(vm, &rows[i]), &vm->dev.host);
 	for (size_t i = 0; i < NR_ROWS; i++) {
-		int r = bus_register(&vm->pio, rows[i].port, rows[i].nports, rows[i].ops,
+		int r = bus_register(&vm->kvm.pio, rows[i].port, rows[i].nports, rows[i].ops,
 				     dev_of(vm, &rows[i]), rows[i].name);
 		if (r < 0)
 			return r;
@@ -51,12 +58,23 @@ int platform_create(struct microvm *vm)
 
 void platform_destroy(struct microvm *vm)
 {
-	if (!vm->platform_ready)
+	if (!vm->dev.platform)
 		return;
 	for (size_t i = 0; i < NR_ROWS; i++)
 		if (rows[i].destroy)
 			rows[i].destroy(dev_of(vm, &rows[i]));
-	vm->platform_ready = false;
+	free(vm->dev.platform);
+	vm->dev.platform = NULL;
+}
+
+void platform_set_console(struct microvm *vm, int in_fd, int out_fd)
+{
+	serial_set_fds(&vm->dev.platform->serial, in_fd, out_fd);
+}
+
+int platform_start(struct microvm *vm)
+{
+	return serial_attach(&vm->dev.platform->serial, &vm->dev.evloop);
 }
 
 void platform_save(struct microvm *vm, struct st_writer *w, int node)
