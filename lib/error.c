@@ -70,12 +70,3 @@ int vm_error(struct microvm *vm, int err, const char *fmt, ...)
 	vm_log(vm, MICROVM_LOG_ERROR, "%s (%s)", text, microvm_strerror(err));
 	return err;
 }
-
-int errbuf_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}

@@ -100,7 +100,7 @@ MICROVM_API int microvm_create(microvm **out)
 	}
 	vm->dev.evloop.epfd = vm->dev.evloop.wake_fd = -1;
 	vm_host_init(vm);
-	int r = platform_create(vm);
+	int r = platform_create(&vm->dev.host, &vm->kvm.pio, &vm->dev.platform);
 	if (r < 0) {
 		microvm_destroy(vm);
 		return r;
@@ -243,7 +243,7 @@ MICROVM_API int microvm_set_console(microvm *vm, int in_fd, int out_fd)
 	else {
 		vm->cfg.console_in = in_fd;
 		vm->cfg.console_out = out_fd;
-		platform_set_console(vm, in_fd, out_fd);
+		platform_set_console(vm->dev.platform, in_fd, out_fd);
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;
@@ -599,7 +599,7 @@ int vm_devices_start(struct microvm *vm)
 	int r = evloop_init(&vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "event loop: %s", strerror(-r));
-	r = platform_start(vm);
+	r = platform_start(vm->dev.platform, &vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "console input fd %d: %s", vm->cfg.console_in, strerror(-r));
 	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
@@ -910,7 +910,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 
 	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
 		virtio_mmio_free(vm->dev.virtio[i]);
-	platform_destroy(vm);
+	platform_destroy(vm->dev.platform);
 	bus_release(&vm->kvm.pio);
 	bus_release(&vm->kvm.mmio);
 	free(vm->cfg.kernel_path);

@@ -34,7 +34,7 @@ static int console_start_add(struct microvm *vm)
 	int r = virtio_con ? console_add(vm) : 0;
 	if (r < 0)
 		return r;
-	platform_set_console(vm, virtio_con ? -1 : vm->cfg.console_in,
+	platform_set_console(vm->dev.platform, virtio_con ? -1 : vm->cfg.console_in,
 			     virtio_con ? -1 : vm->cfg.console_out);
 	if (vm->dev.vconsole)
 		virtio_console_set_fds(vm->dev.vconsole, virtio_con ? vm->cfg.console_in : -1,

@@ -11,8 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct arch_platform;
+struct bus;
+struct dev_host;
+struct evloop;
 struct guest_mem;
-struct microvm;
 struct st_writer;
 
 /* Recorded in snapshots; restore refuses another architecture's. */
@@ -91,18 +94,21 @@ void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, cha
 
 /* ------------------------------------------------------- platform devices */
 
-/* The devices every VM has (lib/arch/<arch>/platform.c, one table row each):
- * create with the VM, destroy with it (a partly created VM is fine), and
- * save/load as one subnode of @node each. 0 or -errno (+ message). */
-struct arch_platform;
-int platform_create(struct microvm *vm); /* allocates vm->platform */
-void platform_destroy(struct microvm *vm);
+/*
+ * The devices every VM has (lib/arch/<arch>/platform.c, one table row each):
+ * created with the VM on its port bus @pio with its host interface @host
+ * (both borrowed for the platform's life; *@out is set even on failure, for
+ * platform_destroy, which is NULL-safe), saved and loaded as one subnode of
+ * @node each. 0 or -errno (+ message).
+ */
+int platform_create(const struct dev_host *host, struct bus *pio, struct arch_platform **out);
+void platform_destroy(struct arch_platform *p);
 /* The console fds (borrowed, -1 = none) go to the platform's console
  * device (x86: the UART); -1/-1 when virtio-console carries the console. */
-void platform_set_console(struct microvm *vm, int in_fd, int out_fd);
+void platform_set_console(struct arch_platform *p, int in_fd, int out_fd);
 /* VM start: watch the console input on the VM's event loop. 0 or -errno. */
-int platform_start(struct microvm *vm);
-void platform_save(struct microvm *vm, struct st_writer *w, int node);
-int platform_load(struct microvm *vm, const void *fdt, int node, char *err, size_t errlen);
+int platform_start(struct arch_platform *p, struct evloop *loop);
+void platform_save(struct arch_platform *p, struct st_writer *w, int node);
+int platform_load(struct arch_platform *p, const void *fdt, int node, char *err, size_t errlen);
 
 #endif

@@ -341,7 +341,7 @@ static int load_devices(void *ctx, struct microvm *vm)
 {
 	struct load_ctx *l = ctx;
 	int dev = st_sub(l->fdt, 0, "devices", l->err, sizeof(l->err));
-	int r = dev < 0 ? dev : platform_load(vm, l->fdt, dev, l->err, sizeof(l->err));
+	int r = dev < 0 ? dev : platform_load(vm->dev.platform, l->fdt, dev, l->err, sizeof(l->err));
 	if (r == 0)
 		r = load_virtio(l, vm);
 	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;

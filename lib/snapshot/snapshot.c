@@ -216,7 +216,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	}
 	if (r < 0)
 		return r;
-	platform_save(vm, w, st_node(w, 0, "devices"));
+	platform_save(vm->dev.platform, w, st_node(w, 0, "devices"));
 	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "virtio@%u", i);

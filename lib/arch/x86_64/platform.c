@@ -7,7 +7,6 @@
 #include "arch/x86_64/platform.h"
 #include "bus.h"
 #include "snapshot/state.h"
-#include "vm.h"
 
 /* One row per platform device. The device lives in struct arch_platform at
  * @offset; @init runs before its ports are registered. */
@@ -35,62 +34,62 @@ static const struct platform_row rows[] = {
 };
 #define NR_ROWS (sizeof(rows) / sizeof(rows[0]))
 
-static void *dev_of(struct microvm *vm, const struct platform_row *row)
+static void *dev_of(struct arch_platform *p, const struct platform_row *row)
 {
-	return (char *)vm->dev.platform + row->offset;
+	return (char *)p + row->offset;
 }
 
-int platform_create(struct microvm *vm)
+int platform_create(const struct dev_host *host, struct bus *pio, struct arch_platform **out)
 {
-	vm->dev.platform = calloc(1, sizeof(*vm->dev.platform));
-	if (!vm->dev.platform)
+	struct arch_platform *p = calloc(1, sizeof(*p));
+	*out = p;
+	if (!p)
 		return -ENOMEM;
 	for (size_t i = 0; i < NR_ROWS; i++)
-		rows[i].init(dev_of(vm, &rows[i]), &vm->dev.host);
+		rows[i].init(dev_of(p, &rows[i]), host);
 	for (size_t i = 0; i < NR_ROWS; i++) {
-		int r = bus_register(&vm->kvm.pio, rows[i].port, rows[i].nports, rows[i].ops,
-				     dev_of(vm, &rows[i]), rows[i].name);
+		int r = bus_register(pio, rows[i].port, rows[i].nports, rows[i].ops,
+				     dev_of(p, &rows[i]), rows[i].name);
 		if (r < 0)
 			return r;
 	}
 	return 0;
 }
 
-void platform_destroy(struct microvm *vm)
+void platform_destroy(struct arch_platform *p)
 {
-	if (!vm->dev.platform)
+	if (!p)
 		return;
 	for (size_t i = 0; i < NR_ROWS; i++)
 		if (rows[i].destroy)
-			rows[i].destroy(dev_of(vm, &rows[i]));
-	free(vm->dev.platform);
-	vm->dev.platform = NULL;
+			rows[i].destroy(dev_of(p, &rows[i]));
+	free(p);
 }
 
-void platform_set_console(struct microvm *vm, int in_fd, int out_fd)
+void platform_set_console(struct arch_platform *p, int in_fd, int out_fd)
 {
-	serial_set_fds(&vm->dev.platform->serial, in_fd, out_fd);
+	serial_set_fds(&p->serial, in_fd, out_fd);
 }
 
-int platform_start(struct microvm *vm)
+int platform_start(struct arch_platform *p, struct evloop *loop)
 {
-	return serial_attach(&vm->dev.platform->serial, &vm->dev.evloop);
+	return serial_attach(&p->serial, loop);
 }
 
-void platform_save(struct microvm *vm, struct st_writer *w, int node)
+void platform_save(struct arch_platform *p, struct st_writer *w, int node)
 {
 	for (size_t i = 0; i < NR_ROWS; i++)
 		if (rows[i].save)
-			rows[i].save(dev_of(vm, &rows[i]), w, st_node(w, node, rows[i].name));
+			rows[i].save(dev_of(p, &rows[i]), w, st_node(w, node, rows[i].name));
 }
 
-int platform_load(struct microvm *vm, const void *fdt, int node, char *err, size_t errlen)
+int platform_load(struct arch_platform *p, const void *fdt, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < NR_ROWS; i++) {
 		if (!rows[i].load)
 			continue;
 		int n = st_sub(fdt, node, rows[i].name, err, errlen);
-		int r = n < 0 ? n : rows[i].load(dev_of(vm, &rows[i]), fdt, n, err, errlen);
+		int r = n < 0 ? n : rows[i].load(dev_of(p, &rows[i]), fdt, n, err, errlen);
 		if (r < 0)
 			return r;
 	}
