@@ -1,6 +1,6 @@
 /* Per-VM event loop: one thread waiting in epoll for device work (console
- * input now; ioeventfds and I/O completions later). Handlers run on that
- * thread. */
+ * input, queue notifications from ioeventfds, io_uring completions, vsock
+ * host sockets). Handlers run on that thread. */
 #ifndef MICROVM_EVLOOP_H
 #define MICROVM_EVLOOP_H
 

@@ -837,8 +837,11 @@ MICROVM_API int microvm_stop(microvm *vm)
 
 MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 {
-	if (!vm || timeout_ms < -1)
+	if (!vm)
 		return -EINVAL;
+	if (timeout_ms < -1)
+		return vm_error(vm, -EINVAL, "wait: timeout %d ms (use -1 for no limit)",
+				timeout_ms);
 	char err[200];
 	if (out && abi_prepare_out(out, sizeof(*out), ABI_EXIT_MIN, "wait: microvm_exit", err,
 				   sizeof(err)) < 0)

@@ -433,6 +433,7 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	}
 	vm_info(vm, "restored from %s", dir);
 	vm_notify(vm);
+	c.err[0] = '\0'; /* no stale text from optional lookups */
 	*out = vm;
 	return 0;
 }

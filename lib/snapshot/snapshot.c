@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "arch/arch.h"
+#include "errbuf.h"
 #include "snapshot/state.h"
 #include "vm.h"
 #include "vm_config.h"
@@ -222,11 +223,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 		snprintf(name, sizeof(name), "virtio@%u", i);
 		virtio_mmio_save(vm->dev.virtio[i], w, st_node(w, 0, name));
 	}
-	if (w->err) {
-		snprintf(err, errlen, "%s", w->what);
-		return w->err;
-	}
-	return 0;
+	return w->err ? errbuf_fail(err, errlen, w->err, "%s", w->what) : 0;
 }
 
 /* ------------------------------------------------------------- directory */

@@ -193,6 +193,7 @@ static void test_wait_rejects_bad_timeout(void **state)
 	vm = tiny_vm("busy", "loops=1000", 1, -1);
 	start_ok(vm);
 	assert_int_equal(microvm_wait(vm, -2, &ex), -EINVAL);
+	assert_non_null(strstr(microvm_last_error(vm), "timeout -2"));
 	assert_int_equal(microvm_wait(vm, -1000, NULL), -EINVAL);
 	assert_int_equal(microvm_wait(vm, INT32_MIN, NULL), -EINVAL);
 	assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
