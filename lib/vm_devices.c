@@ -66,7 +66,7 @@ int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 		       const microvm_restore_config *cfg, char *err, size_t errlen)
 {
 	uint32_t id;
-	int r = st_get_u32(fdt, node, "device-id", &id, err, errlen);
+	int r = virtio_mmio_saved_id(fdt, node, &id, err, errlen);
 	if (r < 0)
 		return r;
 	const struct vm_kind *kind = kind_by_id(id);

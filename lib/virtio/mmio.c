@@ -393,14 +393,39 @@ static const struct st_field queue_fields[] = {
 };
 #define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
 
+/* What the device is: saved, and on restore checked against the device the
+ * restored VM has in this slot (not loaded). */
+struct identity {
+	uint64_t device_id, base, gsi, offered;
+};
+
+static const struct st_field identity_fields[] = {
+	ST_FIELD(struct identity, device_id, "device-id", UINT32_MAX),
+	ST_FIELD(struct identity, base, "base", UINT64_MAX),
+	ST_FIELD(struct identity, gsi, "gsi", UINT32_MAX),
+	ST_FIELD(struct identity, offered, "offered-features", UINT64_MAX),
+};
+
+int virtio_mmio_saved_id(const void *fdt, int node, uint32_t *id, char *err, size_t errlen)
+{
+	struct identity saved;
+	int r = st_load_fields(fdt, node, &saved, identity_fields, NFIELDS(identity_fields), err,
+			       errlen);
+	if (r == 0)
+		*id = (uint32_t)saved.device_id;
+	return r;
+}
+
+static struct identity identity_of(const struct virtio_device *d)
+{
+	return (struct identity){ d->ops->device_id, d->base, d->gsi, offered_features(d) };
+}
+
 void virtio_mmio_save(struct virtio_device *d, struct st_writer *w, int node)
 {
 	pthread_mutex_lock(&d->lock);
-	/* What the device is: checked, not loaded, on restore. */
-	st_u32(w, node, "device-id", d->ops->device_id);
-	st_u64(w, node, "base", d->base);
-	st_u32(w, node, "gsi", d->gsi);
-	st_u64(w, node, "offered-features", offered_features(d));
+	struct identity id = identity_of(d);
+	st_save_fields(w, node, &id, identity_fields, NFIELDS(identity_fields));
 	st_save_fields(w, node, d, reg_fields, NFIELDS(reg_fields));
 	for (uint16_t i = 0; i < d->ops->num_queues; i++) {
 		char name[16];
@@ -440,24 +465,22 @@ static int load_queue(struct virtio_device *d, struct virtq *q, const void *fdt,
 static int check_identity(struct virtio_device *d, const void *fdt, int node, char *err,
 			  size_t errlen)
 {
-	uint32_t id, gsi;
-	uint64_t base, offered;
-	int r = st_get_u32(fdt, node, "device-id", &id, err, errlen);
-	if (!r) r = st_get_u64(fdt, node, "base", &base, err, errlen);
-	if (!r) r = st_get_u32(fdt, node, "gsi", &gsi, err, errlen);
-	if (!r) r = st_get_u64(fdt, node, "offered-features", &offered, err, errlen);
+	struct identity saved, mine = identity_of(d);
+	int r = st_load_fields(fdt, node, &saved, identity_fields, NFIELDS(identity_fields), err,
+			       errlen);
 	if (r < 0)
 		return r;
-	if (id != d->ops->device_id || base != d->base || gsi != d->gsi)
+	if (saved.device_id != mine.device_id || saved.base != mine.base || saved.gsi != mine.gsi)
 		return errbuf_fail(err, errlen, -EINVAL, "virtio device at 0x%llx: the snapshot "
-				   "has device %u at 0x%llx (GSI %u), the restored VM %u (GSI %u)",
-				   (unsigned long long)d->base, id, (unsigned long long)base, gsi,
-				   d->ops->device_id, d->gsi);
-	if (offered != offered_features(d))
+				   "has device %llu at 0x%llx (GSI %llu), the restored VM %llu (GSI "
+				   "%llu)", (unsigned long long)mine.base,
+				   (unsigned long long)saved.device_id, (unsigned long long)saved.base,
+				   (unsigned long long)saved.gsi, (unsigned long long)mine.device_id,
+				   (unsigned long long)mine.gsi);
+	if (saved.offered != mine.offered)
 		return errbuf_fail(err, errlen, -EINVAL, "virtio %s: features differ from the "
 				   "snapshot's (0x%llx, snapshot 0x%llx)", d->ops->name,
-				   (unsigned long long)offered_features(d),
-				   (unsigned long long)offered);
+				   (unsigned long long)mine.offered, (unsigned long long)saved.offered);
 	return 0;
 }
 

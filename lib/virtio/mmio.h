@@ -128,6 +128,9 @@ void virtio_mmio_discard(struct virtio_device *vdev);
  * negative errno with a message in @err.
  */
 void virtio_mmio_quiesce(struct virtio_device *vdev);
+/* The device ID a saved virtio node @node holds (restore picks the device
+ * kind by it). 0 or -EINVAL + message. */
+int virtio_mmio_saved_id(const void *fdt, int node, uint32_t *id, char *err, size_t errlen);
 void virtio_mmio_save(struct virtio_device *vdev, struct st_writer *w, int node);
 int virtio_mmio_load(struct virtio_device *vdev, const void *fdt, int node, char *err,
 		     size_t errlen);
