@@ -108,7 +108,16 @@ static int disk_restore_add(struct microvm *vm, const void *fdt, int node,
 	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
 }
 
+static int disk_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->n_disks > MICROVM_RESTORE_MAX_DISKS)
+		return errbuf_fail(err, errlen, -EINVAL, "restore: %u disk paths, at most %d",
+				   cfg->n_disks, MICROVM_RESTORE_MAX_DISKS);
+	return 0;
+}
+
 const struct vm_kind vm_kind_blk = {
 	.ops = &virtio_blk_ops,
 	.restore_add = disk_restore_add,
+	.check_overrides = disk_check_overrides,
 };

@@ -54,6 +54,16 @@ int virtio_devices_add(struct microvm *vm)
 	return 0;
 }
 
+int virtio_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < NR_KINDS; i++) {
+		int r = kinds[i]->check_overrides ? kinds[i]->check_overrides(cfg, err, errlen) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static const struct vm_kind *kind_by_id(uint32_t id)
 {
 	for (size_t i = 0; i < NR_KINDS; i++)

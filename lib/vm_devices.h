@@ -44,4 +44,8 @@ int virtio_devices_add(struct microvm *vm);
 int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 		       const microvm_restore_config *cfg, char *err, size_t errlen);
 
+/* Restore: every kind's check of the caller's overrides in @cfg. 0 or
+ * -EINVAL with a message in @err. */
+int virtio_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen);
+
 #endif

@@ -28,6 +28,9 @@ struct vm_kind {
 	int (*restore_add)(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
 			   size_t errlen);
+	/* Restore: check the caller's overrides for this kind before anything
+	 * is built. Optional. 0 or -EINVAL with a message in @err. */
+	int (*check_overrides)(const microvm_restore_config *cfg, char *err, size_t errlen);
 };
 
 extern const struct vm_kind vm_kind_blk, vm_kind_console, vm_kind_rng, vm_kind_vsock;

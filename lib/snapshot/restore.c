@@ -401,13 +401,13 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	if (cfg->flags & ~KNOWN_RESTORE_FLAGS)
 		return fail(&c, -EINVAL, "restore: unknown flags 0x%x",
 			    cfg->flags & ~KNOWN_RESTORE_FLAGS);
-	if (cfg->n_disks > MICROVM_RESTORE_MAX_DISKS)
-		return fail(&c, -EINVAL, "restore: %u disk paths, at most %d", cfg->n_disks,
-			    MICROVM_RESTORE_MAX_DISKS);
+	int r = virtio_check_overrides(cfg, c.err, c.errlen);
+	if (r < 0)
+		return r;
 
 	void *fdt = NULL;
 	size_t len;
-	int r = read_state(&c, dir, &fdt, &len);
+	r = read_state(&c, dir, &fdt, &len);
 	if (r == 0)
 		r = check_header(&c, fdt);
 	struct microvm *vm = NULL;

@@ -646,6 +646,10 @@ static void test_bad_snapshots(void **state)
 		cfg.flags = 0x80000000u;
 		assert_int_equal(microvm_restore(&vm, good, &cfg, e, sizeof(e)), -EINVAL);
 		cfg.flags = 0;
+		cfg.n_disks = MICROVM_RESTORE_MAX_DISKS + 1;
+		assert_int_equal(microvm_restore(&vm, good, &cfg, e, sizeof(e)), -EINVAL);
+		assert_non_null(strstr(e, "disk paths"));
+		cfg.n_disks = 0;
 		cfg.size = 4;
 		assert_int_equal(microvm_restore(&vm, good, &cfg, NULL, 0), -EINVAL);
 	}
