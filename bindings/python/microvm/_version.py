@@ -1,0 +1,2 @@
+"""The package's version: the libmicrovm release these bindings follow."""
+__version__ = "0.3.0"

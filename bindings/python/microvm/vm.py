@@ -1,0 +1,615 @@
+"""microvm.VM: the low level, one to one with <microvm.h>."""
+
+import atexit
+import ctypes
+import enum
+import errno
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import weakref
+from typing import NamedTuple
+
+from . import _convert as cv
+from . import _lib as L
+from .errors import make_error
+
+
+class _Enum(enum.IntEnum):
+    """An IntEnum printed as its name (State.RUNNING), on every Python."""
+    __str__ = enum.Enum.__str__
+
+
+class State(_Enum):
+    CONFIGURED = L.STATE_CONFIGURED
+    RUNNING = L.STATE_RUNNING
+    PAUSED = L.STATE_PAUSED
+    STOPPED = L.STATE_STOPPED
+
+
+class ExitReason(_Enum):
+    NONE = L.EXIT_NONE
+    RESET = L.EXIT_RESET
+    POWEROFF = L.EXIT_POWEROFF
+    CRASH = L.EXIT_CRASH
+    INTERNAL_ERROR = L.EXIT_INTERNAL_ERROR
+    STOPPED = L.EXIT_STOPPED
+
+
+class LogLevel(_Enum):
+    ERROR = L.LOG_ERROR
+    WARN = L.LOG_WARN
+    INFO = L.LOG_INFO
+    DEBUG = L.LOG_DEBUG
+
+
+class ConsoleType(_Enum):
+    SERIAL = L.CONSOLE_SERIAL
+    VIRTIO = L.CONSOLE_VIRTIO
+
+
+class ExitResult(NamedTuple):
+    """Why a VM stopped (struct microvm_exit)."""
+    reason: ExitReason
+    error: int      # negative errno for INTERNAL_ERROR, else 0
+    vcpu: int       # the vCPU that stopped the VM
+    message: str    # human-readable detail
+
+
+_PY_LEVEL = {L.LOG_ERROR: logging.ERROR, L.LOG_WARN: logging.WARNING,
+             L.LOG_INFO: logging.INFO, L.LOG_DEBUG: logging.DEBUG}
+
+# A long wait is made of waits this long, so that Ctrl-C and close() from
+# another thread are noticed (the wait itself returns as soon as the VM
+# stops).
+_WAIT_SLICE_MS = 250
+
+
+def _log_level(value, default=LogLevel.WARN):
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return LogLevel[value.upper()]
+        except KeyError:
+            raise ValueError("log level must be one of error, warn, info, debug, got %r"
+                             % value) from None
+    return LogLevel(cv.integer("log level", value, L.LOG_ERROR, L.LOG_DEBUG))
+
+
+def _log_trampoline(target):
+    """A C log callback (LOG_FN) calling @target: a callable (level, message)
+    or a logging.Logger. The caller keeps the returned object alive as long
+    as C may call it."""
+    if isinstance(target, logging.Logger):
+        logger = target
+
+        def target(level, message):
+            logger.log(_PY_LEVEL.get(level, logging.DEBUG), "%s", message)
+    elif not callable(target):
+        raise TypeError("log must be a callable (level, message) or a logging.Logger, not %s"
+                        % type(target).__name__)
+
+    def call(opaque, level, msg):
+        try:
+            lvl = LogLevel(level)
+        except ValueError:
+            lvl = level
+        target(lvl, msg.decode("utf-8", "replace") if msg is not None else "")
+
+    return L.LOG_FN(call)
+
+
+def _console_type(value):
+    if isinstance(value, str):
+        try:
+            return ConsoleType[value.upper()]
+        except KeyError:
+            raise ValueError("console type must be 'serial' or 'virtio', got %r" % value) from None
+    return ConsoleType(cv.integer("console type", value, L.CONSOLE_SERIAL, L.CONSOLE_VIRTIO))
+
+
+def _kick_signal(value):
+    return cv.integer("kick signal", value, signal.SIGRTMIN, signal.SIGRTMAX)
+
+
+def _library(library):
+    if library is None:
+        return L.get()
+    if isinstance(library, L.Library):
+        return library
+    return L.Library(os.fsdecode(library))
+
+
+_live = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    # Destroy VMs still open at interpreter exit while Python can still run
+    # their log callbacks (a vCPU thread calling into a finalized
+    # interpreter would hang).
+    for vm in list(_live):
+        try:
+            vm.close()
+        except Exception:
+            pass
+
+
+class VM:
+    """A microVM (struct microvm). Create it, configure it with keyword
+    arguments, setter methods or properties, then start() it; use it as a
+    context manager (or call close()) to release everything.
+
+    Every configuration keyword argument matches a setter:
+    vcpus, memory_mib, kernel (+ cmdline), initrd, console_in/console_out
+    (file objects with fileno(), fds, or None; borrowed: keep them open
+    while the VM lives; the VM keeps the objects referenced), console_type
+    ('serial'/'virtio'), rng, acpi, kick_signal, log (+ log_level),
+    disks (paths, or dicts of add_disk's arguments), vsock_cid (+
+    vsock_uds_path). ``library`` chooses the libmicrovm (a path or a
+    Library) instead of the one loaded at import.
+
+    Safe to use from several threads: calls on one VM are serialised by the
+    library; close() makes blocking calls (wait, vsock_connect) of other
+    threads return, waits for them and only then destroys the VM. Every
+    call into C releases the GIL.
+    """
+
+    def __init__(self, *, vcpus=None, memory_mib=None, kernel=None, cmdline=None, initrd=None,
+                 console_in=None, console_out=None, console_type=None, rng=None, acpi=None,
+                 kick_signal=None, log=None, log_level=None, disks=(), vsock_cid=None,
+                 vsock_uds_path=None, library=None):
+        self._init_state(_library(library))
+        ptr = L.VM_P()
+        rc = self._lib.microvm_create(ctypes.byref(ptr))
+        if rc < 0:
+            raise make_error(self._lib, rc, "microvm_create")
+        self._ptr = ptr
+        _live.add(self)
+        try:
+            if log is not None:
+                self.set_log(log, log_level)
+            elif log_level is not None:
+                raise ValueError("log_level needs log")
+            if vcpus is not None:
+                self.vcpus = vcpus
+            if memory_mib is not None:
+                self.memory_mib = memory_mib
+            if kernel is not None:
+                self.set_kernel(kernel, cmdline)
+            elif cmdline is not None:
+                raise ValueError("cmdline needs kernel")
+            if initrd is not None:
+                self.initrd = initrd
+            if console_in is not None or console_out is not None:
+                self.set_console(console_in, console_out)
+            if console_type is not None:
+                self.console_type = console_type
+            if rng is not None:
+                self.rng = rng
+            if acpi is not None:
+                self.acpi = acpi
+            if kick_signal is not None:
+                self.kick_signal = kick_signal
+            if isinstance(disks, (str, bytes)) or hasattr(disks, "__fspath__"):
+                raise TypeError("disks must be a list of disks, not a single path")
+            for d in disks:
+                if isinstance(d, dict):
+                    self.add_disk(**d)
+                else:
+                    self.add_disk(d)
+            if vsock_cid is not None:
+                self.set_vsock(vsock_cid, vsock_uds_path)
+            elif vsock_uds_path is not None:
+                raise ValueError("vsock_uds_path needs vsock_cid")
+        except BaseException:
+            self.close()
+            raise
+
+    def _init_state(self, lib):
+        self._lib = lib
+        self._ptr = None
+        self._cond = threading.Condition(threading.Lock())
+        self._inflight = 0
+        self._closing = False
+        # Objects C borrows: kept referenced until the VM is destroyed.
+        self._keep = {}
+        self._config = {"vcpus": 1, "memory_mib": 128, "kernel": None, "cmdline": None,
+                        "initrd": None, "console_type": ConsoleType.SERIAL, "rng": False,
+                        "acpi": True, "kick_signal": None}
+
+    # ------------------------------------------------------------ plumbing
+
+    def _enter(self):
+        with self._cond:
+            if self._ptr is None or self._closing:
+                raise ValueError("the VM is closed")
+            self._inflight += 1
+            return self._ptr
+
+    def _leave(self):
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._cond.notify_all()
+
+    def _call(self, name, *args):
+        """Call C function @name with the VM and @args; a negative return
+        raises the matching Error with microvm_last_error's detail."""
+        fn = getattr(self._lib, name)
+        ptr = self._enter()
+        try:
+            rc = fn(ptr, *args)
+            if rc < 0:
+                raise make_error(self._lib, rc, name, self._lib.microvm_last_error(ptr))
+            return rc
+        finally:
+            self._leave()
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self):
+        """Destroy the VM (stopping it if needed) and release everything it
+        borrowed. Idempotent. Blocking calls of other threads on this VM
+        return first (wait raises ValueError, vsock_connect an Error)."""
+        with self._cond:
+            if self._ptr is None or self._closing:
+                while self._ptr is not None:
+                    self._cond.wait()
+                return
+            self._closing = True
+            ptr = self._ptr
+            busy = self._inflight > 0
+        try:
+            if busy:
+                # Wake calls blocked in C; stop may race them, destroy not.
+                self._lib.microvm_stop(ptr)
+            with self._cond:
+                while self._inflight:
+                    self._cond.wait()
+        finally:
+            self._lib.microvm_destroy(ptr)
+            with self._cond:
+                self._ptr = None
+                self._keep.clear()
+                self._cond.notify_all()
+            _live.discard(self)
+
+    destroy = close
+
+    @property
+    def closed(self):
+        return self._ptr is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if getattr(self, "_ptr", None) is not None:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        if self._ptr is None:
+            return "<microvm.VM closed>"
+        try:
+            st = self.state.name.lower()
+        except Exception:
+            st = "?"
+        return "<microvm.VM %s vcpus=%s memory_mib=%s kernel=%r>" % (
+            st, self._config["vcpus"], self._config["memory_mib"], self._config["kernel"])
+
+    @property
+    def library(self):
+        """The Library this VM was created with."""
+        return self._lib
+
+    @property
+    def last_error(self):
+        """microvm_last_error(): detail of the last failed call ("" if none)."""
+        ptr = self._enter()
+        try:
+            return self._lib.microvm_last_error(ptr).decode("utf-8", "replace")
+        finally:
+            self._leave()
+
+    # ------------------------------------------------------------- setters
+
+    def set_log(self, log, level=None):
+        """Route library messages of @level (LogLevel or 'error'...'debug';
+        default WARN) and more severe to @log: a callable (level, message),
+        called from library threads too, or a logging.Logger. None turns
+        logging off. The VM keeps the callback referenced."""
+        level = _log_level(level)
+        if log is None:
+            self._call("microvm_set_log", None, None, int(level))
+            self._keep.pop("log", None)
+            return
+        cb = _log_trampoline(log)
+        self._call("microvm_set_log", cb, None, int(level))
+        self._keep["log"] = cb
+
+    def set_vcpus(self, count):
+        count = cv.integer("vcpus", count, 1, L.MAX_VCPUS)
+        self._call("microvm_set_vcpus", count)
+        self._config["vcpus"] = count
+
+    def set_memory(self, mib):
+        mib = cv.integer("memory_mib", mib, L.MIN_MEMORY_MIB, 2**64 - 1)
+        self._call("microvm_set_memory", mib)
+        self._config["memory_mib"] = mib
+
+    def set_kernel(self, path, cmdline=None):
+        """Kernel image (an ELF64 x86_64 executable) and its command line."""
+        p = cv.path("kernel", path)
+        c = None if cmdline is None else cv.cbytes("cmdline", cmdline, L.MAX_CMDLINE - 1)
+        self._call("microvm_set_kernel", p, c)
+        self._config["kernel"] = os.fsdecode(p)
+        self._config["cmdline"] = None if c is None else c.decode("utf-8", "replace")
+
+    def set_initrd(self, path):
+        """Initial ramdisk; None removes it."""
+        p = None if path is None else cv.path("initrd", path)
+        self._call("microvm_set_initrd", p)
+        self._config["initrd"] = None if p is None else os.fsdecode(p)
+
+    def set_console(self, console_in=None, console_out=None):
+        """Console input and output: file objects (anything with fileno()),
+        fds or None. Borrowed: keep them open while the VM lives (the VM
+        keeps the objects referenced, which does not keep a closed file
+        open)."""
+        fin = cv.fd("console_in", console_in)
+        fout = cv.fd("console_out", console_out)
+        self._call("microvm_set_console", fin, fout)
+        self._keep["console"] = (console_in, console_out)
+
+    def set_console_type(self, kind):
+        """'serial' (the 16550 UART, default) or 'virtio' (virtio-console)."""
+        kind = _console_type(kind)
+        self._call("microvm_set_console_type", int(kind))
+        self._config["console_type"] = kind
+
+    def set_rng(self, enabled=True):
+        enabled = cv.flag("rng", enabled)
+        self._call("microvm_set_rng", int(enabled))
+        self._config["rng"] = enabled
+
+    def set_acpi(self, enabled=True):
+        enabled = cv.flag("acpi", enabled)
+        self._call("microvm_set_acpi", int(enabled))
+        self._config["acpi"] = enabled
+
+    def set_kick_signal(self, signo):
+        signo = _kick_signal(signo)
+        self._call("microvm_set_kick_signal", signo)
+        self._config["kick_signal"] = signo
+
+    def _prop(name, setter, doc):
+        return property(lambda self: self._config[name],
+                        lambda self, v: getattr(self, setter)(v), doc=doc)
+
+    vcpus = _prop("vcpus", "set_vcpus", "Number of vCPUs (1..254).")
+    memory_mib = _prop("memory_mib", "set_memory", "Guest RAM in MiB (>= 2).")
+    kernel = _prop("kernel", "set_kernel", "Kernel path (set_kernel also takes a cmdline).")
+    initrd = _prop("initrd", "set_initrd", "Initrd path or None.")
+    console_type = _prop("console_type", "set_console_type", "ConsoleType.SERIAL or VIRTIO.")
+    rng = _prop("rng", "set_rng", "virtio-rng on/off.")
+    acpi = _prop("acpi", "set_acpi", "ACPI tables on/off.")
+    kick_signal = _prop("kick_signal", "set_kick_signal", "Signal kicking vCPU threads.")
+    del _prop
+
+    @property
+    def cmdline(self):
+        return self._config["cmdline"]
+
+    @cmdline.setter
+    def cmdline(self, value):
+        if self._config["kernel"] is None:
+            raise ValueError("set the kernel before its cmdline")
+        self.set_kernel(self._config["kernel"], value)
+
+    # --------------------------------------------------------------- disks
+
+    def add_disk(self, path, *, read_only=False, sync=False, serial=None):
+        """Attach a raw image as a virtio-blk disk; returns its index.
+        @sync selects the synchronous backend instead of io_uring; @serial is
+        the device serial (at most 20 bytes)."""
+        cfg = L.DiskConfig()
+        cfg.path = cv.path("disk path", path)
+        cfg.flags = ((L.DISK_READ_ONLY if cv.flag("read_only", read_only) else 0)
+                     | (L.DISK_BACKEND_SYNC if cv.flag("sync", sync) else 0))
+        if serial is not None:
+            cfg.serial = cv.cbytes("serial", serial, L.DISK_SERIAL_MAX)
+        return self._call("microvm_add_disk", ctypes.byref(cfg))
+
+    def disk_backend(self, index):
+        """"io_uring" or "sync": the I/O backend of disk @index."""
+        index = cv.integer("disk index", index, 0, 2**32 - 1)
+        ptr = self._enter()
+        try:
+            name = self._lib.microvm_disk_backend(ptr, index)
+        finally:
+            self._leave()
+        if name is None:
+            raise IndexError("no disk %d" % index)
+        return name.decode()
+
+    # --------------------------------------------------------------- vsock
+
+    def set_vsock(self, cid, uds_path=None):
+        """Give the guest a virtio-vsock device with guest CID @cid (3 ..
+        2**32 - 2) and, optionally, the Unix socket bridge at @uds_path."""
+        cfg = L.VsockConfig()
+        cfg.guest_cid = cv.integer("vsock cid", cid, 3, 2**32 - 2)
+        if uds_path is not None:
+            cfg.uds_path = cv.path("vsock uds_path", uds_path, L.VSOCK_UDS_PATH_MAX)
+        self._call("microvm_set_vsock", ctypes.byref(cfg))
+
+    def vsock_connect(self, port, timeout=None):
+        """A connected stream socket (socket.socket, owned by the caller) to
+        port @port of the guest; @timeout in seconds (None = no limit)."""
+        port = cv.integer("port", port, 0, 2**32 - 2)
+        ms = cv.timeout_ms(timeout)
+        fd = self._call("microvm_vsock_connect", port, ms)
+        return socket.socket(fileno=fd)
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self):
+        """Build the VM and start running it (returns once it runs)."""
+        self._call("microvm_start")
+
+    def pause(self):
+        self._call("microvm_pause")
+
+    def resume(self):
+        self._call("microvm_resume")
+
+    def stop(self):
+        self._call("microvm_stop")
+
+    def _wait_once(self, ms):
+        ex = L.Exit()
+        ptr = self._enter()
+        try:
+            rc = self._lib.microvm_wait(ptr, ms, ctypes.byref(ex))
+            if rc < 0:
+                err = make_error(self._lib, rc, "microvm_wait", self._lib.microvm_last_error(ptr))
+        finally:
+            self._leave()
+        if rc < 0:
+            return err
+        try:
+            reason = ExitReason(ex.reason)
+        except ValueError:
+            reason = ex.reason
+        return ExitResult(reason, ex.error, ex.vcpu, ex.message.decode("utf-8", "replace"))
+
+    def wait(self, timeout=None):
+        """Wait until the VM stops, at most @timeout seconds (None = no
+        limit, 0 = poll). Returns an ExitResult; raises TimedOutError (a
+        TimeoutError) if it is still running."""
+        ms = cv.timeout_ms(timeout)
+        deadline = None if ms < 0 else time.monotonic() + ms / 1000.0
+        while True:
+            if deadline is None:
+                slice_ms = _WAIT_SLICE_MS
+            else:
+                left = max(0, int((deadline - time.monotonic()) * 1000))
+                slice_ms = min(_WAIT_SLICE_MS, left)
+            r = self._wait_once(slice_ms)
+            if isinstance(r, ExitResult):
+                return r
+            if r.errno != errno.ETIMEDOUT or (deadline is not None and time.monotonic() >= deadline):
+                raise r
+
+    def poll(self):
+        """The ExitResult if the VM has stopped, else None."""
+        r = self._wait_once(0)
+        if isinstance(r, ExitResult):
+            return r
+        if r.errno == errno.ETIMEDOUT:
+            return None
+        raise r
+
+    @property
+    def state(self):
+        ptr = self._enter()
+        try:
+            return State(self._lib.microvm_state(ptr))
+        finally:
+            self._leave()
+
+    @property
+    def event_fd(self):
+        """The VM's eventfd: readable whenever the state changes. Owned by
+        the VM (do not close it); clear_event() reads it."""
+        return self._call("microvm_event_fd")
+
+    def fileno(self):
+        """event_fd, so a VM can be given to select/selectors/asyncio."""
+        return self.event_fd
+
+    def clear_event(self):
+        """Read (and so clear) the event fd: the number of state changes
+        since the last read, 0 if none."""
+        try:
+            return int.from_bytes(os.read(self.event_fd, 8), "little")
+        except BlockingIOError:
+            return 0
+
+    # ------------------------------------------------- snapshot and restore
+
+    def snapshot(self, path, *, diff=False):
+        """Write a snapshot of this PAUSED VM to directory @path (created;
+        atomic). @diff writes only the pages changed since the base."""
+        p = cv.path("snapshot path", path)
+        flags = L.SNAPSHOT_DIFF if cv.flag("diff", diff) else 0
+        self._call("microvm_snapshot", p, flags)
+
+    @classmethod
+    def restore(cls, path, *, paused=False, verify_memory=False, prefault=False,
+                track_dirty=False, console_in=None, console_out=None, disk_paths=None,
+                vsock_cid=None, vsock_uds_path=None, log=None, log_level=None,
+                kick_signal=None, library=None):
+        """A new VM from the snapshot in directory @path, running (or paused
+        with paused=True). disk_paths: a list (index = disk index) of paths
+        replacing the saved ones, None entries keep the saved path."""
+        lib = _library(library)
+        p = cv.path("snapshot path", path)
+        cfg = L.RestoreConfig()
+        cfg.flags = ((L.RESTORE_PAUSED if cv.flag("paused", paused) else 0)
+                     | (L.RESTORE_VERIFY_MEMORY if cv.flag("verify_memory", verify_memory) else 0)
+                     | (L.RESTORE_PREFAULT if cv.flag("prefault", prefault) else 0)
+                     | (L.RESTORE_TRACK_DIRTY if cv.flag("track_dirty", track_dirty) else 0))
+        cfg.console_in = cv.fd("console_in", console_in)
+        cfg.console_out = cv.fd("console_out", console_out)
+        keep = {"console": (console_in, console_out)}
+        if disk_paths is not None:
+            if isinstance(disk_paths, (str, bytes)) or hasattr(disk_paths, "__fspath__"):
+                raise TypeError("disk_paths must be a list of paths, not a single path")
+            paths = [None if d is None else cv.path("disk path", d) for d in disk_paths]
+            if len(paths) > L.RESTORE_MAX_DISKS:
+                raise ValueError("at most %d disk paths, got %d" % (L.RESTORE_MAX_DISKS, len(paths)))
+            arr = (ctypes.c_char_p * max(1, len(paths)))(*paths)
+            cfg.n_disks = len(paths)
+            cfg.disk_paths = arr
+        if vsock_cid is not None:
+            cfg.vsock_cid = cv.integer("vsock cid", vsock_cid, 3, 2**32 - 2)
+        if vsock_uds_path is not None:
+            cfg.vsock_uds_path = cv.path("vsock uds_path", vsock_uds_path, L.VSOCK_UDS_PATH_MAX)
+        if log is not None:
+            cb = _log_trampoline(log)
+            cfg.log_fn = cb
+            cfg.log_level = int(_log_level(log_level))
+            keep["log"] = cb
+        elif log_level is not None:
+            raise ValueError("log_level needs log")
+        if kick_signal is not None:
+            cfg.kick_signal = _kick_signal(kick_signal)
+
+        self = cls.__new__(cls)
+        self._init_state(lib)
+        self._config = dict.fromkeys(self._config)
+        if kick_signal is not None:
+            self._config["kick_signal"] = cfg.kick_signal
+        ptr = L.VM_P()
+        errbuf = ctypes.create_string_buffer(1024)
+        rc = lib.microvm_restore(ctypes.byref(ptr), p, ctypes.byref(cfg), errbuf,
+                                 ctypes.sizeof(errbuf))
+        if rc < 0:
+            raise make_error(lib, rc, "microvm_restore", errbuf.value)
+        self._ptr = ptr
+        self._keep = keep
+        _live.add(self)
+        return self
+
