@@ -9,7 +9,9 @@ from ._lib import INT_MAX
 
 def integer(name, value, lo=None, hi=None):
     """@value as an int in lo..hi (bool is not a number here)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise TypeError("%s must be an int, not bool" % name)
+    if not isinstance(value, int):
         try:
             value = value.__index__()
         except AttributeError:

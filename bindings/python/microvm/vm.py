@@ -331,7 +331,7 @@ class VM:
         logging off. The VM keeps the callback referenced."""
         level = _log_level(level)
         if log is None:
-            self._call("microvm_set_log", None, None, int(level))
+            self._call("microvm_set_log", L.LOG_FN(), None, int(level))
             self._keep.pop("log", None)
             return
         cb = _log_trampoline(log)

@@ -1,0 +1,122 @@
+"""Shared fixtures: the source tree, the tiny guest payloads, /dev/kvm.
+
+The tests import the package from this source tree (bindings/python), so
+they test what is checked out, and libmicrovm from MICROVM_LIBRARY or the
+build tree (build/libmicrovm.so.0, built by scripts/setup.sh).
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PKG_DIR = Path(__file__).resolve().parents[1]
+ROOT = PKG_DIR.parents[1]
+BUILD = Path(os.environ.get("MICROVM_BUILD_DIR", ROOT / "build"))
+TINY = BUILD / "guest" / "tiny"
+
+sys.path.insert(0, str(PKG_DIR))
+
+# Long enough for the slowest (emulated) /dev/kvm; never a pass/fail time.
+GUEST_TIMEOUT = 60.0
+
+
+def kvm_usable():
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return str(e)
+    os.close(fd)
+    return None
+
+
+@pytest.fixture
+def kvm():
+    """Guest tests need /dev/kvm: skip without it, fail under CI (CI set),
+    as the C KVM tests do (tests/kvm/kvm_test.h)."""
+    why = kvm_usable()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail("/dev/kvm is not usable (%s) and CI is set" % why)
+        pytest.skip("/dev/kvm is not usable: %s" % why)
+
+
+def payload(name):
+    """Path of tiny guest @name (build/guest/tiny/@name.elf)."""
+    p = TINY / (name + ".elf")
+    if not p.is_file():
+        pytest.fail("tiny guest %s missing: build the project first (scripts/setup.sh)" % p)
+    return str(p)
+
+
+class Console:
+    """A memfd-like temporary file collecting console output."""
+
+    def __init__(self, tmp_path, name="console"):
+        self.file = open(tmp_path / name, "w+b")
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def text(self):
+        return os.pread(self.file.fileno(), 1 << 20, 0).decode("utf-8", "replace")
+
+    def wait_for(self, needle, timeout=GUEST_TIMEOUT):
+        end = time.monotonic() + timeout
+        while needle not in self.text():
+            if time.monotonic() > end:
+                raise AssertionError("console never showed %r; it has %r" % (needle, self.text()))
+            time.sleep(0.002)
+
+    def close(self):
+        self.file.close()
+
+
+@pytest.fixture
+def console(tmp_path):
+    c = Console(tmp_path)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def tiny_vm():
+    """tiny_vm(name, cmdline=None, **kw): a 16 MiB VM for a tiny guest,
+    closed at the end of the test."""
+    import microvm
+    vms = []
+
+    def make(name, cmdline=None, **kw):
+        kw.setdefault("memory_mib", 16)
+        vm = microvm.VM(kernel=payload(name), cmdline=cmdline, **kw)
+        vms.append(vm)
+        return vm
+
+    yield make
+    for vm in vms:
+        vm.close()
+
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def thread_count():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return -1
+
+
+def settle(fn, want, timeout=30.0):
+    """Poll fn() until it returns @want (the library's VM teardown runs on
+    detached threads for a moment after destroy); returns the last value."""
+    end = time.monotonic() + timeout
+    v = fn()
+    while v != want and time.monotonic() < end:
+        time.sleep(0.01)
+        v = fn()
+    return v
