@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libcmocka-dev valgrind binutils)
+PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libcmocka-dev valgrind binutils
+      python3 python3-pytest python3-pip python3-venv python3-setuptools python3-wheel)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up and run the whole test suite:
-#   1. release build: unit tests, tiny-guest KVM tests, install check (ctest)
+#   1. release build: unit tests, tiny-guest KVM tests, install check (ctest),
+#      then the Python bindings' tests (pytest: scripts/test-python.sh)
 #   2. ASan+UBSan build: the same unit and KVM tests
 #   3. valgrind (memcheck) over the unit tests and the KVM lifecycle tests
 # With CI=true a missing /dev/kvm fails the run instead of skipping.
@@ -25,6 +26,11 @@ echo "== tests (release build)"
 ctest --test-dir build --output-on-failure -j"$jobs"
 passed=$((passed + $(count build)))
 
+echo "== Python bindings (pytest)"
+py_out=$(./scripts/test-python.sh)
+sed '$d' <<<"$py_out"
+passed=$((passed + $(tail -n 1 <<<"$py_out" | awk '{print $1}')))
+
 echo "== tests (ASan + UBSan build)"
 BUILD_DIR=build-asan CMAKE_ARGS="-DMICROVM_SANITIZE=ON" ./scripts/setup.sh >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -45,5 +51,5 @@ for t in test_vm test_snapshot; do
 	MICROVM_FUZZ_ITERS=60 "${vg[@]}" "build/tests/kvm/$t" >/dev/null
 	passed=$((passed + 1))
 done
-echo "test: all passed (ctest release + ASan/UBSan, valgrind)"
+echo "test: all passed (ctest release, pytest, ASan/UBSan, valgrind)"
 echo "$passed passed, 0 failed"
