@@ -1,8 +1,9 @@
 """Python bindings for libmicrovm, an embeddable KVM microVM library.
 
 Pure Python over ctypes. ``microvm.VM`` is the C API one to one
-(<microvm.h>); errors are ``microvm.Error`` (an OSError) and its
-subclasses. See README.md in bindings/python for examples.
+(<microvm.h>), ``microvm.Agent`` the guest agent client
+(<microvm_agent.h>) and ``microvm.Sandbox`` a guest driven through it;
+errors are ``microvm.Error`` (an OSError) and its subclasses. See README.md in bindings/python for examples.
 """
 
 from . import _lib
@@ -11,9 +12,11 @@ from ._version import __version__
 from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
                      CommandExitError, ConnectionRefused, ConnectionReset, Error,
                      ExecFormatError, FileTooBigError, InvalidError, NoDeviceError,
-                     NotConnectedError, NotFoundError, OutOfMemoryError, ProtocolError,
-                     TimedOutError, TooManyFilesError, TryAgainError)
+                     NoProcessError, NotConnectedError, NotFoundError, OutOfMemoryError,
+                     ProtocolError, TimedOutError, TooManyFilesError, TryAgainError)
 from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
+from .agent import Agent, CommandResult
+from .sandbox import Sandbox
 
 AGENT_PORT = _lib.AGENT_PORT
 
@@ -41,7 +44,8 @@ __all__ = [
     "AGENT_PORT", "AccessDeniedError", "BrokenPipe", "BusyError", "ChecksumError",
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
-    "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NotConnectedError",
+    "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
+    "NotConnectedError", "Agent", "CommandResult", "Sandbox",
     "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",
     "load_library",

@@ -102,6 +102,10 @@ class ProtocolError(Error):
     protocol."""
 
 
+class NoProcessError(Error, ProcessLookupError):
+    """ESRCH: no command is running on that agent connection."""
+
+
 class FileTooBigError(Error):
     """EFBIG: a guest file exceeds the size cap of the read."""
 
@@ -127,6 +131,7 @@ _BY_ERRNO = {
     _errno.EPROTO: ProtocolError,
     _errno.EPROTONOSUPPORT: ProtocolError,
     _errno.EFBIG: FileTooBigError,
+    _errno.ESRCH: NoProcessError,
 }
 
 
