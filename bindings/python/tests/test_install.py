@@ -53,3 +53,21 @@ def test_wheel_and_venv_install(tmp_path):
     r = subprocess.run([py, "-c", "import microvm; print(microvm.__file__)"], cwd=str(tmp_path),
                        env=env, capture_output=True, text=True, timeout=60)
     assert str(venv) in r.stdout, r.stdout + r.stderr
+    # Without any library: the import works, every use says what was searched,
+    # and an explicit path still loads it.
+    env.pop("MICROVM_LIBRARY")
+    env["LD_LIBRARY_PATH"] = ""
+    r = subprocess.run([py, "-m", "microvm", "--version"], cwd=str(tmp_path), env=env,
+                       capture_output=True, text=True, timeout=60)
+    if "libmicrovm 0." in r.stdout:
+        pytest.skip("a libmicrovm is installed system-wide")
+    assert r.returncode == 1 and "not found" in r.stderr and "MICROVM_LIBRARY" in r.stderr
+    code = ("import microvm\n"
+            "try:\n    microvm.VM()\nexcept microvm.LibraryNotFoundError as e:\n    print('NF', e)\n"
+            "microvm.load_library(%r)\n"
+            "with microvm.VM() as vm: print('OK', vm.state)\n" % str(BUILD / "libmicrovm.so.0"))
+    r = subprocess.run([py, "-c", code], cwd=str(tmp_path), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("NF libmicrovm (libmicrovm.so.0) not found")
+    assert "OK State.CONFIGURED" in r.stdout
