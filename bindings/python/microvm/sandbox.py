@@ -56,6 +56,12 @@ class _Pool:
         except Error as e:
             ok = e.errno not in _BROKEN
             raise
+        except Exception:
+            # Bad arguments (refused before any request) or an exception of
+            # an output callback (re-raised once the request completed):
+            # the connection is in a clean state.
+            ok = True
+            raise
         finally:
             with self._lock:
                 if ok and not self._closed:

@@ -280,6 +280,8 @@ def test_sandbox_commands_and_files(sbx, tmp_path):
 
 
 def test_sandbox_argument_validation(sbx):
+    sbx.commands.run("true")
+    assert len(sbx._pool._idle) == 1
     for bad in (5, None, [], [""], ["a\0"]):
         with pytest.raises((TypeError, ValueError)):
             sbx.commands.run(bad)
@@ -295,6 +297,16 @@ def test_sandbox_argument_validation(sbx):
         sbx.files.read("rel/path")
     with pytest.raises(TypeError):
         sbx.files.write("/tmp/x", 3)
+    with pytest.raises(TypeError):
+        sbx.commands.run("cat", stdin=1.5)
+
+    def boom(data):
+        raise KeyError(data)
+    with pytest.raises(KeyError):
+        sbx.commands.run("echo x", on_stdout=boom)
+    # None of that cost the connection.
+    assert len(sbx._pool._idle) == 1
+    assert sbx.commands.run("echo ok").stdout == "ok\n"
 
 
 def test_sandbox_pool_concurrency_and_kill(sbx):
