@@ -355,3 +355,27 @@ def test_sandbox_create_without_agent_times_out(kvm, tmp_path):
     with pytest.raises(microvm.TimedOutError):
         Sandbox.create(kernel=payload("busy"), initrd=payload("hello"), memory_mib=16,
                        cmdline="loops=1000", timeout=0.5)
+
+
+def test_connect_and_run_errors(kvm, tiny_vm, tmp_path):
+    from microvm import agent as agent_mod
+    vm = tiny_vm("busy", "loops=1000")
+    with pytest.raises(microvm.Error):
+        microvm.Agent.connect(vm, timeout=0.2)    # not started
+    vm.start()
+    with pytest.raises(microvm.NoDeviceError) as e:
+        microvm.Agent.connect(vm, timeout=1)
+    assert e.value.function == "microvm_agent_connect"
+    with pytest.raises(microvm.NoDeviceError):
+        agent_mod.run(vm, ["true"], timeout=1)
+    with pytest.raises(TypeError):
+        agent_mod.run(vm, "true")
+    with pytest.raises(ValueError):
+        microvm.Agent.connect(vm, timeout=-1)
+    quiet = tiny_vm("busy", "loops=1000", vsock_cid=5)
+    quiet.start()
+    with pytest.raises(microvm.TimedOutError):   # no agent in a tiny guest
+        microvm.Agent.connect(quiet, timeout=0.3)
+    quiet.close()
+    with pytest.raises(ValueError, match="closed"):
+        microvm.Agent.connect(quiet)
