@@ -193,13 +193,13 @@ class Agent:
                 return
             self._closing = True
             ptr = self._ptr
-            busy = self._inflight > 0
         try:
-            if busy:
-                self._lib.microvm_agent_kill(ptr, 9)
             with self._cond:
                 while self._inflight:
-                    self._cond.wait()
+                    # An exec() may not have started its command yet when
+                    # the first kill comes (ESRCH): repeat until it returns.
+                    self._lib.microvm_agent_kill(ptr, 9)
+                    self._cond.wait(0.05)
         finally:
             self._lib.microvm_agent_close(ptr)
             with self._cond:

@@ -99,9 +99,15 @@ def test_exec_timeout_signal_and_kill(agent):
     with pytest.raises(microvm.NoProcessError) as e:
         agent.kill()
     assert isinstance(e.value, ProcessLookupError)
-    t = threading.Timer(0.2, lambda: agent.kill(signal.SIGINT))
+    def interrupt():
+        while True:                               # until the command runs
+            try:
+                return agent.kill(signal.SIGINT)
+            except microvm.NoProcessError:
+                time.sleep(0.01)
+    t = threading.Thread(target=interrupt)
     t.start()
-    r = agent.exec(["sleep", "10"])
+    r = agent.exec(["sleep", "30"])
     t.join()
     assert r.signal == signal.SIGINT
 
@@ -220,7 +226,8 @@ def test_close_kills_a_running_exec_and_threads(agent_sock):
     out = []
     t = threading.Thread(target=lambda: out.append(a.exec(["sleep", "30"])))
     t.start()
-    time.sleep(0.2)
+    while not a._inflight:                        # exec() entered C
+        time.sleep(0.001)
     a.close()
     t.join(30)
     assert not t.is_alive() and out and out[0].signal == signal.SIGKILL
