@@ -192,14 +192,41 @@ def test_library_refusals_map_to_errors(vm, tmp_path):
         vm.vsock_connect(1024, timeout=0)
 
 
-def test_unreadable_file_is_a_permission_error(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
-    p = tmp_path / "k"
-    p.write_bytes(b"x")
-    p.chmod(0)
-    with microvm.VM() as vm, pytest.raises(PermissionError):
-        vm.set_kernel(p)
+def test_errno_classes():
+    """Each errno's class, its Python counterpart, and the message."""
+    import errno
+    lib = microvm.library()
+    want = {
+        errno.ENOENT: (microvm.NotFoundError, FileNotFoundError),
+        errno.EACCES: (microvm.AccessDeniedError, PermissionError),
+        errno.EPERM: (microvm.AccessDeniedError, PermissionError),
+        errno.ETIMEDOUT: (microvm.TimedOutError, TimeoutError),
+        errno.EBUSY: (microvm.BusyError, microvm.Error),
+        errno.EINVAL: (microvm.InvalidError, microvm.Error),
+        errno.ECONNREFUSED: (microvm.ConnectionRefused, ConnectionRefusedError),
+        errno.ECONNRESET: (microvm.ConnectionReset, ConnectionResetError),
+        errno.EPIPE: (microvm.BrokenPipe, BrokenPipeError),
+        errno.EAGAIN: (microvm.TryAgainError, BlockingIOError),
+        errno.ESRCH: (microvm.NoProcessError, ProcessLookupError),
+        errno.ENOTCONN: (microvm.NotConnectedError, microvm.Error),
+        errno.ENODEV: (microvm.NoDeviceError, microvm.Error),
+        errno.ENOEXEC: (microvm.ExecFormatError, microvm.Error),
+        errno.EBADMSG: (microvm.ChecksumError, microvm.Error),
+        errno.ENOMEM: (microvm.OutOfMemoryError, microvm.Error),
+        errno.EMFILE: (microvm.TooManyFilesError, microvm.Error),
+        errno.EPROTO: (microvm.ProtocolError, microvm.Error),
+        errno.EFBIG: (microvm.FileTooBigError, microvm.Error),
+        errno.EIO: (microvm.Error, OSError),
+    }
+    for err, (cls, py) in want.items():
+        e = microvm.errors.make_error(lib, -err, "microvm_x", b"detail")
+        assert type(e) is cls and isinstance(e, py) and isinstance(e, OSError), err
+        assert e.errno == err and e.message == "detail" and e.function == "microvm_x"
+        assert e.strerror == lib.strerror(-err)
+        assert str(e) == "microvm_x: %s (%s): detail" % (e.strerror, errno.errorcode[err])
+        import pickle
+        again = pickle.loads(pickle.dumps(e))
+        assert type(again) is cls and str(again) == str(e)
 
 
 def test_setters_refused_while_running(kvm, tiny_vm):
