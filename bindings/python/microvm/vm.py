@@ -293,8 +293,17 @@ class VM:
 
     def __del__(self):
         try:
-            if getattr(self, "_ptr", None) is not None:
-                self.close()
+            if getattr(self, "_ptr", None) is None:
+                return
+            if isinstance(threading.current_thread(), threading._DummyThread):
+                # Finalized on a thread Python did not start: possibly one
+                # of this VM's own vCPU or event threads, inside a log
+                # callback (the garbage collector runs wherever it is
+                # triggered); destroying the VM there would wait for that
+                # very thread. Destroy it from a new thread instead.
+                threading.Thread(target=self.close, name="microvm-close").start()
+                return
+            self.close()
         except Exception:
             pass
 
@@ -328,7 +337,8 @@ class VM:
         """Route library messages of @level (LogLevel or 'error'...'debug';
         default WARN) and more severe to @log: a callable (level, message),
         called from library threads too, or a logging.Logger. None turns
-        logging off. The VM keeps the callback referenced."""
+        logging off. The VM keeps the callback referenced. Like the C
+        callback, it must not call this VM's methods."""
         level = _log_level(level)
         if log is None:
             self._call("microvm_set_log", L.LOG_FN(), None, int(level))

@@ -294,3 +294,41 @@ def test_vsock_errors(kvm, tiny_vm, tmp_path):
     assert os.path.exists(tmp_path / "v.sock")
     vm2.close()
     assert not os.path.exists(tmp_path / "v.sock")
+
+
+GC_IN_CALLBACK = r"""
+import gc, os, sys, threading, time
+sys.path.insert(0, %(pkg)r)
+import microvm
+gc.disable()
+collected = threading.Event()
+
+def cb(level, msg):
+    if "exit" in msg:
+        gc.collect()          # finalizes the VM on its own library thread
+        collected.set()
+
+base = len(os.listdir("/proc/self/fd"))
+vm = microvm.VM(kernel=%(kernel)r, memory_mib=16, log=cb, log_level="debug")
+vm.cycle = vm                 # only the garbage collector frees it
+vm.start()
+del vm
+assert collected.wait(60)
+end = time.monotonic() + 30
+while len(os.listdir("/proc/self/fd")) != base and time.monotonic() < end:
+    time.sleep(0.01)
+print("fds", len(os.listdir("/proc/self/fd")) - base)
+"""
+
+
+def test_vm_finalized_inside_its_own_log_callback(kvm):
+    # The garbage collector may finalize a dropped VM on one of its own
+    # library threads (inside a log callback): that must not deadlock.
+    import subprocess
+    import sys
+    from conftest import PKG_DIR
+    code = GC_IN_CALLBACK % {"pkg": str(PKG_DIR), "kernel": payload("hello")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "fds 0"
