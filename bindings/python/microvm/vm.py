@@ -80,10 +80,15 @@ def _log_level(value, default=LogLevel.WARN):
     return LogLevel(cv.integer("log level", value, L.LOG_ERROR, L.LOG_DEBUG))
 
 
-def _log_trampoline(target):
+# Which VM's log callback this thread is running (a VM's _token), so that
+# calls back into that VM fail at once instead of deadlocking in C.
+_tls = threading.local()
+
+
+def _log_trampoline(target, token):
     """A C log callback (LOG_FN) calling @target: a callable (level, message)
-    or a logging.Logger. The caller keeps the returned object alive as long
-    as C may call it."""
+    or a logging.Logger, for the VM whose _token is @token. The caller keeps
+    the returned object alive as long as C may call it."""
     if isinstance(target, logging.Logger):
         logger = target
 
@@ -98,7 +103,12 @@ def _log_trampoline(target):
             lvl = LogLevel(level)
         except ValueError:
             lvl = level
-        target(lvl, msg.decode("utf-8", "replace") if msg is not None else "")
+        outer = getattr(_tls, "token", None)
+        _tls.token = token
+        try:
+            target(lvl, msg.decode("utf-8", "replace") if msg is not None else "")
+        finally:
+            _tls.token = outer
 
     return L.LOG_FN(call)
 
@@ -216,6 +226,7 @@ class VM:
         self._cond = threading.Condition(threading.Lock())
         self._inflight = 0
         self._closing = False
+        self._token = object()
         # Objects C borrows: kept referenced until the VM is destroyed.
         self._keep = {}
         self._config = {"vcpus": 1, "memory_mib": 128, "kernel": None, "cmdline": None,
@@ -224,7 +235,13 @@ class VM:
 
     # ------------------------------------------------------------ plumbing
 
+    def _in_own_callback(self):
+        if getattr(_tls, "token", None) is self._token:
+            raise RuntimeError("a VM's log callback must not call that VM (the library "
+                               "would wait for the thread running the callback)")
+
     def _enter(self):
+        self._in_own_callback()
         with self._cond:
             if self._ptr is None or self._closing:
                 raise ValueError("the VM is closed")
@@ -256,6 +273,7 @@ class VM:
         """Destroy the VM (stopping it if needed) and release everything it
         borrowed. Idempotent. Blocking calls of other threads on this VM
         return first (wait raises ValueError, vsock_connect an Error)."""
+        self._in_own_callback()
         with self._cond:
             if self._ptr is None or self._closing:
                 while self._ptr is not None:
@@ -344,7 +362,7 @@ class VM:
             self._call("microvm_set_log", L.LOG_FN(), None, int(level))
             self._keep.pop("log", None)
             return
-        cb = _log_trampoline(log)
+        cb = _log_trampoline(log, self._token)
         self._call("microvm_set_log", cb, None, int(level))
         self._keep["log"] = cb
 
@@ -597,8 +615,10 @@ class VM:
             cfg.vsock_cid = cv.integer("vsock cid", vsock_cid, 3, 2**32 - 2)
         if vsock_uds_path is not None:
             cfg.vsock_uds_path = cv.path("vsock uds_path", vsock_uds_path, L.VSOCK_UDS_PATH_MAX)
+        self = cls.__new__(cls)
+        self._init_state(lib)
         if log is not None:
-            cb = _log_trampoline(log)
+            cb = _log_trampoline(log, self._token)
             cfg.log_fn = cb
             cfg.log_level = int(_log_level(log_level))
             keep["log"] = cb
@@ -607,8 +627,6 @@ class VM:
         if kick_signal is not None:
             cfg.kick_signal = _kick_signal(kick_signal)
 
-        self = cls.__new__(cls)
-        self._init_state(lib)
         self._config = dict.fromkeys(self._config)
         if kick_signal is not None:
             self._config["kick_signal"] = cfg.kick_signal

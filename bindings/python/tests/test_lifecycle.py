@@ -332,3 +332,26 @@ def test_vm_finalized_inside_its_own_log_callback(kvm):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "fds 0"
+
+
+def test_log_callback_calling_its_own_vm_is_refused(kvm, console):
+    seen = []
+    box = []
+
+    def cb(level, msg):
+        for call in (lambda: box[0].state, box[0].close, box[0].stop):
+            try:
+                call()
+                seen.append("no error")
+            except RuntimeError as e:
+                seen.append(str(e))
+
+    vm = microvm.VM(kernel=payload("hello"), memory_mib=16, console_out=console, log=cb,
+                    log_level="info")
+    box.append(vm)
+    with microvm.VM() as other:
+        vm.start()
+        assert vm.wait(GUEST_TIMEOUT).reason == microvm.ExitReason.RESET
+        assert other.state == microvm.State.CONFIGURED
+    vm.close()
+    assert seen and all("must not call that VM" in s for s in seen), seen
