@@ -13,7 +13,7 @@ ValueError instead.
 
 import errno as _errno
 
-from ._lib import LibraryError, LibraryNotFoundError  # noqa: F401 (re-exported)
+from ._lib import LibraryError, LibraryNotFoundError
 
 
 class Error(OSError):
@@ -177,3 +177,12 @@ class CommandExitError(Exception):
         if tail.strip():
             text += ": " + tail.strip()
         return text
+
+
+__all__ = [
+    "AccessDeniedError", "BrokenPipe", "BusyError", "ChecksumError", "CommandExitError",
+    "ConnectionRefused", "ConnectionReset", "Error", "ExecFormatError", "FileTooBigError",
+    "InvalidError", "LibraryError", "LibraryNotFoundError", "NoDeviceError", "NoProcessError",
+    "NotConnectedError", "NotFoundError", "OutOfMemoryError", "ProtocolError", "TimedOutError",
+    "TooManyFilesError", "TryAgainError", "error_class", "make_error",
+]
