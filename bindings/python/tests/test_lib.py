@@ -149,6 +149,10 @@ def test_version_mismatch_is_refused_with_the_reason(tmp_path):
     r = run_py("import microvm", MICROVM_LIBRARY=str(so))
     assert r.returncode != 0
     assert "MICROVM_LIBRARY" in r.stderr and "needs libmicrovm 0.x" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "microvm", "--version"], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(PKG_DIR), MICROVM_LIBRARY=str(so)))
+    assert r.returncode == 1 and "is libmicrovm 1.0.0" in r.stderr and not r.stdout
     assert microvm.library().version == cmake_version()
 
 
