@@ -540,6 +540,38 @@ class VM:
             if r.errno != errno.ETIMEDOUT or (deadline is not None and time.monotonic() >= deadline):
                 raise r
 
+    async def wait_async(self, timeout=None):
+        """wait() for asyncio: awaits the event fd (add_reader) instead of
+        blocking. It reads (clears) the event fd, which other watchers of
+        the fd then miss. Raises TimedOutError after @timeout seconds."""
+        import asyncio
+        ms = cv.timeout_ms(timeout)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        fd = self.event_fd
+
+        def ready():
+            self.clear_event()
+            try:
+                res = self.poll()
+            except BaseException as e:          # noqa: B902 - handed to the awaiter
+                if not fut.done():
+                    fut.set_exception(e)
+                return
+            if res is not None and not fut.done():
+                fut.set_result(res)
+
+        loop.add_reader(fd, ready)
+        try:
+            ready()                             # it may have stopped already
+            try:
+                return await asyncio.wait_for(fut, None if ms < 0 else ms / 1000.0)
+            except asyncio.TimeoutError:
+                raise make_error(self._lib, -errno.ETIMEDOUT, "wait_async",
+                                 "still running after %s s" % timeout) from None
+        finally:
+            loop.remove_reader(fd)
+
     def poll(self):
         """The ExitResult if the VM has stopped, else None."""
         r = self._wait_once(0)

@@ -117,6 +117,27 @@ def quiet_fd_count():
     return fd_count()
 
 
+def test_wait_async(kvm, tiny_vm):
+    import asyncio
+    hello = tiny_vm("hello")
+    busy = tiny_vm("busy", "loops=1000")
+
+    async def main():
+        hello.start()
+        busy.start()
+        with pytest.raises(microvm.TimedOutError) as e:
+            await busy.wait_async(timeout=0.1)
+        assert isinstance(e.value, TimeoutError)
+        r = await hello.wait_async(timeout=GUEST_TIMEOUT)
+        again = await hello.wait_async()        # already stopped
+        busy.stop()
+        return r, again, await busy.wait_async(GUEST_TIMEOUT)
+
+    r, again, stopped = asyncio.run(main())
+    assert r.reason == microvm.ExitReason.RESET and again == r
+    assert stopped.reason == microvm.ExitReason.STOPPED
+
+
 def test_context_manager_releases_on_exception(kvm, console):
     base = quiet_fd_count()
     with pytest.raises(RuntimeError):
