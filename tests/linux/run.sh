@@ -5,7 +5,8 @@
 # Never skips: any missing piece is a failure.
 #
 #   tests/linux/run.sh BUILD_DIR
-#   MICROVM_LINUX_ONLY="test_a test_b" tests/linux/run.sh BUILD_DIR   (those cases only)
+#   MICROVM_LINUX_ONLY="test_a test_b" tests/linux/run.sh BUILD_DIR   (those cases only;
+#   "python" names the Python bindings' Linux tests)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,11 +32,15 @@ export MICROVM_TEST_ROOTFS=$build/tests/linux/rootfs.ext4
 export MICROVM_TEST_DISTRO_KERNEL
 MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
 
+# The Python bindings' Linux tests use the same guest and this build's library.
+export MICROVM_LIBRARY=$build/libmicrovm.so.0
+
 programs=$(cd "$here" && ls test_linux*.c | sed 's/\.c$//')
 if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
 	echo "linux tests: this CPU has hardware virtualization: running directly"
 	rc=0
 	for p in $programs; do "$build/tests/linux/$p" || rc=1; done
+	"$here/pytest-linux.sh" || rc=1
 	exit $rc
 fi
 echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
@@ -72,6 +77,17 @@ for c in $cases; do
 	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "linux tests: $c FAILED (exit $rc)"; fi
 done
 done
+# The Python bindings' Linux tests: one machine for all of them.
+if [ -z "${MICROVM_LINUX_ONLY:-}" ] || [[ " $MICROVM_LINUX_ONLY " == *" python "* ]]; then
+	for attempt in 1 2 3; do
+		rc=0
+		"$root/tests/harness/run-nested.sh" "$here/pytest-linux.sh" || rc=$?
+		[ "$rc" -eq 125 ] || [ "$rc" -eq 124 ] || break
+		echo "linux tests: python: emulator trouble (exit $rc), attempt $attempt of 3" >&2
+		retries=$((retries + 1))
+	done
+	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "linux tests: python FAILED (exit $rc)"; fi
+fi
 echo "linux tests: harness wall time $(( $(date +%s) - start )) s, $retries emulator retries"
 echo "linux: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
