@@ -128,3 +128,32 @@ def test_low_level_vm_and_agent(guest):
         vm.stop()
         res = vm.wait(timeout=BOOT_TIMEOUT)
         assert res.reason == microvm.ExitReason.STOPPED
+
+
+EXAMPLES = PKG_DIR.parents[1] / "examples" / "python"
+
+
+def run_example(name, *args):
+    import subprocess
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    p = subprocess.run([sys.executable, str(EXAMPLES / name), *args], env=env,
+                       capture_output=True, text=True, timeout=1200)
+    print(p.stdout, p.stderr)
+    return p
+
+
+def test_example_run_command(guest):
+    kernel, initrd = guest
+    p = run_example("run_command.py", "--kernel", kernel, "--initrd", initrd, "--",
+                    "sh", "-c", "echo hello from the example; exit 5")
+    assert p.returncode == 5
+    assert p.stdout == "hello from the example\n"
+
+
+def test_example_function_pool(guest):
+    kernel, initrd = guest
+    p = run_example("function_pool.py", "--kernel", kernel, "--initrd", initrd,
+                    "--calls", "6", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert "6 calls, 2 workers" in p.stdout
+    assert "whole call" in p.stdout
