@@ -16,7 +16,7 @@ from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
                      ProtocolError, TimedOutError, TooManyFilesError, TryAgainError)
 from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
 from .agent import Agent, CommandResult
-from .sandbox import Sandbox
+from .sandbox import CommandHandle, Sandbox
 
 AGENT_PORT = _lib.AGENT_PORT
 
@@ -45,7 +45,7 @@ __all__ = [
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
     "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "Agent", "CommandResult", "Sandbox",
+    "NotConnectedError", "Agent", "CommandHandle", "CommandResult", "Sandbox",
     "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",
     "load_library",

@@ -8,45 +8,15 @@ tested here."""
 import os
 import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import BUILD, payload
+from conftest import payload, raw
 
 import microvm
 from microvm.sandbox import Sandbox
-
-AGENT = BUILD / "guest" / "agent" / "microvm-agent"
-
-
-@pytest.fixture(scope="module")
-def agent_sock():
-    if not AGENT.is_file():
-        pytest.fail("%s missing: build the project first (scripts/setup.sh)" % AGENT)
-    d = tempfile.mkdtemp(prefix="microvm-py-agent-")
-    path = os.path.join(d, "agent.sock")
-    p = subprocess.Popen([str(AGENT), "--listen", "unix:" + path], stdout=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL)
-    line = p.stdout.readline()
-    assert b"MICROVM-AGENT-READY" in line, line
-    yield path
-    p.send_signal(signal.SIGTERM)
-    p.wait(30)
-    p.stdout.close()
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
-
-
-def raw(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(path)
-    return s
-
 
 @pytest.fixture
 def agent(agent_sock):
