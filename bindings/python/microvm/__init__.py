@@ -17,6 +17,7 @@ from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
 from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
 from .agent import Agent, CommandResult
 from .sandbox import CommandHandle, Sandbox
+from .guest import GuestNotFoundError
 
 AGENT_PORT = _lib.AGENT_PORT
 
@@ -45,7 +46,8 @@ __all__ = [
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
     "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "Agent", "CommandHandle", "CommandResult", "Sandbox",
+    "NotConnectedError", "Agent", "CommandHandle", "CommandResult", "GuestNotFoundError",
+    "Sandbox",
     "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",
     "load_library",

@@ -19,6 +19,7 @@ import time
 
 from . import _convert as cv
 from . import _lib as L
+from . import guest
 from .agent import Agent, CommandResult, argv_bytes, guest_path
 from .errors import CommandExitError, Error
 from .vm import VM, State
@@ -394,8 +395,10 @@ class Sandbox:
                template=None, console_out=None, vsock_cid=DEFAULT_CID, timeout=120.0,
                log=None, log_level=None, library=None):
         """Boot a sandbox: a VM with @cpus vCPUs, @memory_mib MiB, @kernel
-        and @initrd (default: $MICROVM_KERNEL and $MICROVM_INITRD) and a
-        vsock device, then wait up to @timeout seconds for its agent. With
+        and @initrd (default: $MICROVM_KERNEL and $MICROVM_INITRD, else the
+        project's default guest as scripts/guest-artifacts.sh builds it, see
+        microvm.guest; microvm.guest.GuestNotFoundError, a FileNotFoundError,
+        if there is none) and a vsock device, then wait up to @timeout seconds for its agent. With
         @template (a snapshot directory of such a VM) the sandbox is a
         restored clone instead (cpus, memory_mib, kernel, initrd and cmdline
         then come from the snapshot) and its entropy pool is reseeded."""
@@ -410,13 +413,7 @@ class Sandbox:
             vm = VM.restore(template, console_out=console_out, log=log, log_level=log_level,
                             library=library)
         else:
-            kernel = kernel if kernel is not None else os.environ.get("MICROVM_KERNEL")
-            initrd = initrd if initrd is not None else os.environ.get("MICROVM_INITRD")
-            if kernel is None:
-                raise ValueError("kernel= is required (or set MICROVM_KERNEL)")
-            if initrd is None:
-                raise ValueError("initrd= is required: the agent initramfs (or set "
-                                 "MICROVM_INITRD)")
+            kernel, initrd = guest.find(kernel, initrd)
             vm = VM(vcpus=cpus, memory_mib=memory_mib, kernel=kernel,
                     cmdline=DEFAULT_CMDLINE if cmdline is None else cmdline, initrd=initrd,
                     console_out=console_out, rng=True, vsock_cid=vsock_cid, log=log,

@@ -308,11 +308,14 @@ def test_sandbox_pool_concurrency_and_kill(sbx):
 
 
 def test_sandbox_create_validation(tmp_path, monkeypatch):
-    monkeypatch.delenv("MICROVM_KERNEL", raising=False)
-    monkeypatch.delenv("MICROVM_INITRD", raising=False)
-    with pytest.raises(ValueError, match="kernel"):
+    for v in ("MICROVM_KERNEL", "MICROVM_INITRD"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("MICROVM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(microvm.guest, "_checkout_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(microvm.GuestNotFoundError, match="kernel"):
         Sandbox.create()
-    with pytest.raises(ValueError, match="initrd"):
+    with pytest.raises(FileNotFoundError, match="initrd"):
         Sandbox.create(kernel=payload("hello"))
     with pytest.raises(TypeError):
         Sandbox.create(cpus="2", kernel=payload("hello"), initrd=payload("hello"))
