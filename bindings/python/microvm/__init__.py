@@ -18,6 +18,7 @@ from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
 from .agent import Agent, CommandResult
 from .sandbox import CommandHandle, Sandbox
 from .guest import GuestNotFoundError
+from .aio import AsyncCommandHandle, AsyncSandbox
 
 AGENT_PORT = _lib.AGENT_PORT
 
@@ -46,7 +47,8 @@ __all__ = [
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
     "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "Agent", "CommandHandle", "CommandResult", "GuestNotFoundError",
+    "NotConnectedError", "Agent", "AsyncCommandHandle", "AsyncSandbox", "CommandHandle",
+    "CommandResult", "GuestNotFoundError",
     "Sandbox",
     "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",

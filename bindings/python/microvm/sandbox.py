@@ -147,6 +147,7 @@ class CommandHandle:
         self._truncated = 0
         self._decoders = ({s: codecs.getincrementaldecoder("utf-8")("replace") for s in (1, 2)}
                           if text else None)
+        self._watchers = []               # called after every change (AsyncCommandHandle)
         self._done = False
         self._result = None               # CommandResult, unchecked
         self._error = None                # an exception of the run itself
@@ -165,7 +166,29 @@ class CommandHandle:
             with self._cond:
                 self._chunks.append(("stdout" if stream == 1 else "stderr", data))
                 self._cond.notify_all()
+            self._notify()
         return data
+
+    def _watch(self, fn):
+        """Call fn() (from any thread, no lock held) after each new chunk and
+        when the command ends; returns a function that stops it."""
+        with self._cond:
+            self._watchers.append(fn)
+
+        def remove():
+            with self._cond:
+                if fn in self._watchers:
+                    self._watchers.remove(fn)
+        return remove
+
+    def _notify(self):
+        with self._cond:
+            watchers = list(self._watchers)
+        for fn in watchers:
+            try:
+                fn()
+            except Exception:            # e.g. its event loop is closed
+                pass
 
     def _on_output(self, stream, data):
         room = self._limit - self._size[stream]
@@ -209,6 +232,7 @@ class CommandHandle:
                     self._error = error
                     self._done = True
                     self._cond.notify_all()
+                self._notify()
 
     def _abort(self):
         """The sandbox closes: kill the command and drop the connection."""
