@@ -368,15 +368,24 @@ class Commands:
                                  on_stdout=on_stdout, on_stderr=on_stderr, output_limit=limit)
         on_output = None
         if on_stdout is not None or on_stderr is not None:
-            def on_output(stream, data):
+            # A character split across chunks is passed whole.
+            dec = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in (1, 2)}
+
+            def on_output(stream, data, final=False):
                 f = on_stdout if stream == 1 else on_stderr
                 if f is not None:
-                    f(data.decode("utf-8", "replace") if text else data)
+                    if text:
+                        data = dec[stream].decode(data, final)
+                    if data:
+                        f(data)
                 return False
 
         result = self._pool.run(lambda a: a.exec(argv, env=env, merge_env=True, cwd=cwd,
                                                  stdin=stdin, timeout=timeout,
                                                  on_output=on_output))
+        if on_output is not None and text:
+            for stream in (1, 2):
+                on_output(stream, b"", final=True)    # an incomplete character at the end
         if text:
             result = result.decoded()
         if check and not result.ok:

@@ -60,6 +60,16 @@ def test_background_callbacks_and_utf8_split(sbx):
     assert r.stdout == "é\n" and "".join(out) == "é\n" and err == ["e\n"]
 
 
+def test_foreground_callbacks_get_whole_characters(sbx):
+    out = []
+    r = sbx.commands.run("printf '\\303'; sleep 0.1; printf '\\251\\n\\303'", on_stdout=out.append)
+    assert "".join(out) == "é\n\ufffd" and r.stdout == ""
+    out = []
+    sbx.commands.run("printf '\\303'; sleep 0.1; printf '\\251'", on_stdout=out.append,
+                     text=False)
+    assert out == [b"\xc3", b"\xa9"]
+
+
 def test_background_exit_codes_and_check(sbx):
     h = sbx.commands.run("echo bad >&2; exit 5", background=True)
     with pytest.raises(microvm.CommandExitError) as e:
