@@ -103,12 +103,15 @@ class _Pool:
             a.close()
 
     def close(self):
+        """Refuse new requests, close the idle connections and send SIGKILL
+        to the running background commands; returns their handles."""
         with self._lock:
             self._closed = True
             handles = list(self._handles)
         for h in handles:
             h._abort()
         self.drop_idle()
+        return handles
 
 
 def _display_argv(argv):
@@ -235,8 +238,17 @@ class CommandHandle:
                 self._notify()
 
     def _abort(self):
-        """The sandbox closes: kill the command and drop the connection."""
-        self._agent.close()
+        """The sandbox closes: SIGKILL the command. This never waits for the
+        guest: a hung one is dealt with by destroying the VM, which resets
+        the connection."""
+        try:
+            self._kill(9, 2.0)
+        except Exception:
+            pass
+
+    def _join(self, timeout):
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done, timeout)
 
     # ------------------------------------------------------------ public
 
@@ -268,8 +280,10 @@ class CommandHandle:
         """Send @signal (default SIGKILL) to the command's process group.
         Returns True if it was sent, False if the command had already
         ended."""
-        signo = cv.integer("signal", signal, 1, 64)
-        end = time.monotonic() + 10.0
+        return self._kill(cv.integer("signal", signal, 1, 64), 10.0)
+
+    def _kill(self, signo, patience):
+        end = time.monotonic() + patience
         while True:
             with self._cond:
                 if self._done:
@@ -497,10 +511,15 @@ class Sandbox:
                 self._vm.resume()
 
     def kill(self):
-        """Stop and destroy the sandbox, releasing everything."""
-        self._pool.close()
+        """Stop and destroy the sandbox, releasing everything. Running
+        background commands are killed (their wait() reports SIGKILL, or a
+        connection error when the VM went first)."""
+        handles = self._pool.close()
         if self._vm is not None and self._owns_vm:
             self._vm.close()
+        end = time.monotonic() + 10.0
+        for h in handles:
+            h._join(max(0.0, end - time.monotonic()))
 
     close = kill
 

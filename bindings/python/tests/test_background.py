@@ -173,7 +173,7 @@ def test_closing_the_sandbox_kills_running_handles(sbx, tmp_path):
     pid = int(pidfile.read_text())
     t0 = time.monotonic()
     sbx.kill()
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 10 and h.done    # kill() waited for it
     with pytest.raises(microvm.CommandExitError) as e:
         h.wait(10)
     assert e.value.signal == signal.SIGKILL
@@ -184,3 +184,14 @@ def test_closing_the_sandbox_kills_running_handles(sbx, tmp_path):
     assert not sbx._pool._handles
     with pytest.raises(ValueError, match="closed"):
         sbx.commands.run("true", background=True)
+
+
+def test_kill_right_after_starting(agent_sock):
+    """Sandbox.kill() racing a background command that has not started
+    yet (the agent answers the first signal with ESRCH) still ends it."""
+    for _ in range(10):
+        s = Sandbox(None, lambda: microvm.Agent.open_fd(raw(agent_sock), timeout=10),
+                    owns_vm=False)
+        h = s.commands.run("sleep 30", background=True, check=False)
+        s.kill()
+        assert h.done and h.wait(0).signal == signal.SIGKILL
