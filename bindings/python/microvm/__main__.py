@@ -74,7 +74,8 @@ def run_parser():
     p.add_argument("--timeout", type=_seconds, metavar="S",
                    help="kill the command after S seconds (exit 124)")
     p.add_argument("--template", metavar="DIR",
-                   help="start from the snapshot in DIR (made there on first use)")
+                   help="start from the snapshot in DIR (made there on first use; "
+                        "--cpus/--mem/--kernel/--initrd then only apply to that first boot)")
     p.add_argument("--env", type=_env, action="append", default=[], metavar="NAME=VALUE",
                    help="add to the command's environment (repeatable)")
     p.add_argument("--cwd", metavar="DIR", help="working directory in the guest")
@@ -94,8 +95,6 @@ def parse_run_args(argv):
         cmd = cmd[1:]
     if not cmd:
         raise _UsageError("no command given: python3 -m microvm run [options] -- CMD [ARGS...]")
-    if args.template is not None and (args.kernel is not None or args.initrd is not None):
-        raise _UsageError("--template restores a snapshot: --kernel/--initrd do not apply")
     args.command = cmd
     return args
 

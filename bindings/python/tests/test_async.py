@@ -144,3 +144,31 @@ def test_create_and_wrap_errors(tmp_path, monkeypatch):
     asyncio.run(main())
     with pytest.raises(TypeError):
         microvm.AsyncSandbox(object())
+
+
+def test_create_cancelled_kills_the_sandbox_once_up(monkeypatch):
+    import threading
+    release = threading.Event()
+    killed = threading.Event()
+
+    class Fake(Sandbox):
+        def __init__(self):
+            pass
+
+        def kill(self):
+            killed.set()
+
+    def create(**kw):
+        release.wait(10)
+        return Fake()
+    monkeypatch.setattr(Sandbox, "create", staticmethod(create))
+
+    async def main():
+        t = asyncio.create_task(microvm.AsyncSandbox.create(cpus=1))
+        await asyncio.sleep(0.05)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        release.set()
+    asyncio.run(main())
+    assert killed.wait(10)

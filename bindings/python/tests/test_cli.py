@@ -43,8 +43,7 @@ def test_parse_run_args():
     for bad in ([], ["--"], ["--cpus", "0", "--", "x"], ["--cpus", "two", "--", "x"],
                 ["--mem", "1", "--", "x"], ["--timeout", "0", "--", "x"],
                 ["--timeout", "nan", "--", "x"], ["--timeout", "-3", "--", "x"],
-                ["--env", "NOEQ", "--", "x"], ["--bogus", "--", "x"],
-                ["--template", "/t", "--kernel", "K", "--", "x"]):
+                ["--env", "NOEQ", "--", "x"], ["--bogus", "--", "x"]):
         with pytest.raises(cli._UsageError):
             cli.parse_run_args(bad)
 
@@ -120,3 +119,46 @@ def test_interactive_stdin(host_sandbox, capfd, monkeypatch, tmp_path):
         monkeypatch.setattr(sys, "stdin", stdin)
         assert cli.run(["-i", "--", "cat"], create=host_sandbox) == 0
     assert capfd.readouterr().out == "from stdin\n"
+
+
+class FakeSandbox:
+    def __init__(self, calls, fail_snapshot=False):
+        self.calls = calls
+        self.fail_snapshot = fail_snapshot
+        self._pool = self
+
+    def drop_idle(self):
+        self.calls.append("drop_idle")
+
+    def snapshot(self, path):
+        self.calls.append(("snapshot", path))
+        if self.fail_snapshot:
+            raise OSError(28, "No space left on device")
+
+
+def test_template_made_on_first_use_then_restored(tmp_path, monkeypatch, capsys):
+    calls = []
+    fail = []
+
+    def create(**kw):
+        calls.append(kw)
+        return FakeSandbox(calls, bool(fail))
+    monkeypatch.setattr(microvm.Sandbox, "create", staticmethod(create))
+    tmpl = str(tmp_path / "tmpl")
+    args = cli.parse_run_args(["--cpus", "2", "--mem", "300", "--kernel", "K", "--initrd", "I",
+                               "--template", tmpl, "--", "true"])
+    cli._sandbox(args, microvm, None)
+    assert calls == [dict(cpus=2, memory_mib=300, kernel="K", initrd="I", console_out=None),
+                     "drop_idle", ("snapshot", tmpl)]
+    # A failed snapshot is a warning: the run goes on.
+    calls.clear()
+    fail.append(1)
+    assert isinstance(cli._sandbox(args, microvm, None), FakeSandbox)
+    assert "warning: no snapshot saved" in capsys.readouterr().err
+    # Once DIR holds a snapshot, it is restored.
+    os.mkdir(tmpl)
+    open(os.path.join(tmpl, "state.dtb"), "w").close()
+    calls.clear()
+    args = cli.parse_run_args(["--template", tmpl, "--", "true"])
+    cli._sandbox(args, microvm, 7)
+    assert calls == [dict(template=tmpl, console_out=7)]
