@@ -46,26 +46,24 @@ class _Pool:
         self._closed = False
         self._handles = set()        # running CommandHandles
 
-    def acquire(self, handle=None):
-        """An agent connection for one request (idle or new); @handle (a
-        CommandHandle) is registered so close() can stop it."""
+    def acquire(self):
+        """An agent connection for one request (idle or new)."""
         with self._lock:
             if self._closed:
                 raise ValueError("the sandbox is closed")
             agent = self._idle.pop() if self._idle else None
         if agent is None:
             agent = self._connect()
-        if handle is not None:
-            with self._lock:
-                if self._closed:
-                    closed = True
-                else:
-                    closed = False
-                    self._handles.add(handle)
-            if closed:
-                agent.close()
-                raise ValueError("the sandbox is closed")
         return agent
+
+    def register(self, handle):
+        """Track running CommandHandle @handle (holding its connection) so
+        close() stops it; ValueError if the pool is closed."""
+        with self._lock:
+            if not self._closed:
+                self._handles.add(handle)
+                return
+        raise ValueError("the sandbox is closed")
 
     def release(self, agent, ok, handle=None):
         """Give @agent back (kept if @ok and the pool is open, else closed)."""
@@ -154,7 +152,13 @@ class CommandHandle:
         self._done = False
         self._result = None               # CommandResult, unchecked
         self._error = None                # an exception of the run itself
-        self._agent = pool.acquire(self)  # the pool is closed, or connecting failed: raises
+        self._aborted = False
+        self._agent = pool.acquire()      # the pool is closed, or connecting failed: raises
+        try:
+            pool.register(self)
+        except BaseException:
+            self._agent.close()
+            raise
         self._thread = threading.Thread(target=self._run, args=(argv, exec_kwargs),
                                         name="microvm-command", daemon=True)
         self._thread.start()
@@ -209,6 +213,9 @@ class CommandHandle:
         ok = False
         result = error = None
         try:
+            with self._cond:
+                if self._aborted:
+                    raise ValueError("the sandbox is closed")
             result = self._agent.exec(argv, on_output=self._on_output, **kw)
             ok = True
         except Error as e:
@@ -241,6 +248,8 @@ class CommandHandle:
         """The sandbox closes: SIGKILL the command. This never waits for the
         guest: a hung one is dealt with by destroying the VM, which resets
         the connection."""
+        with self._cond:
+            self._aborted = True
         try:
             self._kill(9, 2.0)
         except Exception:

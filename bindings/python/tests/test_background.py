@@ -194,4 +194,8 @@ def test_kill_right_after_starting(agent_sock):
                     owns_vm=False)
         h = s.commands.run("sleep 30", background=True, check=False)
         s.kill()
-        assert h.done and h.wait(0).signal == signal.SIGKILL
+        assert h.done
+        try:
+            assert h.wait(0).signal == signal.SIGKILL
+        except ValueError as e:                    # closed before its request went out
+            assert "closed" in str(e)
