@@ -16,7 +16,9 @@ from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
                      ProtocolError, TimedOutError, TooManyFilesError, TryAgainError)
 from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
 from .agent import Agent, CommandResult
-from .sandbox import Sandbox
+from .sandbox import CommandHandle, Sandbox
+from .guest import GuestNotFoundError
+from .aio import AsyncCommandHandle, AsyncSandbox
 
 AGENT_PORT = _lib.AGENT_PORT
 
@@ -45,7 +47,9 @@ __all__ = [
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
     "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "Agent", "CommandResult", "Sandbox",
+    "NotConnectedError", "Agent", "AsyncCommandHandle", "AsyncSandbox", "CommandHandle",
+    "CommandResult", "GuestNotFoundError",
+    "Sandbox",
     "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",
     "load_library",

@@ -6,7 +6,11 @@ build tree (build/libmicrovm.so.0, built by scripts/setup.sh).
 """
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,3 +128,32 @@ def settle(fn, want, timeout=30.0):
         time.sleep(0.01)
         v = fn()
     return v
+
+
+# The real guest agent, run on the host over a Unix socket (test_agent.py).
+AGENT = BUILD / "guest" / "agent" / "microvm-agent"
+
+
+@pytest.fixture(scope="module")
+def agent_sock():
+    if not AGENT.is_file():
+        pytest.fail("%s missing: build the project first (scripts/setup.sh)" % AGENT)
+    d = tempfile.mkdtemp(prefix="microvm-py-agent-")
+    path = os.path.join(d, "agent.sock")
+    p = subprocess.Popen([str(AGENT), "--listen", "unix:" + path], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    line = p.stdout.readline()
+    assert b"MICROVM-AGENT-READY" in line, line
+    yield path
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)
+    p.stdout.close()
+    for f in os.listdir(d):
+        os.unlink(os.path.join(d, f))
+    os.rmdir(d)
+
+
+def raw(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s

@@ -8,45 +8,15 @@ tested here."""
 import os
 import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import BUILD, payload
+from conftest import payload, raw
 
 import microvm
 from microvm.sandbox import Sandbox
-
-AGENT = BUILD / "guest" / "agent" / "microvm-agent"
-
-
-@pytest.fixture(scope="module")
-def agent_sock():
-    if not AGENT.is_file():
-        pytest.fail("%s missing: build the project first (scripts/setup.sh)" % AGENT)
-    d = tempfile.mkdtemp(prefix="microvm-py-agent-")
-    path = os.path.join(d, "agent.sock")
-    p = subprocess.Popen([str(AGENT), "--listen", "unix:" + path], stdout=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL)
-    line = p.stdout.readline()
-    assert b"MICROVM-AGENT-READY" in line, line
-    yield path
-    p.send_signal(signal.SIGTERM)
-    p.wait(30)
-    p.stdout.close()
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
-    os.rmdir(d)
-
-
-def raw(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(path)
-    return s
-
 
 @pytest.fixture
 def agent(agent_sock):
@@ -338,11 +308,14 @@ def test_sandbox_pool_concurrency_and_kill(sbx):
 
 
 def test_sandbox_create_validation(tmp_path, monkeypatch):
-    monkeypatch.delenv("MICROVM_KERNEL", raising=False)
-    monkeypatch.delenv("MICROVM_INITRD", raising=False)
-    with pytest.raises(ValueError, match="kernel"):
+    for v in ("MICROVM_KERNEL", "MICROVM_INITRD"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("MICROVM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(microvm.guest, "_checkout_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(microvm.GuestNotFoundError, match="kernel"):
         Sandbox.create()
-    with pytest.raises(ValueError, match="initrd"):
+    with pytest.raises(FileNotFoundError, match="initrd"):
         Sandbox.create(kernel=payload("hello"))
     with pytest.raises(TypeError):
         Sandbox.create(cpus="2", kernel=payload("hello"), initrd=payload("hello"))
