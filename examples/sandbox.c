@@ -133,7 +133,7 @@ static microvm *boot(const struct opts *o, int console, char *err, size_t errlen
 		return NULL;
 	}
 	if (microvm_set_vcpus(vm, o->cpus) < 0 || microvm_set_memory(vm, o->mem) < 0 ||
-	    microvm_set_kernel(vm, o->kernel, "console=ttyS0 reboot=k panic=-1 pci=off quiet") < 0 ||
+	    microvm_set_kernel(vm, o->kernel, "console=ttyS0 reboot=k panic=-1 pci=off quiet tsc=reliable") < 0 ||
 	    microvm_set_initrd(vm, o->initrd) < 0 || microvm_set_console(vm, -1, console) < 0 ||
 	    microvm_set_vsock(vm, &vs) < 0 || microvm_set_rng(vm, 1) < 0 || microvm_start(vm) < 0) {
 		snprintf(err, errlen, "%s", microvm_last_error(vm));

@@ -458,6 +458,15 @@ MICROVM_API int microvm_state(const microvm *vm);
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
  * features) and allows the saved vCPU count.
  *
+ * Clocks: restore sets the guest's kvmclock and its TSCs to the saved values
+ * at slightly different moments than they were read, so a clone's TSC and
+ * kvmclock disagree by up to a few milliseconds. A Linux guest's clocksource
+ * watchdog then marks the TSC unstable and switches clocksource, patching
+ * kernel text; with Linux 6.1 guests that was seen to wedge a clone's vCPU
+ * now and then (4 of about 90 clones in the emulated test machine). Boot
+ * guests that will be snapshotted with "tsc=reliable" (the sandbox tool and
+ * the Python Sandbox do) until restore keeps the two clocks in step.
+ *
  * Trust: the checksums catch corruption, not tampering (anyone who can edit
  * the files can recompute them). Restore checks every value it takes from
  * the state file against what the device model can hold (register indexes,

@@ -24,7 +24,11 @@ from .agent import Agent, CommandResult, argv_bytes, guest_path
 from .errors import CommandExitError, Error
 from .vm import VM, State
 
-DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux"
+# tsc=reliable: a restored clone's kvmclock and TSC are set at different
+# moments, so the guest's clocksource watchdog would see skew, mark the TSC
+# unstable and patch kernel text; with Linux 6.1 that occasionally wedged a
+# clone (see the snapshot section of include/microvm.h).
+DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux tsc=reliable"
 DEFAULT_CID = 3
 
 # Errors after which an agent connection is unusable (the library says
