@@ -82,7 +82,6 @@ static inline char *ext4_cat(const char *img, const char *file)
 	return buf;
 }
 
-/* tsc=reliable: see "Clocks" in the snapshot section of include/microvm.h. */
-#define BASE_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux tsc=reliable"
+#define BASE_CMDLINE "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux"
 
 #endif
