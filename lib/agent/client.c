@@ -703,6 +703,40 @@ static int exec_loop(struct exec_state *st)
 	return flush_out(a, a->io_timeout);
 }
 
+/* The caller's exec configuration, checked before anything is sent. */
+static int exec_check(microvm_agent *a, const microvm_exec_config *cfg)
+{
+	if (!cfg->argv || !cfg->argv[0] || !*cfg->argv[0])
+		return fail(a, -EINVAL, "exec: empty argv");
+	if (cfg->flags & ~MICROVM_EXEC_MERGE_ENV)
+		return fail(a, -EINVAL, "exec: unknown flags 0x%x", cfg->flags);
+	if (cfg->stdin_fd < -1 || (cfg->stdin_len && !cfg->stdin_data))
+		return fail(a, -EINVAL, "exec: bad stdin");
+	if (cfg->timeout_ms < -1)
+		return fail(a, -EINVAL, "exec: bad timeout");
+	return check_usable(a);
+}
+
+/* exec_loop() with the connection marked busy (kill() may signal it), and
+ * the wake eventfd cleared after. */
+static int exec_run(struct exec_state *st)
+{
+	microvm_agent *a = st->a;
+	pthread_mutex_lock(&a->lock);
+	a->exec_running = true;
+	a->pending_sigs = 0;
+	pthread_mutex_unlock(&a->lock);
+	int r = exec_loop(st);
+	pthread_mutex_lock(&a->lock);
+	a->exec_running = false;
+	a->pending_sigs = 0;
+	pthread_mutex_unlock(&a->lock);
+	uint64_t v;
+	ssize_t n = read(a->wake_fd, &v, sizeof(v));
+	(void)n;
+	return r;
+}
+
 MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *ucfg,
 				   microvm_exec_result *res)
 {
@@ -721,15 +755,7 @@ MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *
 	if (abi_copy_in(&cfg, sizeof(cfg), ucfg, ABI_EXEC_CONFIG_MIN, "exec: microvm_exec_config",
 			err, sizeof(err)) < 0)
 		return fail(a, -EINVAL, "%s", err);
-	if (!cfg.argv || !cfg.argv[0] || !*cfg.argv[0])
-		return fail(a, -EINVAL, "exec: empty argv");
-	if (cfg.flags & ~MICROVM_EXEC_MERGE_ENV)
-		return fail(a, -EINVAL, "exec: unknown flags 0x%x", cfg.flags);
-	if (cfg.stdin_fd < -1 || (cfg.stdin_len && !cfg.stdin_data))
-		return fail(a, -EINVAL, "exec: bad stdin");
-	if (cfg.timeout_ms < -1)
-		return fail(a, -EINVAL, "exec: bad timeout");
-	int r = check_usable(a);
+	int r = exec_check(a, &cfg);
 	if (r < 0)
 		return r;
 	size_t argc = count_strings(cfg.argv, AGENT_MAX_ARGS);
@@ -754,20 +780,7 @@ MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *
 	size_t limit = cfg.output_limit ? cfg.output_limit : MICROVM_EXEC_OUTPUT_MAX;
 	st.out.limit = st.err.limit = limit;
 
-	pthread_mutex_lock(&a->lock);
-	a->exec_running = true;
-	a->pending_sigs = 0;
-	pthread_mutex_unlock(&a->lock);
-
-	r = exec_loop(&st);
-
-	pthread_mutex_lock(&a->lock);
-	a->exec_running = false;
-	a->pending_sigs = 0;
-	pthread_mutex_unlock(&a->lock);
-	uint64_t v;
-	ssize_t n = read(a->wake_fd, &v, sizeof(v));
-	(void)n;
+	r = exec_run(&st);
 
 	if (r == 0 && !cfg.on_output) {
 		res->out = collect_take(&st.out, &res->out_len);

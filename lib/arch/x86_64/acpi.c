@@ -479,6 +479,33 @@ int acpi_write(struct guest_mem *mem, uint32_t ncpus, uint64_t *rsdp_addr, char 
 	return acpi_write_devices(mem, ncpus, NULL, 0, rsdp_addr, err, errlen);
 }
 
+/* XSDT and RSDT (for OSes, or acpi=rsdt, that ignore the XSDT; everything
+ * is below 4 GiB) listing the FADT and MADT, and the RSDP pointing at both;
+ * @x, @r and @p are where the three go, @xsdt.. their guest addresses. */
+static void write_root_tables(uint8_t *x, uint8_t *r, uint8_t *p, uint64_t xsdt, uint64_t rsdt,
+			      uint64_t fadt, uint64_t madt)
+{
+	const uint32_t xsdt_len = SDT_HEADER_SIZE + 8 * 2, rsdt_len = SDT_HEADER_SIZE + 4 * 2;
+	sdt_header(x, "XSDT", xsdt_len, XSDT_REVISION);
+	put64(x + SDT_HEADER_SIZE, fadt);
+	put64(x + SDT_HEADER_SIZE + 8, madt);
+	sdt_checksum(x, xsdt_len);
+
+	sdt_header(r, "RSDT", rsdt_len, RSDT_REVISION);
+	put32(r + SDT_HEADER_SIZE, (uint32_t)fadt);
+	put32(r + SDT_HEADER_SIZE + 4, (uint32_t)madt);
+	sdt_checksum(r, rsdt_len);
+
+	memcpy(p, "RSD PTR ", 8);
+	memcpy(p + RSDP_OEM_ID, OEM_ID, 6);
+	p[RSDP_REVISION] = RSDP_REVISION_2;
+	put32(p + RSDP_RSDT_ADDR, (uint32_t)rsdt);
+	put32(p + RSDP_LENGTH, RSDP_SIZE);
+	put64(p + RSDP_XSDT_ADDR, xsdt);
+	p[RSDP_CHECKSUM] = checksum(p, RSDP_V1_SIZE);
+	p[RSDP_EXT_CHECKSUM] = checksum(p, RSDP_SIZE);
+}
+
 int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 		       const struct acpi_mmio_device *devs, uint32_t ndevs, uint64_t *rsdp_addr,
 		       char *err, size_t errlen)
@@ -534,28 +561,7 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 
 	write_fadt(AT(fadt), dsdt);
 
-	t = AT(xsdt);
-	sdt_header(t, "XSDT", xsdt_len, XSDT_REVISION);
-	put64(t + SDT_HEADER_SIZE, fadt);
-	put64(t + SDT_HEADER_SIZE + 8, madt);
-	sdt_checksum(t, xsdt_len);
-
-	/* RSDT for OSes (or acpi=rsdt) that ignore the XSDT; all below 4 GiB. */
-	t = AT(rsdt);
-	sdt_header(t, "RSDT", rsdt_len, RSDT_REVISION);
-	put32(t + SDT_HEADER_SIZE, (uint32_t)fadt);
-	put32(t + SDT_HEADER_SIZE + 4, (uint32_t)madt);
-	sdt_checksum(t, rsdt_len);
-
-	t = AT(rsdp);
-	memcpy(t, "RSD PTR ", 8);
-	memcpy(t + RSDP_OEM_ID, OEM_ID, 6);
-	t[RSDP_REVISION] = RSDP_REVISION_2;
-	put32(t + RSDP_RSDT_ADDR, (uint32_t)rsdt);
-	put32(t + RSDP_LENGTH, RSDP_SIZE);
-	put64(t + RSDP_XSDT_ADDR, xsdt);
-	t[RSDP_CHECKSUM] = checksum(t, RSDP_V1_SIZE);
-	t[RSDP_EXT_CHECKSUM] = checksum(t, RSDP_SIZE);
+	write_root_tables(AT(xsdt), AT(rsdt), AT(rsdp), xsdt, rsdt, fadt, madt);
 #undef AT
 
 	if (rsdp_addr)
