@@ -46,7 +46,7 @@ extern "C" {
 typedef struct microvm_agent microvm_agent;
 
 /* Protocol version spoken by this library: major << 16 | minor. */
-#define MICROVM_AGENT_PROTOCOL_VERSION 0x00010000u
+#define MICROVM_AGENT_PROTOCOL_VERSION 0x00010001u
 
 /*
  * Connect to the agent of a running VM: microvm_vsock_connect(vm,
@@ -147,10 +147,18 @@ typedef struct microvm_exec_config {
 	/* Cap on collected output per stream in bytes; 0 = MICROVM_EXEC_OUTPUT_MAX.
 	 * Output beyond it is dropped and flagged, the command keeps running. */
 	size_t output_limit;
+	/* Since 0.4: run as this user instead of root: "name", "uid",
+	 * "name:group" or "uid:gid" (at most 256 bytes), resolved in the
+	 * guest's /etc/passwd and /etc/group. The primary group is the passwd
+	 * entry's (0 for a numeric uid without one) and is the only
+	 * supplementary group; HOME becomes the entry's home ("/" without one)
+	 * unless envp sets it. NULL = root. An unknown user or group fails the
+	 * exec with -ENOENT; an agent older than protocol 1.1 with -EOPNOTSUPP. */
+	const char *user;
 } microvm_exec_config;
 
 #define MICROVM_EXEC_CONFIG_INIT \
-	{ sizeof(microvm_exec_config), 0, NULL, NULL, NULL, NULL, 0, -1, 0, NULL, NULL, 0 }
+	{ sizeof(microvm_exec_config), 0, NULL, NULL, NULL, NULL, 0, -1, 0, NULL, NULL, 0, NULL }
 
 /* microvm_exec_result.flags */
 #define MICROVM_EXEC_TIMED_OUT 0x1u     /* killed because timeout_ms ran out */
@@ -172,9 +180,16 @@ typedef struct microvm_exec_result {
 	size_t out_len;
 	char *err;
 	size_t err_len;
+	/* Since 0.4, when the command ran to its end (zero with an agent older
+	 * than protocol 1.1): its resource use as the guest kernel counted it
+	 * (wait4(); includes the descendants it waited for). max_rss_kib is the
+	 * peak resident set of its largest process, in KiB. */
+	uint64_t max_rss_kib;
+	uint64_t user_us, sys_us; /* CPU time in user and kernel mode, microseconds */
 } microvm_exec_result;
 
-#define MICROVM_EXEC_RESULT_INIT { sizeof(microvm_exec_result), 0, 0, 0, NULL, 0, NULL, 0 }
+#define MICROVM_EXEC_RESULT_INIT \
+	{ sizeof(microvm_exec_result), 0, 0, 0, NULL, 0, NULL, 0, 0, 0, 0 }
 
 /*
  * Run a command in the guest and wait for it to end. The command runs in a

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -42,6 +43,7 @@
 
 #include "microvm.h" /* MICROVM_AGENT_PORT */
 #include "proto.h"
+#include "user.h"
 
 #ifndef MICROVM_AGENT_VERSION
 #define MICROVM_AGENT_VERSION "0"
@@ -188,8 +190,9 @@ static size_t env_name_len(const char *s)
 }
 
 /* The command's environment: exactly the given one (AGENT_EXEC_ENV), or the
- * default one with the given entries added/replacing. malloc'd array. */
-static char **build_env(const struct agent_exec *e)
+ * default one with the given entries added/replacing; @home ("HOME=...",
+ * or NULL) replaces the default HOME. malloc'd array. */
+static char **build_env(const struct agent_exec *e, const char *home)
 {
 	size_t n = (e->flags & AGENT_EXEC_ENV) ? e->envc : N_DEFAULT_ENV + e->envc;
 	char **env = calloc(n + 1, sizeof(*env));
@@ -204,7 +207,9 @@ static char **build_env(const struct agent_exec *e)
 				replaced = env_name_len(e->envp[j]) == nl &&
 					   !memcmp(e->envp[j], default_env[i], nl);
 			if (!replaced)
-				env[k++] = (char *)default_env[i];
+				env[k++] = home && !strncmp(default_env[i], "HOME=", 5) ?
+						   (char *)home :
+						   (char *)default_env[i];
 		}
 	}
 	for (uint32_t j = 0; j < e->envc; j++)
@@ -214,7 +219,7 @@ static char **build_env(const struct agent_exec *e)
 }
 
 struct child_failure {
-	int stage; /* 1 chdir, 2 exec, 3 stdio */
+	int stage; /* 1 chdir, 2 exec, 3 stdio, 4 user */
 	int err;
 };
 
@@ -260,6 +265,7 @@ struct run {
 	bool stdin_eof;
 	bool exited;
 	int status;
+	struct rusage ru; /* the command's, from wait4() */
 	int64_t exit_at, last_data;
 };
 
@@ -269,7 +275,7 @@ static void run_kill_reap(struct run *rn)
 	if (!rn->exited) {
 		kill(-rn->pid, SIGKILL);
 		kill(rn->pid, SIGKILL);
-		while (waitpid(rn->pid, &rn->status, 0) < 0 && errno == EINTR)
+		while (wait4(rn->pid, &rn->status, 0, &rn->ru) < 0 && errno == EINTR)
 			;
 		rn->exited = true;
 	}
@@ -288,7 +294,7 @@ static void run_check_exit(struct run *rn)
 {
 	if (rn->exited)
 		return;
-	pid_t p = waitpid(rn->pid, &rn->status, WNOHANG);
+	pid_t p = wait4(rn->pid, &rn->status, WNOHANG, &rn->ru);
 	if (p == rn->pid) {
 		rn->exited = true;
 		rn->exit_at = rn->last_data = now_ms();
@@ -374,8 +380,8 @@ static int exec_pipes(int outp[2], int errp[2], int inp[2], int failp[2], bool w
 /* In the forked child: a new session with default signals, stdio on the
  * pipes (stdin on /dev/null unless the host sends it), then exec. A failure
  * is reported on @fail_fd and the child exits. */
-static void exec_child(const struct agent_exec *e, char **env, const char *cwd, int in_fd,
-		       int out_fd, int err_fd, int fail_fd)
+static void exec_child(const struct agent_exec *e, const struct user_cred *cred, char **env,
+		       const char *cwd, int in_fd, int out_fd, int err_fd, int fail_fd)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -386,6 +392,9 @@ static void exec_child(const struct agent_exec *e, char **env, const char *cwd, 
 	int in = (e->flags & AGENT_EXEC_STDIN) ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (in < 0 || dup2(in, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
 		child_fail(fail_fd, 3, errno);
+	int err = cred ? user_switch(cred) : 0;
+	if (err)
+		child_fail(fail_fd, 4, err);
 	if (chdir(cwd) < 0)
 		child_fail(fail_fd, 1, errno);
 	environ = env;
@@ -411,13 +420,16 @@ static int send_child_failure(struct conn *c, const struct child_failure *cf, co
 		return send_error(c, cf->err, "chdir %s: %s", cwd, strerror(cf->err));
 	if (cf->stage == 2)
 		return send_error(c, cf->err, "exec %s: %s", prog, strerror(cf->err));
+	if (cf->stage == 4)
+		return send_error(c, cf->err, "switching user: %s", strerror(cf->err));
 	return send_error(c, cf->err, "stdio setup: %s", strerror(cf->err));
 }
 
 /* Start the command of @e with environment @env; its pid and pipes go into
  * @rn. 1 when it runs; otherwise why not was sent to the host (0) or could
  * not be (negative errno). */
-static int exec_spawn(struct conn *c, const struct agent_exec *e, char **env, struct run *rn)
+static int exec_spawn(struct conn *c, const struct agent_exec *e, const struct user_cred *cred,
+		      char **env, struct run *rn)
 {
 	const char *cwd = *e->cwd ? e->cwd : "/";
 	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, inp[2] = { -1, -1 },
@@ -427,7 +439,7 @@ static int exec_spawn(struct conn *c, const struct agent_exec *e, char **env, st
 		return send_error(c, err, "pipe: %s", strerror(err));
 	pid_t pid = fork();
 	if (pid == 0)
-		exec_child(e, env, cwd, inp[0], outp[1], errp[1], failp[1]);
+		exec_child(e, cred, env, cwd, inp[0], outp[1], errp[1], failp[1]);
 	int fork_err = errno;
 	close_fd(&outp[1]);
 	close_fd(&errp[1]);
@@ -563,7 +575,7 @@ static int run_relay(struct conn *c, struct run *rn)
 	return r;
 }
 
-static int send_exit(struct conn *c, const struct run *rn)
+static int send_exit(struct conn *c, const struct run *rn, bool with_rusage)
 {
 	int32_t code = -1, sig = 0;
 	uint32_t xflags = 0;
@@ -574,8 +586,47 @@ static int send_exit(struct conn *c, const struct run *rn)
 		if (WCOREDUMP(rn->status))
 			xflags |= AGENT_EXIT_CORE;
 	}
-	int r = agent_enc_exit(&c->out, code, sig, xflags);
+	const struct timeval *ut = &rn->ru.ru_utime, *st = &rn->ru.ru_stime;
+	struct agent_rusage ru = {
+		.max_rss_kib = (uint64_t)rn->ru.ru_maxrss,
+		.user_us = (uint64_t)ut->tv_sec * 1000000 + (uint64_t)ut->tv_usec,
+		.sys_us = (uint64_t)st->tv_sec * 1000000 + (uint64_t)st->tv_usec,
+	};
+	int r = agent_enc_exit(&c->out, code, sig, xflags, with_rusage ? &ru : NULL);
 	return r < 0 ? r : conn_flush(c);
+}
+
+/* The user to run as (@e->user) and its "HOME=" entry. 1 = resolved (or
+ * none asked), else what went wrong was sent (0) or could not be (<0). */
+static int exec_user(struct conn *c, const struct agent_exec *e, struct user_cred *cred,
+		     char *home, size_t homelen)
+{
+	char why[512];
+	*home = 0;
+	if (!e->user)
+		return 1;
+	int err = user_resolve(e->user, cred, why, sizeof(why));
+	if (err)
+		return send_error(c, err, "%s", why);
+	snprintf(home, homelen, "HOME=%s", *cred->home ? cred->home : "/");
+	return 1;
+}
+
+/* Start the command of EXEC @f: 1 when it runs (@rn filled), else as
+ * exec_spawn(). */
+static int exec_start(struct conn *c, const struct agent_exec *e, struct run *rn)
+{
+	struct user_cred cred;
+	char home[300];
+	int r = exec_user(c, e, &cred, home, sizeof(home));
+	if (r != 1)
+		return r;
+	char **env = build_env(e, *home ? home : NULL);
+	if (!env)
+		return send_error(c, ENOMEM, "out of memory");
+	r = exec_spawn(c, e, e->user ? &cred : NULL, env, rn);
+	free(env);
+	return r;
 }
 
 static int do_exec(struct conn *c, const struct agent_frame *f)
@@ -586,14 +637,9 @@ static int do_exec(struct conn *c, const struct agent_frame *f)
 		send_error(c, -r, "malformed EXEC request");
 		return r;
 	}
-	char **env = build_env(&e);
-	if (!env) {
-		agent_exec_free(&e);
-		return send_error(c, ENOMEM, "out of memory");
-	}
+	bool with_rusage = e.flags & AGENT_EXEC_RUSAGE;
 	struct run rn = { .pid = -1, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1 };
-	r = exec_spawn(c, &e, env, &rn);
-	free(env);
+	r = exec_start(c, &e, &rn);
 	agent_exec_free(&e);
 	if (r != 1)
 		return r;
@@ -616,7 +662,7 @@ static int do_exec(struct conn *c, const struct agent_frame *f)
 		return r;
 	}
 	run_cleanup(&rn);
-	return send_exit(c, &rn);
+	return send_exit(c, &rn, with_rusage);
 }
 
 /* ----------------------------------------------------------------- files */

@@ -480,6 +480,16 @@ static int queue_kill(struct exec_state *st)
 	return queue_signal(st, 9);
 }
 
+/* The resource use fields, into a result struct new enough to have them. */
+static void exec_set_rusage(microvm_exec_result *res, const struct agent_rusage *ru)
+{
+	if (res->size < ABI_END(microvm_exec_result, sys_us))
+		return;
+	res->max_rss_kib = ru->max_rss_kib;
+	res->user_us = ru->user_us;
+	res->sys_us = ru->sys_us;
+}
+
 static int deliver(struct exec_state *st, int stream, const struct agent_frame *f)
 {
 	const microvm_exec_config *cfg = st->cfg;
@@ -536,6 +546,7 @@ static int exec_frames(struct exec_state *st)
 			st->res->signal = x.signo;
 			if (x.flags & AGENT_EXIT_CORE)
 				st->res->flags |= MICROVM_EXEC_CORE_DUMPED;
+			exec_set_rusage(st->res, &x.ru);
 			st->done = true;
 			r = 0;
 			break;
@@ -706,6 +717,11 @@ static int exec_loop(struct exec_state *st)
 /* The caller's exec configuration, checked before anything is sent. */
 static int exec_check(microvm_agent *a, const microvm_exec_config *cfg)
 {
+	if (cfg->user && (!*cfg->user || strlen(cfg->user) > AGENT_USER_MAX))
+		return fail(a, -EINVAL, "exec: user must be 1..%u bytes", AGENT_USER_MAX);
+	if (cfg->user && (a->proto & 0xffff) < 1)
+		return fail(a, -EOPNOTSUPP, "exec: the guest agent (protocol %u.%u) cannot switch users",
+			    a->proto >> 16, a->proto & 0xffff);
 	if (!cfg->argv || !cfg->argv[0] || !*cfg->argv[0])
 		return fail(a, -EINVAL, "exec: empty argv");
 	if (cfg->flags & ~MICROVM_EXEC_MERGE_ENV)
@@ -751,6 +767,7 @@ MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *
 	res->flags = 0;
 	res->out = res->err = NULL;
 	res->out_len = res->err_len = 0;
+	exec_set_rusage(res, &(struct agent_rusage){ 0, 0, 0 });
 	microvm_exec_config cfg;
 	if (abi_copy_in(&cfg, sizeof(cfg), ucfg, ABI_EXEC_CONFIG_MIN, "exec: microvm_exec_config",
 			err, sizeof(err)) < 0)
@@ -765,9 +782,11 @@ MICROVM_API int microvm_agent_exec(microvm_agent *a, const microvm_exec_config *
 			    AGENT_MAX_ARGS);
 	bool with_stdin = cfg.stdin_data || cfg.stdin_fd >= 0;
 	uint32_t wflags = (with_stdin ? AGENT_EXEC_STDIN : 0) |
-			  (cfg.envp && !(cfg.flags & MICROVM_EXEC_MERGE_ENV) ? AGENT_EXEC_ENV : 0);
+			  (cfg.envp && !(cfg.flags & MICROVM_EXEC_MERGE_ENV) ? AGENT_EXEC_ENV : 0) |
+			  (cfg.user ? AGENT_EXEC_USER : 0) |
+			  ((a->proto & 0xffff) >= 1 ? AGENT_EXEC_RUSAGE : 0);
 	r = agent_enc_exec(&a->out, wflags, cfg.argv, (uint32_t)argc, cfg.envp, (uint32_t)envc,
-			   cfg.cwd);
+			   cfg.cwd, cfg.user);
 	if (r < 0)
 		return enc_fail(a, r, "exec");
 

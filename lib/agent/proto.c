@@ -199,24 +199,40 @@ int agent_enc_hello(struct agent_buf *b, uint32_t version, uint32_t features,
 	return 0;
 }
 
+/* Payload size of an EXEC, or 0 if a string is missing/empty where it must
+ * not be, or SIZE_MAX past the payload limit. */
+static size_t exec_size(const char *const *argv, uint32_t argc, const char *const *envp,
+			uint32_t envc, const char *cwd, const char *user)
+{
+	size_t total = 12 + str_size(strlen(cwd)) + (user ? str_size(strlen(user)) : 0);
+	for (uint32_t i = 0; i < argc + envc; i++) {
+		const char *s = i < argc ? argv[i] : envp[i - argc];
+		if (!s || (i == 0 && !*s))
+			return 0;
+		total += str_size(strlen(s));
+		if (total > AGENT_PAYLOAD_MAX)
+			return SIZE_MAX;
+	}
+	return total;
+}
+
 int agent_enc_exec(struct agent_buf *b, uint32_t flags, const char *const *argv, uint32_t argc,
-		   const char *const *envp, uint32_t envc, const char *cwd)
+		   const char *const *envp, uint32_t envc, const char *cwd, const char *user)
 {
 	if (!b || !argv || argc == 0 || (envc && !envp) || (flags & ~AGENT_EXEC_FLAGS_ALL))
+		return -EINVAL;
+	if (!(flags & AGENT_EXEC_USER) != !user ||
+	    (user && (!*user || strlen(user) > AGENT_USER_MAX)))
 		return -EINVAL;
 	if (argc > AGENT_MAX_ARGS || envc > AGENT_MAX_ENV)
 		return -E2BIG;
 	if (!cwd)
 		cwd = "";
-	size_t total = 12 + str_size(strlen(cwd));
-	for (uint32_t i = 0; i < argc + envc; i++) {
-		const char *s = i < argc ? argv[i] : envp[i - argc];
-		if (!s || (i == 0 && !*s))
-			return -EINVAL;
-		total += str_size(strlen(s));
-		if (total > AGENT_PAYLOAD_MAX)
-			return -EMSGSIZE;
-	}
+	size_t total = exec_size(argv, argc, envp, envc, cwd, user);
+	if (total == 0)
+		return -EINVAL;
+	if (total == SIZE_MAX)
+		return -EMSGSIZE;
 	struct enc e;
 	int r = frame_begin(b, AGENT_MSG_EXEC, total, &e);
 	if (r < 0)
@@ -229,6 +245,8 @@ int agent_enc_exec(struct agent_buf *b, uint32_t flags, const char *const *argv,
 		enc_str(&e, argv[i], strlen(argv[i]));
 	for (uint32_t i = 0; i < envc; i++)
 		enc_str(&e, envp[i], strlen(envp[i]));
+	if (user)
+		enc_str(&e, user, strlen(user));
 	return 0;
 }
 
@@ -284,17 +302,25 @@ int agent_enc_empty(struct agent_buf *b, uint8_t type)
 	return frame_begin(b, type, 0, &e);
 }
 
-int agent_enc_exit(struct agent_buf *b, int32_t exit_code, int32_t signo, uint32_t flags)
+int agent_enc_exit(struct agent_buf *b, int32_t exit_code, int32_t signo, uint32_t flags,
+		   const struct agent_rusage *ru)
 {
-	if (!b)
+	if (!b || (flags & AGENT_EXIT_RUSAGE))
 		return -EINVAL;
+	if (ru)
+		flags |= AGENT_EXIT_RUSAGE;
 	struct enc e;
-	int r = frame_begin(b, AGENT_MSG_EXIT, 12, &e);
+	int r = frame_begin(b, AGENT_MSG_EXIT, ru ? 36 : 12, &e);
 	if (r < 0)
 		return r;
 	enc_u32(&e, (uint32_t)exit_code);
 	enc_u32(&e, (uint32_t)signo);
 	enc_u32(&e, flags);
+	if (ru) {
+		enc_u64(&e, ru->max_rss_kib);
+		enc_u64(&e, ru->user_us);
+		enc_u64(&e, ru->sys_us);
+	}
 	return 0;
 }
 
@@ -481,9 +507,14 @@ int agent_dec_exec(const struct agent_frame *f, struct agent_exec *out)
 		if (dec_str(&d, &v[argc + 1 + i]) < 0)
 			goto bad;
 	}
+	const char *user = NULL;
+	if ((flags & AGENT_EXEC_USER) &&
+	    (dec_str(&d, &user) < 0 || !*user || strlen(user) > AGENT_USER_MAX))
+		goto bad;
 	if (dec_end(&d) < 0)
 		goto bad;
 	out->flags = flags;
+	out->user = user;
 	out->argc = argc;
 	out->envc = envc;
 	out->cwd = cwd;
@@ -541,6 +572,11 @@ int agent_dec_exit(const struct agent_frame *f, struct agent_exit *out)
 	dec_init(&d, f);
 	uint32_t code, sig, flags;
 	if (dec_u32(&d, &code) < 0 || dec_u32(&d, &sig) < 0 || dec_u32(&d, &flags) < 0)
+		return -EBADMSG;
+	memset(&out->ru, 0, sizeof(out->ru));
+	if ((flags & AGENT_EXIT_RUSAGE) &&
+	    (dec_u64(&d, &out->ru.max_rss_kib) < 0 || dec_u64(&d, &out->ru.user_us) < 0 ||
+	     dec_u64(&d, &out->ru.sys_us) < 0))
 		return -EBADMSG;
 	if (dec_end(&d) < 0)
 		return -EBADMSG;

@@ -28,7 +28,7 @@
 /* Protocol version: major << 16 | minor. Peers must agree on the major;
  * minor additions are backward compatible. */
 #define AGENT_PROTO_MAJOR 1
-#define AGENT_PROTO_MINOR 0
+#define AGENT_PROTO_MINOR 1
 #define AGENT_PROTO_VERSION ((AGENT_PROTO_MAJOR << 16) | AGENT_PROTO_MINOR)
 
 /* Frame: le32 length (bytes that follow it: type + payload), u8 type,
@@ -73,10 +73,16 @@ enum {
 /* EXEC flags. */
 #define AGENT_EXEC_STDIN 0x1u /* stdin comes as STDIN frames (else /dev/null) */
 #define AGENT_EXEC_ENV 0x2u   /* use exactly the given env (else the default) */
-#define AGENT_EXEC_FLAGS_ALL (AGENT_EXEC_STDIN | AGENT_EXEC_ENV)
+#define AGENT_EXEC_USER 0x4u   /* (1.1) a str user follows the env entries */
+#define AGENT_EXEC_RUSAGE 0x8u /* (1.1) EXIT carries the command's resource use */
+#define AGENT_EXEC_FLAGS_ALL (AGENT_EXEC_STDIN | AGENT_EXEC_ENV | AGENT_EXEC_USER | AGENT_EXEC_RUSAGE)
+/* Longest user spec ("name[:group]", "uid[:gid]"). */
+#define AGENT_USER_MAX 256u
 
 /* EXIT flags. */
-#define AGENT_EXIT_CORE 0x1u /* the signal dumped core */
+#define AGENT_EXIT_CORE 0x1u   /* the signal dumped core */
+#define AGENT_EXIT_RUSAGE 0x2u /* (1.1) u64 max_rss_kib, u64 user_us, u64 sys_us follow */
+#define AGENT_EXIT_FLAGS_ALL (AGENT_EXIT_CORE | AGENT_EXIT_RUSAGE)
 
 /* One frame, as parsed from a buffer. payload points into that buffer. */
 struct agent_frame {
@@ -123,15 +129,24 @@ int agent_frame_parse(const uint8_t *buf, size_t len, struct agent_frame *f, siz
 int agent_enc_hello(struct agent_buf *b, uint32_t version, uint32_t features,
 		    const char *agent_version);
 /* @argv: argc >= 1 strings; @envp: envc strings (may be 0). @cwd may be
- * NULL or "" (agent default). Strings must be non-empty for argv[0]. */
+ * NULL or "" (agent default). Strings must be non-empty for argv[0].
+ * @user: non-empty (at most AGENT_USER_MAX bytes) exactly when @flags has
+ * AGENT_EXEC_USER, else NULL. */
 int agent_enc_exec(struct agent_buf *b, uint32_t flags, const char *const *argv, uint32_t argc,
-		   const char *const *envp, uint32_t envc, const char *cwd);
+		   const char *const *envp, uint32_t envc, const char *cwd, const char *user);
 int agent_enc_started(struct agent_buf *b, uint32_t pid);
 /* STDIN, STDOUT, STDERR, DATA: raw bytes (len <= AGENT_PAYLOAD_MAX). */
 int agent_enc_bytes(struct agent_buf *b, uint8_t type, const void *data, size_t len);
 /* STDIN_EOF, PING: no payload. */
 int agent_enc_empty(struct agent_buf *b, uint8_t type);
-int agent_enc_exit(struct agent_buf *b, int32_t exit_code, int32_t signo, uint32_t flags);
+/* A command's resource use as the guest kernel measured it (wait4()). */
+struct agent_rusage {
+	uint64_t max_rss_kib; /* peak resident set of the command's largest process */
+	uint64_t user_us, sys_us;
+};
+/* @ru: NULL, or the resource use to send (sets AGENT_EXIT_RUSAGE). */
+int agent_enc_exit(struct agent_buf *b, int32_t exit_code, int32_t signo, uint32_t flags,
+		   const struct agent_rusage *ru);
 int agent_enc_signal(struct agent_buf *b, uint32_t signo);
 int agent_enc_put_file(struct agent_buf *b, const char *path, uint32_t mode, uint32_t flags);
 int agent_enc_get_file(struct agent_buf *b, const char *path, uint32_t flags);
@@ -158,6 +173,7 @@ struct agent_exec {
 	const char *cwd;   /* "" = default */
 	const char **argv; /* argc entries + NULL; malloc'd (agent_exec_free) */
 	const char **envp; /* envc entries + NULL; points into argv's block */
+	const char *user;  /* AGENT_EXEC_USER: non-empty; else NULL */
 };
 /* The string pointers point into @f's payload. Free with agent_exec_free. */
 int agent_dec_exec(const struct agent_frame *f, struct agent_exec *out);
@@ -171,6 +187,7 @@ struct agent_exit {
 	int32_t exit_code;
 	int32_t signo;
 	uint32_t flags;
+	struct agent_rusage ru; /* zero unless flags has AGENT_EXIT_RUSAGE */
 };
 int agent_dec_exit(const struct agent_frame *f, struct agent_exit *out);
 

@@ -344,6 +344,54 @@ static void test_env_cwd(void **state)
 	microvm_agent_close(a);
 }
 
+/* exec as another user (the agent runs as root here; the host's own
+ * /etc/passwd and /etc/group play the guest's), and the resource use. */
+static void test_user_and_rusage(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	microvm_agent *a = open_agent();
+	microvm_exec_result res = MICROVM_EXEC_RESULT_INIT;
+	microvm_exec_config cfg = MICROVM_EXEC_CONFIG_INIT;
+	const char *ids[] = { "sh", "-c", "echo $(id -u):$(id -g):$(id -G):$HOME", NULL };
+	cfg.argv = ids;
+	cfg.user = "nobody"; /* Debian: 65534:65534 (nogroup), home /nonexistent */
+	assert_int_equal(microvm_agent_exec(a, &cfg, &res), 0);
+	assert_string_equal(res.out, "65534:65534:65534:/nonexistent\n");
+	microvm_exec_result_free(&res);
+	cfg.user = "1234:daemon"; /* no passwd entry: HOME=/; group by name */
+	assert_int_equal(microvm_agent_exec(a, &cfg, &res), 0);
+	assert_string_equal(res.out, "1234:1:1:/\n");
+	microvm_exec_result_free(&res);
+	cfg.user = "4321"; /* numeric, no entry: group 0 */
+	assert_int_equal(microvm_agent_exec(a, &cfg, &res), 0);
+	assert_string_equal(res.out, "4321:0:0:/\n");
+	microvm_exec_result_free(&res);
+	const char *bad[] = { "no-such-user-xyz", "nobody:no-such-group", "nobody:", ":0", "a:b:c" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg.user = bad[i];
+		int r = microvm_agent_exec(a, &cfg, &res);
+		assert_true(r == -ENOENT || r == -EINVAL);
+		assert_null(res.out);
+		assert_int_equal(microvm_agent_ping(a), 0); /* still usable */
+	}
+	cfg.user = "";
+	assert_int_equal(microvm_agent_exec(a, &cfg, &res), -EINVAL);
+	/* Resource use: a command that touches 32 MiB peaks above that. */
+	const char *big[] = { "sh", "-c", "head -c 33554432 /dev/zero | tail -c 1 >/dev/null; "
+				  "python3 -c 'b = bytearray(32 << 20)' 2>/dev/null || "
+				  "dd if=/dev/zero of=/dev/null bs=32M count=1 2>/dev/null", NULL };
+	cfg.user = NULL;
+	cfg.argv = big;
+	assert_int_equal(microvm_agent_exec(a, &cfg, &res), 0);
+	assert_int_equal(res.exit_code, 0);
+	assert_true(res.max_rss_kib >= 32 * 1024);
+	assert_true(res.user_us + res.sys_us > 0);
+	microvm_exec_result_free(&res);
+	microvm_agent_close(a);
+}
+
 static void test_sequential(void **state)
 {
 	microvm_agent *a = open_agent();
@@ -420,7 +468,7 @@ static void test_host_closes_mid_stream(void **state)
 	ssize_t n = recv(fd, hdr, sizeof(hdr), 0);
 	assert_true(n > 5);
 	const char *argv[] = { "yes", "streaming", NULL };
-	assert_int_equal(agent_enc_exec(&b, 0, argv, 2, NULL, 0, NULL), 0);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, 2, NULL, 0, NULL, NULL), 0);
 	assert_int_equal(send(fd, b.data, b.len, MSG_NOSIGNAL), (ssize_t)b.len);
 	agent_buf_free(&b);
 	/* Read until STARTED (type 3 right after a 4-byte length) and some output. */
@@ -816,7 +864,7 @@ static void test_exec_struct_sizes(void **state)
 
 	nc.future = 1; /* asks for something this library does not have */
 	assert_int_equal(microvm_agent_exec(a, &nc.c, &nr.r), -EINVAL);
-	assert_non_null(strstr(microvm_agent_last_error(a), "microvm_exec_config size 88: byte 80"));
+	assert_non_null(strstr(microvm_agent_last_error(a), "microvm_exec_config size 96: byte 88"));
 	assert_null(nr.r.out);
 
 	/* The first release's layouts (0.2), as test-local copies. */
@@ -841,9 +889,15 @@ static void test_exec_struct_sizes(void **state)
 		char *err;
 		size_t err_len;
 	} orr = { sizeof(orr), 0, 0, 0, NULL, 0, NULL, 0 };
+	struct {
+		struct exec_result_v02 r;
+		uint64_t canary[3]; /* where 0.4's resource use fields are */
+	} oldr = { orr, { 7, 7, 7 } };
 	assert_int_equal(microvm_agent_exec(a, (const microvm_exec_config *)&oc,
-					    (microvm_exec_result *)&orr), 0);
-	assert_string_equal(orr.out, "sized\n");
+					    (microvm_exec_result *)&oldr.r), 0);
+	assert_string_equal(oldr.r.out, "sized\n");
+	assert_true(oldr.canary[0] == 7 && oldr.canary[1] == 7 && oldr.canary[2] == 7);
+	orr = oldr.r;
 	microvm_exec_result_free((microvm_exec_result *)&orr);
 
 	microvm_exec_config c = MICROVM_EXEC_CONFIG_INIT;
@@ -973,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(test_big_stdout),
 		cmocka_unit_test(test_stdin),
 		cmocka_unit_test(test_env_cwd),
+		cmocka_unit_test(test_user_and_rusage),
 		cmocka_unit_test(test_sequential),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_host_closes_mid_stream),

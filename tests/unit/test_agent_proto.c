@@ -45,13 +45,64 @@ static void test_hello_roundtrip(void **state)
 	agent_buf_free(&b);
 }
 
+/* Protocol 1.1: the user to run as, and the resource use with EXIT. */
+static void test_exec_user_and_rusage(void **state)
+{
+	(void)state;
+	struct agent_buf b = { 0 };
+	const char *argv[] = { "id" };
+	struct agent_frame f;
+	struct agent_exec e;
+	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_USER | AGENT_EXEC_RUSAGE, argv, 1, NULL, 0,
+					NULL, "nobody:nogroup"),
+			 0);
+	assert_int_equal(parse_one(&b, &f), 0);
+	assert_int_equal(agent_dec_exec(&f, &e), 0);
+	assert_string_equal(e.user, "nobody:nogroup");
+	assert_int_equal(e.flags, AGENT_EXEC_USER | AGENT_EXEC_RUSAGE);
+	agent_exec_free(&e);
+	/* The flag and the string go together; empty and over-long users are bad. */
+	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_USER, argv, 1, NULL, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, 1, NULL, 0, NULL, "root"), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_USER, argv, 1, NULL, 0, NULL, ""), -EINVAL);
+	char lng[AGENT_USER_MAX + 2];
+	memset(lng, 'u', sizeof(lng) - 1);
+	lng[sizeof(lng) - 1] = 0;
+	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_USER, argv, 1, NULL, 0, NULL, lng), -EINVAL);
+	/* Without the flag the user string is trailing garbage. */
+	b.len = 0;
+	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_USER, argv, 1, NULL, 0, NULL, "x"), 0);
+	b.data[AGENT_FRAME_HDR_SIZE] = 0; /* clear the flags */
+	assert_int_equal(parse_one(&b, &f), 0);
+	assert_int_equal(agent_dec_exec(&f, &e), -EBADMSG);
+
+	b.len = 0;
+	struct agent_rusage ru = { 12345, 1000001, 42 };
+	assert_int_equal(agent_enc_exit(&b, 0, 0, AGENT_EXIT_RUSAGE, &ru), -EINVAL);
+	assert_int_equal(agent_enc_exit(&b, 0, 0, 0, &ru), 0);
+	assert_int_equal(parse_one(&b, &f), 0);
+	struct agent_exit x;
+	assert_int_equal(agent_dec_exit(&f, &x), 0);
+	assert_int_equal(x.flags, AGENT_EXIT_RUSAGE);
+	assert_int_equal(x.ru.max_rss_kib, 12345);
+	assert_int_equal(x.ru.user_us, 1000001);
+	assert_int_equal(x.ru.sys_us, 42);
+	/* The flag without the fields is truncated. */
+	b.len = 0;
+	assert_int_equal(agent_enc_exit(&b, 0, 0, 0, NULL), 0);
+	b.data[AGENT_FRAME_HDR_SIZE + 8] = AGENT_EXIT_RUSAGE;
+	assert_int_equal(parse_one(&b, &f), 0);
+	assert_int_equal(agent_dec_exit(&f, &x), -EBADMSG);
+	agent_buf_free(&b);
+}
+
 static void test_exec_roundtrip(void **state)
 {
 	struct agent_buf b = { 0 };
 	const char *argv[] = { "sh", "-c", "echo $X", "" };
 	const char *envp[] = { "X=1", "PATH=/bin" };
 	assert_int_equal(agent_enc_exec(&b, AGENT_EXEC_STDIN | AGENT_EXEC_ENV, argv, 4, envp, 2,
-					"/tmp"),
+					"/tmp", NULL),
 			 0);
 	struct agent_frame f;
 	assert_int_equal(parse_one(&b, &f), 0);
@@ -71,7 +122,7 @@ static void test_exec_roundtrip(void **state)
 
 	/* No env, NULL cwd (sent as ""). */
 	b.len = 0;
-	assert_int_equal(agent_enc_exec(&b, 0, argv, 1, NULL, 0, NULL), 0);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, 1, NULL, 0, NULL, NULL), 0);
 	assert_int_equal(parse_one(&b, &f), 0);
 	assert_int_equal(agent_dec_exec(&f, &e), 0);
 	assert_string_equal(e.cwd, "");
@@ -81,13 +132,13 @@ static void test_exec_roundtrip(void **state)
 
 	/* Encoder argument checks; the buffer is left unchanged. */
 	size_t before = b.len;
-	assert_int_equal(agent_enc_exec(&b, 0, argv, 0, NULL, 0, NULL), -EINVAL);
-	assert_int_equal(agent_enc_exec(&b, 0x80, argv, 1, NULL, 0, NULL), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, 0, NULL, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, 0x80, argv, 1, NULL, 0, NULL, NULL), -EINVAL);
 	const char *empty[] = { "" };
-	assert_int_equal(agent_enc_exec(&b, 0, empty, 1, NULL, 0, NULL), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, 0, empty, 1, NULL, 0, NULL, NULL), -EINVAL);
 	const char *withnull[] = { "a", NULL };
-	assert_int_equal(agent_enc_exec(&b, 0, withnull, 2, NULL, 0, NULL), -EINVAL);
-	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS + 1, NULL, 0, NULL), -E2BIG);
+	assert_int_equal(agent_enc_exec(&b, 0, withnull, 2, NULL, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS + 1, NULL, 0, NULL, NULL), -E2BIG);
 	assert_int_equal(b.len, before);
 	agent_buf_free(&b);
 }
@@ -104,11 +155,11 @@ static void test_exec_too_big(void **state)
 	for (unsigned i = 0; i < AGENT_MAX_ARGS; i++)
 		argv[i] = s;
 	struct agent_buf b = { 0 };
-	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS, NULL, 0, NULL), -EMSGSIZE);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS, NULL, 0, NULL, NULL), -EMSGSIZE);
 	assert_int_equal(b.len, 0);
 	/* 4096 short ones fit. */
 	s[3] = 0;
-	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS, NULL, 0, NULL), 0);
+	assert_int_equal(agent_enc_exec(&b, 0, argv, AGENT_MAX_ARGS, NULL, 0, NULL, NULL), 0);
 	struct agent_frame f;
 	assert_int_equal(parse_one(&b, &f), 0);
 	struct agent_exec e;
@@ -161,14 +212,14 @@ static void test_small_messages(void **state)
 	assert_int_equal(agent_enc_empty(&b, AGENT_MSG_EXIT), -EINVAL);
 
 	b.len = 0;
-	assert_int_equal(agent_enc_exit(&b, 42, 0, 0), 0);
+	assert_int_equal(agent_enc_exit(&b, 42, 0, 0, NULL), 0);
 	assert_int_equal(parse_one(&b, &f), 0);
 	struct agent_exit x;
 	assert_int_equal(agent_dec_exit(&f, &x), 0);
 	assert_int_equal(x.exit_code, 42);
 	assert_int_equal(x.signo, 0);
 	b.len = 0;
-	assert_int_equal(agent_enc_exit(&b, -1, 9, AGENT_EXIT_CORE), 0);
+	assert_int_equal(agent_enc_exit(&b, -1, 9, AGENT_EXIT_CORE, NULL), 0);
 	assert_int_equal(parse_one(&b, &f), 0);
 	assert_int_equal(agent_dec_exit(&f, &x), 0);
 	assert_int_equal(x.exit_code, -1);
@@ -176,11 +227,11 @@ static void test_small_messages(void **state)
 	assert_int_equal(x.flags, AGENT_EXIT_CORE);
 	/* Inconsistent: exit code 300, or signal with an exit code. */
 	b.len = 0;
-	assert_int_equal(agent_enc_exit(&b, 300, 0, 0), 0);
+	assert_int_equal(agent_enc_exit(&b, 300, 0, 0, NULL), 0);
 	assert_int_equal(parse_one(&b, &f), 0);
 	assert_int_equal(agent_dec_exit(&f, &x), -EBADMSG);
 	b.len = 0;
-	assert_int_equal(agent_enc_exit(&b, 0, 9, 0), 0);
+	assert_int_equal(agent_enc_exit(&b, 0, 9, 0, NULL), 0);
 	assert_int_equal(parse_one(&b, &f), 0);
 	assert_int_equal(agent_dec_exit(&f, &x), -EBADMSG);
 
@@ -443,13 +494,13 @@ static void build_sample(struct agent_buf *b)
 	const char *envp[] = { "A=b" };
 	uint8_t seed[16] = { 1, 2, 3 };
 	assert_int_equal(agent_enc_hello(b, AGENT_PROTO_VERSION, 0, "0.1.0"), 0);
-	assert_int_equal(agent_enc_exec(b, AGENT_EXEC_STDIN, argv, 3, envp, 1, "/root"), 0);
+	assert_int_equal(agent_enc_exec(b, AGENT_EXEC_STDIN, argv, 3, envp, 1, "/root", NULL), 0);
 	assert_int_equal(agent_enc_started(b, 77), 0);
 	assert_int_equal(agent_enc_bytes(b, AGENT_MSG_STDIN, "input", 5), 0);
 	assert_int_equal(agent_enc_empty(b, AGENT_MSG_STDIN_EOF), 0);
 	assert_int_equal(agent_enc_bytes(b, AGENT_MSG_STDOUT, "out\n", 4), 0);
 	assert_int_equal(agent_enc_bytes(b, AGENT_MSG_STDERR, "err\n", 4), 0);
-	assert_int_equal(agent_enc_exit(b, 3, 0, 0), 0);
+	assert_int_equal(agent_enc_exit(b, 3, 0, 0, NULL), 0);
 	assert_int_equal(agent_enc_signal(b, 9), 0);
 	assert_int_equal(agent_enc_put_file(b, "/tmp/f", 0600, 0), 0);
 	assert_int_equal(agent_enc_bytes(b, AGENT_MSG_DATA, "data", 4), 0);
@@ -579,6 +630,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello_roundtrip),
 		cmocka_unit_test(test_exec_roundtrip),
+		cmocka_unit_test(test_exec_user_and_rusage),
 		cmocka_unit_test(test_exec_too_big),
 		cmocka_unit_test(test_small_messages),
 		cmocka_unit_test(test_frame_errors),
