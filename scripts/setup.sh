@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libcmocka-dev valgrind binutils
-      python3 python3-pytest python3-pip python3-venv python3-setuptools python3-wheel)
+      python3 python3-pytest python3-pip python3-venv python3-setuptools python3-wheel
+      mmdebstrap umoci e2fsprogs busybox-static cpio)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,108 @@
+/* The sandbox's VM: booted from a kernel plus a read-only root image (or an
+ * initramfs), or restored from a template; ready once its agent answers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+
+#define AGENT_WAIT_MS 120000
+/* tsc=reliable: restored clones must not have their clocksource watchdog
+ * mark the TSC unstable (see include/microvm.h, "Clocks"). */
+#define CMDLINE_BASE "console=ttyS0 reboot=k panic=-1 pci=off quiet tsc=reliable"
+#define CMDLINE_IMAGE \
+	" root=/dev/vda ro rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs"
+
+static int configure(microvm *vm, const struct sbx_opts *o, const struct sbx_guest *g, int console)
+{
+	microvm_vsock_config vs = MICROVM_VSOCK_CONFIG_INIT;
+	vs.guest_cid = 3; /* private to the VM: its host side is in-process only */
+	char cmdline[512];
+	snprintf(cmdline, sizeof(cmdline), "%s%s", CMDLINE_BASE, *g->image ? CMDLINE_IMAGE : "");
+	if (microvm_set_vcpus(vm, o->cpus ? o->cpus : 1) < 0 ||
+	    microvm_set_memory(vm, o->mem_mib ? o->mem_mib : 512) < 0 ||
+	    microvm_set_kernel(vm, g->kernel, cmdline) < 0 ||
+	    (*g->initrd && microvm_set_initrd(vm, g->initrd) < 0) ||
+	    microvm_set_console(vm, -1, console) < 0 || microvm_set_vsock(vm, &vs) < 0 ||
+	    microvm_set_rng(vm, 1) < 0)
+		return -1;
+	if (*g->image) {
+		microvm_disk_config d = MICROVM_DISK_CONFIG_INIT;
+		d.flags = MICROVM_DISK_READ_ONLY; /* shared base: nobody writes it */
+		d.path = g->image;
+		if (microvm_add_disk(vm, &d) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int open_console(const struct sbx_opts *o)
+{
+	return o->verbose ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) :
+			    open("/dev/null", O_WRONLY | O_CLOEXEC);
+}
+
+static int connect_agent(struct sbx_vm *v, double t0)
+{
+	int r = microvm_agent_connect(v->vm, AGENT_WAIT_MS, &v->agent);
+	if (r < 0)
+		return sbx_fail("guest agent", r == -ETIMEDOUT ? "did not answer within 120 s" :
+								 strerror(-r));
+	v->start_ms = sbx_now_ms() - t0;
+	return 0;
+}
+
+int sbx_vm_boot(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v)
+{
+	*v = (struct sbx_vm){ .console = open_console(o) };
+	double t0 = sbx_now_ms();
+	if (microvm_create(&v->vm) < 0)
+		return sbx_fail("create", "out of memory");
+	if (configure(v->vm, o, g, v->console) < 0 || microvm_start(v->vm) < 0)
+		return sbx_fail("boot", microvm_last_error(v->vm));
+	return connect_agent(v, t0);
+}
+
+int sbx_vm_restore(const struct sbx_opts *o, struct sbx_vm *v)
+{
+	*v = (struct sbx_vm){ .console = open_console(o), .restored = true };
+	char err[512] = "";
+	double t0 = sbx_now_ms();
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	rc.console_out = v->console;
+	if (microvm_restore(&v->vm, o->from, &rc, err, sizeof(err)) < 0)
+		return sbx_fail("restore", err);
+	int r = connect_agent(v, t0);
+	if (r)
+		return r;
+	/* A clone must not continue its template's random sequence. */
+	uint8_t seed[64];
+	if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed) ||
+	    microvm_agent_reseed(v->agent, seed, sizeof(seed)) < 0)
+		return sbx_fail("restore", "could not reseed the guest's RNG");
+	return 0;
+}
+
+/* Save the ready VM as a template in @dir (created if missing). The agent
+ * connection is not part of a snapshot: it is closed first. */
+int sbx_vm_save(struct sbx_vm *v, const char *dir)
+{
+	microvm_agent_close(v->agent);
+	v->agent = NULL;
+	if (microvm_pause(v->vm) < 0 || microvm_snapshot(v->vm, dir, 0) < 0)
+		return sbx_fail("snapshot", microvm_last_error(v->vm));
+	return 0;
+}
+
+void sbx_vm_destroy(struct sbx_vm *v)
+{
+	microvm_agent_close(v->agent);
+	microvm_destroy(v->vm);
+	if (v->console >= 0)
+		close(v->console);
+	*v = (struct sbx_vm){ .console = -1 };
+}

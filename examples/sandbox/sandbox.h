@@ -1,0 +1,104 @@
+/*
+ * microvm-sandbox: run one command in a throw-away microVM (see docs/sandbox.md).
+ * One header for the tool's parts: options, images, the VM, the command.
+ */
+#ifndef MICROVM_SANDBOX_H
+#define MICROVM_SANDBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <microvm_agent.h>
+
+/* Exit statuses of the tool itself (the command's own otherwise, 128+N for
+ * signal N). */
+#define SBX_EXIT_USAGE 2      /* bad options, missing image/kernel/template */
+#define SBX_EXIT_TIMEOUT 124  /* --timeout ran out; the command was killed */
+#define SBX_EXIT_FAILED 125   /* the sandbox failed (boot, restore, agent, copy) */
+#define SBX_EXIT_NOEXEC 126   /* the command could not be executed */
+#define SBX_EXIT_NOTFOUND 127 /* the command was not found */
+
+#define SBX_MAX_LIST 64
+
+enum sbx_mode { SBX_RUN, SBX_PREPARE };
+
+struct sbx_opts {
+	enum sbx_mode mode;
+	const char *image;    /* "debian", a path, "oci:DIR[:TAG]"; NULL with initrd */
+	const char *kernel;   /* NULL = the project's default guest kernel */
+	const char *initrd;   /* boot this initramfs instead of an image */
+	const char *from;     /* run: restore this template */
+	const char *snapshot; /* prepare: save the template here */
+	const char *workdir, *user, *json;
+	uint32_t cpus;
+	uint64_t mem_mib;
+	double timeout_s;
+	int stdin_mode; /* 1 pass stdin, 0 not, -1 = when it is not a terminal */
+	bool verbose;
+	const char *env[SBX_MAX_LIST], *copy_in[SBX_MAX_LIST], *copy_out[SBX_MAX_LIST];
+	int nenv, ncopy_in, ncopy_out;
+	char *const *cmd; /* after "--"; NULL-terminated; may be empty */
+	int ncmd;
+};
+
+/* An image's process configuration (OCI: Entrypoint, Cmd, Env, WorkingDir,
+ * User), from the sidecar build-oci.sh writes. Strings malloc'd. */
+struct sbx_procconf {
+	char **entrypoint, **cmd, **env; /* NULL-terminated arrays, may be NULL */
+	char *cwd, *user;
+};
+
+/* What to boot: a kernel plus either a root image or an initramfs. */
+struct sbx_guest {
+	char kernel[4096];
+	char image[4096];  /* "" with an initramfs */
+	char initrd[4096]; /* "" with an image */
+	char config[4096]; /* the image's process-config sidecar, "" if none */
+	struct sbx_procconf pc;
+};
+
+/* options.c: parse argv. Returns 0, or SBX_EXIT_USAGE after printing why
+ * (or 0 with *done set for --help). */
+int sbx_parse(int argc, char **argv, struct sbx_opts *o, bool *done);
+void sbx_usage(FILE *f);
+int sbx_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* image.c */
+int sbx_resolve_guest(const struct sbx_opts *o, struct sbx_guest *g);
+int sbx_procconf_load(const char *path, struct sbx_procconf *pc);
+void sbx_procconf_free(struct sbx_procconf *pc);
+/* template dir files: the sidecar copied at prepare time */
+int sbx_template_save_config(const struct sbx_guest *g, const char *dir);
+
+/* guestvm.c: a VM whose agent answers. */
+struct sbx_vm {
+	microvm *vm;
+	microvm_agent *agent;
+	bool restored;
+	int console;
+	double start_ms; /* create/restore -> agent ready */
+};
+int sbx_vm_boot(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
+int sbx_vm_restore(const struct sbx_opts *o, struct sbx_vm *v);
+int sbx_vm_save(struct sbx_vm *v, const char *dir);
+void sbx_vm_destroy(struct sbx_vm *v);
+
+/* command.c */
+struct sbx_result {
+	int status; /* the tool's exit status */
+	int exit_code, signal;
+	bool timed_out;
+	double command_ms;
+	uint64_t max_rss_kib;
+};
+int sbx_copy_in(microvm_agent *a, const char *spec);
+int sbx_copy_out(microvm_agent *a, const char *spec);
+void sbx_run_command(const struct sbx_opts *o, const struct sbx_procconf *pc,
+		     microvm_agent *a, struct sbx_result *res);
+
+/* util */
+double sbx_now_ms(void);
+int sbx_fail(const char *what, const char *detail);
+
+#endif
