@@ -35,12 +35,26 @@ MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
 # The Python bindings' Linux tests use the same guest and this build's library.
 export MICROVM_LIBRARY=$build/libmicrovm.so.0
 
+# The sandbox tool's tests (tests/linux/sandbox): the project's Debian image
+# and an OCI image converted from a layout built offline, made here on the
+# host (inside the emulated machine the cache is read-only; the tool finds
+# them there as cache hits).
+export MICROVM_SANDBOX=$build/examples/microvm-sandbox
+export MICROVM_KERNEL=$kdir/bzImage
+agent=$build/guest/agent/microvm-agent
+MICROVM_TEST_DEBIAN_IMAGE=$("$root/guest/rootfs/build-debian.sh" --agent "$agent" | tail -n1)
+export MICROVM_TEST_DEBIAN_IMAGE
+export MICROVM_TEST_OCI=$build/tests/linux/oci-layout
+"$here/mkoci.sh" "$MICROVM_TEST_OCI" >/dev/null
+"$root/guest/rootfs/build-oci.sh" "$MICROVM_TEST_OCI" --agent "$agent" >/dev/null
+
 programs=$(cd "$here" && ls test_linux*.c | sed 's/\.c$//')
 if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
 	echo "linux tests: this CPU has hardware virtualization: running directly"
 	rc=0
 	for p in $programs; do "$build/tests/linux/$p" || rc=1; done
 	"$here/pytest-linux.sh" || rc=1
+	"$here/pytest-linux.sh" sandbox || rc=1
 	exit $rc
 fi
 echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
@@ -78,16 +92,20 @@ for c in $cases; do
 done
 done
 # The Python bindings' Linux tests: one machine for all of them.
-if [ -z "${MICROVM_LINUX_ONLY:-}" ] || [[ " $MICROVM_LINUX_ONLY " == *" python "* ]]; then
+# The Python bindings' tests and the sandbox tool's, each as one unit.
+for unit in python sandbox; do
+	if [ -n "${MICROVM_LINUX_ONLY:-}" ] && [[ " $MICROVM_LINUX_ONLY " != *" $unit "* ]]; then
+		continue
+	fi
 	for attempt in 1 2 3; do
 		rc=0
-		"$root/tests/harness/run-nested.sh" "$here/pytest-linux.sh" || rc=$?
+		"$root/tests/harness/run-nested.sh" "$here/pytest-linux.sh" "$unit" || rc=$?
 		[ "$rc" -eq 125 ] || [ "$rc" -eq 124 ] || break
-		echo "linux tests: python: emulator trouble (exit $rc), attempt $attempt of 3" >&2
+		echo "linux tests: $unit: emulator trouble (exit $rc), attempt $attempt of 3" >&2
 		retries=$((retries + 1))
 	done
-	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "linux tests: python FAILED (exit $rc)"; fi
-fi
+	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "linux tests: $unit FAILED (exit $rc)"; fi
+done
 echo "linux tests: harness wall time $(( $(date +%s) - start )) s, $retries emulator retries"
 echo "linux: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

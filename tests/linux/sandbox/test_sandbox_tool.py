@@ -4,8 +4,10 @@ emulated machine on hosts without VT-x/AMD-V), which sets:
 
   MICROVM_SANDBOX       the tool
   MICROVM_KERNEL        the project's guest kernel
-  MICROVM_DEBIAN_IMAGE  the project's Debian image (built before: the cache
-                        is read-only inside the emulated machine)
+  MICROVM_TEST_DEBIAN_IMAGE  the project's Debian image, as
+                        guest/rootfs/build-debian.sh built it before (the
+                        cache is read-only inside the emulated machine; the
+                        tool finds it there itself for --image debian)
   MICROVM_TEST_OCI      an OCI image layout built offline (tests/linux/mkoci.sh)
 """
 import hashlib
@@ -18,14 +20,14 @@ import time
 import pytest
 
 TOOL = os.environ.get("MICROVM_SANDBOX", "")
-IMAGE = os.environ.get("MICROVM_DEBIAN_IMAGE", "")
+IMAGE = os.environ.get("MICROVM_TEST_DEBIAN_IMAGE", "")
 OCI = os.environ.get("MICROVM_TEST_OCI", "")
 LONG = 600  # seconds: generous, the emulated machine is slow
 
 
 def setup_module():
     # Never skip: the suite runs where it must run.
-    for name, path in (("MICROVM_SANDBOX", TOOL), ("MICROVM_DEBIAN_IMAGE", IMAGE),
+    for name, path in (("MICROVM_SANDBOX", TOOL), ("MICROVM_TEST_DEBIAN_IMAGE", IMAGE),
                        ("MICROVM_TEST_OCI", OCI), ("MICROVM_KERNEL", os.environ.get("MICROVM_KERNEL", ""))):
         assert path and os.path.exists(path), "%s is not set to an existing path" % name
 
