@@ -12,7 +12,8 @@ from ._version import __version__
 from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
                      CommandExitError, ConnectionRefused, ConnectionReset, Error,
                      ExecFormatError, FileTooBigError, InvalidError, NoDeviceError,
-                     NoProcessError, NotConnectedError, NotFoundError, OutOfMemoryError,
+                     NoProcessError, NotConnectedError, NotFoundError, NotSupportedError,
+                     OutOfMemoryError,
                      ProtocolError, TimedOutError, TooManyFilesError, TryAgainError)
 from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
 from .agent import Agent, CommandResult
@@ -50,7 +51,8 @@ __all__ = [
     "NotConnectedError", "Agent", "AsyncCommandHandle", "AsyncSandbox", "CommandHandle",
     "CommandResult", "GuestNotFoundError",
     "Sandbox",
-    "NotFoundError", "OutOfMemoryError", "ProtocolError", "State", "TimedOutError",
+    "NotFoundError", "NotSupportedError", "OutOfMemoryError", "ProtocolError", "State",
+    "TimedOutError",
     "TooManyFilesError", "TryAgainError", "VM", "__version__", "library", "library_version",
     "load_library",
 ]

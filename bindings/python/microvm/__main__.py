@@ -3,7 +3,7 @@
     python3 -m microvm --version
     python3 -m microvm run [--cpus N] [--mem MIB] [--kernel K] [--initrd I]
                            [--timeout S] [--template DIR] [--env NAME=VALUE]
-                           [--cwd DIR] [-i] [-v] -- CMD [ARGS...]
+                           [--cwd DIR] [--user USER] [-i] [-v] -- CMD [ARGS...]
 
 ``run`` runs one command in a throw-away sandbox, like examples/sandbox.c's
 microvm-sandbox: the command's stdout and stderr stream to ours as they
@@ -79,6 +79,9 @@ def run_parser():
     p.add_argument("--env", type=_env, action="append", default=[], metavar="NAME=VALUE",
                    help="add to the command's environment (repeatable)")
     p.add_argument("--cwd", metavar="DIR", help="working directory in the guest")
+    p.add_argument("--user", metavar="USER",
+                   help="run as USER: name, uid, name:group or uid:gid in the guest "
+                        "(needs libmicrovm 0.4)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="pass our stdin to the command")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -158,6 +161,7 @@ def run(argv, create=None):
             env = dict(e.split("=", 1) for e in args.env) or None
             try:
                 r = sbx.commands.run(args.command, timeout=args.timeout, env=env, cwd=args.cwd,
+                                     user=args.user,
                                      stdin=sys.stdin.fileno() if args.interactive else None,
                                      check=False, text=False,
                                      on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))

@@ -32,6 +32,10 @@ from ._version import __version__
 # kick signal fields of microvm_restore_config).
 LIB_MAJOR = 0
 LIB_MIN_MINOR = 3
+# Later additions the package uses only when the loaded library has them
+# (see Library.has). A 0.3 library takes the 0.4 structs as long as the
+# fields it does not know are zero ("Structs that may grow" in microvm.h).
+LIB_EXEC_USER_MINOR = 4     # microvm_exec_config.user, exec_result resource use
 SONAME = "libmicrovm.so.%d" % LIB_MAJOR
 
 # ------------------------------------------------------------ constants
@@ -79,7 +83,7 @@ RESTORE_TRACK_DIRTY = 0x8
 RESTORE_MAX_DISKS = 16
 
 # <microvm_agent.h>
-AGENT_PROTOCOL_VERSION = 0x00010000
+AGENT_PROTOCOL_VERSION = 0x00010001
 AGENT_DEFAULT_IO_TIMEOUT_MS = 30000
 EXEC_MERGE_ENV = 0x1
 EXEC_OUTPUT_MAX = 64 * 1024 * 1024
@@ -91,6 +95,7 @@ EXEC_OUT_TRUNCATED = 0x4
 EXEC_ERR_TRUNCATED = 0x8
 EXEC_CORE_DUMPED = 0x10
 EXEC_MAX_ARGS = 4096
+EXEC_USER_MAX = 256         # microvm_exec_config.user: "at most 256 bytes"
 AGENT_FILE_MAX = 256 * 1024 * 1024
 AGENT_RESEED_MAX = 4096
 
@@ -193,6 +198,7 @@ class ExecConfig(_Sized):
         ("on_output", OUTPUT_FN),
         ("opaque", ctypes.c_void_p),
         ("output_limit", ctypes.c_size_t),
+        ("user", ctypes.c_char_p),                  # 0.4
     ]
 
     def __init__(self, **kwargs):
@@ -212,6 +218,10 @@ class ExecResult(_Sized):
         ("out_len", ctypes.c_size_t),
         ("err", ctypes.c_void_p),
         ("err_len", ctypes.c_size_t),
+        # 0.4; a 0.3 library zeroes them (the tail of a larger result)
+        ("max_rss_kib", ctypes.c_uint64),
+        ("user_us", ctypes.c_uint64),
+        ("sys_us", ctypes.c_uint64),
     ]
 
 
@@ -348,6 +358,10 @@ class Library:
             raise LibraryError("%s (libmicrovm %s) lacks %s" % (self.path, self.version,
                                                                  ", ".join(missing)))
         self._cdll = cdll
+
+    def has(self, minor):
+        """Whether this library is at least 0.@minor (e.g. LIB_EXEC_USER_MINOR)."""
+        return self.version_info[:2] >= (LIB_MAJOR, minor)
 
     def strerror(self, err):
         return self.microvm_strerror(err).decode("utf-8", "replace")

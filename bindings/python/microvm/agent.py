@@ -2,15 +2,18 @@
 <microvm_agent.h> (the host side of guest/agent/PROTOCOL.md)."""
 
 import ctypes
+import dataclasses
+import errno
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Union
 
 from . import _convert as cv
 from . import _lib as L
-from .errors import make_error
+from .errors import NotSupportedError, make_error
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _free = _libc.free
@@ -26,6 +29,12 @@ class CommandResult:
     stdout: Union[bytes, str]
     stderr: Union[bytes, str]
     flags: int = 0                 # MICROVM_EXEC_* result flags
+    # Resource use as the guest kernel counted it (wait4, descendants it
+    # waited for included); 0 when unknown (libmicrovm < 0.4, agent < 1.1,
+    # a command that did not run to its end).
+    max_rss_kib: int = 0           # peak resident set of its largest process, KiB
+    user_us: int = 0               # CPU time in user mode, microseconds
+    sys_us: int = 0                # CPU time in kernel mode, microseconds
 
     timed_out = property(lambda self: bool(self.flags & L.EXEC_TIMED_OUT))
     cancelled = property(lambda self: bool(self.flags & L.EXEC_CANCELLED))
@@ -41,8 +50,7 @@ class CommandResult:
     def decoded(self, encoding="utf-8", errors="replace"):
         """This result with stdout and stderr as str."""
         dec = (lambda b: b.decode(encoding, errors) if isinstance(b, bytes) else b)
-        return CommandResult(self.exit_code, self.signal, dec(self.stdout), dec(self.stderr),
-                             self.flags)
+        return dataclasses.replace(self, stdout=dec(self.stdout), stderr=dec(self.stderr))
 
 
 def argv_bytes(argv):
@@ -93,6 +101,82 @@ def guest_path(path):
     if not p.startswith(b"/"):
         raise ValueError("guest path must be absolute, got %r" % (os.fsdecode(p),))
     return p
+
+
+def user_bytes(lib, user):
+    """@user (str/bytes) for microvm_exec_config.user, refused before any
+    call if @lib (a Library) is older than 0.4: a 0.3 library would take
+    the field for unknown non-zero bytes (EINVAL)."""
+    u = cv.cbytes("user", user, max_len=L.EXEC_USER_MAX, allow_empty=False)
+    if not lib.has(L.LIB_EXEC_USER_MINOR):
+        # os.strerror: microvm_strerror's text for this errno speaks of KVM
+        raise NotSupportedError(
+            errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP),
+            "user= needs libmicrovm 0.%d or later, but %s is libmicrovm %s"
+            % (L.LIB_EXEC_USER_MINOR, lib.path, lib.version), "microvm_agent_exec")
+    return u
+
+
+def _stdin_into(cfg, stdin, keep):
+    if isinstance(stdin, (str, bytes, bytearray, memoryview)):
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
+        buf = ctypes.create_string_buffer(data, len(data))
+        keep.append(buf)
+        cfg.stdin_data = ctypes.cast(buf, ctypes.c_void_p)
+        cfg.stdin_len = len(data)
+    else:
+        cfg.stdin_fd = cv.fd("stdin", stdin)
+
+
+def exec_config(lib, argv, *, env=None, merge_env=False, cwd=None, stdin=None, timeout=None,
+                output_limit=None, user=None):
+    """A checked ExecConfig and the list of objects it points into (keep
+    it alive for the call)."""
+    cfg = L.ExecConfig()
+    keep = [L.cstr_array(argv_bytes(argv))]
+    cfg.argv = keep[0]
+    if env is not None:
+        keep.append(L.cstr_array(env_bytes(env)))
+        cfg.envp = keep[-1]
+    if cv.flag("merge_env", merge_env):
+        cfg.flags |= L.EXEC_MERGE_ENV
+    if cwd is not None:
+        cfg.cwd = guest_path(cwd)
+    if user is not None:
+        cfg.user = user_bytes(lib, user)
+    if stdin is not None:
+        _stdin_into(cfg, stdin, keep)
+    ms = cv.timeout_ms(timeout)
+    cfg.timeout_ms = 0 if ms < 0 else ms
+    if output_limit is not None:
+        cfg.output_limit = cv.integer("output_limit", output_limit, 1, 2**63 - 1)
+    return cfg, keep
+
+
+def _output_trampoline(on_output, failure):
+    """An OUTPUT_FN calling on_output(stream, data); an exception it raises
+    is appended to @failure and cancels the command."""
+    if not callable(on_output):
+        raise TypeError("on_output must be callable (stream, data)")
+
+    def tramp(opaque, stream, data, length):
+        try:
+            return 1 if on_output(stream, ctypes.string_at(data, length)) else 0
+        except BaseException as e:      # noqa: B902 - re-raised by the caller
+            failure.append(e)
+            return 1
+    return L.OUTPUT_FN(tramp)
+
+
+def take_result(lib, res):
+    """The CommandResult of a filled ExecResult, whose buffers are freed."""
+    try:
+        out = ctypes.string_at(res.out, res.out_len) if res.out else b""
+        err = ctypes.string_at(res.err, res.err_len) if res.err else b""
+        return CommandResult(res.exit_code, res.signal, out, err, res.flags,
+                             res.max_rss_kib, res.user_us, res.sys_us)
+    finally:
+        lib.microvm_exec_result_free(ctypes.byref(res))
 
 
 class Agent:
@@ -268,7 +352,7 @@ class Agent:
     # ---------------------------------------------------------------- exec
 
     def exec(self, argv, *, env=None, merge_env=False, cwd=None, stdin=None, timeout=None,
-             on_output=None, output_limit=None) -> CommandResult:
+             on_output=None, output_limit=None, user=None) -> CommandResult:
         """Run @argv in the guest and wait for it. @env: dict or list of
         "NAME=value" replacing the default environment (added to it with
         merge_env=True); @cwd; @stdin: bytes/str, a file object or an fd
@@ -276,56 +360,24 @@ class Agent:
         command is killed after it and the result says timed_out);
         @on_output(stream, data) gets the output instead of the result
         (stream 1 = stdout, 2 = stderr; a true return value kills the
-        command); @output_limit caps collected output per stream (bytes).
-        Returns a CommandResult with bytes output, also for commands that
-        failed; raises Error if the command could not run (NotFoundError
-        for a missing program or cwd)."""
-        cfg = L.ExecConfig()
-        args = argv_bytes(argv)
-        arr = L.cstr_array(args)
-        cfg.argv = arr
-        if env is not None:
-            envarr = L.cstr_array(env_bytes(env))
-            cfg.envp = envarr
-        if cv.flag("merge_env", merge_env):
-            cfg.flags |= L.EXEC_MERGE_ENV
-        if cwd is not None:
-            cfg.cwd = guest_path(cwd)
-        keep = None
-        if stdin is not None:
-            if isinstance(stdin, (str, bytes, bytearray, memoryview)):
-                data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
-                keep = ctypes.create_string_buffer(data, len(data))
-                cfg.stdin_data = ctypes.cast(keep, ctypes.c_void_p)
-                cfg.stdin_len = len(data)
-            else:
-                cfg.stdin_fd = cv.fd("stdin", stdin)
-        ms = cv.timeout_ms(timeout)
-        cfg.timeout_ms = 0 if ms < 0 else ms
-        if output_limit is not None:
-            cfg.output_limit = cv.integer("output_limit", output_limit, 1, 2**63 - 1)
+        command); @output_limit caps collected output per stream (bytes);
+        @user runs it as "name", "uid", "name:group" or "uid:gid" (resolved
+        in the guest; None = root).
+        Returns a CommandResult with bytes output and the command's
+        resource use, also for commands that failed; raises Error if the
+        command could not run (NotFoundError for a missing program or cwd
+        or an unknown user; NotSupportedError for user= with libmicrovm
+        older than 0.4 or an agent older than protocol 1.1)."""
+        cfg, keep = exec_config(self._lib, argv, env=env, merge_env=merge_env, cwd=cwd,
+                                stdin=stdin, timeout=timeout, output_limit=output_limit,
+                                user=user)
         failure = []
         if on_output is not None:
-            if not callable(on_output):
-                raise TypeError("on_output must be callable (stream, data)")
-
-            def tramp(opaque, stream, data, length):
-                try:
-                    return 1 if on_output(stream, ctypes.string_at(data, length)) else 0
-                except BaseException as e:      # noqa: B902 - re-raised below
-                    failure.append(e)
-                    return 1
-
-            cb = L.OUTPUT_FN(tramp)
-            cfg.on_output = cb
+            cfg.on_output = _output_trampoline(on_output, failure)
+            keep.append(cfg.on_output)
         res = L.ExecResult()
         self._call("microvm_agent_exec", ctypes.byref(cfg), ctypes.byref(res))
-        try:
-            out = ctypes.string_at(res.out, res.out_len) if res.out else b""
-            err = ctypes.string_at(res.err, res.err_len) if res.err else b""
-            result = CommandResult(res.exit_code, res.signal, out, err, res.flags)
-        finally:
-            self._lib.microvm_exec_result_free(ctypes.byref(res))
+        result = take_result(self._lib, res)
         if failure:
             raise failure[0]
         return result
@@ -385,11 +437,14 @@ class Agent:
         self._call("microvm_agent_reseed", seed, len(seed))
 
 
-def run(vm, argv, timeout=None) -> CommandResult:
+def run(vm, argv, timeout=None, user=None) -> CommandResult:
     """microvm_agent_run(): connect to @vm's agent, run @argv with the
     default environment, collect the output, close. @timeout (seconds)
     bounds the whole call; a command still running then is killed and the
-    result says timed_out."""
+    result says timed_out. @user as for Agent.exec (microvm_agent_run has
+    none: then it is Agent.connect and exec within the same timeout)."""
+    if user is not None:
+        return _run_as(vm, argv, timeout, user)
     arr = L.cstr_array(argv_bytes(argv))
     ms = cv.timeout_ms(timeout)
     res = L.ExecResult()
@@ -400,10 +455,14 @@ def run(vm, argv, timeout=None) -> CommandResult:
             raise make_error(vm._lib, rc, "microvm_agent_run", vm._lib.microvm_last_error(vmp))
     finally:
         vm._leave()
-    try:
-        out = ctypes.string_at(res.out, res.out_len) if res.out else b""
-        err = ctypes.string_at(res.err, res.err_len) if res.err else b""
-        return CommandResult(res.exit_code, res.signal, out, err, res.flags)
-    finally:
-        vm._lib.microvm_exec_result_free(ctypes.byref(res))
+    return take_result(vm._lib, res)
 
+
+def _run_as(vm, argv, timeout, user):
+    argv_bytes(argv)
+    user_bytes(vm._lib, user)
+    ms = cv.timeout_ms(timeout)
+    end = None if ms < 0 else time.monotonic() + ms / 1000.0
+    with Agent.connect(vm, timeout=None if end is None else ms / 1000.0) as agent:
+        left = None if end is None else max(0.001, end - time.monotonic())
+        return agent.exec(argv, timeout=left, user=user)

@@ -110,6 +110,12 @@ class FileTooBigError(Error):
     """EFBIG: a guest file exceeds the size cap of the read."""
 
 
+class NotSupportedError(Error):
+    """EOPNOTSUPP: the library or the guest agent is too old for the
+    request (e.g. exec as another user needs libmicrovm 0.4 and an agent
+    speaking protocol 1.1)."""
+
+
 _BY_ERRNO = {
     _errno.ENOENT: NotFoundError,
     _errno.EACCES: AccessDeniedError,
@@ -132,6 +138,7 @@ _BY_ERRNO = {
     _errno.EPROTONOSUPPORT: ProtocolError,
     _errno.EFBIG: FileTooBigError,
     _errno.ESRCH: NoProcessError,
+    _errno.EOPNOTSUPP: NotSupportedError,
 }
 
 
@@ -183,6 +190,7 @@ __all__ = [
     "AccessDeniedError", "BrokenPipe", "BusyError", "ChecksumError", "CommandExitError",
     "ConnectionRefused", "ConnectionReset", "Error", "ExecFormatError", "FileTooBigError",
     "InvalidError", "LibraryError", "LibraryNotFoundError", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "NotFoundError", "OutOfMemoryError", "ProtocolError", "TimedOutError",
+    "NotConnectedError", "NotFoundError", "NotSupportedError", "OutOfMemoryError",
+    "ProtocolError", "TimedOutError",
     "TooManyFilesError", "TryAgainError", "error_class", "make_error",
 ]

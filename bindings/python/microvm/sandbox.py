@@ -12,6 +12,7 @@ It needs a kernel with virtio-vsock and the project's agent initramfs
 """
 
 import codecs
+import dataclasses
 import errno
 import os
 import threading
@@ -240,9 +241,9 @@ class CommandHandle:
                         out = [d for s, d in self._chunks if s == "stdout"]
                         err = [d for s, d in self._chunks if s == "stderr"]
                         empty = "" if self._text else b""
-                        self._result = CommandResult(result.exit_code, result.signal,
-                                                     empty.join(out), empty.join(err),
-                                                     result.flags | self._truncated)
+                        self._result = dataclasses.replace(
+                            result, stdout=empty.join(out), stderr=empty.join(err),
+                            flags=result.flags | self._truncated)
                     self._error = error
                     self._done = True
                     self._cond.notify_all()
@@ -354,14 +355,17 @@ class Commands:
 
     def run(self, cmd, *, timeout=60.0, env=None, cwd=None, stdin=None, check=True, text=True,
             on_stdout=None, on_stderr=None, background=False,
-            output_limit=L.EXEC_OUTPUT_MAX):
+            output_limit=L.EXEC_OUTPUT_MAX, user=None):
         """Run @cmd (a str is a shell command line, run by /bin/sh -c; a
         list is the argv) and wait for it, at most @timeout seconds (None =
         no limit; then it is killed). @env (a dict) is added to the default
-        environment; @cwd; @stdin (bytes/str, a file or an fd). Returns a
-        CommandResult (stdout/stderr as str with text=True, else bytes).
-        Raises CommandExitError if it exits non-zero, is killed or times
-        out, unless check=False; microvm.Error if it cannot run at all.
+        environment; @cwd; @stdin (bytes/str, a file or an fd); @user
+        ("name", "uid", "name:group" or "uid:gid" in the guest; None =
+        root). Returns a CommandResult (stdout/stderr as str with
+        text=True, else bytes; max_rss_kib, user_us, sys_us its resource
+        use). Raises CommandExitError if it exits non-zero, is killed or
+        times out, unless check=False; microvm.Error if it cannot run at
+        all (NotFoundError for a missing program or an unknown user).
         on_stdout/on_stderr(data) stream the output as it comes (then it is
         not collected).
 
@@ -377,6 +381,8 @@ class Commands:
         else:
             argv = cmd
         argv = argv_bytes(argv)                   # TypeError/ValueError now
+        if user is not None:
+            cv.cbytes("user", user, max_len=L.EXEC_USER_MAX, allow_empty=False)
         if env is not None and not isinstance(env, dict):
             raise TypeError("env must be a dict, not %s" % type(env).__name__)
         check = cv.flag("check", check)
@@ -390,7 +396,8 @@ class Commands:
             if cwd is not None:
                 guest_path(cwd)
             limit = cv.integer("output_limit", output_limit, 1, 2**63 - 1)
-            kw = dict(env=env, merge_env=True, cwd=cwd, stdin=stdin, timeout=timeout)
+            kw = dict(env=env, merge_env=True, cwd=cwd, stdin=stdin, timeout=timeout,
+                      user=user)
             return CommandHandle(self._pool, argv, kw, check=check, text=text,
                                  on_stdout=on_stdout, on_stderr=on_stderr, output_limit=limit)
         on_output = None
@@ -409,7 +416,7 @@ class Commands:
 
         result = self._pool.run(lambda a: a.exec(argv, env=env, merge_env=True, cwd=cwd,
                                                  stdin=stdin, timeout=timeout,
-                                                 on_output=on_output))
+                                                 on_output=on_output, user=user))
         if on_output is not None and text:
             for stream in (1, 2):
                 on_output(stream, b"", final=True)    # an incomplete character at the end

@@ -109,6 +109,11 @@ def test_exit_status_passthrough_and_streaming(host_sandbox, capfd, tmp_path):
     assert capfd.readouterr().out == "x=y %s\n" % tmp_path
     assert cli.run(["--", "/no/such/program"], create=host_sandbox) == 125
     assert "microvm: /no/such/program:" in capfd.readouterr().err
+    if os.geteuid() == 0:                                      # switching users
+        assert cli.run(["--user", "nobody", "--", "id", "-u"], create=host_sandbox) == 0
+        assert capfd.readouterr().out == "65534\n"
+        assert cli.run(["--user", "no-such-user-xyz", "--", "true"], create=host_sandbox) == 125
+        assert "no-such-user-xyz" in capfd.readouterr().err
     assert all(not s._pool._idle for s in host_sandbox.made)   # each sandbox was killed
 
 
