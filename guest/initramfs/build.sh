@@ -130,8 +130,8 @@ while IFS= read -r applet; do
     ln -sf /bin/busybox "$stage/$applet"
 done < <("$busybox" --list-full)
 
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
-printf 'root:x:0:\n' >"$stage/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$stage/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 
 if [[ -n $agent ]]; then
     cp -- "$agent" "$stage/init"
