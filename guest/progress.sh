@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Progress lines for the guest build scripts (sourced, not run).
 #
 #   progress_start WHAT [CMD...]  from now on, every $MICROVM_PROGRESS_EVERY

@@ -34,7 +34,7 @@ target=${1:-guest}
 
 log() { printf 'kernel/build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-# shellcheck source=../progress.sh
+# shellcheck source=guest/progress.sh
 . "$here/../progress.sh"
 trap progress_stop EXIT
 

@@ -70,7 +70,7 @@ usage() {
     sed -n '2,/^set -euo/p' "$self" | sed '$d; s/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
-# shellcheck source=../progress.sh
+# shellcheck source=guest/progress.sh
 . "$here/../progress.sh"
 
 agent=$root/build/guest/agent/microvm-agent

@@ -67,10 +67,10 @@ usage() {
     sed -n '2,/^set -euo/p' "$self" | sed '$d; s/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
-# shellcheck source=../progress.sh
+# shellcheck source=guest/progress.sh
 . "$here/../progress.sh"
 
-ref= out= agent=$root/build/guest/agent/microvm-agent
+ref='' out='' agent=$root/build/guest/agent/microvm-agent
 while (($#)); do
     case $1 in
     -h | --help) usage 0 ;;
@@ -191,7 +191,7 @@ progress_stop
 tree=$tmp/bundle/rootfs
 write_config "$tmp/bundle/config.json" "$tmp/image.config" || die "cannot read the bundle's config.json"
 mkdir -p -- "$tree/.microvm/overlay" "$tree/dev" "$tree/proc" "$tree/sys" "$tree/run"
-mkdir -p -m 1777 -- "$tree/tmp"
+mkdir -p -- "$tree/tmp" && chmod 1777 "$tree/tmp"
 install -m 0755 -o 0 -g 0 -- "$agent" "$tree/.microvm/agent"
 "$here/mkext4.sh" "$tree" "$tmp/image.ext4" oci-rootfs || die "mke2fs failed"
 

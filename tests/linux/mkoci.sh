@@ -49,6 +49,7 @@ cp /bin/busybox "$rootfs/bin/busybox"
 for a in sh echo env id pwd cat ls mkdir; do ln -s busybox "$rootfs/bin/$a"; done
 printf '%s\n' 'PRETTY_NAME="microvm OCI test image (busybox)"' 'ID=microvm-oci-test' >"$rootfs/etc/os-release"
 umoci repack --image "$out:test" "$bundle/b" >&2
+# shellcheck disable=SC2016 # the guest's shell expands these
 umoci config --image "$out:test" \
     --config.entrypoint /bin/sh --config.entrypoint -c \
     --config.cmd 'echo "cwd=$(pwd) uid=$(id -u) gid=$(id -g) greeting=$GREETING"' \
