@@ -31,12 +31,14 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/magic.h>
 #include <linux/random.h>
 #include <linux/vm_sockets.h>
 
@@ -963,8 +965,9 @@ static int overlay_mount_upper(const char *spec)
 		return -1;
 	}
 	/* The kernel mounts devtmpfs on /dev before init (DEVTMPFS_MOUNT);
-	 * mount it here if it did not. */
-	if (access(spec, F_OK) < 0)
+	 * mount it here if it did not (devtmpfs reports the tmpfs magic). */
+	struct statfs sf;
+	if (statfs("/dev", &sf) < 0 || sf.f_type != TMPFS_MAGIC)
 		(void)mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
 	return mount(spec, OVL_DIR, "ext4", 0, NULL);
 }
