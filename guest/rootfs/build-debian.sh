@@ -184,6 +184,10 @@ if [[ ! -f $tar.sha256 ]]; then
 fi
 
 # ---------------------------------------------------------------- image
+# A private copy: the key and the image's agent are then the same bytes even
+# if the build tree's agent is rebuilt meanwhile (mmdebstrap takes minutes).
+cp -- "$agent" "$tmp/agent"
+agent=$tmp/agent
 img=$dir/debian-$SUITE-$(image_key "$(cat -- "$tar.sha256")").ext4
 if [[ -f $img ]]; then # built by whoever held the lock before us
     printf '%s\n' "$img"
