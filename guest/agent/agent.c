@@ -32,12 +32,14 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/magic.h>
 #include <linux/random.h>
 #include <linux/vm_sockets.h>
 
@@ -956,6 +958,120 @@ static void init_setup(void)
 	loopback_up();
 }
 
+/* ------------------------------------------------------------ overlay root */
+
+/*
+ * microvm.overlay=tmpfs or microvm.overlay=/dev/vdX on the kernel command
+ * line (read from /proc/cmdline: the kernel takes a word with a dot for a
+ * module parameter and does not pass it to init) makes / a writable overlay
+ * of the root file system, which stays untouched (boot it read-only: root=...
+ * ro): the upper layer is a tmpfs, or the ext4 file system on /dev/vdX (a
+ * scratch disk; its upper/ and work/ survive a reboot), mounted at
+ * OVL_DIR; the overlay is mounted at OVL_DIR/root and becomes / with
+ * pivot_root(); the old root is then detached (the overlay keeps using it as
+ * its lower layer, it is just no longer visible). On any failure the agent
+ * says so on the console and goes on with the root it has.
+ */
+#define OVL_DIR "/.microvm/overlay"
+
+/* The value of the last microvm.overlay= word of /proc/cmdline into @val
+ * ("" if there is none). /proc is mounted for this and unmounted again. */
+static void overlay_param(char *val, size_t len)
+{
+	val[0] = 0;
+	bool mounted = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+	char buf[4096];
+	ssize_t n = -1;
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+	}
+	if (mounted)
+		umount2("/proc", MNT_DETACH);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	for (char *w = strtok(buf, " \t\n"); w; w = strtok(NULL, " \t\n")) {
+		if (!strcmp(w, "--"))
+			break; /* the rest is init's argv */
+		if (!strncmp(w, "microvm.overlay=", 16))
+			snprintf(val, len, "%s", w + 16);
+	}
+}
+
+/* The upper layer's file system at OVL_DIR: a tmpfs for "tmpfs", else the
+ * ext4 block device @spec ("/dev/..."). */
+static int overlay_mount_upper(const char *spec)
+{
+	if (!strcmp(spec, "tmpfs"))
+		return mount("tmpfs", OVL_DIR, "tmpfs", 0, "mode=0755");
+	if (strncmp(spec, "/dev/", 5) || strstr(spec, "..")) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* The kernel mounts devtmpfs on /dev before init (DEVTMPFS_MOUNT);
+	 * mount it here if it did not (devtmpfs reports the tmpfs magic). */
+	struct statfs sf;
+	if (statfs("/dev", &sf) < 0 || sf.f_type != TMPFS_MAGIC)
+		(void)mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	return mount(spec, OVL_DIR, "ext4", 0, NULL);
+}
+
+/* upper/, work/ and root/ in OVL_DIR, and the overlay of / on root/. */
+static int overlay_mount_root(void)
+{
+	static const char *const dirs[] = { OVL_DIR "/upper", OVL_DIR "/work", OVL_DIR "/root" };
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
+			return -1;
+	return mount("overlay", OVL_DIR "/root", "overlay", 0,
+		     "lowerdir=/,upperdir=" OVL_DIR "/upper,workdir=" OVL_DIR "/work");
+}
+
+/* Make OVL_DIR/root the root (pivot_root(".", ".") stacks the old root on
+ * the new one; unmounting "." then detaches the old root). */
+static int overlay_pivot(void)
+{
+	if (chdir(OVL_DIR "/root") < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+		return -1;
+	if (umount2(".", MNT_DETACH) < 0)
+		say("microvm-agent: overlay: detaching the old root: %s", strerror(errno));
+	return chdir("/");
+}
+
+/* Called by PID 1 before init_setup(): see the comment above OVL_DIR. */
+static void overlay_root(void)
+{
+	char spec[128];
+	overlay_param(spec, sizeof(spec));
+	if (!spec[0])
+		return;
+	/* pivot_root() refuses shared mounts; nothing here needs propagation. */
+	(void)mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	const char *step = "mounting the upper layer on " OVL_DIR;
+	int err = 0;
+	if (overlay_mount_upper(spec) == 0) {
+		step = "mounting the overlay";
+		if (overlay_mount_root() == 0) {
+			step = "pivot_root";
+			if (overlay_pivot() == 0) {
+				say("microvm-agent: / is an overlay (upper layer: %s)", spec);
+				return;
+			}
+			err = errno;
+			if (chdir("/") < 0 || umount2(OVL_DIR "/root", MNT_DETACH) < 0)
+				say("microvm-agent: overlay: cleaning up: %s", strerror(errno));
+		}
+		err = err ? err : errno;
+		umount2(OVL_DIR, MNT_DETACH);
+	}
+	err = err ? err : errno;
+	say("microvm-agent: ERROR: microvm.overlay=%s: %s failed: %s; going on with the root "
+	    "file system as it is (read-only?)",
+	    spec, step, strerror(err));
+}
+
 /* ---------------------------------------------------------------- listen */
 
 struct listen_spec {
@@ -1163,8 +1279,10 @@ int main(int argc, char **argv)
 	if (r >= 0)
 		return r;
 	bool pid1 = getpid() == 1;
-	if (pid1 && !(explicit_listen && ls.unix_sock))
+	if (pid1 && !(explicit_listen && ls.unix_sock)) {
+		overlay_root();
 		init_setup();
+	}
 	open_stdio();
 	sigset_t orig, waitmask;
 	setup_signals(&orig, &waitmask);

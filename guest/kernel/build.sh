@@ -20,6 +20,8 @@
 #   MICROVM_CACHE_DIR   cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/microvm)
 #   MICROVM_KERNEL_JOBS make -j value (default: nproc)
 #   MICROVM_KEEP_BUILD  1 = keep the object tree after a successful build
+#   MICROVM_PROGRESS_EVERY  seconds between progress lines of the long steps
+#                       (default 15): elapsed time, objects built, last step
 set -euo pipefail
 
 # Bump when the build procedure changes in a way that changes the output.
@@ -32,6 +34,9 @@ target=${1:-guest}
 
 log() { printf 'kernel/build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=guest/progress.sh
+. "$here/../progress.sh"
+trap progress_stop EXIT
 
 case $target in
 guest) fragments=("$here/microvm.config") ;;
@@ -119,7 +124,9 @@ if [[ ! -f $src/.unpacked ]]; then
         log "unpacking $SRC_TARBALL ($version) into $src"
         rm -rf -- "$src" "$src.tmp"
         mkdir -p -- "$src.tmp"
+        progress_start "unpacking the kernel source"
         tar -xJf "$SRC_TARBALL" -C "$src.tmp" --strip-components=1
+        progress_stop
         touch -- "$src.tmp/.unpacked"
         mv -- "$src.tmp" "$src"
     fi
@@ -183,9 +190,20 @@ if ((${#missing[@]})); then
     die "${#missing[@]} requested option(s) missing from the final .config ($build/.config)"
 fi
 
-log "compiling with make -j$jobs (nice 10)"
-nice -n 10 make -C "$src" O="$build" -j"$jobs" bzImage >>"$logfile" 2>&1 ||
+# One line for the progress ticker: objects so far and the last build step.
+build_progress() {
+    local n last
+    n=$(find "$build" -name '*.o' 2>/dev/null | wc -l)
+    last=$(tail -n 40 -- "$logfile" | grep -E '^ +[A-Z][A-Z0-9_]* +[^ ]' | tail -n 1 | sed 's/^ *//; s/  */ /')
+    printf '%s objects built%s' "$n" "${last:+, last: $last}"
+}
+log "compiling with make -j$jobs (nice 10); a progress line every ${MICROVM_PROGRESS_EVERY:-15}s"
+progress_start "compiling the $target kernel" build_progress
+nice -n 10 make -C "$src" O="$build" -j"$jobs" bzImage >>"$logfile" 2>&1 || {
+    progress_stop
     fail "kernel build failed"
+}
+progress_stop
 
 cp -- "$build/arch/x86/boot/bzImage" "$out/bzImage"
 cp -- "$build/.config" "$out/config"

@@ -29,6 +29,10 @@ export MICROVM_TEST_AGENT_INITRD=$build/tests/linux/agent-initrd.cpio.gz
 export MICROVM_TEST_ROOTFS=$build/tests/linux/rootfs.ext4
 "$here/mkrootfs.sh" "$MICROVM_TEST_ROOTFS"
 
+# A disk root with the agent as /.microvm/agent (the overlay-root tests).
+export MICROVM_TEST_AGENT_ROOTFS=$build/tests/linux/agent-rootfs.ext4
+"$here/mkagentroot.sh" "$MICROVM_TEST_AGENT_ROOTFS" "$build/guest/agent/microvm-agent" 2>/dev/null
+
 export MICROVM_TEST_DISTRO_KERNEL
 MICROVM_TEST_DISTRO_KERNEL=$("$here/distro-kernel.sh" "$cache/distro")
 
