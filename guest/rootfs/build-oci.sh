@@ -22,19 +22,22 @@
 # the empty directories /.microvm/overlay /dev /proc /sys /tmp /run.
 #
 # Next to the image, IMAGE.config holds the image's process configuration
-# (Entrypoint + Cmd, Env, WorkingDir, User resolved to numbers against the
-# image's /etc/passwd and /etc/group, as `umoci unpack` writes them into the
-# runtime bundle's config.json), for a C program to read without a JSON
-# parser: a sequence of records, each "KEY=VALUE" followed by one NUL byte
-# (no other separator, no escaping; a value never contains a NUL):
-#   arg=VALUE   one per argument of the command (argv[0] first), in order
-#   env=N=V     one per environment variable, in order
-#   cwd=PATH    the working directory (absolute)
-#   uid=N       the user id (decimal)
-#   gid=N       the group id (decimal)
-# Keys may come in any order (args among themselves and envs among themselves
-# keep theirs); a reader should skip keys it does not know.  Example (NUL
-# shown as \0):  arg=/bin/sh\0arg=-c\0arg=echo hi\0env=PATH=/bin\0cwd=/\0uid=0\0gid=0\0
+# (from the image config: Entrypoint, Cmd, Env, WorkingDir, User) for a C
+# program to read without a JSON parser: a sequence of records, each
+# "KEY=VALUE" followed by one NUL byte (no other separator, no escaping; a
+# value never contains a NUL):
+#   entrypoint=V  one per Entrypoint element, in order
+#   cmd=V         one per Cmd element, in order (the default arguments,
+#                 replaced by a user's command as container runtimes do)
+#   env=N=V       one per Env entry, in order; PATH=/usr/local/sbin:
+#                 /usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin first when
+#                 the image sets no PATH (as container runtimes do)
+#   cwd=PATH      WorkingDir (absent: "/")
+#   user=SPEC     User as the image says it ("name", "uid", "name:group",
+#                 "uid:gid"; resolved in the guest at run time); absent: root
+# A reader skips keys it does not know.  Example (NUL shown as \0):
+#   entrypoint=/bin/sh\0entrypoint=-c\0cmd=echo hi\0env=PATH=/bin\0cwd=/\0
+# microvm-sandbox (examples/sandbox/procconf.c) reads it.
 #
 # Cache: without --out the image is
 #   ${MICROVM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}/rootfs/oci-<KEY>.ext4
@@ -51,7 +54,7 @@
 # refused by umoci).
 set -euo pipefail
 
-readonly SCHEMA=1
+readonly SCHEMA=2
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd -- "$here/../.." && pwd)
@@ -168,18 +171,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The process configuration of the bundle's config.json as NUL records.
-write_config() { # $1 = config.json, $2 = output
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-p = json.load(open(sys.argv[1]))["process"]
-user = p.get("user", {})
-recs = ["arg=" + a for a in p.get("args", [])]
-recs += ["env=" + e for e in p.get("env", [])]
-recs += ["cwd=" + (p.get("cwd") or "/"), "uid=%d" % user.get("uid", 0), "gid=%d" % user.get("gid", 0)]
+# The process configuration of the image config (the manifest's config
+# blob) as NUL records.
+write_config() { # $1 = manifest digest, $2 = output
+    python3 - "$layout" "$1" "$2" <<'EOF'
+import json, os, sys
+layout, digest, out = sys.argv[1:]
+def blob(d):
+    algo, hexd = d.split(":", 1)
+    return json.load(open(os.path.join(layout, "blobs", algo, hexd)))
+c = blob(blob(digest)["config"]["digest"]).get("config") or {}
+env = c.get("Env") or []
+if not any(e.startswith("PATH=") for e in env):
+    env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] + env
+recs = ["entrypoint=" + a for a in c.get("Entrypoint") or []]
+recs += ["cmd=" + a for a in c.get("Cmd") or []]
+recs += ["env=" + e for e in env]
+recs += ["cwd=" + (c.get("WorkingDir") or "/")]
+if c.get("User"):
+    recs.append("user=" + c["User"])
 if any("\0" in r for r in recs):
     sys.exit("a value of the image's config contains a NUL byte")
-open(sys.argv[2], "wb").write(b"".join(r.encode() + b"\0" for r in recs))
+open(out, "wb").write(b"".join(r.encode() + b"\0" for r in recs))
 EOF
 }
 
@@ -189,7 +202,7 @@ progress_start "unpacking the image's layers"
 umoci unpack --image "$layout:$tag" "$tmp/bundle" >&2 || die "umoci unpack failed"
 progress_stop
 tree=$tmp/bundle/rootfs
-write_config "$tmp/bundle/config.json" "$tmp/image.config" || die "cannot read the bundle's config.json"
+write_config "$digest" "$tmp/image.config" || die "cannot read the image's configuration"
 mkdir -p -- "$tree/.microvm/overlay" "$tree/dev" "$tree/proc" "$tree/sys" "$tree/run"
 mkdir -p -- "$tree/tmp" && chmod 1777 "$tree/tmp"
 install -m 0755 -o 0 -g 0 -- "$agent" "$tree/.microvm/agent"
