@@ -161,6 +161,8 @@ static bool pass_stdin(const struct sbx_opts *o)
 static int start_failure(microvm_agent *a, int r, const char *prog)
 {
 	const char *why = microvm_agent_last_error(a);
+	if (!strncmp(why, "agent: ", 7))
+		why += 7; /* what the agent said */
 	bool at_exec = !strncmp(why, "exec ", 5);
 	fprintf(stderr, "microvm-sandbox: %s: %s\n", at_exec ? prog : "cannot start", why);
 	if (at_exec && r == -ENOENT)
