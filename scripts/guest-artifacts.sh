@@ -9,7 +9,7 @@
 #   INITRD=<path of the initramfs>
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh >/dev/null
+./scripts/setup.sh >&2   # its progress (packages, the build) on stderr
 agent=$PWD/build/guest/agent/microvm-agent
 kdir=$(./guest/kernel/build.sh guest | tail -n1)
 image=$(./guest/rootfs/build-debian.sh --agent "$agent" | tail -n1)
