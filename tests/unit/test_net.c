@@ -17,6 +17,10 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <net/ethernet.h>
+#include <net/if.h>
 #include <dirent.h>
 #include <endian.h>
 #include <errno.h>
@@ -40,6 +44,7 @@
 #include "backend/net.h"
 #include "evloop.h"
 #include "memory.h"
+#include "snapshot/state.h"
 #include "virtio/mmio.h"
 #include "virtio/net.h"
 #include "virtio/queue.h"
@@ -546,7 +551,77 @@ static void test_bad_length(void **state)
 	assert_false(virtio_net_link(f->n));
 }
 
-/* ------------------------------------------------------------ public API */
+/* ------------------------------------------------------------- snapshot */
+
+/* The device's node carries its whole configuration; loading checks every
+ * value (a hostile state file gives an error, never a bad device). */
+static void test_snapshot_node(void **state)
+{
+	struct fx *f = *state;
+	struct net_port_fwd fw[2] = { { false, 8080, 80 }, { true, 5353, 53 } };
+	struct net_dev_config in = { .backend = NET_BE_USER, .mac = { 2, 9, 8, 7, 6, 5 },
+				     .passt_path = (char *)"/usr/bin/passt", .fwds = fw,
+				     .n_fwds = 2 };
+	struct net_dev_config *cfg = (struct net_dev_config *)virtio_net_config(f->n);
+	struct net_dev_config saved = *cfg;
+	*cfg = in; /* borrowed for the save only */
+	pthread_mutex_lock(&f->lock);
+	virtio_net_set_link(f->n, false);
+	pthread_mutex_unlock(&f->lock);
+	struct st_writer w;
+	assert_int_equal(st_init(&w), 0);
+	int node = st_node(&w, 0, "device");
+	virtio_net_ops.save(f->n, &w, node);
+	*cfg = saved;
+	assert_true(st_finish(&w) > 0);
+	char err[256];
+	struct net_dev_config out;
+	struct net_port_fwd fwds[NET_MAX_FWDS];
+	node = st_sub(w.fdt, 0, "device", err, sizeof(err));
+	assert_true(node >= 0);
+	assert_int_equal(virtio_net_config_from_state(w.fdt, node, &out, fwds, err, sizeof(err)), 0);
+	assert_int_equal(out.backend, NET_BE_USER);
+	assert_memory_equal(out.mac, in.mac, 6);
+	assert_false(out.link_up);
+	assert_null(out.tap_name);
+	assert_string_equal(out.passt_path, "/usr/bin/passt");
+	assert_int_equal(out.n_fwds, 2);
+	assert_int_equal(fwds[1].udp, 1);
+	assert_int_equal(fwds[1].host_port, 5353);
+	assert_int_equal(fwds[1].guest_port, 53);
+	assert_int_equal(virtio_net_ops.load(f->n, NULL, w.fdt, node, err, sizeof(err)), 0);
+	assert_false(virtio_net_link(f->n));
+	st_free(&w);
+
+	/* hostile values */
+	static const struct { const char *name; uint32_t v; } bad[] = {
+		{ "link-up", 2 }, { "backend", 0 }, { "backend", 9 },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(st_init(&w), 0);
+		node = st_node(&w, 0, "device");
+		st_u32(&w, node, "backend", strcmp(bad[i].name, "backend") ? 1 : bad[i].v);
+		st_blob(&w, node, "mac", in.mac, 6);
+		st_u32(&w, node, "link-up", strcmp(bad[i].name, "link-up") ? 1 : bad[i].v);
+		st_blob(&w, node, "port-forwards", "", 0);
+		assert_true(st_finish(&w) > 0);
+		node = st_sub(w.fdt, 0, "device", err, sizeof(err));
+		assert_int_equal(virtio_net_config_from_state(w.fdt, node, &out, fwds, err,
+							      sizeof(err)), -EINVAL);
+		st_free(&w);
+	}
+	assert_int_equal(st_init(&w), 0); /* forwards not a multiple of 8, bad proto, short mac */
+	node = st_node(&w, 0, "device");
+	st_u32(&w, node, "backend", 4);
+	st_blob(&w, node, "mac", in.mac, 5);
+	st_u32(&w, node, "link-up", 1);
+	st_blob(&w, node, "port-forwards", "1234567", 7);
+	assert_true(st_finish(&w) > 0);
+	node = st_sub(w.fdt, 0, "device", err, sizeof(err));
+	assert_int_equal(virtio_net_config_from_state(w.fdt, node, &out, fwds, err, sizeof(err)),
+			 -EINVAL);
+	st_free(&w);
+}
 
 static int count_fds(void)
 {
@@ -558,6 +633,176 @@ static int count_fds(void)
 	closedir(d);
 	return n;
 }
+
+/* ------------------------------------------------------------------- TAP */
+
+/* A new TAP interface (IFF_VNET_HDR): its fd, and its name in @name; -1 if
+ * this host does not allow it (not root, no /dev/net/tun). */
+static int tap_create(char name[IFNAMSIZ], bool persist)
+{
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "mvmt%d");
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || (persist && ioctl(fd, TUNSETPERSIST, 1) < 0)) {
+		close(fd);
+		return -1;
+	}
+	memcpy(name, ifr.ifr_name, IFNAMSIZ);
+	return fd;
+}
+
+static void tap_remove(const char *name)
+{
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (fd >= 0 && ioctl(fd, TUNSETIFF, &ifr) == 0)
+		ioctl(fd, TUNSETPERSIST, 0);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Interface @name up, without IPv6 chatter; an AF_PACKET socket on it. */
+static int tap_up_and_sniff(const char *name)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	FILE *fp = fopen(path, "w");
+	if (fp) {
+		fputs("1", fp);
+		fclose(fp);
+	}
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+	ifr.ifr_flags |= IFF_UP;
+	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
+	close(s);
+	int p = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	assert_true(p >= 0);
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+				   .sll_ifindex = (int)if_nametoindex(name) };
+	assert_int_equal(bind(p, (struct sockaddr *)&sll, sizeof(sll)), 0);
+	return p;
+}
+
+#define TEST_ETHERTYPE 0x88b5 /* IEEE local experimental */
+
+static void make_eth(uint8_t *p, uint32_t len, uint8_t seed)
+{
+	fill_frame(p, len, seed);
+	memset(p, 0xff, 6);                            /* broadcast */
+	memcpy(p + 6, ((uint8_t[]){ 2, 0, 0, 0, 0, 1 }), 6);
+	p[12] = TEST_ETHERTYPE >> 8;
+	p[13] = TEST_ETHERTYPE & 0xff;
+}
+
+/* Frames through a real TAP with virtio headers: offloads offered, the
+ * header passes through, frames reach the interface and come back. */
+static void test_tap(void **state)
+{
+	struct fx *f = *state;
+	char name[IFNAMSIZ];
+	int fd = tap_create(name, false);
+	if (fd < 0) {
+		print_message("SKIPPED: cannot create a TAP interface here (root, /dev/net/tun)\n");
+		skip();
+	}
+	struct net_backend *be;
+	char err[256];
+	assert_int_equal(net_tap_open(NULL, fd, &be, err, sizeof(err)), 0); /* adopts fd */
+	assert_true(be->vnet_hdr);
+	virtio_net_free(f->n);
+	struct net_env env = { .loop = &f->loop, .lock = &f->lock, .used = env_used,
+			       .broken = env_broken, .config_changed = env_cfg, .opaque = f };
+	struct net_dev_config cfg = { .backend = NET_BE_TAP_FD, .mac = { 2, 0, 0, 0, 0, 2 },
+				      .link_up = true };
+	f->n = virtio_net_new(&env, be, &cfg);
+	assert_non_null(f->n);
+	assert_true(virtio_net_features(f->n) & FEAT(VIRTIO_NET_F_HOST_TSO4));
+	int snif = tap_up_and_sniff(name);
+	start(f, STD_FEATURES | FEAT(VIRTIO_NET_F_CSUM) | FEAT(VIRTIO_NET_F_GUEST_CSUM));
+
+	/* guest -> interface */
+	uint32_t slot = f->tx.aidx % NSLOT;
+	uint64_t a = slot_addr(&f->tx, slot);
+	memset(gpa(f, a, HDR), 0, HDR);
+	make_eth(gpa(f, a + 64, 200), 200, 5);
+	struct seg s[2] = { { a, HDR, false }, { a + 64, 200, false } };
+	post(f, &f->tx, s, 2);
+	notify(f, NET_TXQ);
+	assert_int_equal(counters(f).tx_packets, 1);
+	uint8_t buf[2048];
+	bool seen = false;
+	for (int i = 0; i < 20 && !seen; i++) {
+		struct pollfd p = { snif, POLLIN, 0 };
+		if (poll(&p, 1, 1000) <= 0)
+			break;
+		ssize_t k = recv(snif, buf, sizeof(buf), 0);
+		seen = k == 200 && buf[12] == (TEST_ETHERTYPE >> 8) && buf[14] == (uint8_t)(5 + 14 * 7);
+	}
+	assert_true(seen);
+
+	/* interface -> guest */
+	post_rx(f, 8, 2048, true);
+	uint8_t out[300];
+	make_eth(out, 300, 9);
+	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = (int)if_nametoindex(name),
+				  .sll_halen = 6 };
+	assert_int_equal(sendto(snif, out, 300, 0, (struct sockaddr *)&to, sizeof(to)), 300);
+	bool got = false;
+	for (int i = 0; i < 50 && !got; i++) {
+		usleep(20000);
+		pump(f);
+		for (uint16_t u = 0; u < used_idx(f, &f->rx) && !got; u++) {
+			uint32_t sl, len;
+			rx_used(f, u, &sl, &len);
+			uint8_t *p = gpa(f, slot_addr(&f->rx, sl), len);
+			got = len == HDR + 300 && !memcmp(p + HDR, out, 300) &&
+			      get16(f, slot_addr(&f->rx, sl) + NET_HDR_NUM_BUFFERS) == 1;
+		}
+	}
+	assert_true(got);
+	close(snif);
+}
+
+/* The public API attaches to a TAP by name. */
+static void test_tap_by_name(void **state)
+{
+	(void)state;
+	char name[IFNAMSIZ];
+	int fd = tap_create(name, true);
+	if (fd < 0) {
+		print_message("SKIPPED: cannot create a TAP interface here (root, /dev/net/tun)\n");
+		skip();
+	}
+	close(fd); /* it persists, detached */
+	int before = count_fds();
+	microvm *vm;
+	assert_int_equal(microvm_create(&vm), 0);
+	microvm_net_config c = MICROVM_NET_CONFIG_INIT;
+	c.backend = MICROVM_NET_BACKEND_TAP_NAME;
+	c.tap_name = name;
+	int r = microvm_add_net(vm, &c);
+	if (r != 0)
+		fail_msg("add_net tap %s: %s", name, microvm_last_error(vm));
+	assert_true(vm->dev.virtio[0]->features & FEAT(VIRTIO_NET_F_CSUM));
+	assert_int_equal(microvm_add_net(vm, &c), -EBUSY); /* attached once only */
+	microvm_destroy(vm);
+	assert_int_equal(count_fds(), before);
+	tap_remove(name);
+	assert_int_equal(if_nametoindex(name), 0);
+}
+
+/* ------------------------------------------------------------ public API */
 
 static int add(microvm *vm, microvm_net_config c)
 {
@@ -784,6 +1029,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tx_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_closed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tap, setup, teardown),
+		cmocka_unit_test(test_tap_by_name),
 		cmocka_unit_test(test_api_bad_input),
 		cmocka_unit_test(test_passt),
 		cmocka_unit_test(test_passt_fails),
