@@ -169,7 +169,8 @@ static void read_stderr(int errfd, char *buf, size_t len)
 	raw[n > 0 ? n : 0] = 0;
 	buf[0] = 0;
 	size_t used = 0;
-	for (char *line = strtok(raw, "\n"); line; line = strtok(NULL, "\n")) {
+	char *save = NULL;
+	for (char *line = strtok_r(raw, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (!strncmp(line, "Failed to send", 14) || !strncmp(line, "Don't run as root", 17))
 			continue;
 		int w = snprintf(buf + used, len - used, "%s%s", used ? "; " : "", line);
