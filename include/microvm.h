@@ -587,7 +587,9 @@ MICROVM_API int microvm_state(const microvm *vm);
  * time, e.g. a copy taken while the VM was paused), open vsock streams
  * (in a restored VM the guest's sockets for them get an RST on their next
  * packet; listening sockets are unaffected), console output not yet written
- * to the console fd, and the host fds.
+ * to the console fd, frames in flight on network interfaces, and the host
+ * fds (a network interface's backend is reopened as configured, see
+ * microvm_restore_config.net_fds).
  *
  * Restore requires: the same snapshot format version (the state file's
  * "format-version"; any library reading that format restores it, whatever
@@ -683,10 +685,23 @@ typedef struct microvm_restore_config {
 	/* Signal that kicks its vCPU threads, as microvm_set_kick_signal();
 	 * 0 = the default (see "vCPU kicking"). */
 	int32_t kick_signal;
+	/* Since 0.4. Network interfaces whose backend was an fd
+	 * (MICROVM_NET_BACKEND_TAP_FD or _STREAM_FD) cannot be reopened from
+	 * the snapshot: give this clone its fd here (index = interface index;
+	 * duplicated as by microvm_add_net). An fd interface without one
+	 * (NULL, beyond n_net_fds, or -1) makes the restore fail with -EINVAL;
+	 * entries for other interfaces must be -1. Other interfaces are
+	 * reopened as saved (the TAP by name; a new passt with the same port
+	 * forwards). The MAC address and link state are kept. */
+	uint32_t n_net_fds; /* at most MICROVM_RESTORE_MAX_NETS */
+	uint32_t reserved;  /* 0 */
+	const int32_t *net_fds;
 } microvm_restore_config;
 
+#define MICROVM_RESTORE_MAX_NETS 16
+
 #define MICROVM_RESTORE_CONFIG_INIT \
-	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
+	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
 
 /*
  * Create a new VM from the snapshot in @dir and start it (running, or paused

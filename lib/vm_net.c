@@ -233,24 +233,35 @@ MICROVM_API int microvm_net_stats(const microvm *cvm, uint32_t index, microvm_ne
 	return 0;
 }
 
+/* The fd the caller gave this clone for interface @instance, or -1. */
+static int32_t restore_fd(const microvm_restore_config *cfg, uint32_t instance)
+{
+	return cfg->net_fds && instance < cfg->n_net_fds ? cfg->net_fds[instance] : -1;
+}
+
 /*
  * Restore: the interface as saved (backend kind, TAP name, passt and its
- * forwards, MAC, link). A backend that was an fd cannot be reopened from a
- * snapshot: such a snapshot restores with an error naming the interface.
+ * forwards, MAC, link). A backend that was an fd takes the caller's fd for
+ * this clone (microvm_restore_config.net_fds).
  */
 static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
 			   size_t errlen)
 {
-	(void)cfg;
 	struct net_dev_config dc;
 	struct net_port_fwd fwds[NET_MAX_FWDS];
 	int r = virtio_net_config_from_state(fdt, node, &dc, fwds, err, errlen);
 	if (r < 0)
 		return r;
-	if (dc.backend == NET_BE_TAP_FD || dc.backend == NET_BE_STREAM_FD)
+	bool fd_kind = dc.backend == NET_BE_TAP_FD || dc.backend == NET_BE_STREAM_FD;
+	int32_t fd = restore_fd(cfg, instance);
+	if (fd_kind && fd < 0)
 		return errbuf_fail(err, errlen, -EINVAL, "restore: network interface %u used an fd "
-				   "backend, which a snapshot cannot reopen", instance);
+				   "backend, which a snapshot cannot reopen: give one in net_fds",
+				   instance);
+	if (!fd_kind && fd >= 0)
+		return errbuf_fail(err, errlen, -EINVAL, "restore: net_fds[%u] given, but that "
+				   "interface does not use an fd backend", instance);
 	microvm_net_port ports[NET_MAX_FWDS];
 	for (uint32_t i = 0; i < dc.n_fwds; i++)
 		ports[i] = (microvm_net_port){ fwds[i].udp ? MICROVM_NET_UDP : MICROVM_NET_TCP,
@@ -258,6 +269,7 @@ static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 	microvm_net_config nc = MICROVM_NET_CONFIG_INIT;
 	nc.flags = MICROVM_NET_MAC_SET | (dc.link_up ? 0 : MICROVM_NET_LINK_DOWN);
 	nc.backend = dc.backend;
+	nc.fd = fd;
 	memcpy(nc.mac, dc.mac, 6);
 	nc.tap_name = dc.tap_name;
 	nc.passt_path = dc.passt_path;
@@ -267,7 +279,21 @@ static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
 }
 
+static int net_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->n_net_fds > MICROVM_RESTORE_MAX_NETS || cfg->reserved ||
+	    (cfg->n_net_fds && !cfg->net_fds))
+		return errbuf_fail(err, errlen, -EINVAL, "restore: %u net fds (at most %d, net_fds "
+				   "not NULL, reserved 0)", cfg->n_net_fds, MICROVM_RESTORE_MAX_NETS);
+	for (uint32_t i = 0; i < cfg->n_net_fds; i++)
+		if (cfg->net_fds[i] < -1)
+			return errbuf_fail(err, errlen, -EINVAL, "restore: net_fds[%u] = %d", i,
+					   cfg->net_fds[i]);
+	return 0;
+}
+
 const struct vm_kind vm_kind_net = {
 	.ops = &virtio_net_ops,
 	.restore_add = net_restore_add,
+	.check_overrides = net_check_overrides,
 };

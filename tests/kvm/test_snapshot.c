@@ -344,6 +344,26 @@ static void test_restore_net(void **state)
 	assert_int_equal(r, -EINVAL);
 	assert_null(c);
 	assert_non_null(strstr(err, "fd backend"));
+	/* With this clone's own socket it restores, and frames flow there. */
+	int sv2[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+	int32_t fds[1] = { sv2[0] };
+	rc.n_net_fds = 1;
+	rc.net_fds = fds;
+	r = microvm_restore(&c, dir, &rc, err, sizeof(err));
+	if (r)
+		fail_msg("restore with net_fds: %d %s", r, err);
+	close(sv2[0]);
+	assert_int_equal(microvm_net_stats(c, 0, &st), 0);
+	assert_int_equal(st.link_up, 1);
+	microvm_destroy(c);
+	char byte;
+	assert_int_equal(read(sv2[1], &byte, 1), 0); /* the clone's copy is closed */
+	close(sv2[1]);
+	fds[0] = -2; /* bad */
+	c = (microvm *)0x1;
+	assert_int_equal(microvm_restore(&c, dir, &rc, err, sizeof(err)), -EINVAL);
+	assert_null(c);
 	close(sv[0]);
 	close(sv[1]);
 	rm_rf(dir);
