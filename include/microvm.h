@@ -38,7 +38,8 @@
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
- *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
+ *   microvm_net_config, microvm_restore_config, microvm_exit,
+ *   microvm_net_counters; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
  *   set to the caller's sizeof by their _INIT macro. Fields are only ever
  *   added at the end, with 0/NULL keeping the earlier behaviour. A size
@@ -380,6 +381,10 @@ MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms
  *                                 Linux ties to the *thread* that called
  *                                 microvm_add_net(): keep that thread alive
  *                                 as long as the VM.
+ *
+ * No thread is added: frames move on the VM's event loop thread, transmit
+ * when the guest notifies its queue, receive when the backend fd is
+ * readable and the guest has buffers (no polling).
  *
  * Host-side buffering per interface is bounded (a stream backend keeps at
  * most two largest frames each way); the library never reads frames the
