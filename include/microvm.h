@@ -29,12 +29,17 @@
  *                                 eventfd)
  *     vsock, once running:        + 1 (the listening Unix socket) + 1 per
  *                                 open stream
+ *     a network interface, from microvm_add_net on: + 1 (TAP or socket;
+ *                                 +1 pidfd and a passt process for user
+ *                                 mode); once running + 3 (irq and 2
+ *                                 queue eventfds)
  *   The console fds are borrowed and not counted.
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
- *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
+ *   microvm_net_config, microvm_restore_config, microvm_exit,
+ *   microvm_net_counters; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
  *   set to the caller's sizeof by their _INIT macro. Fields are only ever
  *   added at the end, with 0/NULL keeping the earlier behaviour. A size
@@ -337,6 +342,143 @@ MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms
  */
 #define MICROVM_AGENT_PORT 1024
 
+/* ------------------------------------------------------------- networking */
+
+/*
+ * virtio-net (virtio 1.2 section 5.1; Linux CONFIG_VIRTIO_NET): one
+ * receive/transmit queue pair, a MAC address, link status, mergeable
+ * receive buffers, and checksum/TSO offloads when the backend can carry
+ * them (a TAP with IFF_VNET_HDR). Backends (microvm_net_config.backend):
+ *
+ *  MICROVM_NET_BACKEND_TAP_NAME   an existing TAP interface, by name
+ *                                 (/dev/net/tun, IFF_TAP | IFF_NO_PI |
+ *                                 IFF_VNET_HDR; needs CAP_NET_ADMIN or a
+ *                                 TAP owned by the caller). 1 fd.
+ *  MICROVM_NET_BACKEND_TAP_FD     a TAP fd the embedder opened (IFF_TAP |
+ *                                 IFF_NO_PI; offloads if IFF_VNET_HDR). The
+ *                                 fd is duplicated (the caller keeps and
+ *                                 closes its own), and O_NONBLOCK is set on
+ *                                 the open file they share. 1 fd.
+ *  MICROVM_NET_BACKEND_STREAM_FD  a connected SOCK_STREAM socket carrying
+ *                                 Ethernet frames each preceded by its
+ *                                 length (4 bytes, big-endian): QEMU's
+ *                                 stream netdev framing, also passt's and
+ *                                 socket_vmnet's. Duplicated, like a TAP fd
+ *                                 (its flags are not changed). No offloads.
+ *                                 1 fd.
+ *  MICROVM_NET_BACKEND_USER       user-mode networking: the library starts
+ *                                 passt(1) (Debian package "passt") with
+ *                                 --fd on one end of a socketpair; passt
+ *                                 gives the guest DHCP, DNS, and NAT to the
+ *                                 host's network, and forwards the ports
+ *                                 listed in @ports from the host to the
+ *                                 guest. No offloads. Costs 1 fd (+1 pidfd)
+ *                                 and the passt process, which belongs to
+ *                                 the VM: it is killed and reaped by
+ *                                 microvm_destroy(), exits by itself when the
+ *                                 embedder process dies (its socket closes),
+ *                                 and has PR_SET_PDEATHSIG(SIGKILL) - which
+ *                                 Linux ties to the *thread* that called
+ *                                 microvm_add_net(): keep that thread alive
+ *                                 as long as the VM.
+ *
+ * No thread is added: frames move on the VM's event loop thread, transmit
+ * when the guest notifies its queue, receive when the backend fd is
+ * readable and the guest has buffers (no polling).
+ *
+ * Host-side buffering per interface is bounded (a stream backend keeps at
+ * most two largest frames each way); the library never reads frames the
+ * guest has no buffers for. Frames the guest cannot take (link down,
+ * buffers too small) and frames the backend refuses are dropped and
+ * counted, malformed transmit requests too (microvm_net_stats()); the VM keeps
+ * running. Largest frame: 65550 bytes (without the 12-byte virtio header).
+ */
+#define MICROVM_NET_BACKEND_TAP_NAME 1u
+#define MICROVM_NET_BACKEND_TAP_FD 2u
+#define MICROVM_NET_BACKEND_STREAM_FD 3u
+#define MICROVM_NET_BACKEND_USER 4u
+
+/* microvm_net_config.flags */
+#define MICROVM_NET_MAC_SET 0x1u   /* use mac[] (else a random locally
+				    * administered unicast address) */
+#define MICROVM_NET_LINK_DOWN 0x2u /* start with the link down */
+
+/* microvm_net_port.protocol */
+#define MICROVM_NET_TCP 0u
+#define MICROVM_NET_UDP 1u
+
+/* A port forward for MICROVM_NET_BACKEND_USER: host port -> guest port. */
+typedef struct microvm_net_port {
+	uint32_t protocol;   /* MICROVM_NET_TCP or MICROVM_NET_UDP */
+	uint16_t host_port;  /* 1..65535, on all host addresses */
+	uint16_t guest_port; /* 1..65535 */
+} microvm_net_port;
+
+#define MICROVM_NET_MAX_PORTS 64
+
+typedef struct microvm_net_config {
+	uint32_t size;     /* sizeof(microvm_net_config) as the caller knows it */
+	uint32_t flags;    /* MICROVM_NET_* flags */
+	uint32_t backend;  /* MICROVM_NET_BACKEND_* */
+	int32_t fd;        /* TAP_FD, STREAM_FD: duplicated (see above); else ignored */
+	uint8_t mac[6];    /* with MICROVM_NET_MAC_SET: unicast (bit 0 of mac[0] clear) */
+	uint8_t reserved[2]; /* 0 */
+	const char *tap_name;   /* TAP_NAME: the interface; copied */
+	const char *passt_path; /* USER: passt executable, a path or a name
+				 * searched on $PATH; NULL = "passt"; copied */
+	const microvm_net_port *ports; /* USER: forwards; copied */
+	uint32_t n_ports;              /* at most MICROVM_NET_MAX_PORTS */
+	uint32_t reserved2;            /* 0 */
+} microvm_net_config;
+
+#define MICROVM_NET_CONFIG_INIT \
+	{ sizeof(microvm_net_config), 0, 0, -1, { 0 }, { 0 }, NULL, NULL, NULL, 0, 0 }
+
+/*
+ * Add a network interface: a virtio-net device (the guest sees them in the
+ * order added: eth0, eth1...) and its backend, opened now: the TAP attached,
+ * the fd duplicated, passt started (and checked to be running). Returns the
+ * interface's index (>= 0), or -EINVAL (bad size, flags, backend, fd,
+ * multicast MAC, name, ports or non-zero reserved fields), -ENODEV (no such
+ * TAP interface), -ENOENT (passt not found or not executable), -EINVAL also
+ * when passt exits during start-up (bad arguments, a forwarded port in
+ * use; its message is in microvm_last_error()), -ETIMEDOUT (passt did not
+ * start within 5 s), -ENOSPC (too many devices), -EBUSY if not CONFIGURED.
+ * On failure nothing is left open or running.
+ */
+MICROVM_API int microvm_add_net(microvm *vm, const microvm_net_config *cfg);
+
+/*
+ * Set the link of interface @index up (@up != 0) or down, on a running or
+ * paused VM (the guest sees VIRTIO_NET_S_LINK_UP change and gets a config
+ * interrupt; while down, frames either way are dropped and counted) or a
+ * configured one (the state it starts with). A backend that dies (peer
+ * closed the socket, passt exited) takes the link down by itself.
+ * -EINVAL (NULL vm, stopped VM), -ENODEV (no such interface).
+ */
+MICROVM_API int microvm_net_set_link(microvm *vm, uint32_t index, int up);
+
+typedef struct microvm_net_counters {
+	uint32_t size;         /* in: sizeof(microvm_net_counters) as the caller knows it */
+	uint32_t link_up;      /* 1 or 0 */
+	uint64_t rx_packets;   /* frames given to the guest */
+	uint64_t rx_bytes;     /* their bytes (Ethernet frames, no virtio header) */
+	uint64_t rx_dropped;   /* frames from the backend the guest did not get */
+	uint64_t tx_packets;   /* frames the guest sent that the backend took */
+	uint64_t tx_bytes;
+	uint64_t tx_dropped;   /* well-formed frames lost (link down, backend error) */
+	uint64_t tx_malformed; /* transmit requests refused as malformed */
+} microvm_net_counters;
+
+#define MICROVM_NET_COUNTERS_INIT { sizeof(microvm_net_counters), 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/*
+ * Counters of interface @index since the VM was started or restored (zero
+ * before). Fills @out as microvm_wait() fills microvm_exit. -EINVAL (NULL
+ * arguments, size too small), -ENODEV (no such interface). Any state.
+ */
+MICROVM_API int microvm_net_stats(const microvm *vm, uint32_t index, microvm_net_counters *out);
+
 /*
  * ACPI tables (default on): RSDP/XSDT/FADT (hardware-reduced)/MADT/DSDT, so
  * kernels find all vCPUs without CONFIG_X86_MPPARSE, power off through ACPI,
@@ -450,7 +592,9 @@ MICROVM_API int microvm_state(const microvm *vm);
  * time, e.g. a copy taken while the VM was paused), open vsock streams
  * (in a restored VM the guest's sockets for them get an RST on their next
  * packet; listening sockets are unaffected), console output not yet written
- * to the console fd, and the host fds.
+ * to the console fd, frames in flight on network interfaces, and the host
+ * fds (a network interface's backend is reopened as configured, see
+ * microvm_restore_config.net_fds).
  *
  * Restore requires: the same snapshot format version (the state file's
  * "format-version"; any library reading that format restores it, whatever
@@ -546,10 +690,23 @@ typedef struct microvm_restore_config {
 	/* Signal that kicks its vCPU threads, as microvm_set_kick_signal();
 	 * 0 = the default (see "vCPU kicking"). */
 	int32_t kick_signal;
+	/* Since 0.4. Network interfaces whose backend was an fd
+	 * (MICROVM_NET_BACKEND_TAP_FD or _STREAM_FD) cannot be reopened from
+	 * the snapshot: give this clone its fd here (index = interface index;
+	 * duplicated as by microvm_add_net). An fd interface without one
+	 * (NULL, beyond n_net_fds, or -1) makes the restore fail with -EINVAL;
+	 * entries for other interfaces must be -1. Other interfaces are
+	 * reopened as saved (the TAP by name; a new passt with the same port
+	 * forwards). The MAC address and link state are kept. */
+	uint32_t n_net_fds; /* at most MICROVM_RESTORE_MAX_NETS */
+	uint32_t reserved;  /* 0 */
+	const int32_t *net_fds;
 } microvm_restore_config;
 
+#define MICROVM_RESTORE_MAX_NETS 16
+
 #define MICROVM_RESTORE_CONFIG_INIT \
-	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
+	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
 
 /*
  * Create a new VM from the snapshot in @dir and start it (running, or paused

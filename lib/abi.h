@@ -24,6 +24,8 @@
 #define ABI_RESTORE_CONFIG_MIN ABI_END(microvm_restore_config, vsock_uds_path) /* 0.2 */
 #define ABI_EXEC_CONFIG_MIN ABI_END(microvm_exec_config, output_limit)    /* 0.2 */
 #define ABI_EXEC_RESULT_MIN ABI_END(microvm_exec_result, err_len)         /* 0.2 */
+#define ABI_NET_CONFIG_MIN ABI_END(microvm_net_config, reserved2)         /* 0.4 */
+#define ABI_NET_STATS_MIN ABI_END(microvm_net_counters, tx_malformed)        /* 0.4 */
 
 /*
  * Input struct: copy the caller's @src into @dst (@dst_size bytes, the

@@ -15,6 +15,7 @@ static const struct vm_kind *const kinds[] = {
 	&vm_kind_console,
 	&vm_kind_rng,
 	&vm_kind_vsock,
+	&vm_kind_net,
 };
 #define NR_KINDS (sizeof(kinds) / sizeof(kinds[0]))
 

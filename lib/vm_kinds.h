@@ -33,6 +33,7 @@ struct vm_kind {
 	int (*check_overrides)(const microvm_restore_config *cfg, char *err, size_t errlen);
 };
 
-extern const struct vm_kind vm_kind_blk, vm_kind_console, vm_kind_rng, vm_kind_vsock;
+extern const struct vm_kind vm_kind_blk, vm_kind_console, vm_kind_rng, vm_kind_vsock,
+	vm_kind_net;
 
 #endif

@@ -79,6 +79,13 @@ void virtio_notify_used(struct virtio_device *d, uint16_t q)
 		raise_irq(d, INT_USED_BUFFER);
 }
 
+void virtio_config_changed(struct virtio_device *d)
+{
+	d->config_generation++;
+	if (d->status & VIRTIO_STATUS_DRIVER_OK)
+		raise_irq(d, INT_CONFIG_CHANGE);
+}
+
 void virtio_set_needs_reset(struct virtio_device *d, const char *why)
 {
 	if (d->status & VIRTIO_STATUS_NEEDS_RESET)

@@ -139,6 +139,10 @@ int virtio_mmio_load(struct virtio_device *vdev, const void *fdt, int node, char
  * one. Lock held. */
 void virtio_notify_used(struct virtio_device *vdev, uint16_t q);
 
+/* The device changed its config space: bump ConfigGeneration and send a
+ * config-change interrupt if the driver is active. Lock held. */
+void virtio_config_changed(struct virtio_device *vdev);
+
 /* The guest broke the protocol (malformed ring): set DEVICE_NEEDS_RESET and
  * send a config-change interrupt. Lock held. */
 void virtio_set_needs_reset(struct virtio_device *vdev, const char *why);

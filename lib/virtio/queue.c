@@ -263,6 +263,24 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	return 1;
 }
 
+int virtq_skip_bad_chain(struct virtq *q)
+{
+	if (!q->mem || !size_ok(q->size))
+		return -EIO;
+	uint8_t *avail = gm_ptr(q->mem, q->avail_gpa, avail_area_len(q->size));
+	if (!avail || (q->avail_gpa & 1))
+		return -EIO;
+	uint16_t pending = (uint16_t)(load16(avail + RING_IDX) - q->last_avail);
+	if (pending == 0 || pending > q->size)
+		return -EIO;
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	uint16_t head = load16(avail + RING_ENTRIES + 2 * (q->last_avail & (q->size - 1u)));
+	if (head >= q->size)
+		return -EIO;
+	q->last_avail++;
+	return virtq_push(q, head, 0);
+}
+
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 {
 	if (!q->mem || !size_ok(q->size) || head >= q->size || (q->used_gpa & 3))

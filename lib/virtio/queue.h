@@ -64,6 +64,14 @@ int virtq_activate(struct virtq *q);
  */
 int virtq_pop(struct virtq *q, struct virtq_chain *c);
 
+/*
+ * After virtq_pop() returned -EIO: if the ring itself is sane (index and
+ * head in range) and only the chain it points at is malformed (a descriptor
+ * outside RAM, a loop...), give that chain back unused (length 0) so the
+ * device can drop it and go on. 0, or -EIO if the ring is broken.
+ */
+int virtq_skip_bad_chain(struct virtq *q);
+
 /* Give chain @head back with @written bytes written to its in-buffers.
  * 0 or -EIO (used ring outside RAM). */
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written);

@@ -14,6 +14,12 @@
 #include <sys/wait.h>
 
 #include "snapshot/state.h"
+#include "virtio/mmio.h"
+#include "virtio/net.h"
+#include "vm.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "../unit/fifo_call.h"
 
 static char tmpdir[256];
@@ -243,6 +249,124 @@ static void test_restore_paused_and_snapshot_again(void **state)
 	close(out);
 	close(out2);
 	close(out3);
+}
+
+/* The passt process of interface 0 of @vm (user-mode networking). */
+static pid_t net_passt_pid_of(microvm *vm)
+{
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		if (vm->dev.virtio[i]->ops == &virtio_net_ops)
+			return virtio_net_backend(vm->dev.virtio[i]->opaque)->child;
+	return 0;
+}
+
+/*
+ * A network interface goes through the snapshot with its configuration:
+ * restore starts a new passt with the same forwards, the MAC and link state
+ * are kept. An fd backend cannot be reopened: restore says so cleanly.
+ */
+static void test_restore_net(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char path[256], err[256];
+	if (net_passt_find(NULL, path, sizeof(path), err, sizeof(err)) < 0) {
+		print_message("SKIPPED: passt is not installed (apt-get install passt)\n");
+		skip();
+	}
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s", snap_path("net"));
+	microvm *vm = tiny_vm("counter", "every=2000", 1, -1);
+	microvm_net_port fwd = { MICROVM_NET_UDP, 0, 53 };
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(s, (struct sockaddr *)&sa, &sl), 0);
+	close(s);
+	fwd.host_port = ntohs(sa.sin_port);
+	microvm_net_config nc = MICROVM_NET_CONFIG_INIT;
+	nc.backend = MICROVM_NET_BACKEND_USER;
+	nc.flags = MICROVM_NET_MAC_SET | MICROVM_NET_LINK_DOWN;
+	memcpy(nc.mac, ((uint8_t[]){ 0x52, 0x54, 0, 0xab, 0xcd, 0xef }), 6);
+	nc.ports = &fwd;
+	nc.n_ports = 1;
+	assert_int_equal(microvm_add_net(vm, &nc), 0);
+	pid_t p1 = net_passt_pid_of(vm);
+	assert_true(p1 > 0);
+	start_ok(vm);
+	assert_int_equal(microvm_net_set_link(vm, 0, 1), 0);
+	assert_int_equal(microvm_net_set_link(vm, 0, 0), 0);
+	assert_int_equal(microvm_pause(vm), 0);
+	int r = microvm_snapshot(vm, dir, 0);
+	if (r)
+		fail_msg("snapshot: %d %s", r, microvm_last_error(vm));
+	microvm_destroy(vm);
+	assert_int_equal(kill(p1, 0), -1); /* reaped */
+
+	microvm *c = restore_ok(dir, MICROVM_RESTORE_PAUSED, -1, -1);
+	pid_t p2 = net_passt_pid_of(c);
+	assert_true(p2 > 0 && p2 != p1);
+	assert_int_equal(kill(p2, 0), 0);
+	microvm_net_counters st = MICROVM_NET_COUNTERS_INIT;
+	assert_int_equal(microvm_net_stats(c, 0, &st), 0);
+	assert_int_equal(st.link_up, 0);
+	const struct net_dev_config *cfg = NULL;
+	for (uint32_t i = 0; i < c->dev.nr_virtio; i++)
+		if (c->dev.virtio[i]->ops == &virtio_net_ops)
+			cfg = virtio_net_config(c->dev.virtio[i]->opaque);
+	assert_non_null(cfg);
+	assert_memory_equal(cfg->mac, nc.mac, 6);
+	assert_int_equal(cfg->n_fwds, 1);
+	assert_int_equal(cfg->fwds[0].host_port, fwd.host_port);
+	assert_int_equal(microvm_net_set_link(c, 0, 1), 0);
+	assert_int_equal(microvm_resume(c), 0);
+	microvm_destroy(c);
+	assert_int_equal(kill(p2, 0), -1);
+	rm_rf(dir);
+
+	/* A stream fd backend: snapshot works, restore refuses cleanly. */
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	vm = tiny_vm("counter", "every=2000", 1, -1);
+	microvm_net_config sc = MICROVM_NET_CONFIG_INIT;
+	sc.backend = MICROVM_NET_BACKEND_STREAM_FD;
+	sc.fd = sv[0];
+	assert_int_equal(microvm_add_net(vm, &sc), 0);
+	start_ok(vm);
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	microvm_destroy(vm);
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	c = (microvm *)0x1;
+	r = microvm_restore(&c, dir, &rc, err, sizeof(err));
+	print_message("  restore with an fd backend -> %d %s\n", r, err);
+	assert_int_equal(r, -EINVAL);
+	assert_null(c);
+	assert_non_null(strstr(err, "fd backend"));
+	/* With this clone's own socket it restores, and frames flow there. */
+	int sv2[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+	int32_t fds[1] = { sv2[0] };
+	rc.n_net_fds = 1;
+	rc.net_fds = fds;
+	r = microvm_restore(&c, dir, &rc, err, sizeof(err));
+	if (r)
+		fail_msg("restore with net_fds: %d %s", r, err);
+	close(sv2[0]);
+	assert_int_equal(microvm_net_stats(c, 0, &st), 0);
+	assert_int_equal(st.link_up, 1);
+	microvm_destroy(c);
+	char byte;
+	assert_int_equal(read(sv2[1], &byte, 1), 0); /* the clone's copy is closed */
+	close(sv2[1]);
+	fds[0] = -2; /* bad */
+	c = (microvm *)0x1;
+	assert_int_equal(microvm_restore(&c, dir, &rc, err, sizeof(err)), -EINVAL);
+	assert_null(c);
+	close(sv[0]);
+	close(sv[1]);
+	rm_rf(dir);
 }
 
 #define CLONES 100
@@ -867,6 +991,7 @@ int main(void)
 		cmocka_unit_test(test_restore_continues_count),
 		cmocka_unit_test(test_restore_paused_and_snapshot_again),
 		cmocka_unit_test(test_restore_all_device_kinds),
+		cmocka_unit_test(test_restore_net),
 		cmocka_unit_test(test_hundred_clones_diverge),
 		cmocka_unit_test(test_diff_snapshot),
 		cmocka_unit_test(test_bad_snapshots),

@@ -151,6 +151,10 @@ static void test_first_release_sizes(void **state)
 	assert_int_equal(ABI_EXIT_MIN, 272);
 	assert_int_equal(ABI_EXEC_CONFIG_MIN, 80);
 	assert_int_equal(ABI_EXEC_RESULT_MIN, 48);
+	assert_int_equal(ABI_NET_CONFIG_MIN, 56);
+	assert_int_equal(ABI_NET_STATS_MIN, 64);
+	assert_true(sizeof(microvm_net_config) >= ABI_NET_CONFIG_MIN);
+	assert_true(sizeof(microvm_net_counters) >= ABI_NET_STATS_MIN);
 	assert_true(sizeof(microvm_disk_config) >= ABI_DISK_CONFIG_MIN);
 	assert_true(sizeof(microvm_vsock_config) >= ABI_VSOCK_CONFIG_MIN);
 	assert_true(sizeof(microvm_restore_config) > ABI_RESTORE_CONFIG_MIN); /* grew in 0.3 */
