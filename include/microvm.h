@@ -376,11 +376,8 @@ MICROVM_API int microvm_vsock_connect(microvm *vm, uint32_t port, int timeout_ms
  *                                 and the passt process, which belongs to
  *                                 the VM: it is killed and reaped by
  *                                 microvm_destroy(), exits by itself when the
- *                                 embedder process dies (its socket closes),
- *                                 and has PR_SET_PDEATHSIG(SIGKILL) - which
- *                                 Linux ties to the *thread* that called
- *                                 microvm_add_net(): keep that thread alive
- *                                 as long as the VM.
+ *                                 embedder process dies (its socket closes;
+ *                                 any thread may create and destroy the VM).
  *
  * No thread is added: frames move on the VM's event loop thread, transmit
  * when the guest notifies its queue, receive when the backend fd is

@@ -5,10 +5,10 @@
  *
  * It never outlives the embedder: passt exits by itself when our end of the
  * socket closes (--fd implies --one-off), which the kernel does when the
- * process dies; the child also has PR_SET_PDEATHSIG(SIGKILL). Note that
- * Linux sends that signal when the *thread* that forked exits, so the VM's
- * passt is killed if the thread that called microvm_start() (or
- * microvm_restore()) ends before the VM is destroyed.
+ * process dies (the socket is close-on-exec, so no other program of the
+ * embedder's keeps it open). PR_SET_PDEATHSIG is deliberately not used:
+ * Linux ties it to the *thread* that forked, so it would kill the VM's
+ * passt when the thread that created the VM ends (a worker pool's).
  *
  * Start-up is checked: passt writes its --pid file once initialised (after
  * parsing its options and binding the forwarded ports); here that file is
@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -130,11 +129,8 @@ static void build_argv(struct passt_argv *a, const char *path, const struct net_
 
 /* In the child, after fork: async-signal-safe calls only. */
 static void __attribute__((noreturn))
-child_exec(pid_t parent, const struct passt_argv *a, int sock, int pidw, int errfd, int null)
+child_exec(const struct passt_argv *a, int sock, int pidw, int errfd, int null)
 {
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(127); /* the parent thread is already gone */
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -240,10 +236,9 @@ static int open_fds(struct spawn_fds *f, char *err, size_t errlen)
 /* Fork and exec passt; wait until it runs. Its pid, or negative errno. */
 static pid_t spawn(const struct passt_argv *a, struct spawn_fds *f, char *err, size_t errlen)
 {
-	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == 0)
-		child_exec(parent, a, f->sv[1], f->pp[1], f->errfd, f->null);
+		child_exec(a, f->sv[1], f->pp[1], f->errfd, f->null);
 	if (pid < 0) {
 		int e = errno;
 		return errbuf_fail(err, errlen, -e, "passt: fork: %s", strerror(e));
