@@ -46,9 +46,28 @@ static int open_console(const struct sbx_opts *o)
 			    open("/dev/null", O_WRONLY | O_CLOEXEC);
 }
 
+/* Why the agent never answered, when the guest stopped first (no init,
+ * a kernel panic, a bad image: the guest resets or powers off). */
+static int guest_stopped(struct sbx_vm *v)
+{
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	if (microvm_state(v->vm) != MICROVM_STATE_STOPPED || microvm_wait(v->vm, 0, &ex) < 0)
+		return 0;
+	static const char *const why[] = { "?", "reset itself", "powered off", "crashed",
+					   "?", "was stopped" };
+	fprintf(stderr,
+		"microvm-sandbox: the guest %s before its agent answered (%s); not a guest of "
+		"this project's images? -v shows its console\n",
+		ex.reason < sizeof(why) / sizeof(why[0]) ? why[ex.reason] : "stopped",
+		*ex.message ? ex.message : "no detail");
+	return SBX_EXIT_FAILED;
+}
+
 static int connect_agent(struct sbx_vm *v, double t0)
 {
 	int r = microvm_agent_connect(v->vm, AGENT_WAIT_MS, &v->agent);
+	if (r < 0 && guest_stopped(v))
+		return SBX_EXIT_FAILED;
 	if (r < 0)
 		return sbx_fail("guest agent", r == -ETIMEDOUT ? "did not answer within 120 s" :
 								 strerror(-r));

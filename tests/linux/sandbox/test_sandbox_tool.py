@@ -186,3 +186,13 @@ def test_usage_errors(args):
 def test_help():
     r = sandbox("--help")
     assert r.returncode == 0 and b"usage: microvm-sandbox run" in r.stdout
+
+
+def test_image_without_agent_fails_clearly(tmp_path):
+    """A file that is not one of the project's images: the guest cannot
+    start the agent and stops; the tool says so (exit 125), no 120 s wait."""
+    bad = tmp_path / "zeros.img"
+    bad.write_bytes(bytes(16 << 20))
+    r = sandbox("run", "--image", str(bad), "--", "true", timeout=120)
+    assert r.returncode == 125
+    assert b"before its agent answered" in r.stderr, r.stderr
