@@ -569,6 +569,41 @@ typedef struct microvm_restore_config {
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen);
 
+/* microvm_reset() flags */
+#define MICROVM_RESET_PAUSED 1u /* leave the VM paused (default: running) */
+
+/*
+ * Return a running or paused VM, in place, to the snapshot it was restored
+ * from or last took with microvm_snapshot() (its "reset target"): vCPU,
+ * irqchip, PIT and clock state and every device's state are reloaded from
+ * that snapshot's state (kept in memory), virtio devices are reset first
+ * (in-flight I/O completes, open vsock streams are closed on the host side:
+ * the guest's sockets for them get an RST), and the guest pages written
+ * since are dropped so that they read the snapshot's contents again. The
+ * KVM VM, vCPU threads, devices and fds are kept: nothing is re-created.
+ * The guest then gets a new VM generation ID (see microvm_restore).
+ * Afterwards the VM runs, or stays paused with MICROVM_RESET_PAUSED.
+ *
+ * Cost: proportional to the pages written since the last reset (KVM's dirty
+ * log is on from the first reset on; the first reset after a restore drops
+ * every page once), plus one pass over a bitmap of RAM (1 bit per 4 KiB).
+ * A VM that took a full snapshot has its RAM remapped copy-on-write over
+ * that snapshot's memory file, so the file must stay where it is (deleting
+ * it is fine: the mapping keeps it; writing into it is not).
+ *
+ * Disks are not touched: a guest's writes to a disk image since the
+ * snapshot stay. To roll a scratch disk back too, give the VM a copy taken
+ * at snapshot time (e.g. `cp --reflink=auto`) and copy it back (or swap it
+ * while paused) before resetting. The console's unwritten output is lost.
+ *
+ * -EINVAL: unknown flags, a VM that is configured or stopped, or one with
+ * no reset target (never snapshotted nor restored, restored from or last
+ * took a MICROVM_SNAPSHOT_DIFF snapshot); microvm_last_error() says which.
+ * If loading the saved state fails (it should not), the VM is stopped with
+ * MICROVM_EXIT_INTERNAL_ERROR and the error is returned.
+ */
+MICROVM_API int microvm_reset(microvm *vm, uint32_t flags);
+
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is
  * fine. It does not wait for the kernel's slow VM teardown (~16 ms): unmapping

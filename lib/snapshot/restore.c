@@ -19,6 +19,7 @@
 #include "arch/arch.h"
 #include "errbuf.h"
 #include "file.h"
+#include "snapshot/reset.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "virtio/devices.h"
@@ -423,6 +424,7 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 			free(vm->snap.base);
 			vm->snap.base = abs;
 			st_get_u32(fdt, 0, "checksum", &vm->snap.base_crc, c.err, c.errlen);
+			reset_after_restore(vm, fdt, len);
 		}
 		pthread_mutex_unlock(&vm->api_lock);
 	}

@@ -3,6 +3,7 @@
  * a temporary directory, and rename that into place.
  */
 #include "snapshot/snapshot.h"
+#include "snapshot/reset.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -431,6 +432,8 @@ static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 	if (r == 0) {
 		p.tmp[0] = '\0'; /* installed */
 		r = became_base(vm, p.target, state_crc);
+		if (r == 0)
+			reset_after_snapshot(vm, p.target, diff);
 		vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", p.target,
 			(unsigned long long)(written / 1024), diff ? " (diff)" : "");
 	}
