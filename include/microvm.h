@@ -604,6 +604,57 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
  */
 MICROVM_API int microvm_reset(microvm *vm, uint32_t flags);
 
+/* microvm_fork_config.flags */
+#define MICROVM_FORK_PAUSED 1u /* leave the child paused (default: running) */
+
+/* The child's identity and host connections; the layout mirrors
+ * microvm_restore_config's, with the same meaning per field. Since 0.4. */
+typedef struct microvm_fork_config {
+	uint32_t size;   /* sizeof(microvm_fork_config) as the caller knows it */
+	uint32_t flags;  /* MICROVM_FORK_* */
+	int console_in;  /* borrowed, -1 = none */
+	int console_out; /* borrowed, -1 = none */
+	/* Disk image paths for the child (index = disk index; NULL or beyond
+	 * n_disks = the parent's image). Copied. Same size as the parent's.
+	 * A writable disk shared with the parent gets both VMs' writes: give
+	 * the child its own copy. */
+	uint32_t n_disks;
+	const char *const *disk_paths;
+	/* vsock: 0 = the parent's CID (private to each VM anyway). The child
+	 * needs its own uds_path if the parent has one (-EINVAL otherwise);
+	 * copied. */
+	uint64_t vsock_cid;
+	const char *vsock_uds_path;
+	microvm_log_fn log_fn; /* as microvm_restore_config */
+	void *log_opaque;
+	int32_t log_level;
+	int32_t kick_signal;
+} microvm_fork_config;
+
+#define MICROVM_FORK_CONFIG_INIT \
+	{ sizeof(microvm_fork_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
+
+/*
+ * Fork a PAUSED VM: *@child becomes a new VM with the parent's vCPU, device
+ * and memory state, running (or paused with MICROVM_FORK_PAUSED), and the
+ * parent stays paused. Nothing is written to disk: guest RAM is shared
+ * copy-on-write. A parent whose RAM is its own memfd (booted, never
+ * snapshotted) has it remapped private copy-on-write over that memfd, which
+ * from then on holds the RAM as of the first fork; the child maps the same
+ * file privately; pages the parent already holds privately (written since
+ * its RAM was mapped from a snapshot or since an earlier fork) are copied
+ * into the child. Parent and child then diverge independently; forks of
+ * forks work the same way. The child gets a new VM generation ID (the
+ * parent keeps its own), no diff-snapshot base, and the parent's reset
+ * target if it has one (its first reset then drops all of RAM once).
+ * What is not carried over: open vsock streams (as for a restore), unread
+ * console input, the parent's log callback and kick signal (set them in
+ * @cfg). @cfg may be NULL only if the parent has no vsock Unix socket.
+ * -EINVAL (parent not paused, bad @cfg, child == NULL), the errors of
+ * microvm_restore (with the message on the parent: microvm_last_error).
+ */
+MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_fork_config *cfg);
+
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is
  * fine. It does not wait for the kernel's slow VM teardown (~16 ms): unmapping

@@ -88,12 +88,22 @@ static int read_state_file(const char *dir, void **out, size_t *len)
 	return 0;
 }
 
-/*
- * Put a private mapping of @dir/memory where RAM is. The new mapping is made
- * elsewhere and moved over the old one with mremap, which replaces it
- * atomically: on failure RAM is untouched. KVM follows through its MMU
- * notifier (the memslot's host address is unchanged).
- */
+int snapshot_remap_private(struct guest_mem *m, int fd)
+{
+	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	madvise(p, m->size, MADV_DONTDUMP);
+	if (mremap(p, m->size, m->size, MREMAP_MAYMOVE | MREMAP_FIXED, m->host) == MAP_FAILED) {
+		int e = -errno;
+		munmap(p, m->size);
+		return e;
+	}
+	m->file_backed = true;
+	return 0;
+}
+
+/* RAM becomes a private mapping of @dir/memory (its contents). */
 static int remap_ram(struct microvm *vm, const char *dir)
 {
 	struct guest_mem *m = &vm->kvm.mem;
@@ -103,22 +113,13 @@ static int remap_ram(struct microvm *vm, const char *dir)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-	if (p == MAP_FAILED) {
-		int e = -errno;
+	int r = snapshot_remap_private(m, fd);
+	if (r < 0) {
 		close(fd);
-		return e;
-	}
-	madvise(p, m->size, MADV_DONTDUMP);
-	if (mremap(p, m->size, m->size, MREMAP_MAYMOVE | MREMAP_FIXED, m->host) == MAP_FAILED) {
-		int e = -errno;
-		munmap(p, m->size);
-		close(fd);
-		return e;
+		return r;
 	}
 	close(m->fd);
 	m->fd = fd;
-	m->file_backed = true;
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct guest_mem;
 struct microvm;
 
 /*
@@ -23,5 +24,13 @@ void reset_after_restore(struct microvm *vm, const void *fdt, size_t len);
  * devices quiesced, dirty tracking just restarted. Failures only log.
  */
 void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff);
+
+/*
+ * Replace the mapping of @m's RAM, in place (same host address, so KVM's
+ * memslots and every pointer stay valid), by a private copy-on-write
+ * mapping of @fd, whose contents must equal RAM's (@fd borrowed; the caller
+ * makes it m->fd). Atomic: on failure RAM is untouched. 0 or -errno.
+ */
+int snapshot_remap_private(struct guest_mem *m, int fd);
 
 #endif

@@ -439,3 +439,47 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	*out = vm;
 	return 0;
 }
+
+/* ------------------------------------------------------------ from memory */
+
+int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *mem,
+		      const microvm_restore_config *cfg, char *err, size_t errlen)
+{
+	struct rctx c = { err, errlen };
+	struct microvm *vm = NULL;
+	*out = NULL;
+	int r = check_header(&c, fdt);
+	if (r == 0 && (r = microvm_create(&vm)) < 0)
+		fail(&c, r, "creating the VM: %s", strerror(-r));
+	if (r == 0)
+		r = configure(&c, vm, fdt, cfg);
+	if (r == 0 && mem->size != vm->cfg.mem_mib * MIB)
+		r = fail(&c, -EINVAL, "state: %llu bytes of RAM for %llu MiB",
+			 (unsigned long long)mem->size, (unsigned long long)vm->cfg.mem_mib);
+	if (r < 0) {
+		gm_release(mem);
+		microvm_destroy(vm);
+		return r;
+	}
+	pthread_mutex_lock(&vm->api_lock);
+	vm->kvm.mem = *mem; /* adopted: the start sequence uses it as mapped */
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+	struct vm_start_ops ops = {
+		.load_vm = load_vm,
+		.load_vcpu = load_vcpu,
+		.load_devices = load_devices,
+		.paused = cfg->flags & MICROVM_RESTORE_PAUSED,
+	};
+	struct load_ctx l = { .fdt = fdt };
+	r = vm_start_with(vm, &ops, &l);
+	if (r < 0)
+		fail(&c, r, "%s", microvm_last_error(vm));
+	pthread_mutex_unlock(&vm->api_lock);
+	if (r < 0) {
+		microvm_destroy(vm);
+		return r;
+	}
+	*out = vm;
+	return 0;
+}

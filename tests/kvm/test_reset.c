@@ -397,6 +397,163 @@ static void test_ten_thousand_resets(void **state)
 	close(out);
 }
 
+/* ----------------------------------------------------------------- fork */
+
+static uint64_t ram_hash(microvm *vm)
+{
+	const struct guest_mem *m = &vm->kvm.mem;
+	uint64_t h = 1469598103934665603ULL;
+	const uint64_t *w = (const uint64_t *)(const void *)m->host;
+	for (uint64_t i = 0; i < m->size / 8; i++)
+		h = (h ^ w[i]) * 1099511628211ULL;
+	return h;
+}
+
+static microvm *fork_ok(microvm *parent, uint32_t flags, int out)
+{
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	fc.flags = flags;
+	fc.console_out = out;
+	microvm *c = NULL;
+	int r = microvm_fork(parent, &c, &fc);
+	if (r != 0)
+		fail_msg("microvm_fork: %d %s", r, microvm_last_error(parent));
+	assert_non_null(c);
+	return c;
+}
+
+/* @out (a fork's console) continues @before and reaches @before's count + @n. */
+static void assert_continues_from(const char *before, int out, uint64_t n)
+{
+	uint64_t k = sequence(before, 1);
+	double end = now_ms() + GUEST_TIMEOUT_MS;
+	for (;;) {
+		char *after = read_from(out, 0);
+		char *joined = malloc(strlen(before) + strlen(after) + 1);
+		assert_non_null(joined);
+		strcpy(joined, before);
+		strcat(joined, after);
+		uint64_t last = sequence(joined, 1);
+		free(joined);
+		free(after);
+		if (last >= k + n)
+			return;
+		if (now_ms() > end)
+			fail_msg("the fork did not count on from %llu", (unsigned long long)k);
+		usleep(1000);
+	}
+}
+
+/* A parent (booted, or restored when @restored) and its fork count on
+ * independently; the child's writes never reach the parent's RAM. */
+static void fork_and_diverge(bool restored)
+{
+	int out = console_fd();
+	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
+	start_ok(vm);
+	wait_count(out, 5);
+	assert_int_equal(microvm_pause(vm), 0);
+	if (restored) {
+		const char *dir = snap_path("fork-base");
+		assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+		microvm_destroy(vm);
+		/* Restore and let it run on, so it holds private pages; its
+		 * console starts with what the original printed. */
+		char *orig = read_from(out, 0);
+		close(out);
+		out = console_fd();
+		assert_int_equal(write(out, orig, strlen(orig)), (ssize_t)strlen(orig));
+		vm = restore_ok(dir, 0, out);
+		wait_count(out, sequence(orig, 1) + 10);
+		free(orig);
+		assert_int_equal(microvm_pause(vm), 0);
+	}
+	char *before = read_from(out, 0);
+	uint64_t h = ram_hash(vm);
+	int cout = console_fd();
+	microvm *c = fork_ok(vm, 0, cout);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED);
+	assert_int_equal(microvm_state(c), MICROVM_STATE_RUNNING);
+	assert_continues_from(before, cout, 20);
+	assert_int_equal(ram_hash(vm), h); /* the child's writes are its own */
+	/* A fork of the fork (paused), then all three run. */
+	assert_int_equal(microvm_pause(c), 0);
+	char *cbefore = read_from(cout, 0);
+	char *cjoined = malloc(strlen(before) + strlen(cbefore) + 1);
+	assert_non_null(cjoined);
+	strcpy(cjoined, before);
+	strcat(cjoined, cbefore);
+	int gout = console_fd();
+	microvm *g = fork_ok(c, MICROVM_FORK_PAUSED, gout);
+	assert_int_equal(microvm_state(g), MICROVM_STATE_PAUSED);
+	assert_int_equal(microvm_resume(g), 0);
+	assert_int_equal(microvm_resume(c), 0);
+	assert_int_equal(microvm_resume(vm), 0);
+	assert_continues_from(cjoined, gout, 20);
+	assert_continues_from(before, cout, sequence(cbefore, sequence(before, 1) + 1) -
+				     sequence(before, 1) + 20);
+	wait_count(out, sequence(before, 1) + 20);
+	char *all = read_from(out, 0);
+	sequence(all, 1);
+	/* The child's count and the parent's diverged: different RAM. */
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_pause(c), 0);
+	assert_int_not_equal(ram_hash(vm), ram_hash(c));
+	microvm_destroy(g);
+	microvm_destroy(c);
+	microvm_destroy(vm);
+	free(all);
+	free(cjoined);
+	free(cbefore);
+	free(before);
+	close(out);
+	close(cout);
+	close(gout);
+}
+
+static void test_fork_booted_vm(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	fork_and_diverge(false);
+}
+
+static void test_fork_restored_vm(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	fork_and_diverge(true);
+}
+
+static void test_fork_errors(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	microvm *c = (microvm *)0x1;
+	assert_int_equal(microvm_fork(NULL, &c, NULL), -EINVAL);
+	int out = console_fd();
+	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
+	assert_int_equal(microvm_fork(vm, &c, NULL), -EINVAL); /* configured */
+	assert_null(c);
+	start_ok(vm);
+	assert_int_equal(microvm_fork(vm, &c, NULL), -EINVAL); /* running */
+	assert_non_null(strstr(microvm_last_error(vm), "paused"));
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_fork(vm, NULL, NULL), -EINVAL);
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	fc.flags = 0x10;
+	assert_int_equal(microvm_fork(vm, &c, &fc), -EINVAL);
+	fc.flags = 0;
+	fc.size = 8;
+	assert_int_equal(microvm_fork(vm, &c, &fc), -EINVAL);
+	/* A child with the defaults (no console) works; its reset has no target. */
+	c = fork_ok(vm, 0, -1);
+	assert_int_equal(microvm_reset(c, 0), -EINVAL);
+	microvm_destroy(c);
+	microvm_destroy(vm);
+	close(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +562,9 @@ int main(void)
 		cmocka_unit_test(test_reset_after_own_snapshot),
 		cmocka_unit_test(test_reset_errors),
 		cmocka_unit_test(test_ten_thousand_resets),
+		cmocka_unit_test(test_fork_booted_vm),
+		cmocka_unit_test(test_fork_restored_vm),
+		cmocka_unit_test(test_fork_errors),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
