@@ -12,6 +12,8 @@
  *  - paused -> paused: the VM paused first (not timed), reset left paused;
  *  - running, no round before (nothing dirtied but the guest's own page
  *    writes since the last reset: none, it waits);
+ * and microvm_fork() of a paused 256 MiB VM (the same guest after one round,
+ * booted, not restored) into a paused child, the child destroyed after each;
  * medians and 99th percentiles over the runs, all in one process run.
  * Without VT-x/AMD-V the guest itself runs emulated; the reset is host work.
  */
@@ -144,6 +146,50 @@ static void measure(const char *kernel, uint64_t mib, int pages, int runs, const
 	rig_down(&g);
 }
 
+/* microvm_fork() latency, median / p99 in us (@runs forks, at most 500). */
+static void measure_fork(const char *kernel, uint64_t mib, int pages, int runs, double *med,
+			 double *p99)
+{
+	int in[2], out[2];
+	if (pipe(in) < 0 || pipe(out) < 0)
+		die("pipe", NULL);
+	microvm *vm;
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "pages=%d", pages);
+	if (microvm_create(&vm) < 0)
+		die("create", NULL);
+	if (microvm_set_memory(vm, mib) < 0 || microvm_set_kernel(vm, kernel, cmd) < 0 ||
+	    microvm_set_console(vm, in[0], out[1]) < 0 || microvm_start(vm) < 0)
+		die("start", vm);
+	wait_char(out[0], '\n');
+	if (write(in[1], "g", 1) != 1)
+		die("console write", NULL);
+	wait_char(out[0], 'D');
+	if (microvm_pause(vm) < 0)
+		die("pause", vm);
+	if (runs > 500)
+		runs = 500;
+	double *v = calloc((size_t)runs, sizeof(double));
+	if (!v)
+		die("out of memory", NULL);
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	fc.flags = MICROVM_FORK_PAUSED;
+	for (int i = 0; i < runs; i++) {
+		microvm *child;
+		double t0 = now_ms();
+		if (microvm_fork(vm, &child, &fc) < 0)
+			die("fork", vm);
+		v[i] = (now_ms() - t0) * 1000.0;
+		microvm_destroy(child);
+		usleep(2000); /* let the background teardown finish */
+	}
+	*med = median(v, runs);
+	*p99 = quantile(v, runs, 0.99);
+	free(v);
+	microvm_destroy(vm);
+	close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+}
+
 int main(int argc, char **argv)
 {
 	int runs = 1000, pages = 64;
@@ -188,6 +234,10 @@ int main(int argc, char **argv)
 	for (int m = 0; m < 3; m++)
 		printf("| %-26s | %7.1f / %7.1f | %7.1f / %7.1f |\n", names[m], r[0].med[m],
 		       r[0].p99[m], r[1].med[m], r[1].p99[m]);
+	double fmed, fp99;
+	measure_fork(kernel, 256, pages, runs, &fmed, &fp99);
+	printf("\nmicrovm_fork, paused 256 MiB tiny guest -> paused child: median %.1f us, "
+	       "p99 %.1f us\n", fmed, fp99);
 	if (dir == tmp) {
 		char cmd[700];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);

@@ -177,13 +177,11 @@ MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_for
 	int r = check_parent(parent, &fc);
 	if (r == 0) {
 		/* No device work while the state is read (as for a snapshot). */
-		evloop_stop(&parent->dev.evloop);
+		evloop_pause(&parent->dev.evloop);
 		for (uint32_t i = 0; i < parent->dev.nr_virtio; i++)
 			virtio_mmio_quiesce(parent->dev.virtio[i]);
 		r = fork_locked(parent, child, &fc);
-		int e = evloop_start(&parent->dev.evloop);
-		if (e < 0 && r == 0)
-			r = vm_error(parent, e, "fork: restarting the event loop: %s", strerror(-e));
+		evloop_resume(&parent->dev.evloop);
 	}
 	pthread_mutex_unlock(&parent->api_lock);
 	if (r == 0) {
