@@ -12,6 +12,7 @@
 #include "vm.h"
 
 static char tmpdir[256];
+static int open_fds(void);
 
 static int group_setup(void **state)
 {
@@ -397,6 +398,55 @@ static void test_ten_thousand_resets(void **state)
 	close(out);
 }
 
+/* With every device kind (the counter guest drives none of them): resets
+ * reload each device's state in place, fds stay as they are, the vsock
+ * socket keeps listening. */
+static void test_reset_with_devices(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char img[600], uds[600], dir[512];
+	snprintf(img, sizeof(img), "%s/disk.img", tmpdir);
+	snprintf(uds, sizeof(uds), "%s/vsock", tmpdir);
+	snprintf(dir, sizeof(dir), "%s", snap_path("devices"));
+	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	int out = console_fd();
+	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
+	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+	dc.path = img;
+	assert_int_equal(microvm_add_disk(vm, &dc), 0);
+	assert_int_equal(microvm_set_rng(vm, 1), 0);
+	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+	vc.guest_cid = 7;
+	vc.uds_path = uds;
+	assert_int_equal(microvm_set_vsock(vm, &vc), 0);
+	start_ok(vm);
+	wait_count(out, 3);
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	char *before = read_from(out, 0);
+	uint64_t k = sequence(before, 1);
+	assert_int_equal(microvm_resume(vm), 0);
+	reset_ok(vm, 0);
+	int fds = open_fds();
+	for (int i = 0; i < 200; i++)
+		reset_ok(vm, i % 2 ? MICROVM_RESET_PAUSED : 0);
+	assert_int_equal(open_fds(), fds);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED); /* the last one */
+	assert_int_equal(microvm_resume(vm), 0);
+	struct stat st;
+	assert_int_equal(stat(uds, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	run_reset_check(vm, out, before, k, MICROVM_RESET_PAUSED);
+	microvm_destroy(vm);
+	free(before);
+	close(out);
+	unlink(img);
+}
+
 /* ----------------------------------------------------------------- fork */
 
 static uint64_t ram_hash(microvm *vm)
@@ -562,6 +612,7 @@ int main(void)
 		cmocka_unit_test(test_reset_after_own_snapshot),
 		cmocka_unit_test(test_reset_errors),
 		cmocka_unit_test(test_ten_thousand_resets),
+		cmocka_unit_test(test_reset_with_devices),
 		cmocka_unit_test(test_fork_booted_vm),
 		cmocka_unit_test(test_fork_restored_vm),
 		cmocka_unit_test(test_fork_errors),
