@@ -499,6 +499,11 @@ MICROVM_API int microvm_state(const microvm *vm);
  * MICROVM_SNAPSHOT_DIFF without a base, file errors as negative errno.
  * Taking a snapshot starts dirty-page tracking for later diff snapshots (the
  * guest then pays a write-protect fault on the first write to each page).
+ * After a full snapshot the VM's RAM is a private copy-on-write mapping of
+ * the snapshot's memory file (the same contents; its own memfd is freed),
+ * which makes the snapshot its microvm_reset() target: leave the file in
+ * place (removing the directory is fine, the mapping keeps the file alive;
+ * overwriting the file in place is not).
  */
 MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
 
@@ -555,7 +560,13 @@ typedef struct microvm_restore_config {
  * Create a new VM from the snapshot in @dir and start it (running, or paused
  * with MICROVM_RESTORE_PAUSED). Guest RAM maps the memory file copy-on-write
  * and lazily, so restoring the same snapshot N times gives N independent
- * clones sharing the pages none of them changed. @cfg may be NULL (defaults).
+ * clones sharing the pages none of them changed. Each restored VM gets a new
+ * VM generation ID: with ACPI (the default) the DSDT has a VM generation
+ * counter device (_CID "VM_GEN_COUNTER", Microsoft's "Virtual Machine
+ * Generation ID"; Linux CONFIG_VMGENID) whose 16-byte ID is replaced by
+ * random bytes on restore, reset and fork, with an ACPI notification (a
+ * Generic Event Device interrupt, GSI 23) on which a Linux guest rereads it
+ * and reseeds its RNG, so clones do not share random numbers. @cfg may be NULL (defaults).
  * On success *@out is the new VM (destroy it with microvm_destroy). On
  * failure *@out is NULL, nothing is left behind, and the error is returned:
  * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format

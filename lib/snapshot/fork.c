@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "abi.h"
@@ -28,6 +29,24 @@
 #define PM_FILE (1ULL << 61) /* file page or shared anonymous */
 #define PAGEMAP_BATCH 4096
 
+/* PAGEMAP_SCAN (Linux 6.7, linux/fs.h; defined here for older headers):
+ * the kernel walks the range and returns only the matching page runs. */
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+#endif
+#define SCAN_REGIONS 256
+
 /* The parent's RAM as a private mapping of a file holding its contents. */
 static int freeze_ram(struct microvm *vm)
 {
@@ -38,6 +57,38 @@ static int freeze_ram(struct microvm *vm)
 	return r < 0 ? vm_error(vm, r, "fork: remapping guest RAM: %s", strerror(-r)) : 0;
 }
 
+/* The private pages with PAGEMAP_SCAN: 0, or -ENOTTY/-EINVAL from a
+ * kernel without it (nothing copied then), or another -errno. */
+static int copy_scanned(int fd, const struct guest_mem *p, struct guest_mem *c)
+{
+	struct page_region v[SCAN_REGIONS];
+	uint64_t at = (uintptr_t)p->host, end = at + p->size;
+	while (at < end) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .start = at, .end = end,
+			.vec = (uintptr_t)v, .vec_len = SCAN_REGIONS,
+			/* present or swapped, not a file page, not the zero page */
+			.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		};
+		int n = ioctl(fd, PAGEMAP_SCAN, &a);
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			uint64_t off = v[i].start - (uintptr_t)p->host;
+			if (v[i].start < at || v[i].end > end || v[i].end <= v[i].start)
+				return -EIO;
+			memcpy(c->host + off, p->host + off, v[i].end - v[i].start);
+		}
+		if (a.walk_end <= at)
+			return -EIO;
+		at = a.walk_end;
+	}
+	return 0;
+}
+
 /* Copy into @c the pages @p holds privately (anonymous copies made on
  * write), found in /proc/self/pagemap; the others are the file's. */
 static int copy_private_pages(const struct guest_mem *p, struct guest_mem *c)
@@ -45,6 +96,11 @@ static int copy_private_pages(const struct guest_mem *p, struct guest_mem *c)
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	int s = copy_scanned(fd, p, c);
+	if (s != -ENOTTY && s != -EINVAL) {
+		close(fd);
+		return s;
+	}
 	static __thread uint64_t e[PAGEMAP_BATCH];
 	uint64_t pages = GM_PAGES(p), first = (uintptr_t)p->host / GM_PAGE;
 	int r = 0;
