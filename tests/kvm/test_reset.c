@@ -392,7 +392,14 @@ static void test_ten_thousand_resets(void **state)
 	long grown = rss_pages() - rss;
 	print_message("10000 resets: %.1f us each, RSS %+ld KiB, %d fds\n", t / 10.0,
 		      grown * 4, fds);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan keeps freed blocks in its quarantine (256 MiB by default): RSS
+	 * grows by what the resets allocated and freed; the plain build checks
+	 * the bound, LeakSanitizer that nothing leaked. */
+	(void)grown;
+#else
 	assert_true(grown * 4096 < 4 * 1024 * 1024);
+#endif
 	microvm_destroy(c);
 	close(null);
 	close(out);
