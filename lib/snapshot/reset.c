@@ -302,8 +302,15 @@ static bool park_all(struct microvm *vm)
 		atomic_fetch_or(&vm->run.requests, REQ_PAUSE);
 		vcpu_kick_all(vm);
 		ok = vm_wait_parked(vm);
-		if (ok)
+		if (ok) {
 			vm->run.state = MICROVM_STATE_PAUSED;
+		} else {
+			/* It is stopping: let it finish (as microvm_pause). */
+			atomic_fetch_and(&vm->run.requests, ~REQ_PAUSE);
+			pthread_cond_broadcast(&vm->run.cond);
+			while (vm->run.vcpus_exited < vm->run.vcpus_running)
+				vm_wait_or_rekick(vm);
+		}
 	}
 	pthread_mutex_unlock(&vm->run.lock);
 	return ok;
