@@ -13,6 +13,7 @@
 
 static char tmpdir[256];
 static int open_fds(void);
+static microvm *fork_ok(microvm *parent, uint32_t flags, int out);
 
 static int group_setup(void **state)
 {
@@ -198,6 +199,58 @@ static void test_vmgenid_changes_on_restore_and_reset(void **state)
 	microvm_destroy(vm);
 	close(out);
 	close(out2);
+}
+
+/* Wait until the output from byte @from on contains @needle. */
+static bool wait_text(int fd, size_t from, const char *needle, int timeout_ms)
+{
+	double end = now_ms() + timeout_ms;
+	for (;;) {
+		char *t = read_from(fd, from);
+		bool found = strstr(t, needle) != NULL;
+		free(t);
+		if (found)
+			return true;
+		if (now_ms() > end)
+			return false;
+		usleep(1000);
+	}
+}
+
+/* The notification reaches the guest: the genid payload counts interrupts
+ * on the Generic Event Device's GSI. A restored clone, a reset VM and a
+ * fork each get one; the original, resumed, does not. */
+static void test_vmgenid_interrupt(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("genid", "", 1, out);
+	start_ok(vm);
+	assert_true(wait_text(out, 0, "ready\n", GUEST_TIMEOUT_MS));
+	assert_int_equal(microvm_pause(vm), 0);
+	const char *dir = snap_path("genid-irq");
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+
+	int out2 = console_fd();
+	microvm *c = restore_ok(dir, 0, out2);
+	assert_true(wait_text(out2, 0, "irq 1\n", GUEST_TIMEOUT_MS));
+	size_t at = out_size(out2);
+	reset_ok(c, 0);
+	assert_true(wait_text(out2, at, "irq 1\n", GUEST_TIMEOUT_MS));
+
+	int out3 = console_fd();
+	microvm *f = fork_ok(vm, 0, out3);
+	assert_true(wait_text(out3, 0, "irq 1\n", GUEST_TIMEOUT_MS));
+
+	assert_int_equal(microvm_resume(vm), 0);
+	assert_false(wait_text(out, 0, "irq", 200));
+	microvm_destroy(f);
+	microvm_destroy(c);
+	microvm_destroy(vm);
+	close(out);
+	close(out2);
+	close(out3);
 }
 
 /* ---------------------------------------------------------------- reset */
@@ -633,6 +686,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vmgenid_changes_on_restore_and_reset),
+		cmocka_unit_test(test_vmgenid_interrupt),
 		cmocka_unit_test(test_reset_restored_vm),
 		cmocka_unit_test(test_reset_after_own_snapshot),
 		cmocka_unit_test(test_reset_errors),
