@@ -682,6 +682,42 @@ static void test_fork_errors(void **state)
 	close(out);
 }
 
+/* A parent with a vsock Unix socket: the child needs its own path, and
+ * listens there while the parent keeps its own. */
+static void test_fork_vsock_identity(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char uds[600], uds2[600];
+	snprintf(uds, sizeof(uds), "%s/fork-vsock", tmpdir);
+	snprintf(uds2, sizeof(uds2), "%s/fork-vsock-child", tmpdir);
+	microvm *vm = tiny_vm("counter", "every=2000", 1, -1);
+	microvm_vsock_config vc = MICROVM_VSOCK_CONFIG_INIT;
+	vc.guest_cid = 5;
+	vc.uds_path = uds;
+	assert_int_equal(microvm_set_vsock(vm, &vc), 0);
+	start_ok(vm);
+	assert_int_equal(microvm_pause(vm), 0);
+	microvm *c = NULL;
+	assert_int_equal(microvm_fork(vm, &c, NULL), -EINVAL);
+	assert_non_null(strstr(microvm_last_error(vm), "vsock_uds_path"));
+	assert_null(c);
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	fc.vsock_uds_path = uds2;
+	fc.vsock_cid = 6;
+	int r = microvm_fork(vm, &c, &fc);
+	if (r)
+		fail_msg("fork: %d %s", r, microvm_last_error(vm));
+	struct stat st;
+	assert_int_equal(stat(uds, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(stat(uds2, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	microvm_destroy(c);
+	assert_int_equal(stat(uds, &st), 0); /* the child removed only its own */
+	microvm_destroy(vm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +731,7 @@ int main(void)
 		cmocka_unit_test(test_fork_booted_vm),
 		cmocka_unit_test(test_fork_restored_vm),
 		cmocka_unit_test(test_fork_errors),
+		cmocka_unit_test(test_fork_vsock_identity),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
