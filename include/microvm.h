@@ -499,11 +499,8 @@ MICROVM_API int microvm_state(const microvm *vm);
  * MICROVM_SNAPSHOT_DIFF without a base, file errors as negative errno.
  * Taking a snapshot starts dirty-page tracking for later diff snapshots (the
  * guest then pays a write-protect fault on the first write to each page).
- * After a full snapshot the VM's RAM is a private copy-on-write mapping of
- * the snapshot's memory file (the same contents; its own memfd is freed),
- * which makes the snapshot its microvm_reset() target: leave the file in
- * place (removing the directory is fine, the mapping keeps the file alive;
- * overwriting the file in place is not).
+ * A full snapshot becomes the VM's microvm_reset() target (a diff snapshot
+ * leaves it without one).
  */
 MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
 
@@ -598,9 +595,12 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
  * Cost: proportional to the pages written since the last reset (KVM's dirty
  * log is on from the first reset on; the first reset after a restore drops
  * every page once), plus one pass over a bitmap of RAM (1 bit per 4 KiB).
- * A VM that took a full snapshot has its RAM remapped copy-on-write over
- * that snapshot's memory file, so the file must stay where it is (deleting
- * it is fine: the mapping keeps it; writing into it is not).
+ * A VM that took the snapshot itself still has its RAM in its own memfd: its
+ * first reset maps RAM copy-on-write over the snapshot's memory file (as if
+ * restored from it; the memfd is freed), so that snapshot must still be in
+ * its directory then (-EINVAL if it was removed or replaced; nothing is
+ * changed then), and from then on the file must not be written in place
+ * (deleting or replacing the directory is fine: the mapping keeps the file).
  *
  * Disks are not touched: a guest's writes to a disk image since the
  * snapshot stay. To roll a scratch disk back too, give the VM a copy taken

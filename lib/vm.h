@@ -107,6 +107,9 @@ struct vm_snap {
 	void *reset_state;
 	size_t reset_len;
 	bool reset_clean;
+	bool reset_remap;      /* RAM is not yet a mapping of the target's
+				* memory file (it took the snapshot): the
+				* first reset maps it */
 	uint64_t *reset_pages;
 };
 

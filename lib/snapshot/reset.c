@@ -36,6 +36,7 @@ static void forget(struct microvm *vm)
 	vm->snap.reset_state = NULL;
 	vm->snap.reset_len = 0;
 	vm->snap.reset_clean = false;
+	vm->snap.reset_remap = false;
 }
 
 static int keep_state(struct microvm *vm, const void *fdt, size_t len)
@@ -103,26 +104,34 @@ int snapshot_remap_private(struct guest_mem *m, int fd)
 	return 0;
 }
 
-/* RAM becomes a private mapping of @dir/memory (its contents). */
-static int remap_ram(struct microvm *vm, const char *dir)
+/*
+ * The first reset of a VM that took its snapshot: open the snapshot's
+ * memory file (into *@fd) after checking the snapshot there is still the
+ * one taken (its state file unchanged), before anything is touched.
+ */
+static int open_target_memory(struct microvm *vm, int *fd)
 {
-	struct guest_mem *m = &vm->kvm.mem;
+	const char *dir = vm->snap.base;
+	void *fdt = NULL;
+	size_t len = 0;
 	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s/memory", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = snapshot_remap_private(m, fd);
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	close(m->fd);
-	m->fd = fd;
+	int r = dir ? read_state_file(dir, &fdt, &len) : -ENOENT;
+	if (r == 0 && (len != vm->snap.reset_len || memcmp(fdt, vm->snap.reset_state, len)))
+		r = -ESTALE;
+	free(fdt);
+	if (r == 0 && snprintf(path, sizeof(path), "%s/memory", dir) >= (int)sizeof(path))
+		r = -ENAMETOOLONG;
+	if (r == 0 && (*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
+	if (r < 0)
+		return vm_error(vm, -EINVAL, "reset: the snapshot at %s was replaced or removed (%s): "
+				"nothing to return to", dir ? dir : "?", strerror(-r));
 	return 0;
 }
 
+/* The snapshot just installed at @dir (full, or diff) becomes the target;
+ * RAM is mapped over its memory file at the first reset, so a VM that is
+ * never reset keeps its memfd. */
 void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff)
 {
 	forget(vm);
@@ -131,17 +140,14 @@ void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff)
 	void *fdt = NULL;
 	size_t len = 0;
 	int r = read_state_file(dir, &fdt, &len);
-	if (r == 0)
-		r = remap_ram(vm, dir);
-	if (r == 0) {
-		vm->snap.reset_state = fdt;
-		vm->snap.reset_len = len;
-		vm->snap.reset_clean = vm->snap.dirty_tracking;
-	} else {
-		free(fdt);
+	if (r < 0) {
 		vm_warn(vm, "snapshot %s: microvm_reset() will not be available: %s", dir,
 			strerror(-r));
+		return;
 	}
+	vm->snap.reset_state = fdt;
+	vm->snap.reset_len = len;
+	vm->snap.reset_remap = true;
 }
 
 /* ----------------------------------------------------------------- memory */
@@ -184,10 +190,22 @@ static int collect(struct microvm *vm, size_t words)
 }
 
 /* The first reset after RAM was mapped without tracking: drop every page
- * and track from now on. */
-static int reset_all_memory(struct microvm *vm, size_t words)
+ * (or map RAM over the target's memory file @fd, adopted, when >= 0) and
+ * track from now on. */
+static int reset_all_memory(struct microvm *vm, size_t words, int fd)
 {
 	struct guest_mem *m = &vm->kvm.mem;
+	if (fd >= 0) {
+		int r = snapshot_remap_private(m, fd);
+		if (r < 0) {
+			close(fd);
+			return vm_error(vm, r, "reset: mapping the snapshot's memory: %s",
+					strerror(-r));
+		}
+		close(m->fd);
+		m->fd = fd;
+		vm->snap.reset_remap = false;
+	}
 	if (!vm->snap.dirty_tracking) {
 		if (gm_track_dirty(m) < 0)
 			return vm_error(vm, -ENOMEM, "reset: out of memory");
@@ -202,22 +220,26 @@ static int reset_all_memory(struct microvm *vm, size_t words)
 		if (r < 0)
 			return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
 	}
-	drop_pages(m, 0, GM_PAGES(m));
+	if (fd < 0)
+		drop_pages(m, 0, GM_PAGES(m));
 	vm->snap.reset_clean = true;
 	return 0;
 }
 
-static int reset_memory(struct microvm *vm)
+static int reset_memory(struct microvm *vm, int fd)
 {
 	struct guest_mem *m = &vm->kvm.mem;
 	size_t words = (size_t)((GM_PAGES(m) + 63) / 64);
 	if (!vm->snap.reset_pages) {
 		vm->snap.reset_pages = calloc(words + 1, sizeof(uint64_t));
-		if (!vm->snap.reset_pages)
+		if (!vm->snap.reset_pages) {
+			if (fd >= 0)
+				close(fd);
 			return vm_error(vm, -ENOMEM, "reset: out of memory");
+		}
 	}
-	if (!vm->snap.reset_clean || !vm->snap.dirty_tracking || !m->dirty)
-		return reset_all_memory(vm, words);
+	if (fd >= 0 || !vm->snap.reset_clean || !vm->snap.dirty_tracking || !m->dirty)
+		return reset_all_memory(vm, words, fd);
 	int r = collect(vm, words);
 	if (r < 0)
 		return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
@@ -335,11 +357,17 @@ static int reset_locked(struct microvm *vm, uint32_t flags)
 				"a full snapshot, or take one with microvm_snapshot without "
 				"MICROVM_SNAPSHOT_DIFF)");
 	bool was_running = state == MICROVM_STATE_RUNNING;
-	if (!park_all(vm))
+	int fd = -1;
+	if (vm->snap.reset_remap && open_target_memory(vm, &fd) < 0)
+		return -EINVAL;
+	if (!park_all(vm)) {
+		if (fd >= 0)
+			close(fd);
 		return vm_error(vm, -EINVAL, "reset: the VM stopped");
+	}
 	evloop_pause(&vm->dev.evloop);
 	reset_devices(vm);
-	int r = reset_memory(vm);
+	int r = reset_memory(vm, fd);
 	if (r == 0)
 		r = load_state(vm);
 	if (r == 0 && vm_vmgenid_renew(vm, NULL) < 0)

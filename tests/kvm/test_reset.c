@@ -412,6 +412,32 @@ static void test_reset_errors(void **state)
 	assert_int_equal(microvm_reset(vm, 0), -EINVAL); /* stopped */
 	microvm_destroy(vm);
 
+	/* A VM that took a snapshot which was then replaced, or removed:
+	 * refused before anything changes. */
+	snprintf(dir, sizeof(dir), "%s", snap_path("errors-replaced"));
+	vm = tiny_vm("counter", "every=2000", 1, -1);
+	microvm *other = tiny_vm("counter", "every=3000", 1, -1);
+	start_ok(vm);
+	start_ok(other);
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_pause(other), 0);
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	assert_int_equal(microvm_snapshot(other, dir, 0), 0);
+	assert_int_equal(microvm_reset(vm, 0), -EINVAL);
+	assert_non_null(strstr(microvm_last_error(vm), "replaced or removed"));
+	reset_ok(other, 0);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	reset_ok(other, 0); /* its RAM maps the file already: still fine */
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(microvm_reset(vm, 0), -EINVAL);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED);
+	assert_int_equal(microvm_resume(vm), 0);
+	microvm_destroy(other);
+	microvm_destroy(vm);
+
 	/* Restored from a diff snapshot: nothing to return to. */
 	microvm *c = restore_ok(snap_path("errors-diff"), MICROVM_RESTORE_PAUSED, -1);
 	assert_int_equal(microvm_reset(c, 0), -EINVAL);
