@@ -34,7 +34,7 @@
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
- *   microvm_restore_config, microvm_exit; in <microvm_agent.h>
+ *   microvm_restore_config, microvm_fork_config, microvm_exit; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
  *   set to the caller's sizeof by their _INIT macro. Fields are only ever
  *   added at the end, with 0/NULL keeping the earlier behaviour. A size
