@@ -385,6 +385,40 @@ static void test_reset_after_own_snapshot(void **state)
 	close(out);
 }
 
+/* Tracking from the restore on (MICROVM_RESTORE_TRACK_DIRTY: no full drop
+ * at the first reset), and a fork of a restored VM, which inherits its
+ * reset target: both come back to the snapshot's RAM exactly. */
+static void test_reset_tracked_and_forked(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s", snap_path("tracked"));
+	microvm *vm = snapshotted_counter(out, dir);
+	microvm_destroy(vm);
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	microvm *c = restore_ok(dir, MICROVM_RESTORE_TRACK_DIRTY, null);
+	usleep(20000);
+	assert_int_equal(microvm_pause(c), 0);
+	reset_ok(c, MICROVM_RESET_PAUSED);
+	assert_ram_is_snapshot(c, dir);
+	assert_int_equal(microvm_resume(c), 0);
+	usleep(20000);
+	assert_int_equal(microvm_pause(c), 0);
+	microvm *f = fork_ok(c, 0, null);
+	usleep(20000);
+	reset_ok(f, 0);
+	reset_ok(f, 0);
+	assert_int_equal(microvm_pause(f), 0);
+	reset_ok(f, MICROVM_RESET_PAUSED);
+	assert_ram_is_snapshot(f, dir);
+	microvm_destroy(f);
+	microvm_destroy(c);
+	close(null);
+	close(out);
+}
+
 static void test_reset_errors(void **state)
 {
 	(void)state;
@@ -751,6 +785,7 @@ int main(void)
 		cmocka_unit_test(test_vmgenid_interrupt),
 		cmocka_unit_test(test_reset_restored_vm),
 		cmocka_unit_test(test_reset_after_own_snapshot),
+		cmocka_unit_test(test_reset_tracked_and_forked),
 		cmocka_unit_test(test_reset_errors),
 		cmocka_unit_test(test_ten_thousand_resets),
 		cmocka_unit_test(test_reset_with_devices),
