@@ -101,9 +101,10 @@ struct vm_snap {
 				* restored from: the base of a diff snapshot */
 	uint32_t base_crc;     /* its state file's checksum */
 	/* microvm_reset() (lib/snapshot/reset.c): the state tree of the
-	 * snapshot RAM is a private mapping of (NULL = no reset target),
-	 * whether the dirty log has covered every write since RAM was mapped
-	 * or last reset, and a page bitmap reused by every reset. */
+	 * reset target, the full snapshot whose memory file RAM maps
+	 * privately (NULL = none); whether the dirty log has covered every
+	 * write since RAM was mapped or last reset; a page bitmap reused by
+	 * every reset. */
 	void *reset_state;
 	size_t reset_len;
 	bool reset_clean;
