@@ -38,8 +38,8 @@
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
- *   microvm_net_config, microvm_restore_config, microvm_exit,
- *   microvm_net_counters; in <microvm_agent.h>
+ *   microvm_net_config, microvm_restore_config, microvm_fork_config,
+ *   microvm_exit, microvm_net_counters; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
  *   set to the caller's sizeof by their _INIT macro. Fields are only ever
  *   added at the end, with 0/NULL keeping the earlier behaviour. A size
@@ -640,6 +640,8 @@ MICROVM_API int microvm_state(const microvm *vm);
  * MICROVM_SNAPSHOT_DIFF without a base, file errors as negative errno.
  * Taking a snapshot starts dirty-page tracking for later diff snapshots (the
  * guest then pays a write-protect fault on the first write to each page).
+ * A full snapshot becomes the VM's microvm_reset() target (a diff snapshot
+ * leaves it without one).
  */
 MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
 
@@ -709,7 +711,13 @@ typedef struct microvm_restore_config {
  * Create a new VM from the snapshot in @dir and start it (running, or paused
  * with MICROVM_RESTORE_PAUSED). Guest RAM maps the memory file copy-on-write
  * and lazily, so restoring the same snapshot N times gives N independent
- * clones sharing the pages none of them changed. @cfg may be NULL (defaults).
+ * clones sharing the pages none of them changed. Each restored VM gets a new
+ * VM generation ID: with ACPI (the default) the DSDT has a VM generation
+ * counter device (_CID "VM_GEN_COUNTER", Microsoft's "Virtual Machine
+ * Generation ID"; Linux CONFIG_VMGENID) whose 16-byte ID is replaced by
+ * random bytes on restore, reset and fork, with an ACPI notification (a
+ * Generic Event Device interrupt, GSI 23) on which a Linux guest rereads it
+ * and reseeds its RNG, so clones do not share random numbers. @cfg may be NULL (defaults).
  * On success *@out is the new VM (destroy it with microvm_destroy). On
  * failure *@out is NULL, nothing is left behind, and the error is returned:
  * -ENOENT (no such snapshot), -EINVAL (not a snapshot, unsupported format
@@ -722,6 +730,95 @@ typedef struct microvm_restore_config {
  */
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen);
+
+/* microvm_reset() flags */
+#define MICROVM_RESET_PAUSED 1u /* leave the VM paused (default: running) */
+
+/*
+ * Return a running or paused VM, in place, to the snapshot it was restored
+ * from or last took with microvm_snapshot() (its "reset target"): vCPU,
+ * irqchip, PIT and clock state and every device's state are reloaded from
+ * that snapshot's state (kept in memory), virtio devices are reset first
+ * (in-flight I/O completes, open vsock streams are closed on the host side:
+ * the guest's sockets for them get an RST), and the guest pages written
+ * since are dropped so that they read the snapshot's contents again. The
+ * KVM VM, vCPU threads, devices and fds are kept: nothing is re-created.
+ * The guest then gets a new VM generation ID (see microvm_restore).
+ * Afterwards the VM runs, or stays paused with MICROVM_RESET_PAUSED.
+ *
+ * Cost: proportional to the pages written since the last reset (KVM's dirty
+ * log is on from the first reset on; the first reset after a restore drops
+ * every page once), plus one pass over a bitmap of RAM (1 bit per 4 KiB).
+ * A VM that took the snapshot itself still has its RAM in its own memfd: its
+ * first reset maps RAM copy-on-write over the snapshot's memory file (as if
+ * restored from it; the memfd is freed), so that snapshot must still be in
+ * its directory then (-EINVAL if it was removed or replaced; nothing is
+ * changed then), and from then on the file must not be written in place
+ * (deleting or replacing the directory is fine: the mapping keeps the file).
+ *
+ * Disks are not touched: a guest's writes to a disk image since the
+ * snapshot stay. To roll a scratch disk back too, give the VM a copy taken
+ * at snapshot time (e.g. `cp --reflink=auto`) and copy it back (or swap it
+ * while paused) before resetting. The console's unwritten output is lost.
+ *
+ * -EINVAL: unknown flags, a VM that is configured or stopped, or one with
+ * no reset target (never snapshotted nor restored, restored from or last
+ * took a MICROVM_SNAPSHOT_DIFF snapshot); microvm_last_error() says which.
+ * If loading the saved state fails (it should not), the VM is stopped with
+ * MICROVM_EXIT_INTERNAL_ERROR and the error is returned.
+ */
+MICROVM_API int microvm_reset(microvm *vm, uint32_t flags);
+
+/* microvm_fork_config.flags */
+#define MICROVM_FORK_PAUSED 1u /* leave the child paused (default: running) */
+
+/* The child's identity and host connections; the layout mirrors
+ * microvm_restore_config's, with the same meaning per field. Since 0.4. */
+typedef struct microvm_fork_config {
+	uint32_t size;   /* sizeof(microvm_fork_config) as the caller knows it */
+	uint32_t flags;  /* MICROVM_FORK_* */
+	int console_in;  /* borrowed, -1 = none */
+	int console_out; /* borrowed, -1 = none */
+	/* Disk image paths for the child (index = disk index; NULL or beyond
+	 * n_disks = the parent's image). Copied. Same size as the parent's.
+	 * A writable disk shared with the parent gets both VMs' writes: give
+	 * the child its own copy. */
+	uint32_t n_disks;
+	const char *const *disk_paths;
+	/* vsock: 0 = the parent's CID (private to each VM anyway). The child
+	 * needs its own uds_path if the parent has one (-EINVAL otherwise);
+	 * copied. */
+	uint64_t vsock_cid;
+	const char *vsock_uds_path;
+	microvm_log_fn log_fn; /* as microvm_restore_config */
+	void *log_opaque;
+	int32_t log_level;
+	int32_t kick_signal;
+} microvm_fork_config;
+
+#define MICROVM_FORK_CONFIG_INIT \
+	{ sizeof(microvm_fork_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0 }
+
+/*
+ * Fork a PAUSED VM: *@child becomes a new VM with the parent's vCPU, device
+ * and memory state, running (or paused with MICROVM_FORK_PAUSED), and the
+ * parent stays paused. Nothing is written to disk: guest RAM is shared
+ * copy-on-write. A parent whose RAM is its own memfd (booted, never
+ * snapshotted) has it remapped private copy-on-write over that memfd, which
+ * from then on holds the RAM as of the first fork; the child maps the same
+ * file privately; pages the parent already holds privately (written since
+ * its RAM was mapped from a snapshot or since an earlier fork) are copied
+ * into the child. Parent and child then diverge independently; forks of
+ * forks work the same way. The child gets a new VM generation ID (the
+ * parent keeps its own), no diff-snapshot base, and the parent's reset
+ * target if it has one (its first reset then drops all of RAM once).
+ * What is not carried over: open vsock streams (as for a restore), unread
+ * console input, the parent's log callback and kick signal (set them in
+ * @cfg). @cfg may be NULL only if the parent has no vsock Unix socket.
+ * -EINVAL (parent not paused, bad @cfg, child == NULL), the errors of
+ * microvm_restore (with the message on the parent: microvm_last_error).
+ */
+MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_fork_config *cfg);
 
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is

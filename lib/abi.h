@@ -22,6 +22,7 @@
 #define ABI_EXIT_MIN ABI_END(microvm_exit, message)                       /* 0.1 */
 #define ABI_VSOCK_CONFIG_MIN ABI_END(microvm_vsock_config, uds_path)      /* 0.2 */
 #define ABI_RESTORE_CONFIG_MIN ABI_END(microvm_restore_config, vsock_uds_path) /* 0.2 */
+#define ABI_FORK_CONFIG_MIN ABI_END(microvm_fork_config, kick_signal)    /* 0.4 */
 #define ABI_EXEC_CONFIG_MIN ABI_END(microvm_exec_config, output_limit)    /* 0.2 */
 #define ABI_EXEC_RESULT_MIN ABI_END(microvm_exec_result, err_len)         /* 0.2 */
 #define ABI_NET_CONFIG_MIN ABI_END(microvm_net_config, reserved2)         /* 0.4 */

@@ -29,6 +29,9 @@ int evloop_init(struct evloop *l)
 		evloop_release(l);
 		return e;
 	}
+	pthread_mutex_init(&l->pause_lock, NULL);
+	pthread_cond_init(&l->pause_cond, NULL);
+	l->pause_ready = true;
 	return 0;
 }
 
@@ -49,6 +52,49 @@ void evloop_del(struct evloop *l, struct ev_handler *h)
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, h->fd, NULL);
 }
 
+/* The wake fd fired: park if evloop_pause() asked (true once resumed),
+ * else it is evloop_stop() (false: exit). */
+static bool evloop_park(struct evloop *l)
+{
+	pthread_mutex_lock(&l->pause_lock);
+	bool pause = l->pausing == 1;
+	if (pause) {
+		uint64_t v;
+		ssize_t r = read(l->wake_fd, &v, sizeof(v));
+		(void)r;
+		l->pausing = 2;
+		pthread_cond_broadcast(&l->pause_cond);
+		while (l->pausing == 2)
+			pthread_cond_wait(&l->pause_cond, &l->pause_lock);
+	}
+	pthread_mutex_unlock(&l->pause_lock);
+	return pause;
+}
+
+void evloop_pause(struct evloop *l)
+{
+	if (!l->started)
+		return;
+	pthread_mutex_lock(&l->pause_lock);
+	l->pausing = 1;
+	uint64_t one = 1;
+	ssize_t r = write(l->wake_fd, &one, sizeof(one));
+	(void)r;
+	while (l->pausing != 2)
+		pthread_cond_wait(&l->pause_cond, &l->pause_lock);
+	pthread_mutex_unlock(&l->pause_lock);
+}
+
+void evloop_resume(struct evloop *l)
+{
+	if (!l->started)
+		return;
+	pthread_mutex_lock(&l->pause_lock);
+	l->pausing = 0;
+	pthread_cond_broadcast(&l->pause_cond);
+	pthread_mutex_unlock(&l->pause_lock);
+}
+
 static void *evloop_thread(void *arg)
 {
 	struct evloop *l = arg;
@@ -62,6 +108,8 @@ static void *evloop_thread(void *arg)
 		}
 		for (int i = 0; i < n; i++) {
 			struct ev_handler *h = evs[i].data.ptr;
+			if (!h && evloop_park(l))
+				continue; /* paused and resumed */
 			if (!h)
 				return NULL; /* wake_fd: stop */
 			h->fn(h->opaque, evs[i].events);
@@ -109,4 +157,9 @@ void evloop_release(struct evloop *l)
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
 	l->epfd = l->wake_fd = -1;
+	if (l->pause_ready) {
+		pthread_mutex_destroy(&l->pause_lock);
+		pthread_cond_destroy(&l->pause_cond);
+		l->pause_ready = false;
+	}
 }

@@ -16,9 +16,14 @@ struct ev_handler {
 
 struct evloop {
 	int epfd;
-	int wake_fd; /* eventfd: tells the thread to exit */
+	int wake_fd; /* eventfd: tells the thread to exit (or to park) */
 	pthread_t thread;
 	bool started;
+	/* evloop_pause(): under pause_lock; pausing 1 = asked, 2 = parked. */
+	bool pause_ready;
+	int pausing;
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
 };
 
 /* 0 or negative errno. */
@@ -34,6 +39,11 @@ int evloop_start(struct evloop *l);
 /* Stop and join the thread; handlers are not called after this returns.
  * The loop can be started again (snapshots pause it this way). */
 void evloop_stop(struct evloop *l);
+/* Park the thread between handlers until evloop_resume(): handlers are
+ * not called meanwhile (as after evloop_stop, without ending the thread:
+ * microvm_reset pauses it this way). No-op on a loop not started. */
+void evloop_pause(struct evloop *l);
+void evloop_resume(struct evloop *l);
 /* Close the fds. Safe on a zeroed or released loop. */
 void evloop_release(struct evloop *l);
 

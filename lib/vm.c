@@ -921,6 +921,8 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	free(vm->cfg.initrd_path);
 	free(vm->cfg.vsock_uds_path);
 	free(vm->snap.base);
+	free(vm->snap.reset_state);
+	free(vm->snap.reset_pages);
 	close(vm->run.event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->run.lock);

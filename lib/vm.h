@@ -100,6 +100,18 @@ struct vm_snap {
 	char *base;            /* absolute path of the last snapshot taken or
 				* restored from: the base of a diff snapshot */
 	uint32_t base_crc;     /* its state file's checksum */
+	/* microvm_reset() (lib/snapshot/reset.c): the state tree of the
+	 * reset target, the full snapshot whose memory file RAM maps
+	 * privately (NULL = none); whether the dirty log has covered every
+	 * write since RAM was mapped or last reset; a page bitmap reused by
+	 * every reset. */
+	void *reset_state;
+	size_t reset_len;
+	bool reset_clean;
+	bool reset_remap;      /* RAM is not yet a mapping of the target's
+				* memory file (it took the snapshot): the
+				* first reset maps it */
+	uint64_t *reset_pages;
 };
 
 /* The devices (lib/vm_devices.c) and what they see of the VM. */

@@ -51,6 +51,17 @@ int arch_vm_init(int vm_fd, char *err, size_t errlen);
 int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
 
+/*
+ * VM generation ID (ACPI, written with the firmware tables when ACPI is on):
+ * put a new random 16-byte ID into @mem, copy it to @id (may be NULL) and
+ * signal the guest (an edge on the interrupt its tables route to the
+ * notification) through @vm_fd. *@where gets the ID's host address (for
+ * dirty tracking). 0 or -errno + message.
+ */
+#define ARCH_VMGENID_SIZE 16
+int arch_vmgenid_renew(int vm_fd, struct guest_mem *mem, uint8_t *id, uint8_t **where,
+		       char *err, size_t errlen);
+
 /* --------------------------------------------------------- loading a guest */
 
 /* A virtio-mmio device the firmware tables must describe. */

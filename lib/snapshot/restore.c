@@ -19,6 +19,7 @@
 #include "arch/arch.h"
 #include "errbuf.h"
 #include "file.h"
+#include "snapshot/reset.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "virtio/devices.h"
@@ -423,6 +424,7 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 			free(vm->snap.base);
 			vm->snap.base = abs;
 			st_get_u32(fdt, 0, "checksum", &vm->snap.base_crc, c.err, c.errlen);
+			reset_after_restore(vm, fdt, len);
 		}
 		pthread_mutex_unlock(&vm->api_lock);
 	}
@@ -434,6 +436,50 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 	vm_info(vm, "restored from %s", dir);
 	vm_notify(vm);
 	c.err[0] = '\0'; /* no stale text from optional lookups */
+	*out = vm;
+	return 0;
+}
+
+/* ------------------------------------------------------------ from memory */
+
+int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *mem,
+		      const microvm_restore_config *cfg, char *err, size_t errlen)
+{
+	struct rctx c = { err, errlen };
+	struct microvm *vm = NULL;
+	*out = NULL;
+	int r = check_header(&c, fdt);
+	if (r == 0 && (r = microvm_create(&vm)) < 0)
+		fail(&c, r, "creating the VM: %s", strerror(-r));
+	if (r == 0)
+		r = configure(&c, vm, fdt, cfg);
+	if (r == 0 && mem->size != vm->cfg.mem_mib * MIB)
+		r = fail(&c, -EINVAL, "state: %llu bytes of RAM for %llu MiB",
+			 (unsigned long long)mem->size, (unsigned long long)vm->cfg.mem_mib);
+	if (r < 0) {
+		gm_release(mem);
+		microvm_destroy(vm);
+		return r;
+	}
+	pthread_mutex_lock(&vm->api_lock);
+	vm->kvm.mem = *mem; /* adopted: the start sequence uses it as mapped */
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+	struct vm_start_ops ops = {
+		.load_vm = load_vm,
+		.load_vcpu = load_vcpu,
+		.load_devices = load_devices,
+		.paused = cfg->flags & MICROVM_RESTORE_PAUSED,
+	};
+	struct load_ctx l = { .fdt = fdt };
+	r = vm_start_with(vm, &ops, &l);
+	if (r < 0)
+		fail(&c, r, "%s", microvm_last_error(vm));
+	pthread_mutex_unlock(&vm->api_lock);
+	if (r < 0) {
+		microvm_destroy(vm);
+		return r;
+	}
 	*out = vm;
 	return 0;
 }

@@ -3,6 +3,7 @@
  * a temporary directory, and rename that into place.
  */
 #include "snapshot/snapshot.h"
+#include "snapshot/reset.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -431,6 +432,8 @@ static int snapshot_locked(struct microvm *vm, const char *dir, uint32_t flags)
 	if (r == 0) {
 		p.tmp[0] = '\0'; /* installed */
 		r = became_base(vm, p.target, state_crc);
+		if (r == 0)
+			reset_after_snapshot(vm, p.target, diff);
 		vm_info(vm, "snapshot %s: %llu KiB of RAM written%s", p.target,
 			(unsigned long long)(written / 1024), diff ? " (diff)" : "");
 	}
@@ -465,5 +468,33 @@ MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags)
 			r = vm_error(vm, e, "snapshot: restarting the event loop: %s", strerror(-e));
 	}
 	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+/* ------------------------------------------------------ in-memory state */
+
+int snapshot_state_blob(struct microvm *vm, void **fdt, size_t *len)
+{
+	char err[256] = "";
+	struct st_writer w = { 0 };
+	int kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0)
+		return vm_error(vm, -errno, "fork: /dev/kvm: %s", strerror(errno));
+	int r = st_init(&w);
+	if (r == 0)
+		r = build_state(vm, &w, kvm_fd, NULL, 0, err, sizeof(err));
+	close(kvm_fd);
+	long n = r < 0 ? r : st_finish(&w);
+	if (n < 0) {
+		r = vm_error(vm, (int)n, "fork: %s", err[0] ? err : w.err ? w.what :
+			     strerror((int)-n));
+	} else if (!(*fdt = malloc((size_t)n))) {
+		r = vm_error(vm, -ENOMEM, "fork: out of memory");
+	} else {
+		memcpy(*fdt, w.fdt, (size_t)n);
+		*len = (size_t)n;
+		r = 0;
+	}
+	st_free(&w);
 	return r;
 }

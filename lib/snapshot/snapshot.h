@@ -3,7 +3,10 @@
 #define MICROVM_SNAPSHOT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "microvm.h"
 
 struct guest_mem;
 
@@ -20,5 +23,22 @@ uint32_t snapshot_page_crc(uint32_t crc, uint64_t page, const void *data);
 
 /* Whether the 4 KiB page at @p (8-byte aligned) is all zeros. */
 bool snapshot_page_is_zero(const uint8_t *p);
+
+struct microvm;
+struct guest_mem;
+
+/* The state tree of a paused, quiesced VM as a snapshot would save it
+ * (without memory checksum), malloc'd into *@fdt. 0 or -errno (message
+ * recorded on @vm). (snapshot.c) */
+int snapshot_state_blob(struct microvm *vm, void **fdt, size_t *len);
+
+/*
+ * A new VM from the state tree @fdt whose RAM is already mapped in @mem
+ * (adopted, released on failure too), with @cfg's per-clone overrides
+ * (flags: MICROVM_RESTORE_PAUSED only), started. 0 with *@out, or -errno
+ * with a message in @err. (restore.c)
+ */
+int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *mem,
+		      const microvm_restore_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -393,6 +393,62 @@ static const uint8_t *find_bytes(const uint8_t *hay, size_t n, const void *needl
 	return memmem(hay, n, needle, k);
 }
 
+/* Device(@name) at @d: its body (after the name) in [*body, *end). */
+static const uint8_t *device_at(const uint8_t *d, const uint8_t *limit, const char *name,
+				const uint8_t **end)
+{
+	size_t plen;
+	assert_true(d + 2 < limit);
+	assert_int_equal(d[0], 0x5b);
+	assert_int_equal(d[1], 0x82);
+	size_t used = pkg_length(d + 2, &plen);
+	*end = d + 2 + plen;
+	assert_true(*end <= limit);
+	assert_memory_equal(d + 2 + used, name, 4);
+	return d + 2 + used + 4;
+}
+
+/* \_SB.VGEN (what Linux's vmgenid driver binds: _CID "VM_GEN_COUNTER" and
+ * an ADDR package pointing at the ID) and \_SB.GED0 (ACPI0013, an edge
+ * interrupt, _EVT notifying VGEN with 0x80). Returns the end of GED0. */
+static const uint8_t *check_vmgenid(const struct guest_mem *m, const uint8_t *d,
+				    const uint8_t *limit)
+{
+	const uint8_t *end;
+	const uint8_t *v = device_at(d, limit, "VGEN", &end);
+	size_t n = (size_t)(end - v);
+	assert_non_null(find_bytes(v, n, "\x08_HID\x0d" ACPI_VMGENID_HID, 14));
+	assert_non_null(find_bytes(v, n, "\x08_CID\x0dVM_GEN_COUNTER", 20));
+	/* Name(ADDR, Package(2) { DWord low, Zero }) */
+	const uint8_t *a = find_bytes(v, n, "\x08" "ADDR\x12", 6);
+	assert_non_null(a);
+	assert_int_equal(a[7], 2);
+	assert_int_equal(a[8], 0x0c);
+	uint32_t lo = (uint32_t)a[9] | (uint32_t)a[10] << 8 | (uint32_t)a[11] << 16 |
+		      (uint32_t)a[12] << 24;
+	assert_int_equal(lo, ACPI_VMGENID_ADDR);
+	assert_int_equal(a[13], 0x00);
+	/* The ID: in the reserved area, not covered by a table, random. */
+	const uint8_t *id = gm_ptr(m, lo, ACPI_VMGENID_SIZE);
+	assert_non_null(id);
+	static const uint8_t zero[ACPI_VMGENID_SIZE];
+	assert_memory_not_equal(id, zero, sizeof(zero));
+
+	const uint8_t *g = device_at(end, limit, "GED0", &end);
+	n = (size_t)(end - g);
+	assert_non_null(find_bytes(g, n, "\x08_HID\x0d" "ACPI0013", 14));
+	const uint8_t irq[] = { 0x89, 0x06, 0x00, 0x03, 0x01, ACPI_GED_GSI, 0, 0, 0, 0x79 };
+	assert_non_null(find_bytes(g, n, irq, sizeof(irq)));
+	/* Method(_EVT, 1) { Notify(\_SB.VGEN, 0x80) } */
+	const uint8_t evt[] = { '_', 'E', 'V', 'T', 0x01, 0x86, 0x5c, 0x2e, '_', 'S', 'B', '_',
+				'V', 'G', 'E', 'N', 0x0a, 0x80 };
+	const uint8_t *e = find_bytes(g, n, evt, sizeof(evt));
+	assert_non_null(e);
+	assert_int_equal(e[-2], 0x14);
+	assert_ptr_equal(e + sizeof(evt), end);
+	return end;
+}
+
 static void check_dsdt(const struct guest_mem *m, uint64_t dsdt)
 {
 	uint32_t len = rd32(m, dsdt + 4);
@@ -456,6 +512,7 @@ static void check_dsdt(const struct guest_mem *m, uint64_t dsdt)
 		assert_memory_equal(c + 3 + bused, crs[i], crs_len[i]);
 		d = dev_end;
 	}
+	d = check_vmgenid(m, d, scope_end);
 	assert_ptr_equal(d, scope_end);
 }
 

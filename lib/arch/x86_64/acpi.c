@@ -6,6 +6,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "memory.h"
 #include "byteorder.h"
@@ -366,6 +369,64 @@ static void aml_virtio_device(struct aml *a, uint32_t n, const struct acpi_mmio_
 	aml_pkg_end(a, pkg);
 }
 
+#define AML_METHOD 0x14
+#define AML_NOTIFY 0x86
+#define AML_DUAL_NAME_PREFIX 0x2e
+#define ACPI_NOTIFY_DEVICE_SPECIFIC 0x80
+
+static void aml_string(struct aml *a, const char *s)
+{
+	aml_byte(a, AML_STRING_PREFIX);
+	aml_bytes(a, s, strlen(s) + 1); /* with its NUL */
+}
+
+/* Device(VGEN) and Device(GED0), see acpi.h. */
+static void aml_vmgenid(struct aml *a)
+{
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_DEVICE);
+	size_t dev = aml_pkg_begin(a);
+	aml_nameseg(a, "VGEN");
+	aml_name(a, "_HID");
+	aml_string(a, ACPI_VMGENID_HID);
+	aml_name(a, "_CID");
+	aml_string(a, "VM_GEN_COUNTER");
+	aml_name(a, "_DDN");
+	aml_string(a, "VM_Gen_Counter");
+	aml_name(a, "ADDR");
+	aml_byte(a, AML_PACKAGE);
+	size_t pkg = aml_pkg_begin(a);
+	aml_byte(a, 2); /* NumElements */
+	aml_integer(a, ACPI_VMGENID_ADDR & 0xffffffffULL);
+	aml_integer(a, ACPI_VMGENID_ADDR >> 32);
+	aml_pkg_end(a, pkg);
+	aml_pkg_end(a, dev);
+
+	uint8_t res[9] = { RES_EXT_IRQ, 6, 0, EXT_IRQ_CONSUMER | EXT_IRQ_EDGE, 1 };
+	put32(res + 5, ACPI_GED_GSI);
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_DEVICE);
+	dev = aml_pkg_begin(a);
+	aml_nameseg(a, "GED0");
+	aml_name(a, "_HID");
+	aml_string(a, "ACPI0013");
+	aml_name(a, "_CRS");
+	aml_resource_buffer(a, res, sizeof(res));
+	/* Method(_EVT, 1) { Notify(\_SB.VGEN, 0x80) } */
+	aml_byte(a, AML_METHOD);
+	size_t m = aml_pkg_begin(a);
+	aml_nameseg(a, "_EVT");
+	aml_byte(a, 1); /* MethodFlags: one argument, not serialized */
+	aml_byte(a, AML_NOTIFY);
+	aml_byte(a, AML_ROOT_CHAR);
+	aml_byte(a, AML_DUAL_NAME_PREFIX);
+	aml_nameseg(a, "_SB_");
+	aml_nameseg(a, "VGEN");
+	aml_integer(a, ACPI_NOTIFY_DEVICE_SPECIFIC);
+	aml_pkg_end(a, m);
+	aml_pkg_end(a, dev);
+}
+
 /* The DSDT's definition block (everything after the table header). */
 static void build_dsdt_body(struct aml *a, const struct acpi_mmio_device *devs, uint32_t ndevs)
 {
@@ -398,11 +459,30 @@ static void build_dsdt_body(struct aml *a, const struct acpi_mmio_device *devs, 
 
 	for (uint32_t i = 0; i < ndevs; i++)
 		aml_virtio_device(a, i, &devs[i]);
+	aml_vmgenid(a);
 
 	aml_pkg_end(a, scope);
 }
 
 /* ------------------------------------------------------------ tables */
+
+void acpi_vmgenid_fill(uint8_t id[ACPI_VMGENID_SIZE])
+{
+	size_t got = 0;
+	while (got < ACPI_VMGENID_SIZE) {
+		ssize_t n = getrandom(id + got, ACPI_VMGENID_SIZE - got, 0);
+		if (n > 0)
+			got += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			break;
+	}
+	/* No entropy source at all: still a different ID each time. */
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	uint64_t x = (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+	for (size_t i = got; i < ACPI_VMGENID_SIZE; i++, x = x * 6364136223846793005ULL + 1)
+		id[i] ^= (uint8_t)(x >> 56);
+}
 
 bool acpi_sleep_write_is_poweroff(uint8_t value)
 {
@@ -539,13 +619,14 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 	const uint32_t madt_len = madt_size(ncpus);
 	const uint64_t end = madt + madt_len;
 
-	if (end > ACPI_TABLES_END)
+	if (end > ACPI_VMGENID_ADDR)
 		return errbuf_fail(err, errlen, -E2BIG,
 			    "ACPI: tables for %u vCPUs need %llu bytes, only %llu are reserved",
 			    ncpus, (unsigned long long)(end - base),
-			    (unsigned long long)(ACPI_TABLES_END - base));
+			    (unsigned long long)(ACPI_VMGENID_ADDR - base));
 	uint8_t *area = gm_ptr(mem, base, end - base);
-	if (!area)
+	uint8_t *genid = gm_ptr(mem, ACPI_VMGENID_ADDR, ACPI_VMGENID_SIZE);
+	if (!area || !genid)
 		return errbuf_fail(err, errlen, -EINVAL,
 			    "ACPI: guest RAM does not cover the tables at [0x%llx, 0x%llx)",
 			    (unsigned long long)base, (unsigned long long)end);
@@ -563,6 +644,7 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 
 	write_root_tables(AT(xsdt), AT(rsdt), AT(rsdp), xsdt, rsdt, fadt, madt);
 #undef AT
+	acpi_vmgenid_fill(genid);
 
 	if (rsdp_addr)
 		*rsdp_addr = rsdp;

@@ -94,6 +94,27 @@ int acpi_write_devices(struct guest_mem *mem, uint32_t ncpus,
 		       const struct acpi_mmio_device *devs, uint32_t n, uint64_t *rsdp_addr,
 		       char *err, size_t errlen);
 
+/*
+ * VM generation ID (Microsoft "Virtual Machine Generation ID", Linux
+ * drivers/virt/vmgenid.c): 16 random bytes at ACPI_VMGENID_ADDR (in the
+ * reserved area, after the tables), described in the DSDT as
+ *   \_SB.VGEN { _HID "LMVM0001", _CID "VM_GEN_COUNTER", _DDN "VM_Gen_Counter",
+ *               ADDR = Package(2) { low 32 bits, high 32 bits } }
+ * and a Generic Event Device (hardware-reduced ACPI's way to signal events)
+ *   \_SB.GED0 { _HID "ACPI0013", _CRS { Interrupt(edge, active high) {gsi} },
+ *               Method(_EVT, 1) { Notify(\_SB.VGEN, 0x80) } }
+ * The VMM writes a new ID and pulses ACPI_GED_GSI: Linux's GED driver runs
+ * _EVT, the Notify reaches the vmgenid driver, which rereads the ID and
+ * reseeds the kernel RNG (add_vmfork_randomness). acpi_write_devices()
+ * fills the ID with random bytes.
+ */
+#define ACPI_VMGENID_ADDR 0xef000ULL
+#define ACPI_VMGENID_SIZE 16
+#define ACPI_VMGENID_HID "LMVM0001"
+#define ACPI_GED_GSI 23 /* IOAPIC pin 23: above every virtio-mmio GSI */
+/* Fill @id with a new random generation ID (getrandom). */
+void acpi_vmgenid_fill(uint8_t id[ACPI_VMGENID_SIZE]);
+
 /* Whether a byte written to the sleep control register requests S5
  * (soft-off): SLP_EN set and SLP_TYP == ACPI_SLP_TYP_S5. */
 bool acpi_sleep_write_is_poweroff(uint8_t value);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
@@ -73,6 +74,32 @@ int arch_vm_init(int vm_fd, char *err, size_t errlen)
 	struct kvm_pit_config pit = { .flags = 0 };
 	if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return errbuf_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+	return 0;
+}
+
+int arch_vmgenid_renew(int vm_fd, struct guest_mem *mem, uint8_t *id, uint8_t **where,
+		       char *err, size_t errlen)
+{
+	_Static_assert(ARCH_VMGENID_SIZE == ACPI_VMGENID_SIZE, "VM generation ID size");
+	uint8_t *p = gm_ptr(mem, ACPI_VMGENID_ADDR, ACPI_VMGENID_SIZE);
+	if (!p)
+		return errbuf_fail(err, errlen, -EINVAL, "VM generation ID: no RAM at 0x%llx",
+				   (unsigned long long)ACPI_VMGENID_ADDR);
+	uint8_t fresh[ACPI_VMGENID_SIZE];
+	acpi_vmgenid_fill(fresh);
+	memcpy(p, fresh, sizeof(fresh));
+	if (id)
+		memcpy(id, fresh, sizeof(fresh));
+	*where = p;
+	/* An edge on the GED's interrupt: its _EVT notifies the device. */
+	struct kvm_irq_level l = { .irq = ACPI_GED_GSI, .level = 1 };
+	if (ioctl(vm_fd, KVM_IRQ_LINE, &l) < 0)
+		return errbuf_fail(err, errlen, -errno, "VM generation ID: KVM_IRQ_LINE: %s",
+				   strerror(errno));
+	l.level = 0;
+	if (ioctl(vm_fd, KVM_IRQ_LINE, &l) < 0)
+		return errbuf_fail(err, errlen, -errno, "VM generation ID: KVM_IRQ_LINE: %s",
+				   strerror(errno));
 	return 0;
 }
 

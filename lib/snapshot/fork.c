@@ -1,0 +1,251 @@
+/*
+ * microvm_fork(): a copy-on-write child of a paused VM, built in memory.
+ * The parent's state tree is built as a snapshot would write it, the child
+ * maps the file under the parent's RAM privately (the parent's memfd is
+ * first turned into that file: its RAM becomes a private mapping of it) and
+ * gets a copy of the pages the parent holds privately, then the restore
+ * path builds and starts it from the tree.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "abi.h"
+#include "arch/arch.h"
+#include "snapshot/reset.h"
+#include "snapshot/snapshot.h"
+#include "virtio/devices.h"
+#include "vm.h"
+#include "vm_devices.h"
+#include "vm_vmgenid.h"
+
+/* /proc/self/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst). */
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61) /* file page or shared anonymous */
+#define PAGEMAP_BATCH 4096
+
+/* PAGEMAP_SCAN (Linux 6.7, linux/fs.h; defined here for older headers):
+ * the kernel walks the range and returns only the matching page runs. */
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+#endif
+#define SCAN_REGIONS 256
+
+/* The parent's RAM as a private mapping of a file holding its contents. */
+static int freeze_ram(struct microvm *vm)
+{
+	struct guest_mem *m = &vm->kvm.mem;
+	if (m->file_backed)
+		return 0;
+	int r = snapshot_remap_private(m, m->fd);
+	return r < 0 ? vm_error(vm, r, "fork: remapping guest RAM: %s", strerror(-r)) : 0;
+}
+
+/* The private pages with PAGEMAP_SCAN: 0, or -ENOTTY/-EINVAL from a
+ * kernel without it (nothing copied then), or another -errno. */
+static int copy_scanned(int fd, const struct guest_mem *p, struct guest_mem *c)
+{
+	struct page_region v[SCAN_REGIONS];
+	uint64_t at = (uintptr_t)p->host, end = at + p->size;
+	while (at < end) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .start = at, .end = end,
+			.vec = (uintptr_t)v, .vec_len = SCAN_REGIONS,
+			/* present or swapped, not a file page, not the zero page */
+			.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		};
+		int n = ioctl(fd, PAGEMAP_SCAN, &a);
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			uint64_t off = v[i].start - (uintptr_t)p->host;
+			if (v[i].start < at || v[i].end > end || v[i].end <= v[i].start)
+				return -EIO;
+			memcpy(c->host + off, p->host + off, v[i].end - v[i].start);
+		}
+		if (a.walk_end <= at)
+			return -EIO;
+		at = a.walk_end;
+	}
+	return 0;
+}
+
+/* Copy into @c the pages @p holds privately (anonymous copies made on
+ * write), found in /proc/self/pagemap; the others are the file's. */
+static int copy_private_pages(const struct guest_mem *p, struct guest_mem *c)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int s = copy_scanned(fd, p, c);
+	if (s != -ENOTTY && s != -EINVAL) {
+		close(fd);
+		return s;
+	}
+	static __thread uint64_t e[PAGEMAP_BATCH];
+	uint64_t pages = GM_PAGES(p), first = (uintptr_t)p->host / GM_PAGE;
+	int r = 0;
+	for (uint64_t i = 0; r == 0 && i < pages; i += PAGEMAP_BATCH) {
+		uint64_t n = pages - i < PAGEMAP_BATCH ? pages - i : PAGEMAP_BATCH;
+		ssize_t got = pread(fd, e, n * 8, (off_t)((first + i) * 8));
+		if (got != (ssize_t)(n * 8)) {
+			r = got < 0 ? -errno : -EIO;
+			break;
+		}
+		for (uint64_t j = 0; j < n; j++)
+			if (((e[j] & PM_PRESENT) && !(e[j] & PM_FILE)) || (e[j] & PM_SWAPPED))
+				memcpy(c->host + (i + j) * GM_PAGE, p->host + (i + j) * GM_PAGE,
+				       GM_PAGE);
+	}
+	close(fd);
+	return r;
+}
+
+/* The child's RAM: the parent's file, private, plus its private pages. */
+static int child_ram(struct microvm *parent, struct guest_mem *c)
+{
+	const struct guest_mem *p = &parent->kvm.mem;
+	int fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return vm_error(parent, -errno, "fork: %s", strerror(errno));
+	int r = arch_ram_map_file(c, fd, p->size); /* fd adopted */
+	if (r < 0)
+		return vm_error(parent, r, "fork: mapping the child's RAM: %s", strerror(-r));
+	r = copy_private_pages(p, c);
+	if (r < 0) {
+		gm_release(c);
+		return vm_error(parent, r, "fork: copying private pages: %s", strerror(-r));
+	}
+	return 0;
+}
+
+static microvm_restore_config restore_cfg(const microvm_fork_config *fc)
+{
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	rc.flags = fc->flags & MICROVM_FORK_PAUSED ? MICROVM_RESTORE_PAUSED : 0;
+	rc.console_in = fc->console_in;
+	rc.console_out = fc->console_out;
+	rc.n_disks = fc->n_disks;
+	rc.disk_paths = fc->disk_paths;
+	rc.vsock_cid = fc->vsock_cid;
+	rc.vsock_uds_path = fc->vsock_uds_path;
+	rc.log_fn = fc->log_fn;
+	rc.log_opaque = fc->log_opaque;
+	rc.log_level = fc->log_level;
+	rc.kick_signal = fc->kick_signal;
+	return rc;
+}
+
+/* The child takes the parent's reset target, to be dropped whole at its
+ * first reset (its private pages are not in any dirty log). */
+static void inherit_reset(struct microvm *parent, struct microvm *child)
+{
+	if (!parent->snap.reset_state)
+		return;
+	child->snap.reset_state = malloc(parent->snap.reset_len);
+	if (!child->snap.reset_state)
+		return;
+	memcpy(child->snap.reset_state, parent->snap.reset_state, parent->snap.reset_len);
+	child->snap.reset_len = parent->snap.reset_len;
+	child->snap.reset_clean = false;
+}
+
+static int fork_locked(struct microvm *parent, struct microvm **child,
+		       const microvm_fork_config *fc)
+{
+	microvm_restore_config rc = restore_cfg(fc);
+	char err[256] = "";
+	int r = virtio_check_overrides(&rc, err, sizeof(err));
+	if (r < 0)
+		return vm_error(parent, r, "fork: %s", err);
+	void *fdt = NULL;
+	size_t len = 0;
+	struct guest_mem mem = { .fd = -1 };
+	r = snapshot_state_blob(parent, &fdt, &len);
+	if (r == 0)
+		r = freeze_ram(parent);
+	if (r == 0)
+		r = child_ram(parent, &mem);
+	if (r == 0 && (r = restore_from_blob(child, fdt, &mem, &rc, err, sizeof(err))) < 0)
+		vm_error(parent, r, "fork: %s", err);
+	free(fdt);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&(*child)->api_lock);
+	inherit_reset(parent, *child);
+	if (vm_vmgenid_renew(*child, NULL) < 0)
+		vm_warn(*child, "fork: %s", "new VM generation ID not signalled");
+	pthread_mutex_unlock(&(*child)->api_lock);
+	return 0;
+}
+
+/* A paused parent whose vCPUs are all parked, with a usable config. */
+static int check_parent(struct microvm *vm, const microvm_fork_config *fc)
+{
+	if (fc->flags & ~MICROVM_FORK_PAUSED)
+		return vm_error(vm, -EINVAL, "fork: unknown flags 0x%x",
+				fc->flags & ~MICROVM_FORK_PAUSED);
+	pthread_mutex_lock(&vm->run.lock);
+	bool ok = vm->run.state == MICROVM_STATE_PAUSED && vm_wait_parked(vm);
+	pthread_mutex_unlock(&vm->run.lock);
+	if (!ok)
+		return vm_error(vm, -EINVAL, "fork: the VM must be paused (microvm_pause)");
+	if (vm->cfg.vsock_enabled && vm->cfg.vsock_uds_path && !fc->vsock_uds_path)
+		return vm_error(vm, -EINVAL, "fork: the parent's vsock listens on %s: give the "
+				"child its own vsock_uds_path", vm->cfg.vsock_uds_path);
+	if (!vm->kvm.mem.host || vm->kvm.mem.fd < 0)
+		return vm_error(vm, -EINVAL, "fork: the VM has no RAM");
+	return 0;
+}
+
+MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_fork_config *cfg)
+{
+	if (!parent)
+		return -EINVAL;
+	if (!child)
+		return vm_error(parent, -EINVAL, "fork: child is NULL");
+	*child = NULL;
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	char err[200];
+	if (cfg && abi_copy_in(&fc, sizeof(fc), cfg, ABI_FORK_CONFIG_MIN,
+			       "fork: microvm_fork_config", err, sizeof(err)) < 0)
+		return vm_error(parent, -EINVAL, "%s", err);
+	pthread_mutex_lock(&parent->api_lock);
+	int r = check_parent(parent, &fc);
+	if (r == 0) {
+		/* No device work while the state is read (as for a snapshot). */
+		evloop_pause(&parent->dev.evloop);
+		for (uint32_t i = 0; i < parent->dev.nr_virtio; i++)
+			virtio_mmio_quiesce(parent->dev.virtio[i]);
+		r = fork_locked(parent, child, &fc);
+		evloop_resume(&parent->dev.evloop);
+	}
+	pthread_mutex_unlock(&parent->api_lock);
+	if (r == 0) {
+		vm_info(*child, "forked");
+		vm_notify(*child);
+	} else if (*child) {
+		microvm_destroy(*child);
+		*child = NULL;
+	}
+	return r;
+}

@@ -1,0 +1,399 @@
+/*
+ * microvm_reset(): return a VM in place to the snapshot it was restored
+ * from (or last took). The snapshot's state tree is kept in memory; guest
+ * RAM is a private copy-on-write mapping of the snapshot's memory file, so
+ * the pages written since (KVM's dirty log + the pages devices wrote) are
+ * dropped with MADV_DONTNEED and read the file's contents again. Nothing is
+ * re-created: the same KVM VM, vCPUs, memslots, devices and fds.
+ */
+#include "snapshot/reset.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libfdt.h>
+#include <limits.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/arch.h"
+#include "snapshot/snapshot.h"
+#include "snapshot/state.h"
+#include "vcpu.h"
+#include "vm.h"
+#include "vm_vmgenid.h"
+
+/* ------------------------------------------------------------ bookkeeping */
+
+static void forget(struct microvm *vm)
+{
+	free(vm->snap.reset_state);
+	vm->snap.reset_state = NULL;
+	vm->snap.reset_len = 0;
+	vm->snap.reset_clean = false;
+	vm->snap.reset_remap = false;
+}
+
+static int keep_state(struct microvm *vm, const void *fdt, size_t len)
+{
+	void *copy = malloc(len);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, fdt, len);
+	forget(vm);
+	vm->snap.reset_state = copy;
+	vm->snap.reset_len = len;
+	return 0;
+}
+
+void reset_after_restore(struct microvm *vm, const void *fdt, size_t len)
+{
+	int mach = fdt_subnode_offset(fdt, 0, "machine");
+	bool diff = mach >= 0 && fdt_getprop(fdt, mach, "diff-base", NULL);
+	/* A diff snapshot's pages were copied into RAM: the file under the
+	 * mapping is its base, not it. */
+	if (!diff && vm->kvm.mem.file_backed && keep_state(vm, fdt, len) == 0)
+		vm->snap.reset_clean = vm->snap.dirty_tracking; /* tracked from the start */
+	if (vm_vmgenid_renew(vm, NULL) < 0)
+		vm_warn(vm, "restore: %s", "new VM generation ID not signalled");
+}
+
+/* Read @dir/state.dtb (just written by this process) into memory. */
+static int read_state_file(const char *dir, void **out, size_t *len)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/state.dtb", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	void *b = r == 0 && st.st_size > 0 ? malloc((size_t)st.st_size) : NULL;
+	if (r == 0 && !b)
+		r = -ENOMEM;
+	if (r == 0 && pread(fd, b, (size_t)st.st_size, 0) != st.st_size)
+		r = -EIO;
+	close(fd);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	*out = b;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+int snapshot_remap_private(struct guest_mem *m, int fd)
+{
+	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	madvise(p, m->size, MADV_DONTDUMP);
+	if (mremap(p, m->size, m->size, MREMAP_MAYMOVE | MREMAP_FIXED, m->host) == MAP_FAILED) {
+		int e = -errno;
+		munmap(p, m->size);
+		return e;
+	}
+	m->file_backed = true;
+	return 0;
+}
+
+/*
+ * The first reset of a VM that took its snapshot: open the snapshot's
+ * memory file (into *@fd) after checking the snapshot there is still the
+ * one taken (its state file unchanged), before anything is touched.
+ */
+static int open_target_memory(struct microvm *vm, int *fd)
+{
+	const char *dir = vm->snap.base;
+	void *fdt = NULL;
+	size_t len = 0;
+	char path[PATH_MAX];
+	int r = dir ? read_state_file(dir, &fdt, &len) : -ENOENT;
+	if (r == 0 && (len != vm->snap.reset_len || memcmp(fdt, vm->snap.reset_state, len)))
+		r = -ESTALE;
+	free(fdt);
+	if (r == 0 && snprintf(path, sizeof(path), "%s/memory", dir) >= (int)sizeof(path))
+		r = -ENAMETOOLONG;
+	if (r == 0 && (*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
+	if (r < 0)
+		return vm_error(vm, -EINVAL, "reset: the snapshot at %s was replaced or removed (%s): "
+				"nothing to return to", dir ? dir : "?", strerror(-r));
+	return 0;
+}
+
+/* The snapshot just installed at @dir (full, or diff) becomes the target;
+ * RAM is mapped over its memory file at the first reset, so a VM that is
+ * never reset keeps its memfd. */
+void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff)
+{
+	forget(vm);
+	if (diff)
+		return;
+	void *fdt = NULL;
+	size_t len = 0;
+	int r = read_state_file(dir, &fdt, &len);
+	if (r < 0) {
+		vm_warn(vm, "snapshot %s: microvm_reset() will not be available: %s", dir,
+			strerror(-r));
+		return;
+	}
+	vm->snap.reset_state = fdt;
+	vm->snap.reset_len = len;
+	vm->snap.reset_remap = true;
+}
+
+/* ----------------------------------------------------------------- memory */
+
+/* KVM's dirty log of memslot @slot into @bm (its first page's bit at bit 0
+ * of @bm); the log restarts (KVM write-protects the pages again). */
+static int slot_dirty_log(struct microvm *vm, uint32_t slot, uint64_t *bm)
+{
+	struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = bm };
+	return ioctl(vm->kvm.vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
+}
+
+/* Dirty runs at most this many pages apart are dropped with one call. */
+#define RESET_MERGE_GAP 64
+
+/* Drop pages [first, first + n) of RAM: they read the file again. */
+static void drop_pages(struct guest_mem *m, uint64_t first, uint64_t n)
+{
+	madvise(m->host + first * GM_PAGE, n * GM_PAGE, MADV_DONTNEED);
+}
+
+/* The pages written since the last reset (or since RAM was mapped): the
+ * KVM log of both memslots plus the VMM's bitmap, into vm->snap.reset_pages. */
+static int collect(struct microvm *vm, size_t words)
+{
+	struct guest_mem *m = &vm->kvm.mem;
+	uint64_t *bm = vm->snap.reset_pages;
+	uint64_t low_pages = m->low_size / GM_PAGE;
+	memset(bm, 0, words * sizeof(uint64_t));
+	int r = slot_dirty_log(vm, 0, bm);
+	/* The high slot starts at 3 GiB of RAM: a whole bitmap word. */
+	if (r == 0 && m->size > m->low_size)
+		r = slot_dirty_log(vm, 1, bm + low_pages / 64);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < words; i++)
+		if (__atomic_load_n(&m->dirty[i], __ATOMIC_RELAXED))
+			bm[i] |= __atomic_exchange_n(&m->dirty[i], 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* The first reset after RAM was mapped without tracking: drop every page
+ * (or map RAM over the target's memory file @fd, adopted, when >= 0) and
+ * track from now on. */
+static int reset_all_memory(struct microvm *vm, size_t words, int fd)
+{
+	struct guest_mem *m = &vm->kvm.mem;
+	if (fd >= 0) {
+		int r = snapshot_remap_private(m, fd);
+		if (r < 0) {
+			close(fd);
+			return vm_error(vm, r, "reset: mapping the snapshot's memory: %s",
+					strerror(-r));
+		}
+		close(m->fd);
+		m->fd = fd;
+		vm->snap.reset_remap = false;
+	}
+	if (!vm->snap.dirty_tracking) {
+		if (gm_track_dirty(m) < 0)
+			return vm_error(vm, -ENOMEM, "reset: out of memory");
+		vm->snap.dirty_tracking = true;
+		int r = vm_memslots_set(vm);
+		if (r < 0) {
+			vm->snap.dirty_tracking = false;
+			return r;
+		}
+	} else {
+		int r = collect(vm, words); /* restart the log */
+		if (r < 0)
+			return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
+	}
+	if (fd < 0)
+		drop_pages(m, 0, GM_PAGES(m));
+	vm->snap.reset_clean = true;
+	return 0;
+}
+
+static int reset_memory(struct microvm *vm, int fd)
+{
+	struct guest_mem *m = &vm->kvm.mem;
+	size_t words = (size_t)((GM_PAGES(m) + 63) / 64);
+	if (!vm->snap.reset_pages) {
+		vm->snap.reset_pages = calloc(words + 1, sizeof(uint64_t));
+		if (!vm->snap.reset_pages) {
+			if (fd >= 0)
+				close(fd);
+			return vm_error(vm, -ENOMEM, "reset: out of memory");
+		}
+	}
+	if (fd >= 0 || !vm->snap.reset_clean || !vm->snap.dirty_tracking || !m->dirty)
+		return reset_all_memory(vm, words, fd);
+	int r = collect(vm, words);
+	if (r < 0)
+		return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
+	const uint64_t *bm = vm->snap.reset_pages;
+	uint64_t run = 0, run_len = 0;
+	for (size_t i = 0; i < words; i++) {
+		uint64_t w = bm[i];
+		while (w) {
+			uint64_t pg = (uint64_t)i * 64 + (uint64_t)__builtin_ctzll(w);
+			w &= w - 1;
+			/* Close runs are dropped together, gaps included: a page
+			 * not written since the last reset is the file's page,
+			 * so dropping it only costs a fault on its next use,
+			 * and each madvise() call costs more than the zap. */
+			if (run_len && pg - (run + run_len) < RESET_MERGE_GAP) {
+				run_len = pg - run + 1;
+				continue;
+			}
+			if (run_len)
+				drop_pages(m, run, run_len);
+			run = pg;
+			run_len = 1;
+		}
+	}
+	if (run_len)
+		drop_pages(m, run, run_len);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ state */
+
+/* vCPUs, irqchip, PIT, clock, then the devices, from the kept state. The
+ * vCPUs are parked, the event loop is stopped. */
+static int load_state(struct microvm *vm)
+{
+	const void *fdt = vm->snap.reset_state;
+	char err[256] = "";
+	int n = st_sub(fdt, 0, "kvm", err, sizeof(err));
+	int r = n < 0 ? n : arch_vm_load(vm->kvm.vm_fd, fdt, n, err, sizeof(err));
+	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
+		char name[24];
+		snprintf(name, sizeof(name), "vcpu@%u", i);
+		n = st_sub(fdt, 0, name, err, sizeof(err));
+		/* KVM answers the capability checks on the VM fd too:
+		 * /dev/kvm is not kept open. */
+		r = n < 0 ? n : arch_vcpu_load(vm->kvm.vm_fd, vm->run.vcpus[i].fd, fdt, n, err,
+					       sizeof(err));
+	}
+	n = r < 0 ? r : st_sub(fdt, 0, "devices", err, sizeof(err));
+	r = n < 0 ? n : platform_load(vm->dev.platform, fdt, n, err, sizeof(err));
+	for (uint32_t i = 0; r == 0 && i < vm->dev.nr_virtio; i++) {
+		char name[24];
+		snprintf(name, sizeof(name), "virtio@%u", i);
+		n = st_sub(fdt, 0, name, err, sizeof(err));
+		r = n < 0 ? n : virtio_mmio_load(vm->dev.virtio[i], fdt, n, err, sizeof(err));
+	}
+	return r < 0 ? vm_error(vm, r, "reset: %s", err) : 0;
+}
+
+/* Each virtio device as after a driver reset (in-flight I/O finished,
+ * vsock streams closed on the host side), before its state is loaded. */
+static void reset_devices(struct microvm *vm)
+{
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
+		struct virtio_device *d = vm->dev.virtio[i];
+		virtio_mmio_quiesce(d);
+		pthread_mutex_lock(&d->lock);
+		if (d->ops->reset)
+			d->ops->reset(d->opaque);
+		pthread_mutex_unlock(&d->lock);
+	}
+}
+
+/* ---------------------------------------------------------------- the call */
+
+/* Park every vCPU (the VM is running or paused). False if it is stopping. */
+static bool park_all(struct microvm *vm)
+{
+	pthread_mutex_lock(&vm->run.lock);
+	bool ok = vm->run.state == MICROVM_STATE_RUNNING || vm->run.state == MICROVM_STATE_PAUSED;
+	if (ok) {
+		atomic_fetch_or(&vm->run.requests, REQ_PAUSE);
+		vcpu_kick_all(vm);
+		ok = vm_wait_parked(vm);
+		if (ok) {
+			vm->run.state = MICROVM_STATE_PAUSED;
+		} else {
+			/* It is stopping: let it finish (as microvm_pause). */
+			atomic_fetch_and(&vm->run.requests, ~REQ_PAUSE);
+			pthread_cond_broadcast(&vm->run.cond);
+			while (vm->run.vcpus_exited < vm->run.vcpus_running)
+				vm_wait_or_rekick(vm);
+		}
+	}
+	pthread_mutex_unlock(&vm->run.lock);
+	return ok;
+}
+
+static void let_run(struct microvm *vm)
+{
+	pthread_mutex_lock(&vm->run.lock);
+	atomic_fetch_and(&vm->run.requests, ~REQ_PAUSE);
+	vm->run.state = MICROVM_STATE_RUNNING;
+	pthread_cond_broadcast(&vm->run.cond);
+	pthread_mutex_unlock(&vm->run.lock);
+}
+
+static int reset_locked(struct microvm *vm, uint32_t flags)
+{
+	int state = microvm_state(vm);
+	if (state != MICROVM_STATE_RUNNING && state != MICROVM_STATE_PAUSED)
+		return vm_error(vm, -EINVAL, "reset: the VM is not running or paused");
+	if (!vm->snap.reset_state)
+		return vm_error(vm, -EINVAL, "reset: no snapshot to return to (restore the VM from "
+				"a full snapshot, or take one with microvm_snapshot without "
+				"MICROVM_SNAPSHOT_DIFF)");
+	bool was_running = state == MICROVM_STATE_RUNNING;
+	int fd = -1;
+	if (vm->snap.reset_remap && open_target_memory(vm, &fd) < 0)
+		return -EINVAL;
+	if (!park_all(vm)) {
+		if (fd >= 0)
+			close(fd);
+		return vm_error(vm, -EINVAL, "reset: the VM stopped");
+	}
+	evloop_pause(&vm->dev.evloop);
+	reset_devices(vm);
+	int r = reset_memory(vm, fd);
+	if (r == 0)
+		r = load_state(vm);
+	if (r == 0 && vm_vmgenid_renew(vm, NULL) < 0)
+		vm_warn(vm, "reset: %s", "new VM generation ID not signalled");
+	evloop_resume(&vm->dev.evloop);
+	if (r < 0) {
+		/* Half loaded: the guest must not run on. */
+		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, r, 0, "reset failed");
+		return r;
+	}
+	if (!(flags & MICROVM_RESET_PAUSED))
+		let_run(vm);
+	if (was_running || !(flags & MICROVM_RESET_PAUSED))
+		vm_notify(vm);
+	return 0;
+}
+
+MICROVM_API int microvm_reset(microvm *vm, uint32_t flags)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->api_lock);
+	int r = flags & ~MICROVM_RESET_PAUSED
+			? vm_error(vm, -EINVAL, "reset: unknown flags 0x%x",
+				   flags & ~MICROVM_RESET_PAUSED)
+			: reset_locked(vm, flags);
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
