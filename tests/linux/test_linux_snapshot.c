@@ -321,11 +321,100 @@ static void test_agent_after_restore(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Boot the agent guest with its vsock bridged at @uds; the caller owns it. */
+static microvm *boot_agent_guest(const char *uds, int con)
+{
+	microvm *vm;
+	microvm_vsock_config vs = MICROVM_VSOCK_CONFIG_INIT;
+	vs.guest_cid = 3;
+	vs.uds_path = uds;
+	assert_int_equal(microvm_create(&vm), 0);
+	assert_int_equal(microvm_set_memory(vm, 256), 0);
+	assert_int_equal(microvm_set_kernel(vm, need_env("MICROVM_TEST_BZIMAGE"), BASE_CMDLINE), 0);
+	assert_int_equal(microvm_set_initrd(vm, need_env("MICROVM_TEST_AGENT_INITRD")), 0);
+	assert_int_equal(microvm_set_console(vm, -1, con), 0);
+	assert_int_equal(microvm_set_vsock(vm, &vs), 0);
+	/* virtio-rng: the guest's crng is ready long before the snapshot (the
+	 * kernel reseeds on a VM fork only once its crng is ready). */
+	assert_int_equal(microvm_set_rng(vm, 1), 0);
+	if (microvm_start(vm))
+		fail_msg("start: %s", microvm_last_error(vm));
+	return vm;
+}
+
+/* VMGENID: clones of one snapshot get a new generation ID each, and the
+ * guest kernel (CONFIG_VMGENID) reseeds its RNG from the notification, so
+ * their random streams differ without any reseed through the agent; the
+ * same after microvm_reset(), which also brings back the snapshot's files. */
+static void test_vmgenid_reseeds_clones_and_reset(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/microvm-linux-gsnap-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char snap[300], uds[3][300];
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	for (int i = 0; i < 3; i++)
+		snprintf(uds[i], sizeof(uds[i]), "%s/g%d.sock", dir, i);
+	int con = memfd_create("console", MFD_CLOEXEC);
+	agent_console = con;
+	microvm *o = boot_agent_guest(uds[0], con);
+	char *drv = agent_sh(o, "basename $(readlink /sys/bus/acpi/devices/LMVM0001:00/driver)");
+	assert_string_equal(drv, "vmgenid\n");
+	free(drv);
+	free(agent_sh(o, "echo pristine >/tmp/state"));
+	assert_int_equal(microvm_pause(o), 0);
+	if (microvm_snapshot(o, snap, 0))
+		fail_msg("snapshot: %s", microvm_last_error(o));
+	microvm_destroy(o);
+	microvm *c[2];
+	char *rnd[2];
+	const char *read_rng = "head -c 16 /dev/urandom | od -An -tx1";
+	for (int i = 0; i < 2; i++) {
+		microvm_restore_config cfg = MICROVM_RESTORE_CONFIG_INIT;
+		cfg.console_out = con;
+		cfg.vsock_uds_path = uds[i + 1];
+		char err[256];
+		if (microvm_restore(&c[i], snap, &cfg, err, sizeof(err)))
+			fail_msg("restore %d: %s", i, err);
+		rnd[i] = agent_sh(c[i], read_rng);
+	}
+	printf("linux vmgenid: clone 0 random %s", rnd[0]);
+	printf("linux vmgenid: clone 1 random %s", rnd[1]);
+	assert_string_not_equal(rnd[0], rnd[1]);
+	for (int i = 0; i < 2; i++) {
+		char *log = agent_sh(c[i], "dmesg | grep -E 'random|Ged' | tail -n 3; "
+					   "grep Ged /proc/interrupts || true");
+		printf("linux vmgenid: clone %d: %s", i, log);
+		assert_non_null(strstr(log, "crng reseeded due to virtual machine fork"));
+		free(log);
+	}
+	/* Reset clone 0 in place: its file changes are gone, its RNG moves on. */
+	free(agent_sh(c[0], "echo dirty >/tmp/state; echo new >/tmp/new"));
+	if (microvm_reset(c[0], 0))
+		fail_msg("reset: %s", microvm_last_error(c[0]));
+	char *after = agent_sh(c[0], "cat /tmp/state; test ! -e /tmp/new && echo no-new");
+	assert_string_equal(after, "pristine\nno-new\n");
+	free(after);
+	char *rnd2 = agent_sh(c[0], read_rng);
+	printf("linux vmgenid: clone 0 after reset %s", rnd2);
+	assert_string_not_equal(rnd2, rnd[0]);
+	free(rnd2);
+	for (int i = 0; i < 2; i++) {
+		free(rnd[i]);
+		microvm_destroy(c[i]);
+	}
+	close(con);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_snapshot_two_clones),
 		cmocka_unit_test(test_agent_after_restore),
+		cmocka_unit_test(test_vmgenid_reseeds_clones_and_reset),
 	};
 	const char *filter = getenv("MICROVM_TEST_FILTER");
 	if (filter && *filter)
