@@ -28,10 +28,10 @@ from pathlib import Path
 from ._version import __version__
 
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
-# version whose API these declarations describe (0.3 added the logging and
-# kick signal fields of microvm_restore_config).
+# version whose API these declarations describe (0.4 added reset, fork and
+# networking).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 3
+LIB_MIN_MINOR = 4
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
@@ -81,6 +81,8 @@ RESTORE_VERIFY_MEMORY = 0x2
 RESTORE_PREFAULT = 0x4
 RESTORE_TRACK_DIRTY = 0x8
 RESTORE_MAX_DISKS = 16
+RESET_PAUSED = 0x1
+FORK_PAUSED = 0x1
 
 # <microvm_agent.h>
 AGENT_PROTOCOL_VERSION = 0x00010001
@@ -161,6 +163,30 @@ class Exit(_Sized):
 
 
 class RestoreConfig(_Sized):
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("console_in", ctypes.c_int),
+        ("console_out", ctypes.c_int),
+        ("n_disks", ctypes.c_uint32),
+        ("disk_paths", ctypes.POINTER(ctypes.c_char_p)),
+        ("vsock_cid", ctypes.c_uint64),
+        ("vsock_uds_path", ctypes.c_char_p),
+        ("log_fn", LOG_FN),
+        ("log_opaque", ctypes.c_void_p),
+        ("log_level", ctypes.c_int32),
+        ("kick_signal", ctypes.c_int32),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if "console_in" not in kwargs:
+            self.console_in = -1
+        if "console_out" not in kwargs:
+            self.console_out = -1
+
+
+class ForkConfig(_Sized):
     _fields_ = [
         ("size", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
@@ -273,6 +299,8 @@ PROTOTYPES = {
     "microvm_restore": (_I, [ctypes.POINTER(VM_P), _S, ctypes.POINTER(RestoreConfig),
                              ctypes.c_char_p, _SZ]),
     "microvm_destroy": (None, [VM_P]),
+    "microvm_reset": (_I, [VM_P, _U32]),
+    "microvm_fork": (_I, [VM_P, ctypes.POINTER(VM_P), ctypes.POINTER(ForkConfig)]),
     # <microvm_agent.h>
     "microvm_agent_connect": (_I, [VM_P, _I, ctypes.POINTER(AGENT_P)]),
     "microvm_agent_open_fd": (_I, [_I, _I, ctypes.POINTER(AGENT_P)]),

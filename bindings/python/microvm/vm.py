@@ -631,37 +631,10 @@ class VM:
                      | (L.RESTORE_VERIFY_MEMORY if cv.flag("verify_memory", verify_memory) else 0)
                      | (L.RESTORE_PREFAULT if cv.flag("prefault", prefault) else 0)
                      | (L.RESTORE_TRACK_DIRTY if cv.flag("track_dirty", track_dirty) else 0))
-        cfg.console_in = cv.fd("console_in", console_in)
-        cfg.console_out = cv.fd("console_out", console_out)
-        keep = {"console": (console_in, console_out)}
-        if disk_paths is not None:
-            if isinstance(disk_paths, (str, bytes)) or hasattr(disk_paths, "__fspath__"):
-                raise TypeError("disk_paths must be a list of paths, not a single path")
-            paths = [None if d is None else cv.path("disk path", d) for d in disk_paths]
-            if len(paths) > L.RESTORE_MAX_DISKS:
-                raise ValueError("at most %d disk paths, got %d" % (L.RESTORE_MAX_DISKS, len(paths)))
-            arr = (ctypes.c_char_p * max(1, len(paths)))(*paths)
-            cfg.n_disks = len(paths)
-            cfg.disk_paths = arr
-        if vsock_cid is not None:
-            cfg.vsock_cid = cv.integer("vsock cid", vsock_cid, 3, 2**32 - 2)
-        if vsock_uds_path is not None:
-            cfg.vsock_uds_path = cv.path("vsock uds_path", vsock_uds_path, L.VSOCK_UDS_PATH_MAX)
         self = cls.__new__(cls)
         self._init_state(lib)
-        if log is not None:
-            cb = _log_trampoline(log, self._token)
-            cfg.log_fn = cb
-            cfg.log_level = int(_log_level(log_level))
-            keep["log"] = cb
-        elif log_level is not None:
-            raise ValueError("log_level needs log")
-        if kick_signal is not None:
-            cfg.kick_signal = _kick_signal(kick_signal)
-
-        self._config = dict.fromkeys(self._config)
-        if kick_signal is not None:
-            self._config["kick_signal"] = cfg.kick_signal
+        keep = _clone_config(self, cfg, console_in, console_out, disk_paths, vsock_cid,
+                             vsock_uds_path, log, log_level, kick_signal)
         ptr = L.VM_P()
         errbuf = ctypes.create_string_buffer(1024)
         rc = lib.microvm_restore(ctypes.byref(ptr), p, ctypes.byref(cfg), errbuf,
@@ -673,3 +646,66 @@ class VM:
         _live.add(self)
         return self
 
+    def reset(self, *, paused=False):
+        """Return this VM, in place, to the snapshot it was restored from
+        (or last took): vCPUs, devices and memory as they were then; only
+        the pages written since are dropped. Running or paused; afterwards
+        running, or paused with paused=True. Disks are not touched."""
+        flags = L.RESET_PAUSED if cv.flag("paused", paused) else 0
+        self._call("microvm_reset", flags)
+
+    def fork(self, *, paused=False, console_in=None, console_out=None, disk_paths=None,
+             vsock_cid=None, vsock_uds_path=None, log=None, log_level=None, kick_signal=None):
+        """A copy-on-write child of this PAUSED VM, running (or paused with
+        paused=True); nothing is written to disk. The options are
+        VM.restore()'s; a child of a VM with a vsock socket path needs its own
+        vsock_uds_path."""
+        cfg = L.ForkConfig()
+        cfg.flags = L.FORK_PAUSED if cv.flag("paused", paused) else 0
+        child = type(self).__new__(type(self))
+        child._init_state(self._lib)
+        keep = _clone_config(child, cfg, console_in, console_out, disk_paths, vsock_cid,
+                             vsock_uds_path, log, log_level, kick_signal)
+        ptr = L.VM_P()
+        self._call("microvm_fork", ctypes.byref(ptr), ctypes.byref(cfg))
+        child._ptr = ptr
+        child._keep = keep
+        _live.add(child)
+        return child
+
+
+def _clone_config(vm, cfg, console_in, console_out, disk_paths, vsock_cid, vsock_uds_path,
+                  log, log_level, kick_signal):
+    """Fill the fields restore and fork configs share (RestoreConfig or
+    ForkConfig) for the new VM object @vm; returns what must stay alive."""
+    cfg.console_in = cv.fd("console_in", console_in)
+    cfg.console_out = cv.fd("console_out", console_out)
+    keep = {"console": (console_in, console_out)}
+    if disk_paths is not None:
+        if isinstance(disk_paths, (str, bytes)) or hasattr(disk_paths, "__fspath__"):
+            raise TypeError("disk_paths must be a list of paths, not a single path")
+        paths = [None if d is None else cv.path("disk path", d) for d in disk_paths]
+        if len(paths) > L.RESTORE_MAX_DISKS:
+            raise ValueError("at most %d disk paths, got %d" % (L.RESTORE_MAX_DISKS, len(paths)))
+        arr = (ctypes.c_char_p * max(1, len(paths)))(*paths)
+        cfg.n_disks = len(paths)
+        cfg.disk_paths = arr
+        keep["disk_paths"] = arr
+    if vsock_cid is not None:
+        cfg.vsock_cid = cv.integer("vsock cid", vsock_cid, 3, 2**32 - 2)
+    if vsock_uds_path is not None:
+        cfg.vsock_uds_path = cv.path("vsock uds_path", vsock_uds_path, L.VSOCK_UDS_PATH_MAX)
+    if log is not None:
+        cb = _log_trampoline(log, vm._token)
+        cfg.log_fn = cb
+        cfg.log_level = int(_log_level(log_level))
+        keep["log"] = cb
+    elif log_level is not None:
+        raise ValueError("log_level needs log")
+    if kick_signal is not None:
+        cfg.kick_signal = _kick_signal(kick_signal)
+
+    vm._config = dict.fromkeys(vm._config)
+    if kick_signal is not None:
+        vm._config["kick_signal"] = cfg.kick_signal
+    return keep

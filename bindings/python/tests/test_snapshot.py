@@ -202,3 +202,72 @@ def test_restore_errors(kvm, paused_counter, tmp_path):
                {"log": print, "log_level": 7}):
         with pytest.raises(ValueError):
             microvm.VM.restore(tmp_path / "snap", **kw)
+
+
+def test_reset_returns_to_the_snapshot(paused_counter, tmp_path):
+    """VM.reset(): a restored counter VM goes back, in place, to the count
+    of its snapshot, running or paused, as often as asked."""
+    vm, out = paused_counter
+    snap = tmp_path / "snap"
+    vm.snapshot(snap)
+    at = last_count(out.text())
+    clone_out = Console(tmp_path, "clone")
+    clone = microvm.VM.restore(snap, console_out=clone_out)
+    try:
+        for i in range(3):
+            wait_count(clone_out, at + 3)
+            clone.reset(paused=bool(i % 2))
+            assert clone.state == (microvm.State.PAUSED if i % 2 else microvm.State.RUNNING)
+            mark = len(clone_out.text())
+            if i % 2:
+                clone.resume()
+            # The next count after a reset is the snapshot's next one again.
+            end = time.monotonic() + GUEST_TIMEOUT
+            while not re.search(r"count %d\n" % (at + 1), clone_out.text()[mark:]):
+                assert time.monotonic() < end, clone_out.text()[mark:][-200:]
+                time.sleep(0.002)
+    finally:
+        clone.close()
+        clone_out.close()
+
+
+def test_reset_without_snapshot_is_an_error(kvm, tmp_path):
+    vm = microvm.VM(kernel=payload("counter"), cmdline="every=20000", memory_mib=16)
+    try:
+        vm.start()
+        with pytest.raises(microvm.Error) as e:
+            vm.reset()
+        assert "snapshot" in str(e.value)
+        assert vm.state == microvm.State.RUNNING
+    finally:
+        vm.close()
+
+
+def test_fork_diverges(paused_counter, tmp_path):
+    """VM.fork(): a paused VM's child runs on from the same count; parent
+    and child then count independently; forks of forks work."""
+    vm, out = paused_counter
+    at = last_count(out.text())
+    c1_out = Console(tmp_path, "child")
+    child = vm.fork(console_out=c1_out)
+    try:
+        wait_count(c1_out, at + 3)
+        assert vm.state == microvm.State.PAUSED
+        assert last_count(out.text()) == at   # the parent did not move
+        child.pause()
+        c2_out = Console(tmp_path, "grandchild")
+        grandchild = child.fork(console_out=c2_out, paused=True)
+        try:
+            assert grandchild.state == microvm.State.PAUSED
+            grandchild.resume()
+            wait_count(c2_out, last_count(c1_out.text()) + 2)
+        finally:
+            grandchild.close()
+            c2_out.close()
+        vm.resume()
+        wait_count(out, at + 2)
+    finally:
+        child.close()
+        c1_out.close()
+    with pytest.raises(microvm.Error):
+        vm.fork()   # running: only a paused VM forks

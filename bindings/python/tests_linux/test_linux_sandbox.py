@@ -157,3 +157,27 @@ def test_example_function_pool(guest):
     assert p.returncode == 0, p.stderr
     assert "2 calls, 2 workers" in p.stdout
     assert "whole call" in p.stdout
+
+
+def test_example_function_pool_by_reset(guest):
+    """The pool serving calls by resetting one clone per worker: each call
+    sees a clean VM (the example checks every answer)."""
+    kernel, initrd = guest
+    p = run_example("function_pool.py", "--kernel", kernel, "--initrd", initrd,
+                    "--calls", "6", "--workers", "2", "--mode", "reset")
+    assert p.returncode == 0, p.stderr
+    assert "6 calls, 2 workers, mode reset" in p.stdout
+
+
+def test_sandbox_reset_forgets_writes(guest, tmp_path):
+    kernel, initrd = guest
+    with microvm.Sandbox.create(kernel=kernel, initrd=initrd, memory_mib=256,
+                                timeout=BOOT_TIMEOUT) as sbx:
+        sbx.files.write("/tmp/keep", "from before the snapshot")
+        sbx.snapshot(tmp_path / "snap")
+        for i in range(3):
+            sbx.files.write("/tmp/scratch", "call %d" % i)
+            sbx.commands.run("echo call %d >> /tmp/keep" % i)
+            sbx.reset()
+            assert sbx.files.read_text("/tmp/keep") == "from before the snapshot"
+            assert sbx.commands.run("test -e /tmp/scratch", check=False).exit_code == 1
