@@ -98,6 +98,10 @@ int arch_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char 
 		   size_t errlen);
 int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 		   size_t errlen);
+/* The same without the CPU model (CPUID), for a vCPU that has run: KVM
+ * refuses to change its CPUID then, and an in-place reset keeps it. */
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
+			 size_t errlen);
 /* Append where the vCPU is (and, if @code, the instruction bytes there) to
  * the message in @buf, for exit reports. */
 void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, char *buf,

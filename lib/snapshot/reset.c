@@ -285,8 +285,8 @@ static int load_state(struct microvm *vm)
 		n = st_sub(fdt, 0, name, err, sizeof(err));
 		/* KVM answers the capability checks on the VM fd too:
 		 * /dev/kvm is not kept open. */
-		r = n < 0 ? n : arch_vcpu_load(vm->kvm.vm_fd, vm->run.vcpus[i].fd, fdt, n, err,
-					       sizeof(err));
+		r = n < 0 ? n : arch_vcpu_load_state(vm->kvm.vm_fd, vm->run.vcpus[i].fd, fdt, n,
+						     err, sizeof(err));
 	}
 	n = r < 0 ? r : st_sub(fdt, 0, "devices", err, sizeof(err));
 	r = n < 0 ? n : platform_load(vm->dev.platform, fdt, n, err, sizeof(err));

@@ -153,7 +153,15 @@ int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err
 	if (r < 0)
 		return io_err(err, errlen, "KVM_SET_CPUID2 (the snapshot's CPU features do not "
 			      "fit this host)");
+	return arch_vcpu_load_state(kvm_fd, vcpu_fd, fdt, node, err, errlen);
+}
 
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
+			 size_t errlen)
+{
+	const void *p;
+	size_t len;
+	int r;
 	LOAD(vcpu_fd, KVM_SET_MP_STATE, struct kvm_mp_state, "mp-state");
 	LOAD(vcpu_fd, KVM_SET_REGS, struct kvm_regs, "regs");
 	LOAD(vcpu_fd, KVM_SET_SREGS, struct kvm_sregs, "sregs");
