@@ -3,7 +3,7 @@
  * up to the agent answering and a first command done.
  *
  *   bench-warm --kernel K --initrd I --dir DIR [--clones N] [--cmdline S]
- *              [--console FILE] [--after SHELL-COMMAND]
+ *              [--console FILE] [--after SHELL-COMMAND] [--reuse] [--cid CID]
  *
  * Boots K with I (the agent initramfs, scripts/guest-artifacts.sh), 2 vCPUs,
  * 256 MiB, vsock; measures start -> agent connected -> `true` done; pauses
@@ -11,7 +11,9 @@
  * measured the same way (restore call, -> agent connected, -> `true` done)
  * and destroyed. Prints one line per VM and the medians. The guest console
  * of every VM is appended to --console (default /dev/null); --after runs a
- * shell command in each clone after the measurements (its output on stdout).
+ * shell command in each clone after the measurements (its output on stdout);
+ * --reuse restores from an existing snapshot in DIR instead of booting;
+ * --cid gives the clones another vsock CID (a TRANSPORT_RESET event).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +31,8 @@
 
 struct opts {
 	const char *kernel, *initrd, *dir, *cmdline, *console, *after;
-	int clones;
+	int clones, reuse;
+	uint64_t cid;
 };
 
 static double now_ms(void)
@@ -128,6 +131,7 @@ static void clone_one(const struct opts *o, int console, int i, double *rest, do
 	char err[512];
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
 	rc.console_out = console;
+	rc.vsock_cid = o->cid;
 	double t0 = now_ms();
 	if (microvm_restore(&vm, o->dir, &rc, err, sizeof(err)) < 0)
 		die("restore", err);
@@ -148,7 +152,8 @@ static void parse(int argc, char **argv, struct opts *o)
 		{ "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
 		{ "dir", required_argument, NULL, 'd' },    { "clones", required_argument, NULL, 'n' },
 		{ "cmdline", required_argument, NULL, 'c' }, { "console", required_argument, NULL, 'o' },
-		{ "after", required_argument, NULL, 'a' },
+		{ "after", required_argument, NULL, 'a' }, { "reuse", no_argument, NULL, 'r' },
+		{ "cid", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .cmdline = "console=ttyS0 reboot=k panic=-1 pci=off quiet",
@@ -163,6 +168,8 @@ static void parse(int argc, char **argv, struct opts *o)
 		case 'c': o->cmdline = optarg; break;
 		case 'o': o->console = optarg; break;
 		case 'a': o->after = optarg; break;
+		case 'r': o->reuse = 1; break;
+		case 'C': o->cid = strtoull(optarg, NULL, 0); break;
 		default: exit(2);
 		}
 	}
@@ -178,7 +185,10 @@ int main(int argc, char **argv)
 	int console = open(o.console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (console < 0)
 		die(o.console, strerror(errno));
-	cold(&o, console);
+	char state[4096];
+	snprintf(state, sizeof(state), "%s/state.dtb", o.dir);
+	if (!o.reuse || access(state, F_OK) != 0)
+		cold(&o, console);
 	static double rest[MAX_CLONES], ready[MAX_CLONES], done[MAX_CLONES];
 	for (int i = 0; i < o.clones; i++)
 		clone_one(&o, console, i, &rest[i], &ready[i], &done[i]);
