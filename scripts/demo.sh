@@ -22,9 +22,12 @@ run() {
 	set -e
 }
 demo() {
-	# The snapshot goes to a writable place (the emulated machine sees the
-	# host's files read-only, plus a scratch directory).
-	local snap=${MICROVM_NESTED_SCRATCH:-$PWD/build}/demo-snapshot
+	# The snapshot goes to a writable place on local storage: build/ here;
+	# in the emulated machine (which sees the host's files read-only) its
+	# own tmpfs /tmp, not the 9p scratch share, where every guest page the
+	# clone touches first would be read through the emulator.
+	local snap=$PWD/build/demo-snapshot
+	[[ ${MICROVM_NESTED:-} == 1 ]] && snap=/tmp/demo-snapshot
 	rm -rf "$snap"
 	run "${sandbox[@]}" "$snap" -- sh -c "$script"
 	echo "demo: again, now restored from the snapshot the first run saved:"
