@@ -4,6 +4,7 @@
  *
  *   bench-warm --kernel K --initrd I --dir DIR [--clones N] [--cmdline S]
  *              [--console FILE] [--after SHELL-COMMAND] [--reuse] [--cid CID]
+ *              [--hang-dir DIR]
  *
  * Boots K with I (the agent initramfs, scripts/guest-artifacts.sh), 2 vCPUs,
  * 256 MiB, vsock; measures start -> agent connected -> `true` done; pauses
@@ -13,7 +14,10 @@
  * of every VM is appended to --console (default /dev/null); --after runs a
  * shell command in each clone after the measurements (its output on stdout);
  * --reuse restores from an existing snapshot in DIR instead of booting;
- * --cid gives the clones another vsock CID (a TRANSPORT_RESET event).
+ * --cid gives the clones another vsock CID (a TRANSPORT_RESET event);
+ * --hang-dir: a VM whose agent does not answer within 20 s is paused and
+ * snapshotted there (its vCPU, LAPIC and device state), then the bench
+ * exits.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,21 +64,34 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* --hang-dir: where a clone that does not answer in time is snapshotted
+ * (paused as it hangs) before the bench exits, for a look at its state. */
+static const char *hang_dir;
+
+static void hung(microvm *vm, const char *what, const char *detail)
+{
+	if (hang_dir && microvm_pause(vm) == 0 && microvm_snapshot(vm, hang_dir, 0) == 0)
+		fprintf(stderr, "bench-warm: hung VM saved in %s\n", hang_dir);
+	die(what, detail);
+}
+
 /* Agent connected after @t0 and `true` run: fills @ready and @done (ms
  * after @t0). Returns the connection. */
 static microvm_agent *ready_and_run(microvm *vm, double t0, double *ready, double *done)
 {
 	microvm_agent *a;
-	int r = microvm_agent_connect(vm, 60000, &a);
+	int r = microvm_agent_connect(vm, hang_dir ? 20000 : 60000, &a);
 	if (r < 0)
-		die("agent connect", strerror(-r));
+		hung(vm, "agent connect", strerror(-r));
+	if (hang_dir)
+		microvm_agent_set_io_timeout(a, 20000);
 	*ready = now_ms() - t0;
 	const char *argv[] = { "true", NULL };
 	microvm_exec_config cfg = MICROVM_EXEC_CONFIG_INIT;
 	microvm_exec_result res = MICROVM_EXEC_RESULT_INIT;
 	cfg.argv = argv;
 	if (microvm_agent_exec(a, &cfg, &res) < 0 || res.exit_code != 0)
-		die("exec true", microvm_agent_last_error(a));
+		hung(vm, "exec true", microvm_agent_last_error(a));
 	*done = now_ms() - t0;
 	microvm_exec_result_free(&res);
 	return a;
@@ -153,7 +170,7 @@ static void parse(int argc, char **argv, struct opts *o)
 		{ "dir", required_argument, NULL, 'd' },    { "clones", required_argument, NULL, 'n' },
 		{ "cmdline", required_argument, NULL, 'c' }, { "console", required_argument, NULL, 'o' },
 		{ "after", required_argument, NULL, 'a' }, { "reuse", no_argument, NULL, 'r' },
-		{ "cid", required_argument, NULL, 'C' },
+		{ "cid", required_argument, NULL, 'C' }, { "hang-dir", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .cmdline = "console=ttyS0 reboot=k panic=-1 pci=off quiet",
@@ -170,6 +187,7 @@ static void parse(int argc, char **argv, struct opts *o)
 		case 'a': o->after = optarg; break;
 		case 'r': o->reuse = 1; break;
 		case 'C': o->cid = strtoull(optarg, NULL, 0); break;
+		case 'H': hang_dir = optarg; break;
 		default: exit(2);
 		}
 	}
