@@ -17,7 +17,9 @@ export MICROVM_KERNEL=$KERNEL
 
 measure() {
 	local n=$1 tool=$PWD/build/examples/microvm-sandbox
-	local dir=${MICROVM_NESTED_SCRATCH:-$PWD/build}/bench-sandbox
+	# Local storage (the emulated machine: its own tmpfs, not the 9p share).
+	local dir=$PWD/build/bench-sandbox
+	[[ ${MICROVM_NESTED:-} == 1 ]] && dir=/tmp/bench-sandbox
 	rm -rf "$dir" && mkdir -p "$dir"
 	"$tool" prepare --snapshot "$dir/tpl" --image debian --mem 256 2>/dev/null
 	for kind in cold warm; do

@@ -599,14 +599,19 @@ MICROVM_API int microvm_state(const microvm *vm);
  * host whose KVM accepts the saved CPUID and MSRs (same CPU model and
  * features) and allows the saved vCPU count.
  *
- * Clocks: restore sets the guest's kvmclock and its TSCs to the saved values
- * at slightly different moments than they were read, so a clone's TSC and
- * kvmclock disagree by up to a few milliseconds. A Linux guest's clocksource
- * watchdog then marks the TSC unstable and switches clocksource, patching
- * kernel text; with Linux 6.1 guests that was seen to wedge a clone's vCPU
- * now and then (4 of about 90 clones in the emulated test machine). Boot
- * guests that will be snapshotted with "tsc=reliable" (the sandbox tool and
- * the Python Sandbox do) until restore keeps the two clocks in step.
+ * Clocks: a snapshot records the guest's kvmclock and, right after it, vCPU
+ * 0's TSC and every vCPU's TSC offset relative to vCPU 0's; restore sets the
+ * clock and all TSCs together as the last step before the vCPUs run
+ * (KVM_VCPU_TSC_OFFSET, Linux 5.16 or later), so a clone's TSCs agree with
+ * each other and with kvmclock as they did in the parent. Snapshots from
+ * earlier versions, and kernels without that attribute, restore each TSC
+ * from the value read at another moment: the TSCs of a clone then differ by
+ * up to milliseconds, a Linux guest's clocksource watchdog can mark the TSC
+ * unstable, and with Linux 6.1 guests that was seen to wedge a clone's vCPU
+ * now and then (4 of about 90 clones in the emulated test machine). Until
+ * long clone runs confirm the wedge is gone, boot guests that will be
+ * snapshotted with "tsc=reliable" (the sandbox tool and the Python Sandbox
+ * do). See docs/notes-warm-start.md.
  *
  * Trust: the checksums catch corruption, not tampering (anyone who can edit
  * the files can recompute them). Restore checks every value it takes from

@@ -14,9 +14,12 @@ eval "$(./scripts/guest-artifacts.sh | grep -E '^(KERNEL|DEBIAN_IMAGE)=')"
 export MICROVM_KERNEL=$KERNEL
 demo() {
 	local tool=./build/examples/microvm-sandbox
-	# The template goes to a writable place (the emulated machine sees the
-	# host's files read-only, plus a scratch directory).
-	local tpl=${MICROVM_NESTED_SCRATCH:-$PWD/build}/demo-template
+	# The template goes to a writable place on local storage: build/ here;
+	# in the emulated machine (which sees the host's files read-only) its
+	# own tmpfs /tmp, not the 9p scratch share, where every guest page a
+	# clone touches first would be read through the emulator.
+	local tpl=$PWD/build/demo-template
+	[[ ${MICROVM_NESTED:-} == 1 ]] && tpl=/tmp/demo-template
 	set +e
 	echo "demo: \$ microvm-sandbox run --image debian -- python3 -c 'import sys; print(sys.version)'"
 	$tool run -v --image debian -- python3 -c 'import sys; print(sys.version)' 2> >(grep -E '^microvm-sandbox' >&2)

@@ -50,6 +50,13 @@ int arch_vm_init(int vm_fd, char *err, size_t errlen);
 /* Snapshot of VM-wide KVM state (interrupt controllers, timers, clock). */
 int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
+/* The guest's clocks (kvmclock and the @n vCPUs' TSCs), saved together after
+ * the vCPUs and restored together once every vCPU is loaded (@vcpu_nodes:
+ * each vCPU's state node); @node is the VM-wide one of arch_vm_save. */
+int arch_clock_save(int vm_fd, const int *vcpu_fds, uint32_t n, struct st_writer *w, int node,
+		    char *err, size_t errlen);
+int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
+		    const void *fdt, int node, char *err, size_t errlen);
 
 /*
  * VM generation ID (ACPI, written with the firmware tables when ACPI is on):

@@ -338,6 +338,24 @@ static int load_virtio(struct load_ctx *l, struct microvm *vm)
 	return 0;
 }
 
+/* The guest's clocks, set together once every vCPU is loaded (see
+ * arch_clock_load): the last thing before the vCPUs run. */
+static int load_clocks(struct load_ctx *l, struct microvm *vm)
+{
+	int fds[MICROVM_MAX_VCPUS], nodes[MICROVM_MAX_VCPUS];
+	for (uint32_t i = 0; i < vm->cfg.nr_vcpus; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "vcpu@%u", i);
+		fds[i] = vm->run.vcpus[i].fd;
+		nodes[i] = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
+		if (nodes[i] < 0)
+			return nodes[i];
+	}
+	int kn = st_sub(l->fdt, 0, "kvm", l->err, sizeof(l->err));
+	return kn < 0 ? kn : arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, l->fdt,
+					     kn, l->err, sizeof(l->err));
+}
+
 static int load_devices(void *ctx, struct microvm *vm)
 {
 	struct load_ctx *l = ctx;
@@ -345,6 +363,8 @@ static int load_devices(void *ctx, struct microvm *vm)
 	int r = dev < 0 ? dev : platform_load(vm->dev.platform, l->fdt, dev, l->err, sizeof(l->err));
 	if (r == 0)
 		r = load_virtio(l, vm);
+	if (r == 0)
+		r = load_clocks(l, vm);
 	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;
 }
 

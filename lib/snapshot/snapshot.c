@@ -210,12 +210,20 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 			(size_t)((GM_PAGES(&vm->kvm.mem) + 63) / 64) * sizeof(uint64_t));
 	}
 
-	int r = arch_vm_save(vm->kvm.vm_fd, w, st_node(w, 0, "kvm"), err, errlen);
+	int kn = st_node(w, 0, "kvm");
+	int r = arch_vm_save(vm->kvm.vm_fd, w, kn, err, errlen);
+	int fds[MICROVM_MAX_VCPUS];
 	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
-		r = arch_vcpu_save(kvm_fd, vm->run.vcpus[i].fd, w, st_node(w, 0, name), err, errlen);
+		fds[i] = vm->run.vcpus[i].fd;
+		r = arch_vcpu_save(kvm_fd, fds[i], w, st_node(w, 0, name), err, errlen);
 	}
+	/* Last, and in one go: the clocks keep running while the VM is paused.
+	 * (Adding nodes moved the "kvm" node: look it up again.) */
+	if (r == 0 && !w->err)
+		r = arch_clock_save(vm->kvm.vm_fd, fds, vm->cfg.nr_vcpus, w,
+				    fdt_subnode_offset(w->fdt, 0, "kvm"), err, errlen);
 	if (r < 0)
 		return r;
 	platform_save(vm->dev.platform, w, st_node(w, 0, "devices"));

@@ -1,9 +1,11 @@
 #include "arch/arch.h"
 
 #include <errno.h>
+#include <libfdt.h>
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -12,6 +14,9 @@
 
 #define MAX_MSRS 1024u
 #define MAX_CPUID 256u
+#define MAX_VCPUS_SKEW 256u
+#define MSR_TSC 0x10u
+#define MSR_TSC_DEADLINE 0x6e0u
 
 static int io_err(char *err, size_t errlen, const char *what)
 {
@@ -232,13 +237,10 @@ int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t err
 		st_blob(w, node, chips[i].name, &c, sizeof(c));
 	}
 	SAVE(vm_fd, KVM_GET_PIT2, struct kvm_pit_state2, "pit");
-	struct kvm_clock_data clk;
-	memset(&clk, 0, sizeof(clk));
-	if (ioctl(vm_fd, KVM_GET_CLOCK, &clk) < 0)
-		return io_err(err, errlen, "KVM_GET_CLOCK");
-	st_u64(w, node, "clock", clk.clock);
 	return w->err;
 }
+
+static int set_clock(int vm_fd, uint64_t clock, char *err, size_t errlen);
 
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 {
@@ -254,14 +256,151 @@ int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 			return io_err(err, errlen, "KVM_SET_IRQCHIP");
 	}
 	LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
-	struct kvm_clock_data clk;
-	memset(&clk, 0, sizeof(clk));
 	uint64_t clock;
 	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
+	return r < 0 ? r : set_clock(vm_fd, clock, err, errlen);
+}
+
+/* ------------------------------------------------------------------ clocks */
+
+/*
+ * The guest's two clocks, kvmclock (VM-wide) and the vCPUs' TSCs, are saved
+ * at one moment and restored at one moment, so that the guest sees them
+ * agree as they did (kvmclock nanoseconds = TSC ticks / frequency + a
+ * constant) and its TSCs stay synchronized with each other:
+ *  - save: KVM_GET_CLOCK, then at once vCPU 0's TSC ("tsc-ref"), and each
+ *    vCPU's TSC offset relative to vCPU 0's ("tsc-skew", 0 on a VM that
+ *    booted here: KVM syncs the TSCs of new vCPUs);
+ *  - restore, once every vCPU is loaded: KVM_SET_CLOCK, then at once read
+ *    vCPU 0's TSC and move every vCPU's TSC offset (KVM_VCPU_TSC_OFFSET) so
+ *    that vCPU 0 reads tsc-ref at that moment and the others keep their
+ *    skew. The TSC-deadline timers are armed again against the new TSC.
+ * Restoring TSCs through the TSC MSR alone does neither: each vCPU's value
+ * was read at another moment, and KVM takes a host write of it as a new,
+ * unsynchronized TSC. Without the attribute (Linux < 5.16) or for a snapshot
+ * without tsc-ref, the MSR values stand.
+ */
+
+static int set_clock(int vm_fd, uint64_t clock, char *err, size_t errlen)
+{
+	struct kvm_clock_data clk;
+	memset(&clk, 0, sizeof(clk));
 	clk.clock = clock;
-	if (r < 0)
-		return r;
 	if (ioctl(vm_fd, KVM_SET_CLOCK, &clk) < 0)
 		return io_err(err, errlen, "KVM_SET_CLOCK");
 	return 0;
+}
+
+static int tsc_attr(int vcpu_fd, unsigned long req, uint64_t *offset)
+{
+	struct kvm_device_attr a = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)offset,
+	};
+	return ioctl(vcpu_fd, req, &a);
+}
+
+static int read_tsc(int vcpu_fd, uint64_t *tsc)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m;
+	memset(&m, 0, sizeof(m));
+	m.h.nmsrs = 1;
+	m.e.index = MSR_TSC;
+	if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) != 1)
+		return -1;
+	*tsc = m.e.data;
+	return 0;
+}
+
+int arch_clock_save(int vm_fd, const int *vcpu_fds, uint32_t n, struct st_writer *w, int node,
+		    char *err, size_t errlen)
+{
+	struct kvm_clock_data clk;
+	memset(&clk, 0, sizeof(clk));
+	uint64_t tsc;
+	if (ioctl(vm_fd, KVM_GET_CLOCK, &clk) < 0)
+		return io_err(err, errlen, "KVM_GET_CLOCK");
+	if (read_tsc(vcpu_fds[0], &tsc) < 0)
+		return io_err(err, errlen, "KVM_GET_MSRS (TSC)");
+	st_u64(w, node, "clock", clk.clock);
+	uint64_t base, skew[MAX_VCPUS_SKEW];
+	if (n > MAX_VCPUS_SKEW || tsc_attr(vcpu_fds[0], KVM_HAS_DEVICE_ATTR, &base) < 0)
+		return w->err; /* no TSC offsets: the MSR values stand on restore */
+	for (uint32_t i = 0; i < n; i++) {
+		if (tsc_attr(vcpu_fds[i], KVM_GET_DEVICE_ATTR, &skew[i]) < 0)
+			return io_err(err, errlen, "KVM_GET_DEVICE_ATTR (TSC offset)");
+		skew[i] -= i ? skew[0] : 0;
+	}
+	skew[0] = 0;
+	st_u64(w, node, "tsc-ref", tsc);
+	st_blob(w, node, "tsc-skew", skew, n * sizeof(uint64_t));
+	return w->err;
+}
+
+/* Arm vCPU @fd's TSC-deadline timer again (if the guest had one) against
+ * its TSC as it is now; @msrs holds the saved MSRs. */
+static int rearm_deadline(int fd, const void *fdt, int vnode, char *err, size_t errlen)
+{
+	const void *p;
+	size_t len;
+	int r = st_get_var(fdt, vnode, "msrs", &p, &len, MAX_MSRS * sizeof(struct kvm_msr_entry),
+			   err, errlen);
+	for (size_t i = 0; r == 0 && i < len / sizeof(struct kvm_msr_entry); i++) {
+		struct {
+			struct kvm_msrs h;
+			struct kvm_msr_entry e;
+		} m;
+		memset(&m, 0, sizeof(m));
+		memcpy(&m.e, (const struct kvm_msr_entry *)p + i, sizeof(m.e));
+		if (m.e.index != MSR_TSC_DEADLINE || m.e.data == 0)
+			continue;
+		m.h.nmsrs = 1;
+		if (ioctl(fd, KVM_SET_MSRS, &m) != 1)
+			r = io_err(err, errlen, "KVM_SET_MSRS (TSC deadline)");
+	}
+	return r;
+}
+
+int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
+		    const void *fdt, int node, char *err, size_t errlen)
+{
+	uint64_t clock, ref, base, now;
+	const void *p;
+	size_t len;
+	if (fdt_getprop(fdt, node, "tsc-ref", NULL) == NULL ||
+	    tsc_attr(vcpu_fds[0], KVM_HAS_DEVICE_ATTR, &base) < 0)
+		return 0; /* an older snapshot, or an older KVM: the MSR values stand */
+	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
+	if (r == 0)
+		r = st_get_u64(fdt, node, "tsc-ref", &ref, err, errlen);
+	if (r == 0)
+		r = st_get_var(fdt, node, "tsc-skew", &p, &len, n * sizeof(uint64_t), err, errlen);
+	if (r < 0)
+		return r;
+	if (len != n * sizeof(uint64_t))
+		return errbuf_fail(err, errlen, -EINVAL, "state tsc-skew: %zu bytes for %u vCPUs",
+				   len, n);
+	if (tsc_attr(vcpu_fds[0], KVM_GET_DEVICE_ATTR, &base) < 0)
+		return io_err(err, errlen, "KVM_GET_DEVICE_ATTR (TSC offset)");
+	/* The clock and the TSC read back to back, as they were saved. */
+	r = set_clock(vm_fd, clock, err, errlen);
+	if (r < 0)
+		return r;
+	if (read_tsc(vcpu_fds[0], &now) < 0)
+		return io_err(err, errlen, "KVM_GET_MSRS (TSC)");
+	base += ref - now;
+	for (uint32_t i = 0; r == 0 && i < n; i++) {
+		uint64_t skew, off;
+		memcpy(&skew, (const uint64_t *)p + i, sizeof(skew));
+		off = base + skew;
+		if (tsc_attr(vcpu_fds[i], KVM_SET_DEVICE_ATTR, &off) < 0)
+			r = io_err(err, errlen, "KVM_SET_DEVICE_ATTR (TSC offset)");
+		else
+			r = rearm_deadline(vcpu_fds[i], fdt, vcpu_nodes[i], err, errlen);
+	}
+	return r;
 }
