@@ -278,16 +278,23 @@ static int load_state(struct microvm *vm)
 	const void *fdt = vm->snap.reset_state;
 	char err[256] = "";
 	int n = st_sub(fdt, 0, "kvm", err, sizeof(err));
+	int kn = n;
 	int r = n < 0 ? n : arch_vm_load(vm->kvm.vm_fd, fdt, n, err, sizeof(err));
+	int fds[MICROVM_MAX_VCPUS], nodes[MICROVM_MAX_VCPUS];
 	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
 		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
-		n = st_sub(fdt, 0, name, err, sizeof(err));
+		n = nodes[i] = st_sub(fdt, 0, name, err, sizeof(err));
+		fds[i] = vm->run.vcpus[i].fd;
 		/* KVM answers the capability checks on the VM fd too:
 		 * /dev/kvm is not kept open. */
 		r = n < 0 ? n : arch_vcpu_load_state(vm->kvm.vm_fd, vm->run.vcpus[i].fd, fdt, n,
 						     err, sizeof(err));
 	}
+	/* The clocks together, as a restore sets them (arch_clock_load). */
+	if (r == 0)
+		r = arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, fdt, kn, err,
+				    sizeof(err));
 	n = r < 0 ? r : st_sub(fdt, 0, "devices", err, sizeof(err));
 	r = n < 0 ? n : platform_load(vm->dev.platform, fdt, n, err, sizeof(err));
 	for (uint32_t i = 0; r == 0 && i < vm->dev.nr_virtio; i++) {
