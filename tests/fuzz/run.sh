@@ -4,6 +4,7 @@
 # corpus (tests/fuzz/corpus/<target>/, read-only: new inputs go to a scratch
 # copy), one job and one worker each. Exits 1 if any target crashed, leaked
 # or timed out; the reproducer is left in build-fuzz/fuzz-out/<target>/.
+# One process per target, in turn (no -jobs/-workers: the machine is small).
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]
 #   tests/fuzz/run.sh --seeds      rewrite the seed corpora (needs /dev/kvm)
 set -euo pipefail
@@ -41,7 +42,7 @@ for t in "${TARGETS[@]}"; do
 	cp tests/fuzz/corpus/"$t"/* "$out/corpus/" 2>/dev/null || true
 	set +e
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		"$BUILD/tests/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" -jobs=1 -workers=1 \
+		"$BUILD/tests/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" \
 		-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix="$out/" \
 		"$out/corpus" >"$out/log" 2>&1
 	rc=$?
