@@ -159,11 +159,11 @@ static int add_arg_rules(scmp_filter_ctx ctx, uint32_t kind, int kick_signal)
 	 * VM's kick signal only */
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
-				     SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)kick_signal));
+				     SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)kick_signal, 0));
 	/* vsock bridge: the guest connects to a Unix socket on the host */
 	if (r == 0 && kind == SECCOMP_KIND_EVLOOP)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-				     SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+				     SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
 	return r;
 }
 
