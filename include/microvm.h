@@ -494,6 +494,69 @@ MICROVM_API int microvm_set_acpi(microvm *vm, int enabled);
 MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo);
 
 /*
+ * seccomp on the library's own threads (since 0.4). With a mode other than
+ * OFF, each thread the library creates for this VM (its vCPU threads and its
+ * event-loop thread) installs, first thing, a seccomp filter on itself only
+ * (with PR_SET_NO_NEW_PRIVS on itself only): the embedder's threads, and
+ * threads it creates later, are never filtered. A filter stays on its thread
+ * until the thread ends (with the VM, or for the event loop, at a snapshot,
+ * which restarts it).
+ *
+ * The filter admits what those threads need, per thread kind; the list, with
+ * why each entry is there, is in lib/vm_seccomp.c. In short: I/O on fds the
+ * VM already holds (read/write/readv/writev/pread64/pwrite64/preadv/pwritev
+ * (+2), fsync, fdatasync, fallocate, io_uring_enter, sendmsg/recvmsg/sendto/
+ * recvfrom, shutdown, getsockopt, fcntl, close, poll/ppoll), threads and
+ * locks (futex, rt_sigreturn, rt_sigprocmask, restart_syscall, sched_yield,
+ * nanosleep/clock_nanosleep, clock_gettime, gettid, getpid, exit, tgkill with
+ * the VM's kick signal only), memory (brk, munmap, mremap, madvise; mmap and
+ * mprotect without PROT_EXEC), sigaltstack, sched_getaffinity; ioctl with
+ * these requests only: KVM_RUN (vCPU threads), KVM_GET_REGS, KVM_GET_SREGS,
+ * KVM_TRANSLATE, KVM_IRQ_LINE(_STATUS), KVM_IRQFD, KVM_IOEVENTFD, BLKDISCARD,
+ * BLKZEROOUT; and on the event-loop thread epoll_wait/epoll_pwait/epoll_ctl,
+ * accept4, connect and socket(AF_UNIX) (the vsock Unix socket bridge). No
+ * open/openat, execve, fork/clone, no new sockets other than AF_UNIX.
+ *
+ * Callbacks the library makes on these threads (the log callback set with
+ * microvm_set_log) run under the filter: a callback that needs more (e.g.
+ * opening a file) must have it added with microvm_seccomp_allow().
+ *
+ * Modes:
+ *   MICROVM_SECCOMP_OFF           no filter (default).
+ *   MICROVM_SECCOMP_ON            a forbidden call is trapped (SECCOMP_RET_TRAP):
+ *       it fails with EPERM and the VM stops with MICROVM_EXIT_INTERNAL_ERROR,
+ *       error -EPERM and a message such as "seccomp: the event-loop thread
+ *       made a forbidden system call: openat (257)". This needs a SIGSYS
+ *       handler: each start (or restore) of a VM in this mode installs it,
+ *       process-wide, unless SIGSYS already leads to it; it is never
+ *       removed. Every SIGSYS that is not a seccomp trap on a library thread
+ *       goes on to the disposition it replaced (the application's handler,
+ *       or the default action). If the application replaces it while such a
+ *       VM runs, that VM's forbidden calls reach the application's handler
+ *       instead (and are not reported; with SIG_DFL the process dies).
+ *   MICROVM_SECCOMP_KILL_PROCESS  a forbidden call kills the whole process
+ *       (SECCOMP_RET_KILL_PROCESS): the strictest, for a process per VM.
+ *   MICROVM_SECCOMP_LOG           nothing is stopped; the kernel logs each
+ *       forbidden call (SECCOMP_RET_LOG: dmesg / the audit log): to find what
+ *       an application's callbacks need before turning the filter ON.
+ * -EINVAL for an unknown mode, -EBUSY if not CONFIGURED. The filter is built
+ * with libseccomp at microvm_start (its errors are start errors).
+ */
+#define MICROVM_SECCOMP_OFF 0
+#define MICROVM_SECCOMP_ON 1
+#define MICROVM_SECCOMP_KILL_PROCESS 2
+#define MICROVM_SECCOMP_LOG 3
+MICROVM_API int microvm_set_seccomp(microvm *vm, uint32_t mode);
+
+/*
+ * Allow system call number @nr (the host's native numbering, e.g. SYS_openat
+ * from <sys/syscall.h>) with any arguments on every library thread of this VM,
+ * in addition to the built-in list. Up to 64 per VM. -EINVAL for a negative
+ * or unknown number, -ENOSPC past 64, -EBUSY if not CONFIGURED.
+ */
+MICROVM_API int microvm_seccomp_allow(microvm *vm, int32_t nr);
+
+/*
  * Build the VM (open /dev/kvm, check capabilities, allocate RAM, load the
  * kernel, create vCPUs) and start running it. Returns once the vCPU threads
  * run; the guest runs in the background. On failure nothing of the VM is left
@@ -705,12 +768,17 @@ typedef struct microvm_restore_config {
 	uint32_t n_net_fds; /* at most MICROVM_RESTORE_MAX_NETS */
 	uint32_t reserved;  /* 0 */
 	const int32_t *net_fds;
+	/* Since 0.4: MICROVM_SECCOMP_* for the restored VM's threads, as
+	 * microvm_set_seccomp() (0 = OFF). */
+	uint32_t seccomp;
+	uint32_t reserved2; /* 0 */
 } microvm_restore_config;
 
 #define MICROVM_RESTORE_MAX_NETS 16
 
 #define MICROVM_RESTORE_CONFIG_INIT \
-	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
+	{ sizeof(microvm_restore_config), 0, -1, -1, 0, NULL, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL, \
+	  0, 0 }
 
 /*
  * Create a new VM from the snapshot in @dir and start it (running, or paused

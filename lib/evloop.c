@@ -99,6 +99,8 @@ static void *evloop_thread(void *arg)
 {
 	struct evloop *l = arg;
 	struct epoll_event evs[EVLOOP_BATCH];
+	if (l->thread_init)
+		l->thread_init(l->hook_opaque);
 	for (;;) {
 		int n = epoll_wait(l->epfd, evs, EVLOOP_BATCH, -1);
 		if (n < 0) {
@@ -114,6 +116,8 @@ static void *evloop_thread(void *arg)
 				return NULL; /* wake_fd: stop */
 			h->fn(h->opaque, evs[i].events);
 		}
+		if (l->after_events)
+			l->after_events(l->hook_opaque);
 	}
 }
 

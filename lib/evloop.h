@@ -24,6 +24,11 @@ struct evloop {
 	int pausing;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
+	/* Optional, set between evloop_init() and evloop_start(): called on the
+	 * loop thread when it starts, and after each batch of handlers. */
+	void (*thread_init)(void *opaque);
+	void (*after_events)(void *opaque);
+	void *hook_opaque;
 };
 
 /* 0 or negative errno. */

@@ -1,6 +1,7 @@
 #include "vcpu.h"
 
 #include "arch/arch.h"
+#include "vm_seccomp.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -247,13 +248,14 @@ void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, vm->cfg.kick_signal);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	vm_seccomp_enter(vm, SECCOMP_KIND_VCPU, v->index); /* stops the VM on failure */
 
 	pthread_mutex_lock(&vm->run.lock);
 	while (!vm->run.gate_open && !(atomic_load(&vm->run.requests) & REQ_STOP))
 		pthread_cond_wait(&vm->run.cond, &vm->run.lock);
 	pthread_mutex_unlock(&vm->run.lock);
 
-	while (vcpu_check_requests(v)) {
+	while (!vm_seccomp_check() && vcpu_check_requests(v)) {
 		v->io_pending = false;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)

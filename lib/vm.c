@@ -259,6 +259,34 @@ MICROVM_API int microvm_set_acpi(microvm *vm, int enabled)
 	return 0;
 }
 
+MICROVM_API int microvm_set_seccomp(microvm *vm, uint32_t mode)
+{
+	int r = vm_lock_configured(vm, "set_seccomp");
+	if (r < 0)
+		return r;
+	if (mode > MICROVM_SECCOMP_LOG)
+		r = vm_error(vm, -EINVAL, "set_seccomp: unknown mode %u", mode);
+	else
+		vm->sec.mode = mode;
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
+MICROVM_API int microvm_seccomp_allow(microvm *vm, int32_t nr)
+{
+	int r = vm_lock_configured(vm, "seccomp_allow");
+	if (r < 0)
+		return r;
+	if (nr < 0 || nr >= 1024)
+		r = vm_error(vm, -EINVAL, "seccomp_allow: %d is not a system call number", nr);
+	else if (vm->sec.n_extra >= SECCOMP_MAX_EXTRA)
+		r = vm_error(vm, -ENOSPC, "seccomp_allow: more than %d entries", SECCOMP_MAX_EXTRA);
+	else
+		vm->sec.extra[vm->sec.n_extra++] = nr;
+	pthread_mutex_unlock(&vm->api_lock);
+	return r;
+}
+
 MICROVM_API int microvm_set_kick_signal(microvm *vm, int signo)
 {
 	int r = vm_lock_configured(vm, "set_kick_signal");
@@ -593,12 +621,27 @@ static void stop_threads(struct microvm *vm)
 	}
 }
 
+static void evloop_seccomp_init(void *opaque)
+{
+	vm_seccomp_enter(opaque, SECCOMP_KIND_EVLOOP, UINT32_MAX); /* stops the VM on failure */
+}
+
+static void evloop_seccomp_check(void *opaque)
+{
+	vm_seccomp_check();
+}
+
 /* Start the event loop and attach the devices' fds to it. */
 int vm_devices_start(struct microvm *vm)
 {
 	int r = evloop_init(&vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "event loop: %s", strerror(-r));
+	if (vm->sec.mode != MICROVM_SECCOMP_OFF) {
+		vm->dev.evloop.thread_init = evloop_seccomp_init;
+		vm->dev.evloop.after_events = evloop_seccomp_check;
+		vm->dev.evloop.hook_opaque = vm;
+	}
 	r = platform_start(vm->dev.platform, &vm->dev.evloop);
 	if (r < 0)
 		return vm_error(vm, r, "console input fd %d: %s", vm->cfg.console_in, strerror(-r));
@@ -669,7 +712,9 @@ void vm_start_rollback(struct microvm *vm)
 
 int vm_start_with(struct microvm *vm, const struct vm_start_ops *ops, void *ctx)
 {
-	int r = vm_kvm_open(vm);
+	int r = vm_seccomp_prepare(vm);
+	if (r == 0)
+		r = vm_kvm_open(vm);
 	if (r == 0)
 		r = vm_kvm_create(vm);
 	if (r == 0 && ops->load_vm)
@@ -923,6 +968,7 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	free(vm->snap.base);
 	free(vm->snap.reset_state);
 	free(vm->snap.reset_pages);
+	vm_seccomp_release(vm);
 	close(vm->run.event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->run.lock);

@@ -14,6 +14,7 @@
 #include "devices/host.h"
 #include "evloop.h"
 #include "virtio/mmio.h"
+#include "vm_seccomp.h"
 
 struct arch_platform;
 struct kvm_run;
@@ -138,6 +139,7 @@ struct microvm {
 	struct vm_machine kvm;
 	struct vm_snap snap;
 	struct vm_devices dev;
+	struct vm_seccomp sec; /* microvm_set_seccomp (lib/vm_seccomp.c) */
 };
 
 /* error.c: record "detail" for microvm_last_error() and return @err. Any

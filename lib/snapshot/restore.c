@@ -261,6 +261,8 @@ static int caller_settings(struct microvm *vm, const microvm_restore_config *cfg
 				    cfg->log_level ? cfg->log_level : MICROVM_LOG_WARN);
 	if (r == 0 && cfg->kick_signal)
 		r = microvm_set_kick_signal(vm, cfg->kick_signal);
+	if (r == 0 && cfg->seccomp)
+		r = microvm_set_seccomp(vm, cfg->seccomp);
 	if (r == 0)
 		r = microvm_set_console(vm, cfg->console_in, cfg->console_out);
 	return r;
