@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libseccomp-dev libcmocka-dev valgrind binutils passt
       python3 python3-pytest python3-pip python3-venv python3-setuptools python3-wheel
-      mmdebstrap umoci e2fsprogs busybox-static cpio)
+      mmdebstrap umoci e2fsprogs busybox-static cpio clang)
 
 missing=()
 for p in "${PKGS[@]}"; do

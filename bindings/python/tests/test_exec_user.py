@@ -43,7 +43,7 @@ def sbx(agent_sock):
 
 
 def test_library_and_agent_are_new_enough(agent):
-    assert L.LIB_MIN_MINOR == 3                    # 0.3 libraries still load
+    assert L.LIB_MIN_MINOR == 4                    # reset, fork and networking need 0.4
     assert microvm.library().has(L.LIB_EXEC_USER_MINOR)
     assert agent.protocol >= 0x00010001 == L.AGENT_PROTOCOL_VERSION
 
