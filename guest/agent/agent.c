@@ -956,6 +956,7 @@ static void resolv_from_pnp(void)
 			k += (size_t)snprintf(out + k, sizeof(out) - k, "%s\n", l);
 	if (!strstr(out, "nameserver ") || k >= sizeof(out))
 		return;
+	(void)mkdir("/etc", 0755);        /* an initramfs may have none */
 	(void)unlink("/etc/resolv.conf"); /* may be a dangling symlink */
 	fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || write_all(fd, out, k, false) < 0)
