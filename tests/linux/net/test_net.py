@@ -236,3 +236,19 @@ def test_usage_errors(args):
     r = subprocess.run([TOOL, "run", *args, "--", "true"], capture_output=True, timeout=60)
     assert r.returncode == 2, (args, r.stderr)
     assert b"--help" in r.stderr
+
+
+def test_link_down_up_through_the_python_bindings(webroot):
+    assert os.environ.get("MICROVM_LIBRARY"), "MICROVM_LIBRARY is not set"
+    url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
+    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "linkdriver.py"), KERNEL, IMAGE,
+                             url), capture_output=True, timeout=LONG)
+    show("link down/up (Python bindings)", r)
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
+    assert seen["up1"] == ["carrier=1", "31", "fetch=ok"]
+    assert seen["down"][0] == "carrier=0" and seen["down"][-1] == "fetch=failed"
+    assert seen["stats_down"] == ["False"]
+    assert seen["up2"] == ["carrier=1", "31", "fetch=ok"]
+    link, rx, tx, _, _ = seen["stats"]
+    assert link == "True" and int(rx) > 0 and int(tx) > 0
