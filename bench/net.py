@@ -12,7 +12,6 @@ gateway mapping), and ROUNDS 1-byte request/response round trips.
 import os
 import socket
 import socketserver
-import statistics
 import subprocess
 import sys
 import threading
