@@ -112,8 +112,12 @@ def start_qemu(kernel, image, sock, log, cid):
         "-device", "vhost-vsock-device,guest-cid=%d" % cid], stdin=subprocess.DEVNULL)
 
 
-def agent_over_vsock(cid, deadline):
+def agent_over_vsock(cid, deadline, qemu, log):
     while True:
+        if qemu.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise RuntimeError("qemu exited (%d); its console:\n%s"
+                                   % (qemu.returncode, f.read()[-3000:]))
         s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         try:
             s.settimeout(5)
@@ -123,6 +127,8 @@ def agent_over_vsock(cid, deadline):
         except OSError:
             s.close()
             if time.monotonic() > deadline:
+                with open(log, errors="replace") as f:
+                    print(f.read()[-3000:], file=sys.stderr)
                 raise
             time.sleep(0.5)
 
@@ -139,11 +145,15 @@ def run_qemu(kernel, image, args):
             if os.path.exists(sock):
                 break
             time.sleep(0.1)
-        qemu = start_qemu(kernel, image, sock, os.path.join(d, "console.log"), cid)
-        with agent_over_vsock(cid, time.monotonic() + 600) as a:
+        log = os.path.join(d, "console.log")
+        qemu = start_qemu(kernel, image, sock, log, cid)
+        with agent_over_vsock(cid, time.monotonic() + 600, qemu, log) as a:
             r = a.exec(["python3", "-c", CLIENT, GW, *args], timeout=1800)
-        if r.exit_code:
-            raise RuntimeError("qemu guest: exit %d: %s" % (r.exit_code, r.stderr.decode()))
+            if r.exit_code:
+                dbg = a.exec(["sh", "-c", "ip addr; ip route; cat /proc/net/pnp; dmesg | tail -40"],
+                             timeout=60)
+                raise RuntimeError("qemu guest: exit %d: %s\n%s" % (
+                    r.exit_code, r.stderr.decode(), dbg.stdout.decode()))
         return r.stdout.decode().split()
     finally:
         for p in (qemu, passt):
@@ -155,11 +165,17 @@ def run_qemu(kernel, image, args):
 def main(tool, kernel, image, mib, rounds):
     for port, fn in ((SOURCE, source), (SINK, sink), (ECHO, echo)):
         serve(port, fn, int(mib))
-    rows = [("libmicrovm + passt", run_microvm(tool, kernel, image, (mib, rounds))),
-            ("QEMU 7.2 + passt", run_qemu(kernel, image, (mib, rounds)))]
-    print("%-20s %12s %12s %10s %10s" % ("", "guest<-host", "guest->host", "rr p50", "rr p90"))
-    for name, (down, up, p50, p90) in rows:
-        print("%-20s %8s MiB/s %6s MiB/s %7s us %7s us" % (name, down, up, p50, p90))
+    only = os.environ.get("MICROVM_BENCH_NET_ONLY", "")  # "microvm" or "qemu": one of them
+    print("%d MiB each way, %d round trips of 1 byte; 1 vCPU, 512 MiB" % (int(mib), int(rounds)))
+    print("%-20s %12s %12s %10s %10s" % ("", "guest<-host", "guest->host", "rr p50", "rr p90"),
+          flush=True)
+    for name, fn in (("libmicrovm + passt", lambda: run_microvm(tool, kernel, image,
+                                                                 (mib, rounds))),
+                     ("QEMU 7.2 + passt", lambda: run_qemu(kernel, image, (mib, rounds)))):
+        if only and only not in name.lower():
+            continue
+        down, up, p50, p90 = fn()
+        print("%-20s %6s MiB/s %6s MiB/s %7s us %7s us" % (name, down, up, p50, p90), flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@
 #
 # On a host without VT-x/AMD-V the runs happen inside the emulated machine
 # (tests/harness/run-nested.sh): the table is labelled emulator numbers.
+# MICROVM_BENCH_NET_ONLY=microvm or =qemu measures one of the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=${1:-64}
