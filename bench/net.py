@@ -136,15 +136,20 @@ def agent_over_vsock(cid, deadline, qemu, log):
 def run_qemu(kernel, image, args):
     d = "/tmp/bench-net-qemu"
     os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o1777)  # passt run as root becomes nobody before making its socket
     sock, cid = os.path.join(d, "passt.sock"), 7
-    passt = subprocess.Popen(["passt", "-f", "-q", "-s", sock], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plog = open(os.path.join(d, "passt.log"), "w")
+    passt = subprocess.Popen(["passt", "-f", "-s", sock], stdin=subprocess.DEVNULL,
+                             stdout=plog, stderr=plog)
     qemu = None
     try:
         for _ in range(100):
             if os.path.exists(sock):
                 break
             time.sleep(0.1)
+        else:
+            raise RuntimeError("passt made no socket %s" % sock)
+        time.sleep(0.5)  # from bind() to listen(): QEMU 7.2 does not retry a connection
         log = os.path.join(d, "console.log")
         qemu = start_qemu(kernel, image, sock, log, cid)
         with agent_over_vsock(cid, time.monotonic() + 600, qemu, log) as a:
@@ -152,8 +157,10 @@ def run_qemu(kernel, image, args):
             if r.exit_code:
                 dbg = a.exec(["sh", "-c", "ip addr; ip route; cat /proc/net/pnp; dmesg | tail -40"],
                              timeout=60)
-                raise RuntimeError("qemu guest: exit %d: %s\n%s" % (
-                    r.exit_code, r.stderr.decode(), dbg.stdout.decode()))
+                with open(os.path.join(d, "passt.log"), errors="replace") as f:
+                    plog_text = f.read()[-3000:]
+                raise RuntimeError("qemu guest: exit %d: %s\n%s\npasst:\n%s" % (
+                    r.exit_code, r.stderr.decode(), dbg.stdout.decode(), plog_text))
         return r.stdout.decode().split()
     finally:
         for p in (qemu, passt):
