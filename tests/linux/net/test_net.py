@@ -251,3 +251,17 @@ def test_link_down_up_through_the_python_bindings(webroot):
     assert seen["up2"] == ["carrier=1", "31", "fetch=ok"]
     link, rx, tx, _, _ = seen["stats"]
     assert link == "True" and int(rx) > 0 and int(tx) > 0
+
+
+def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
+    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "flooddriver.py"), KERNEL,
+                             IMAGE, "30"), capture_output=True, timeout=LONG)
+    show("UDP flood, guest eth0 down (Python bindings)", r)
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {l.split()[0]: [int(x) if x.isdigit() else x for x in l.split()[1:]]
+            for l in r.stdout.decode().splitlines()}
+    (vmm0, passt0), (vmm1, passt1) = seen["early"], seen["late"]
+    assert seen["sent"][0] > 10000  # a flood indeed
+    # Between a third of the flood and its end: no growth beyond noise.
+    assert vmm1 - vmm0 < 16 << 10 and passt1 - passt0 < 16 << 10, seen
+    assert seen["alive"] == ["yes"]
