@@ -17,18 +17,44 @@
 #define CMDLINE_IMAGE \
 	" root=/dev/vda ro rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs"
 
+/* user: DHCP from passt configures eth0 before init (the kernel's IP
+ * autoconfiguration; the agent turns /proc/net/pnp into /etc/resolv.conf). */
+#define CMDLINE_DHCP " ip=dhcp"
+
+static int add_net(microvm *vm, const struct sbx_opts *o)
+{
+	microvm_net_port ports[SBX_MAX_LIST];
+	microvm_net_config n = MICROVM_NET_CONFIG_INIT;
+	if (o->net == SBX_NET_NONE)
+		return 0;
+	if (o->net == SBX_NET_TAP) {
+		n.backend = MICROVM_NET_BACKEND_TAP_NAME;
+		n.tap_name = o->tap;
+		return microvm_add_net(vm, &n) < 0 ? -1 : 0;
+	}
+	for (int i = 0; i < o->npublish; i++)
+		ports[i] = (microvm_net_port){ .protocol = MICROVM_NET_TCP,
+					       .host_port = o->publish[i].host_port,
+					       .guest_port = o->publish[i].guest_port };
+	n.backend = MICROVM_NET_BACKEND_USER;
+	n.ports = ports;
+	n.n_ports = (uint32_t)o->npublish;
+	return microvm_add_net(vm, &n) < 0 ? -1 : 0;
+}
+
 static int configure(microvm *vm, const struct sbx_opts *o, const struct sbx_guest *g, int console)
 {
 	microvm_vsock_config vs = MICROVM_VSOCK_CONFIG_INIT;
 	vs.guest_cid = 3; /* private to the VM: its host side is in-process only */
 	char cmdline[512];
-	snprintf(cmdline, sizeof(cmdline), "%s%s", CMDLINE_BASE, *g->image ? CMDLINE_IMAGE : "");
+	snprintf(cmdline, sizeof(cmdline), "%s%s%s", CMDLINE_BASE, *g->image ? CMDLINE_IMAGE : "",
+		 o->net == SBX_NET_USER ? CMDLINE_DHCP : "");
 	if (microvm_set_vcpus(vm, o->cpus ? o->cpus : 1) < 0 ||
 	    microvm_set_memory(vm, o->mem_mib ? o->mem_mib : 512) < 0 ||
 	    microvm_set_kernel(vm, g->kernel, cmdline) < 0 ||
 	    (*g->initrd && microvm_set_initrd(vm, g->initrd) < 0) ||
 	    microvm_set_console(vm, -1, console) < 0 || microvm_set_vsock(vm, &vs) < 0 ||
-	    microvm_set_rng(vm, 1) < 0)
+	    microvm_set_rng(vm, 1) < 0 || add_net(vm, o) < 0)
 		return -1;
 	if (*g->image) {
 		microvm_disk_config d = MICROVM_DISK_CONFIG_INIT;

@@ -29,6 +29,15 @@ void sbx_usage(FILE *f)
 	      "  --initrd PATH       boot this initramfs (its /init the agent) instead of an image\n"
 	      "  --cpus N            vCPUs (default 1)\n"
 	      "  --mem MIB           guest RAM in MiB (default 512)\n"
+	      "network:\n"
+	      "  --net none|user|tap:NAME\n"
+	      "                      none (default): no network interface; user: user-mode\n"
+	      "                      networking through passt(1) (DHCP, DNS, NAT to the\n"
+	      "                      host's network; the gateway address reaches the\n"
+	      "                      host's loopback); tap:NAME: an existing TAP interface\n"
+	      "  -p, --publish HOSTPORT:GUESTPORT\n"
+	      "                      forward TCP HOSTPORT on the host to GUESTPORT in the\n"
+	      "                      guest (repeatable; needs --net user)\n"
 	      "command:\n"
 	      "  -e, --env NAME=VALUE   add to the environment (repeatable)\n"
 	      "  -w, --workdir DIR      working directory in the guest\n"
@@ -88,6 +97,43 @@ static int add_list(const char **list, int *n, const char *v, const char *what, 
 	return 0;
 }
 
+/* --net none|user|tap:NAME */
+static int take_net(const char *arg, struct sbx_opts *o)
+{
+	o->tap = NULL;
+	if (!strcmp(arg, "none"))
+		o->net = SBX_NET_NONE;
+	else if (!strcmp(arg, "user"))
+		o->net = SBX_NET_USER;
+	else if (!strncmp(arg, "tap:", 4) && arg[4] && strlen(arg + 4) < 16) {
+		o->net = SBX_NET_TAP;
+		o->tap = arg + 4;
+	} else
+		return sbx_usage_error("--net wants none, user or tap:NAME, not \"%s\"", arg);
+	return 0;
+}
+
+/* --publish HOSTPORT:GUESTPORT */
+static int take_publish(const char *arg, struct sbx_opts *o)
+{
+	if (o->npublish >= SBX_MAX_LIST)
+		return sbx_usage_error("at most %d --publish options", SBX_MAX_LIST);
+	char host[8], guest[8];
+	double h, g;
+	const char *colon = strchr(arg, ':');
+	size_t hl = colon ? (size_t)(colon - arg) : 0;
+	if (!colon || hl >= sizeof(host) || strlen(colon + 1) >= sizeof(guest))
+		return sbx_usage_error("--publish wants HOSTPORT:GUESTPORT, not \"%s\"", arg);
+	memcpy(host, arg, hl);
+	host[hl] = 0;
+	strcpy(guest, colon + 1);
+	if (parse_num(host, 1, 65535, &h) < 0 || h != (uint16_t)h ||
+	    parse_num(guest, 1, 65535, &g) < 0 || g != (uint16_t)g)
+		return sbx_usage_error("--publish wants ports 1..65535, not \"%s\"", arg);
+	o->publish[o->npublish++] = (struct sbx_publish){ (uint16_t)h, (uint16_t)g };
+	return 0;
+}
+
 static const struct option long_opts[] = {
 	{ "image", required_argument, NULL, 'I' },    { "kernel", required_argument, NULL, 'k' },
 	{ "initrd", required_argument, NULL, 'r' },   { "from", required_argument, NULL, 'f' },
@@ -98,6 +144,7 @@ static const struct option long_opts[] = {
 	{ "no-stdin", no_argument, NULL, 'N' },       { "copy-in", required_argument, NULL, 'C' },
 	{ "copy-out", required_argument, NULL, 'O' }, { "json", required_argument, NULL, 'j' },
 	{ "verbose", no_argument, NULL, 'v' },        { "help", no_argument, NULL, 'h' },
+	{ "net", required_argument, NULL, 'n' },      { "publish", required_argument, NULL, 'p' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -122,6 +169,8 @@ static int take_option(int c, const char *arg, struct sbx_opts *o)
 	case 'e': return add_list(o->env, &o->nenv, arg, "--env", '=');
 	case 'C': return add_list(o->copy_in, &o->ncopy_in, arg, "--copy-in", ':');
 	case 'O': return add_list(o->copy_out, &o->ncopy_out, arg, "--copy-out", ':');
+	case 'n': return take_net(arg, o);
+	case 'p': return take_publish(arg, o);
 	case 'c':
 		if (parse_num(arg, 1, 64, &v) < 0 || v != (uint32_t)v)
 			return sbx_usage_error("--cpus wants 1..64, not \"%s\"", arg);
@@ -145,6 +194,8 @@ static int take_option(int c, const char *arg, struct sbx_opts *o)
 /* Which options each mode takes, checked after parsing. */
 static int check_mode(const struct sbx_opts *o)
 {
+	if (o->npublish && o->net != SBX_NET_USER)
+		return sbx_usage_error("--publish needs --net user");
 	if (o->mode == SBX_PREPARE) {
 		if (!o->snapshot)
 			return sbx_usage_error("prepare needs --snapshot DIR");
@@ -152,6 +203,9 @@ static int check_mode(const struct sbx_opts *o)
 			return sbx_usage_error("prepare takes no command, --from, --copy-* or --json");
 		return 0;
 	}
+	if (o->from && (o->net || o->npublish))
+		return sbx_usage_error("--from DIR restores the template's network: no --net or "
+				       "--publish (give them to prepare)");
 	if (o->snapshot)
 		return sbx_usage_error("--snapshot belongs to prepare; run takes --from DIR");
 	if (o->from && (o->image || o->kernel || o->initrd || o->cpus || o->mem_mib))
@@ -179,7 +233,7 @@ int sbx_parse(int argc, char **argv, struct sbx_opts *o, bool *done)
 	optind = 2;
 	opterr = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, "+e:w:u:t:ivh", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+e:w:u:t:p:ivh", long_opts, NULL)) != -1) {
 		if (c == 'h') {
 			sbx_usage(stdout);
 			*done = true;

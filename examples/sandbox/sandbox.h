@@ -22,6 +22,12 @@
 #define SBX_MAX_LIST 64
 
 enum sbx_mode { SBX_RUN, SBX_PREPARE };
+enum sbx_net { SBX_NET_NONE, SBX_NET_USER, SBX_NET_TAP };
+
+/* --publish HOSTPORT:GUESTPORT (TCP) */
+struct sbx_publish {
+	uint16_t host_port, guest_port;
+};
 
 struct sbx_opts {
 	enum sbx_mode mode;
@@ -36,6 +42,10 @@ struct sbx_opts {
 	double timeout_s;
 	int stdin_mode; /* 1 pass stdin, 0 not, -1 = when it is not a terminal */
 	bool verbose;
+	enum sbx_net net;   /* --net */
+	const char *tap;    /* --net tap:NAME */
+	struct sbx_publish publish[SBX_MAX_LIST];
+	int npublish;
 	const char *env[SBX_MAX_LIST], *copy_in[SBX_MAX_LIST], *copy_out[SBX_MAX_LIST];
 	int nenv, ncopy_in, ncopy_out;
 	char *const *cmd; /* after "--"; NULL-terminated; may be empty */

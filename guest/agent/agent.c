@@ -934,6 +934,37 @@ static void loopback_up(void)
 	close(s);
 }
 
+/* The DNS servers DHCP gave the kernel's IP autoconfiguration (ip=dhcp on
+ * the kernel command line) into /etc/resolv.conf: /proc/net/pnp's
+ * "nameserver" and "domain" lines, resolv.conf's own format. Nothing to do
+ * (the image's file stays) when there are none. */
+static void resolv_from_pnp(void)
+{
+	char in[1024], out[1024] = "";
+	size_t n = 0, k = 0;
+	int fd = open("/proc/net/pnp", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t r;
+	while (n < sizeof(in) - 1 && (r = read(fd, in + n, sizeof(in) - 1 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	in[n] = 0;
+	for (char *save = NULL, *l = strtok_r(in, "\n", &save); l && k < sizeof(out);
+	     l = strtok_r(NULL, "\n", &save))
+		if (!strncmp(l, "nameserver ", 11) || !strncmp(l, "domain ", 7))
+			k += (size_t)snprintf(out + k, sizeof(out) - k, "%s\n", l);
+	if (!strstr(out, "nameserver ") || k >= sizeof(out))
+		return;
+	(void)mkdir("/etc", 0755);        /* an initramfs may have none */
+	(void)unlink("/etc/resolv.conf"); /* may be a dangling symlink */
+	fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write_all(fd, out, k, false) < 0)
+		say("microvm-agent: /etc/resolv.conf: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 static void init_setup(void)
 {
 	try_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -956,6 +987,7 @@ static void init_setup(void)
 	if (chdir("/") < 0)
 		say("microvm-agent: chdir /: %s", strerror(errno));
 	loopback_up();
+	resolv_from_pnp();
 }
 
 /* ------------------------------------------------------------ overlay root */

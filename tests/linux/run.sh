@@ -61,6 +61,7 @@ if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
 	for p in $programs; do "$build/tests/linux/$p" || rc=1; done
 	"$here/pytest-linux.sh" || rc=1
 	"$here/pytest-linux.sh" sandbox || rc=1
+	"$here/pytest-linux.sh" net || rc=1
 	exit $rc
 fi
 echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
@@ -99,7 +100,8 @@ done
 done
 # The Python bindings' Linux tests: one machine for all of them.
 # The Python bindings' tests and the sandbox tool's, each as one unit.
-for unit in python sandbox; do
+# "net" (tests/linux/net): user-mode networking through the tool.
+for unit in python sandbox net; do
 	if [ -n "${MICROVM_LINUX_ONLY:-}" ] && [[ " $MICROVM_LINUX_ONLY " != *" $unit "* ]]; then
 		continue
 	fi

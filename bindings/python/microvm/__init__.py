@@ -15,7 +15,7 @@ from .errors import (AccessDeniedError, BrokenPipe, BusyError, ChecksumError,
                      NoProcessError, NotConnectedError, NotFoundError, NotSupportedError,
                      OutOfMemoryError,
                      ProtocolError, TimedOutError, TooManyFilesError, TryAgainError)
-from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, State
+from .vm import VM, ConsoleType, ExitReason, ExitResult, LogLevel, NetStats, State
 from .agent import Agent, CommandResult
 from .sandbox import CommandHandle, Sandbox
 from .guest import GuestNotFoundError
@@ -48,7 +48,7 @@ __all__ = [
     "CommandExitError", "ConnectionRefused", "ConnectionReset", "ConsoleType", "Error",
     "ExecFormatError", "ExitReason", "ExitResult", "FileTooBigError", "InvalidError", "Library",
     "LibraryError", "LibraryNotFoundError", "LogLevel", "NoDeviceError", "NoProcessError",
-    "NotConnectedError", "Agent", "AsyncCommandHandle", "AsyncSandbox", "CommandHandle",
+    "NetStats", "NotConnectedError", "Agent", "AsyncCommandHandle", "AsyncSandbox", "CommandHandle",
     "CommandResult", "GuestNotFoundError",
     "Sandbox",
     "NotFoundError", "NotSupportedError", "OutOfMemoryError", "ProtocolError", "State",

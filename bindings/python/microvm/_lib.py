@@ -85,6 +85,18 @@ RESET_PAUSED = 0x1
 FORK_PAUSED = 0x1
 
 # <microvm_agent.h>
+RESTORE_MAX_NETS = 16
+
+NET_BACKEND_TAP_NAME = 1
+NET_BACKEND_TAP_FD = 2
+NET_BACKEND_STREAM_FD = 3
+NET_BACKEND_USER = 4
+NET_MAC_SET = 0x1
+NET_LINK_DOWN = 0x2
+NET_TCP = 0
+NET_UDP = 1
+NET_MAX_PORTS = 64
+
 AGENT_PROTOCOL_VERSION = 0x00010001
 AGENT_DEFAULT_IO_TIMEOUT_MS = 30000
 EXEC_MERGE_ENV = 0x1
@@ -176,6 +188,9 @@ class RestoreConfig(_Sized):
         ("log_opaque", ctypes.c_void_p),
         ("log_level", ctypes.c_int32),
         ("kick_signal", ctypes.c_int32),
+        ("n_net_fds", ctypes.c_uint32),             # 0.4
+        ("reserved", ctypes.c_uint32),
+        ("net_fds", ctypes.POINTER(ctypes.c_int32)),
     ]
 
     def __init__(self, **kwargs):
@@ -208,6 +223,49 @@ class ForkConfig(_Sized):
             self.console_in = -1
         if "console_out" not in kwargs:
             self.console_out = -1
+
+
+class NetPort(ctypes.Structure):
+    _fields_ = [
+        ("protocol", ctypes.c_uint32),
+        ("host_port", ctypes.c_uint16),
+        ("guest_port", ctypes.c_uint16),
+    ]
+
+
+class NetConfig(_Sized):
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("backend", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("mac", ctypes.c_uint8 * 6),
+        ("reserved", ctypes.c_uint8 * 2),
+        ("tap_name", ctypes.c_char_p),
+        ("passt_path", ctypes.c_char_p),
+        ("ports", ctypes.POINTER(NetPort)),
+        ("n_ports", ctypes.c_uint32),
+        ("reserved2", ctypes.c_uint32),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if "fd" not in kwargs:
+            self.fd = -1
+
+
+class NetCounters(_Sized):
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("link_up", ctypes.c_uint32),
+        ("rx_packets", ctypes.c_uint64),
+        ("rx_bytes", ctypes.c_uint64),
+        ("rx_dropped", ctypes.c_uint64),
+        ("tx_packets", ctypes.c_uint64),
+        ("tx_bytes", ctypes.c_uint64),
+        ("tx_dropped", ctypes.c_uint64),
+        ("tx_malformed", ctypes.c_uint64),
+    ]
 
 
 class ExecConfig(_Sized):
@@ -284,6 +342,9 @@ PROTOTYPES = {
     "microvm_set_rng": (_I, [VM_P, _I]),
     "microvm_add_disk": (_I, [VM_P, ctypes.POINTER(DiskConfig)]),
     "microvm_disk_backend": (_S, [VM_P, _U32]),
+    "microvm_add_net": (_I, [VM_P, ctypes.POINTER(NetConfig)]),
+    "microvm_net_set_link": (_I, [VM_P, _U32, _I]),
+    "microvm_net_stats": (_I, [VM_P, _U32, ctypes.POINTER(NetCounters)]),
     "microvm_set_vsock": (_I, [VM_P, ctypes.POINTER(VsockConfig)]),
     "microvm_vsock_connect": (_I, [VM_P, _U32, _I]),
     "microvm_set_acpi": (_I, [VM_P, _I]),

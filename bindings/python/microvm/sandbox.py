@@ -444,6 +444,29 @@ class Files:
         self._pool.run(lambda a: a.put_file(path, data, mode))
 
 
+def _sandbox_nets(net, publish):
+    """Sandbox.create's @net and @publish as a list of add_net kwargs."""
+    if isinstance(publish, (str, bytes)):
+        raise TypeError("publish must be a list of port forwards, not a single string")
+    publish = list(publish)
+    if net is None or net == "none":
+        nets = []
+    elif net == "user":
+        nets = [{"backend": "user"}]
+    elif isinstance(net, str) and net.startswith("tap:") and len(net) > 4:
+        nets = [{"backend": "tap", "tap": net[4:]}]
+    elif isinstance(net, dict):
+        nets = [dict(net)]
+    else:
+        raise ValueError("net must be None, 'none', 'user', 'tap:NAME' or a dict of "
+                         "VM.add_net's arguments, not %r" % (net,))
+    if publish:
+        if not nets or nets[0].get("backend", "user") != "user":
+            raise ValueError("publish needs net='user'")
+        nets[0]["ports"] = list(nets[0].get("ports", ())) + publish
+    return nets
+
+
 class Sandbox:
     """A VM running the guest agent. Create it with Sandbox.create(); close
     it with kill() (or use ``with``)."""
@@ -460,7 +483,7 @@ class Sandbox:
     @classmethod
     def create(cls, *, cpus=1, memory_mib=512, kernel=None, initrd=None, cmdline=None,
                template=None, console_out=None, vsock_cid=DEFAULT_CID, timeout=120.0,
-               log=None, log_level=None, library=None):
+               log=None, log_level=None, net=None, publish=(), library=None):
         """Boot a sandbox: a VM with @cpus vCPUs, @memory_mib MiB, @kernel
         and @initrd (default: $MICROVM_KERNEL and $MICROVM_INITRD, else the
         project's default guest as scripts/guest-artifacts.sh builds it, see
@@ -468,23 +491,34 @@ class Sandbox:
         if there is none) and a vsock device, then wait up to @timeout seconds for its agent. With
         @template (a snapshot directory of such a VM) the sandbox is a
         restored clone instead (cpus, memory_mib, kernel, initrd and cmdline
-        then come from the snapshot) and its entropy pool is reseeded."""
+        then come from the snapshot) and its entropy pool is reseeded.
+
+        @net: None or "none" (no network interface), "user" (user-mode
+        networking through passt: the guest gets eth0 configured by DHCP,
+        "ip=dhcp" being added to the default command line, and DNS; the
+        gateway address reaches the host's loopback), "tap:NAME" (an
+        existing TAP interface), or a dict of VM.add_net's arguments.
+        @publish: TCP port forwards from the host, "HOSTPORT:GUESTPORT" or
+        (host, guest) (net="user" only). A template keeps its network."""
+        nets = _sandbox_nets(net, publish)
         cv.integer("cpus", cpus, 1)
         cv.integer("memory_mib", memory_mib, 2)
         ms = cv.timeout_ms(timeout)
         wait = None if ms < 0 else ms / 1000.0
         if template is not None:
-            if kernel is not None or initrd is not None or cmdline is not None:
-                raise ValueError("template= restores a snapshot: kernel, initrd and cmdline "
-                                 "come from it")
+            if kernel is not None or initrd is not None or cmdline is not None or nets:
+                raise ValueError("template= restores a snapshot: kernel, initrd, cmdline and "
+                                 "net come from it")
             vm = VM.restore(template, console_out=console_out, log=log, log_level=log_level,
                             library=library)
         else:
             kernel, initrd = guest.find(kernel, initrd)
-            vm = VM(vcpus=cpus, memory_mib=memory_mib, kernel=kernel,
-                    cmdline=DEFAULT_CMDLINE if cmdline is None else cmdline, initrd=initrd,
-                    console_out=console_out, rng=True, vsock_cid=vsock_cid, log=log,
-                    log_level=log_level, library=library)
+            if cmdline is None:
+                dhcp = any(n.get("backend", "user") == "user" for n in nets)
+                cmdline = DEFAULT_CMDLINE + (" ip=dhcp" if dhcp else "")
+            vm = VM(vcpus=cpus, memory_mib=memory_mib, kernel=kernel, cmdline=cmdline,
+                    initrd=initrd, console_out=console_out, rng=True, vsock_cid=vsock_cid,
+                    nets=nets, log=log, log_level=log_level, library=library)
         try:
             if template is None:
                 vm.start()

@@ -59,6 +59,59 @@ class ExitResult(NamedTuple):
     message: str    # human-readable detail
 
 
+class NetStats(NamedTuple):
+    """Counters of a network interface (struct microvm_net_counters)."""
+    link_up: bool
+    rx_packets: int     # frames given to the guest
+    rx_bytes: int
+    rx_dropped: int     # frames from the backend the guest did not get
+    tx_packets: int     # frames the guest sent that the backend took
+    tx_bytes: int
+    tx_dropped: int
+    tx_malformed: int
+
+
+_NET_BACKENDS = {"user": L.NET_BACKEND_USER, "tap": L.NET_BACKEND_TAP_NAME,
+                 "tap-fd": L.NET_BACKEND_TAP_FD, "stream": L.NET_BACKEND_STREAM_FD}
+
+
+def _net_port(spec):
+    """A port forward: "HOST:GUEST" (TCP), "HOST:GUEST/udp", or a tuple
+    (host, guest) / (host, guest, "tcp"|"udp")."""
+    if isinstance(spec, str):
+        ports, _, proto = spec.partition("/")
+        host, sep, guest = ports.partition(":")
+        if not sep:
+            raise ValueError("port forward %r: want HOSTPORT:GUESTPORT" % spec)
+        try:
+            spec = (int(host), int(guest), proto or "tcp")
+        except ValueError:
+            raise ValueError("port forward %r: ports must be numbers" % spec) from None
+    if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+        raise TypeError("a port forward is \"HOST:GUEST\" or (host, guest[, proto]), not %r"
+                        % (spec,))
+    proto = spec[2] if len(spec) == 3 else "tcp"
+    if proto not in ("tcp", "udp"):
+        raise ValueError("port forward protocol must be 'tcp' or 'udp', not %r" % (proto,))
+    return L.NetPort(L.NET_UDP if proto == "udp" else L.NET_TCP,
+                     cv.integer("host port", spec[0], 1, 65535),
+                     cv.integer("guest port", spec[1], 1, 65535))
+
+
+def _net_mac(mac):
+    """"52:54:00:12:34:56" or 6 bytes, unicast."""
+    if isinstance(mac, str):
+        try:
+            mac = bytes(int(x, 16) for x in mac.split(":"))
+        except ValueError:
+            raise ValueError("mac %r: want six hex bytes like 52:54:00:12:34:56" % mac) from None
+    if not isinstance(mac, (bytes, bytearray)) or len(mac) != 6:
+        raise ValueError("mac must be 6 bytes or \"xx:xx:xx:xx:xx:xx\", got %r" % (mac,))
+    if mac[0] & 1:
+        raise ValueError("mac %s is a multicast address" % bytes(mac).hex(":"))
+    return bytes(mac)
+
+
 _PY_LEVEL = {L.LOG_ERROR: logging.ERROR, L.LOG_WARN: logging.WARNING,
              L.LOG_INFO: logging.INFO, L.LOG_DEBUG: logging.DEBUG}
 
@@ -159,7 +212,8 @@ class VM:
     (file objects with fileno(), fds, or None; borrowed: keep them open
     while the VM lives; the VM keeps the objects referenced), console_type
     ('serial'/'virtio'), rng, acpi, kick_signal, log (+ log_level),
-    disks (paths, or dicts of add_disk's arguments), vsock_cid (+
+    disks (paths, or dicts of add_disk's arguments), nets (backend names
+    like "user", or dicts of add_net's arguments), vsock_cid (+
     vsock_uds_path). ``library`` chooses the libmicrovm (a path or a
     Library) instead of the one loaded at import.
 
@@ -171,8 +225,8 @@ class VM:
 
     def __init__(self, *, vcpus=None, memory_mib=None, kernel=None, cmdline=None, initrd=None,
                  console_in=None, console_out=None, console_type=None, rng=None, acpi=None,
-                 kick_signal=None, log=None, log_level=None, disks=(), vsock_cid=None,
-                 vsock_uds_path=None, library=None):
+                 kick_signal=None, log=None, log_level=None, disks=(), nets=(),
+                 vsock_cid=None, vsock_uds_path=None, library=None):
         self._init_state(_library(library))
         ptr = L.VM_P()
         rc = self._lib.microvm_create(ctypes.byref(ptr))
@@ -212,6 +266,13 @@ class VM:
                     self.add_disk(**d)
                 else:
                     self.add_disk(d)
+            if isinstance(nets, (str, bytes, dict)):
+                raise TypeError("nets must be a list of interfaces, not a single one")
+            for n in nets:
+                if isinstance(n, dict):
+                    self.add_net(**n)
+                else:
+                    self.add_net(n)
             if vsock_cid is not None:
                 self.set_vsock(vsock_cid, vsock_uds_path)
             elif vsock_uds_path is not None:
@@ -471,6 +532,65 @@ class VM:
             raise IndexError("no disk %d" % index)
         return name.decode()
 
+    # ---------------------------------------------------------- networking
+
+    def add_net(self, backend="user", *, tap=None, fd=None, ports=(), mac=None,
+                link_up=True, passt=None):
+        """Add a virtio-net interface (the guest sees eth0, eth1... in the
+        order added); returns its index. @backend: "user" (user-mode
+        networking: the library runs passt, which gives the guest DHCP, DNS
+        and NAT, and forwards @ports: "HOST:GUEST", "HOST:GUEST/udp" or
+        (host, guest[, "tcp"|"udp"]) tuples; @passt its path or name),
+        "tap" (an existing TAP interface named @tap), "tap-fd" (a TAP @fd)
+        or "stream" (@fd a connected stream socket carrying length-prefixed
+        Ethernet frames, QEMU's stream netdev framing). An @fd (int or
+        object with fileno()) is duplicated. @mac: the unicast MAC
+        (default random); @link_up False starts with the link down."""
+        if backend not in _NET_BACKENDS:
+            raise ValueError("backend must be one of %s, not %r" % (", ".join(_NET_BACKENDS),
+                                                                      backend))
+        cfg = L.NetConfig()
+        cfg.backend = _NET_BACKENDS[backend]
+        if (tap is not None) != (backend == "tap"):
+            raise ValueError("tap (the interface name) goes with backend 'tap' only")
+        if (fd is not None) != (backend in ("tap-fd", "stream")):
+            raise ValueError("fd goes with backends 'tap-fd' and 'stream' only")
+        if (ports or passt is not None) and backend != "user":
+            raise ValueError("ports and passt go with backend 'user' only")
+        if tap is not None:
+            cfg.tap_name = cv.cbytes("tap", tap, 15, allow_empty=False)
+        if fd is not None:
+            cfg.fd = cv.fd("fd", fd)
+        if passt is not None:
+            cfg.passt_path = cv.path("passt", passt)
+        if isinstance(ports, (str, bytes)):
+            raise TypeError("ports must be a list of port forwards, not a single string")
+        fwd = [_net_port(p) for p in ports]
+        if len(fwd) > L.NET_MAX_PORTS:
+            raise ValueError("at most %d port forwards, got %d" % (L.NET_MAX_PORTS, len(fwd)))
+        arr = (L.NetPort * max(1, len(fwd)))(*fwd)
+        cfg.ports, cfg.n_ports = ctypes.cast(arr, ctypes.POINTER(L.NetPort)), len(fwd)
+        if mac is not None:
+            cfg.mac[:] = _net_mac(mac)
+            cfg.flags |= L.NET_MAC_SET
+        if not cv.flag("link_up", link_up):
+            cfg.flags |= L.NET_LINK_DOWN
+        return self._call("microvm_add_net", ctypes.byref(cfg))
+
+    def set_net_link(self, index, up):
+        """Take the link of interface @index up or down (running, paused or
+        configured VM; the guest sees the change)."""
+        index = cv.integer("interface index", index, 0, 2**32 - 1)
+        self._call("microvm_net_set_link", index, 1 if cv.flag("up", up) else 0)
+
+    def net_stats(self, index):
+        """NetStats of interface @index since the VM started (zeros before)."""
+        index = cv.integer("interface index", index, 0, 2**32 - 1)
+        c = L.NetCounters()
+        self._call("microvm_net_stats", index, ctypes.byref(c))
+        return NetStats(bool(c.link_up), c.rx_packets, c.rx_bytes, c.rx_dropped,
+                        c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_malformed)
+
     # --------------------------------------------------------------- vsock
 
     def set_vsock(self, cid, uds_path=None):
@@ -620,10 +740,13 @@ class VM:
     def restore(cls, path, *, paused=False, verify_memory=False, prefault=False,
                 track_dirty=False, console_in=None, console_out=None, disk_paths=None,
                 vsock_cid=None, vsock_uds_path=None, log=None, log_level=None,
-                kick_signal=None, library=None):
+                kick_signal=None, net_fds=None, library=None):
         """A new VM from the snapshot in directory @path, running (or paused
         with paused=True). disk_paths: a list (index = disk index) of paths
-        replacing the saved ones, None entries keep the saved path."""
+        replacing the saved ones, None entries keep the saved path.
+        net_fds: a list (index = interface index) of fds (or objects with
+        fileno()) for the interfaces whose backend was an fd ("tap-fd",
+        "stream"), None for the others (reopened as saved: a new passt)."""
         lib = _library(library)
         p = cv.path("snapshot path", path)
         cfg = L.RestoreConfig()
@@ -635,6 +758,12 @@ class VM:
         self._init_state(lib)
         keep = _clone_config(self, cfg, console_in, console_out, disk_paths, vsock_cid,
                              vsock_uds_path, log, log_level, kick_signal)
+        if net_fds is not None:
+            if len(net_fds) > L.RESTORE_MAX_NETS:
+                raise ValueError("at most %d net fds, got %d" % (L.RESTORE_MAX_NETS, len(net_fds)))
+            fds = (ctypes.c_int32 * max(1, len(net_fds)))(*[cv.fd("net fd", f) for f in net_fds])
+            cfg.n_net_fds, cfg.net_fds = len(net_fds), fds
+            keep["net_fds"] = (fds, net_fds)
         ptr = L.VM_P()
         errbuf = ctypes.create_string_buffer(1024)
         rc = lib.microvm_restore(ctypes.byref(ptr), p, ctypes.byref(cfg), errbuf,

@@ -1,0 +1,267 @@
+"""User-mode networking (passt) end to end, through microvm-sandbox and the
+project's Debian guest. Run by tests/linux/run.sh as the unit "net" (inside
+the emulated machine on hosts without VT-x/AMD-V), with the environment of
+tests/linux/sandbox (MICROVM_SANDBOX, MICROVM_KERNEL,
+MICROVM_TEST_DEBIAN_IMAGE).
+
+No traffic leaves the machine: every test runs in a network namespace of its
+own (`ip netns`) with only a veth pair in it, 10.0.2.15/24 and a default
+route via 10.0.2.2, from which passt derives the guest's address and
+gateway; passt maps the gateway address to the namespace's loopback, where
+the host-side servers (hostserv.py) listen. Needs root (to make the
+namespace). Every wait is bounded.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+TOOL = os.environ.get("MICROVM_SANDBOX", "")
+KERNEL = os.environ.get("MICROVM_KERNEL", "")
+IMAGE = os.environ.get("MICROVM_TEST_DEBIAN_IMAGE", "")
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOSTSERV = os.path.join(HERE, "hostserv.py")
+LONG = 900  # seconds: generous, the emulated machine is slow
+NS = "microvm-net-test-%d" % os.getpid()
+GUEST_ADDR, GATEWAY = "10.0.2.15", "10.0.2.2"
+HTTP_PORT, SINK_PORT = 8080, 9090
+BIG = 64 << 20
+
+
+def setup_module():
+    for name, path in (("MICROVM_SANDBOX", TOOL), ("MICROVM_KERNEL", KERNEL),
+                       ("MICROVM_TEST_DEBIAN_IMAGE", IMAGE)):
+        assert path and os.path.exists(path), "%s is not set to an existing path" % name
+    assert shutil.which("passt"), "passt is not installed"
+
+
+def in_ns(*cmd):
+    return ["ip", "netns", "exec", NS, *cmd]
+
+
+def sandbox(*args, timeout=LONG, **kw):
+    return subprocess.run(in_ns(TOOL, *args), capture_output=True, timeout=timeout, **kw)
+
+
+def show(what, r):
+    """Logged for the report (pytest -rA shows it)."""
+    print("--- %s: exit %d\n%s%s" % (what, r.returncode, r.stdout.decode(errors="replace"),
+                                     r.stderr.decode(errors="replace")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def netns():
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        for c in (["ip", "link", "set", "lo", "up"],
+                  ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                  ["ip", "addr", "add", GUEST_ADDR + "/24", "dev", "v0"],
+                  ["ip", "link", "set", "v0", "up"], ["ip", "link", "set", "v1", "up"],
+                  ["ip", "route", "add", "default", "via", GATEWAY, "dev", "v0"]):
+            subprocess.run(in_ns(*c), check=True)
+        yield NS
+    finally:
+        subprocess.run(["ip", "netns", "del", NS])
+
+
+def start_server(*args):
+    p = subprocess.Popen(in_ns(sys.executable, HOSTSERV, *args), stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"  # bounded: it binds or exits
+    return p
+
+
+@pytest.fixture(scope="module")
+def webroot(tmp_path_factory, netns):
+    d = tmp_path_factory.mktemp("www")
+    (d / "hello.txt").write_text("hello from the host's loopback\n")
+    data = os.urandom(BIG)
+    (d / "big.bin").write_bytes(data)
+    p = start_server("http", str(d), str(HTTP_PORT))
+    yield d, hashlib.sha256(data).hexdigest()
+    p.kill()
+    p.wait()
+
+
+@pytest.fixture(scope="module")
+def sink(netns):
+    p = start_server("sink", str(SINK_PORT))
+    yield
+    p.kill()
+    p.wait()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, netns):
+    d = tmp_path_factory.mktemp("tpl") / "net"
+    r = sandbox("prepare", "--snapshot", str(d), "--image", IMAGE, "--net", "user")
+    assert r.returncode == 0, r.stderr.decode()
+    return str(d)
+
+
+FETCH = ("import urllib.request as u; "
+         "print(u.urlopen('http://%s:%d/hello.txt', timeout=60).read().decode(), end='')"
+         % (GATEWAY, HTTP_PORT))
+
+
+def test_dhcp_dns_and_fetch_from_host_loopback(webroot):
+    """The issue's must-show: a page from a server on the host's loopback."""
+    r = sandbox("run", "--image", IMAGE, "--net", "user", "--", "sh", "-c",
+                "ip -4 -o addr show eth0; ip route show default; cat /etc/resolv.conf; "
+                'exec python3 -c "$0"', FETCH)
+    show("microvm-sandbox run --net user", r)
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    assert "inet %s/24" % GUEST_ADDR in out
+    assert "default via %s dev eth0" % GATEWAY in out
+    assert "nameserver " in out  # from DHCP via /proc/net/pnp
+    assert out.endswith("hello from the host's loopback\n")
+
+
+GUEST_GET = """
+import hashlib, sys, time, urllib.request
+h, n, t0 = hashlib.sha256(), 0, time.monotonic()
+with urllib.request.urlopen(sys.argv[1], timeout=120) as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+print(h.hexdigest(), n, "%.3f" % (time.monotonic() - t0))
+"""
+
+
+def test_64mib_host_to_guest(webroot, template):
+    _, digest = webroot
+    url = "http://%s:%d/big.bin" % (GATEWAY, HTTP_PORT)
+    r = sandbox("run", "--from", template, "--", "python3", "-c", GUEST_GET, url)
+    show("64 MiB host -> guest", r)
+    assert r.returncode == 0, r.stderr.decode()
+    got, n, secs = r.stdout.decode().split()
+    assert (got, int(n)) == (digest, BIG)
+    print("host -> guest: %.1f MiB/s (emulated machine)" % (64 / float(secs)))
+
+
+GUEST_PUT = """
+import hashlib, random, socket, sys, time
+data = random.Random(14).randbytes(%d)
+t0 = time.monotonic()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=120)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+reply = b""
+while not reply.endswith(b"\\n"):
+    b = s.recv(256)
+    if not b:
+        break
+    reply += b
+print(hashlib.sha256(data).hexdigest(), reply.decode().strip(), "%%.3f" %% (time.monotonic() - t0))
+""" % BIG
+
+
+def test_64mib_guest_to_host(sink, template):
+    r = sandbox("run", "--from", template, "--", "python3", "-c", GUEST_PUT, GATEWAY,
+                str(SINK_PORT))
+    show("64 MiB guest -> host", r)
+    assert r.returncode == 0, r.stderr.decode()
+    mine, theirs, n, _, secs = r.stdout.decode().split()
+    assert (theirs, int(n)) == (mine, BIG)
+    print("guest -> host: %.1f MiB/s (emulated machine)" % (64 / float(secs)))
+
+
+SERVE_ONE = """
+import http.server, os
+os.chdir("/etc")
+s = http.server.HTTPServer(("", 8000), http.server.SimpleHTTPRequestHandler)
+print("listening", flush=True)
+s.handle_request()
+"""
+
+
+def test_publish_serves_http_from_the_guest():
+    vm = subprocess.Popen(in_ns(TOOL, "run", "--net", "user", "--publish", "18080:8000",
+                                "--image", IMAGE, "--", "python3", "-c", SERVE_ONE),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        get = subprocess.run(in_ns(sys.executable, HOSTSERV, "get",
+                                   "http://127.0.0.1:18080/os-release", str(LONG - 60)),
+                             capture_output=True, timeout=LONG)
+        out, err = vm.communicate(timeout=LONG)
+    finally:
+        vm.kill()
+        vm.wait()
+    assert get.returncode == 0, get.stderr.decode()
+    assert b"Debian GNU/Linux" in get.stdout
+    assert vm.returncode == 0, err.decode()
+    assert out == b"listening\n"
+
+
+def test_unprivileged_user(webroot, tmp_path_factory):
+    """--net user needs no privilege: nobody, given /dev/kvm (chmod'ed here,
+    inside the emulated machine) and readable guest files."""
+    d = "/tmp/microvm-net-unpriv-%d" % os.getpid()
+    os.makedirs(d, mode=0o755)
+    try:
+        for f in (KERNEL, IMAGE):
+            shutil.copy(f, d)
+            os.chmod(os.path.join(d, os.path.basename(f)), 0o644)
+        os.chmod("/dev/kvm", 0o666)
+        r = subprocess.run(in_ns("setpriv", "--reuid", "65534", "--regid", "65534",
+                                 "--clear-groups", "--", TOOL, "run", "--net", "user",
+                                 "--kernel", os.path.join(d, os.path.basename(KERNEL)),
+                                 "--image", os.path.join(d, os.path.basename(IMAGE)),
+                                 "--", "python3", "-c", FETCH),
+                           capture_output=True, timeout=LONG, env=dict(os.environ, HOME="/"))
+        show("as nobody", r)
+        assert r.returncode == 0, r.stderr.decode()
+        assert r.stdout == b"hello from the host's loopback\n"
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("args", [
+    ["--net", "bogus"],
+    ["--net", "tap:"],
+    ["--publish", "8080:80"],
+    ["--net", "user", "--publish", "8080"],
+    ["--net", "user", "--publish", "0:80"],
+    ["--net", "user", "--publish", "80:70000"],
+    ["--from", "/nonexistent", "--net", "user"],
+])
+def test_usage_errors(args):
+    r = subprocess.run([TOOL, "run", *args, "--", "true"], capture_output=True, timeout=60)
+    assert r.returncode == 2, (args, r.stderr)
+    assert b"--help" in r.stderr
+
+
+def test_link_down_up_through_the_python_bindings(webroot):
+    assert os.environ.get("MICROVM_LIBRARY"), "MICROVM_LIBRARY is not set"
+    url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
+    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "linkdriver.py"), KERNEL, IMAGE,
+                             url), capture_output=True, timeout=LONG)
+    show("link down/up (Python bindings)", r)
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
+    assert seen["up1"] == ["carrier=1", "31", "fetch=ok"]
+    assert seen["down"][0] == "carrier=0" and seen["down"][-1] == "fetch=failed"
+    assert seen["stats_down"] == ["False"]
+    assert seen["up2"] == ["carrier=1", "31", "fetch=ok"]
+    link, rx, tx, _, _ = seen["stats"]
+    assert link == "True" and int(rx) > 0 and int(tx) > 0
+
+
+def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
+    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "flooddriver.py"), KERNEL,
+                             IMAGE, "30"), capture_output=True, timeout=LONG)
+    show("UDP flood, guest eth0 down (Python bindings)", r)
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {l.split()[0]: [int(x) if x.isdigit() else x for x in l.split()[1:]]
+            for l in r.stdout.decode().splitlines()}
+    (vmm0, passt0), (vmm1, passt1) = seen["early"], seen["late"]
+    assert seen["sent"][0] > 10000  # a flood indeed
+    # Between a third of the flood and its end: no growth beyond noise.
+    assert vmm1 - vmm0 < 16 << 10 and passt1 - passt0 < 16 << 10, seen
+    assert seen["alive"] == ["yes"]
