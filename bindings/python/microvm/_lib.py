@@ -82,6 +82,10 @@ RESTORE_PREFAULT = 0x4
 RESTORE_TRACK_DIRTY = 0x8
 RESTORE_MAX_DISKS = 16
 RESET_PAUSED = 0x1
+SECCOMP_OFF = 0
+SECCOMP_ON = 1
+SECCOMP_KILL_PROCESS = 2
+SECCOMP_LOG = 3
 FORK_PAUSED = 0x1
 
 # <microvm_agent.h>
@@ -191,6 +195,8 @@ class RestoreConfig(_Sized):
         ("n_net_fds", ctypes.c_uint32),             # 0.4
         ("reserved", ctypes.c_uint32),
         ("net_fds", ctypes.POINTER(ctypes.c_int32)),
+        ("seccomp", ctypes.c_uint32),               # 0.4
+        ("reserved2", ctypes.c_uint32),
     ]
 
     def __init__(self, **kwargs):
@@ -361,6 +367,8 @@ PROTOTYPES = {
                              ctypes.c_char_p, _SZ]),
     "microvm_destroy": (None, [VM_P]),
     "microvm_reset": (_I, [VM_P, _U32]),
+    "microvm_set_seccomp": (_I, [VM_P, _U32]),
+    "microvm_seccomp_allow": (_I, [VM_P, ctypes.c_int32]),
     "microvm_fork": (_I, [VM_P, ctypes.POINTER(VM_P), ctypes.POINTER(ForkConfig)]),
     # <microvm_agent.h>
     "microvm_agent_connect": (_I, [VM_P, _I, ctypes.POINTER(AGENT_P)]),

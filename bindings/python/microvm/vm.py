@@ -472,6 +472,21 @@ class VM:
         self._call("microvm_set_rng", int(enabled))
         self._config["rng"] = enabled
 
+    _SECCOMP_MODES = {"off": L.SECCOMP_OFF, "on": L.SECCOMP_ON,
+                      "kill-process": L.SECCOMP_KILL_PROCESS, "log": L.SECCOMP_LOG}
+
+    def set_seccomp(self, mode="on", allow=()):
+        """A seccomp filter on the VM's own threads (vCPUs, event loop), see
+        microvm_set_seccomp(): "on" (a forbidden system call stops the VM
+        with a message naming it), "kill-process", "log" or "off"; @allow:
+        extra system call numbers to admit. Before start()."""
+        if mode not in self._SECCOMP_MODES:
+            raise ValueError("seccomp mode must be one of %s, not %r"
+                             % (", ".join(self._SECCOMP_MODES), mode))
+        for nr in allow:
+            self._call("microvm_seccomp_allow", cv.integer("system call number", nr, 0, 4095))
+        self._call("microvm_set_seccomp", self._SECCOMP_MODES[mode])
+
     def set_acpi(self, enabled=True):
         enabled = cv.flag("acpi", enabled)
         self._call("microvm_set_acpi", int(enabled))

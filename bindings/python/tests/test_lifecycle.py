@@ -376,3 +376,20 @@ def test_log_callback_calling_its_own_vm_is_refused(kvm, console):
         assert other.state == microvm.State.CONFIGURED
     vm.close()
     assert seen and all("must not call that VM" in s for s in seen), seen
+
+
+def test_seccomp_filter_on_the_vm_threads(kvm, tmp_path):
+    """set_seccomp("on"): the tiny guest runs to its exit with the filter
+    on the library's threads; this (embedder's) thread is not filtered."""
+    vm = microvm.VM(kernel=payload("hello"), memory_mib=16)
+    try:
+        with pytest.raises(ValueError):
+            vm.set_seccomp("sometimes")
+        vm.set_seccomp("on")
+        vm.start()
+        ex = vm.wait(GUEST_TIMEOUT)
+        assert ex.reason in (microvm.ExitReason.RESET, microvm.ExitReason.POWEROFF), ex
+        with open(tmp_path / "still-allowed", "w") as f:   # openat on our thread
+            f.write("ok")
+    finally:
+        vm.close()
