@@ -93,6 +93,7 @@ static const struct sc_allow sc_allow_list[] = {
 	{ SCMP_SYS(epoll_ctl), BOTH }, /* evloop_mod: a queue kick (vCPU) or a
 					* full socket (event loop) re-arms a fd */
 	{ SCMP_SYS(ppoll), BOTH },
+	{ SCMP_SYS(getrandom), BOTH }, /* virtio-rng fills the guest's buffers */
 	/* Threads and locks: pthread mutexes/conds, kicking vCPUs
 	 * (tgkill is below), the SIGSYS handler's return, sleeping. */
 	{ SCMP_SYS(futex), BOTH },

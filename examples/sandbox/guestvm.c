@@ -54,7 +54,9 @@ static int configure(microvm *vm, const struct sbx_opts *o, const struct sbx_gue
 	    microvm_set_kernel(vm, g->kernel, cmdline) < 0 ||
 	    (*g->initrd && microvm_set_initrd(vm, g->initrd) < 0) ||
 	    microvm_set_console(vm, -1, console) < 0 || microvm_set_vsock(vm, &vs) < 0 ||
-	    microvm_set_rng(vm, 1) < 0 || add_net(vm, o) < 0)
+	    microvm_set_rng(vm, 1) < 0 || add_net(vm, o) < 0 ||
+	    /* The guest is hostile: the VM's threads get the seccomp filter. */
+	    microvm_set_seccomp(vm, MICROVM_SECCOMP_ON) < 0)
 		return -1;
 	if (*g->image) {
 		microvm_disk_config d = MICROVM_DISK_CONFIG_INIT;
@@ -79,13 +81,14 @@ static int guest_stopped(struct sbx_vm *v)
 	microvm_exit ex = MICROVM_EXIT_INIT;
 	if (microvm_state(v->vm) != MICROVM_STATE_STOPPED || microvm_wait(v->vm, 0, &ex) < 0)
 		return 0;
-	static const char *const why[] = { "?", "reset itself", "powered off", "crashed",
-					   "?", "was stopped" };
-	fprintf(stderr,
-		"microvm-sandbox: the guest %s before its agent answered (%s); not a guest of "
-		"this project's images? -v shows its console\n",
+	static const char *const why[] = { "stopped", "reset itself", "powered off", "crashed",
+					   "stopped on an internal error", "was stopped" };
+	bool guest_did = ex.reason == MICROVM_EXIT_RESET || ex.reason == MICROVM_EXIT_POWEROFF ||
+			 ex.reason == MICROVM_EXIT_CRASH;
+	fprintf(stderr, "microvm-sandbox: the guest %s before its agent answered (%s)%s\n",
 		ex.reason < sizeof(why) / sizeof(why[0]) ? why[ex.reason] : "stopped",
-		*ex.message ? ex.message : "no detail");
+		*ex.message ? ex.message : "no detail",
+		guest_did ? "; not a guest of this project's images? -v shows its console" : "");
 	return SBX_EXIT_FAILED;
 }
 
@@ -119,6 +122,7 @@ int sbx_vm_restore(const struct sbx_opts *o, struct sbx_vm *v)
 	double t0 = sbx_now_ms();
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
 	rc.console_out = v->console;
+	rc.seccomp = MICROVM_SECCOMP_ON;
 	if (microvm_restore(&v->vm, o->from, &rc, err, sizeof(err)) < 0)
 		return sbx_fail("restore", err);
 	int r = connect_agent(v, t0);
