@@ -178,20 +178,37 @@ class Exit(_Sized):
     ]
 
 
-class RestoreConfig(_Sized):
-    _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("console_in", ctypes.c_int),
-        ("console_out", ctypes.c_int),
-        ("n_disks", ctypes.c_uint32),
-        ("disk_paths", ctypes.POINTER(ctypes.c_char_p)),
-        ("vsock_cid", ctypes.c_uint64),
-        ("vsock_uds_path", ctypes.c_char_p),
-        ("log_fn", LOG_FN),
-        ("log_opaque", ctypes.c_void_p),
-        ("log_level", ctypes.c_int32),
-        ("kick_signal", ctypes.c_int32),
+# The fields microvm_restore_config and microvm_fork_config share (their
+# 0.2/0.3 layout); each adds its own after them.
+_CLONE_FIELDS = [
+    ("size", ctypes.c_uint32),
+    ("flags", ctypes.c_uint32),
+    ("console_in", ctypes.c_int),
+    ("console_out", ctypes.c_int),
+    ("n_disks", ctypes.c_uint32),
+    ("disk_paths", ctypes.POINTER(ctypes.c_char_p)),
+    ("vsock_cid", ctypes.c_uint64),
+    ("vsock_uds_path", ctypes.c_char_p),
+    ("log_fn", LOG_FN),
+    ("log_opaque", ctypes.c_void_p),
+    ("log_level", ctypes.c_int32),
+    ("kick_signal", ctypes.c_int32),
+]
+
+
+class _CloneConfig(_Sized):
+    """Consoles default to -1 (none)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if "console_in" not in kwargs:
+            self.console_in = -1
+        if "console_out" not in kwargs:
+            self.console_out = -1
+
+
+class RestoreConfig(_CloneConfig):
+    _fields_ = _CLONE_FIELDS + [
         ("n_net_fds", ctypes.c_uint32),             # 0.4
         ("reserved", ctypes.c_uint32),
         ("net_fds", ctypes.POINTER(ctypes.c_int32)),
@@ -199,36 +216,9 @@ class RestoreConfig(_Sized):
         ("reserved2", ctypes.c_uint32),
     ]
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if "console_in" not in kwargs:
-            self.console_in = -1
-        if "console_out" not in kwargs:
-            self.console_out = -1
 
-
-class ForkConfig(_Sized):
-    _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("console_in", ctypes.c_int),
-        ("console_out", ctypes.c_int),
-        ("n_disks", ctypes.c_uint32),
-        ("disk_paths", ctypes.POINTER(ctypes.c_char_p)),
-        ("vsock_cid", ctypes.c_uint64),
-        ("vsock_uds_path", ctypes.c_char_p),
-        ("log_fn", LOG_FN),
-        ("log_opaque", ctypes.c_void_p),
-        ("log_level", ctypes.c_int32),
-        ("kick_signal", ctypes.c_int32),
-    ]
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if "console_in" not in kwargs:
-            self.console_in = -1
-        if "console_out" not in kwargs:
-            self.console_out = -1
+class ForkConfig(_CloneConfig):
+    _fields_ = list(_CLONE_FIELDS)
 
 
 class NetPort(ctypes.Structure):
