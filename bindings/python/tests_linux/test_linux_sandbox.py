@@ -41,8 +41,15 @@ def guest():
 def sbx(guest):
     kernel, initrd = guest
     with tempfile.TemporaryFile() as console:
-        s = microvm.Sandbox.create(cpus=2, memory_mib=256, kernel=kernel, initrd=initrd,
-                                   console_out=console, timeout=BOOT_TIMEOUT)
+        try:
+            s = microvm.Sandbox.create(cpus=2, memory_mib=256, kernel=kernel, initrd=initrd,
+                                       console_out=console, timeout=BOOT_TIMEOUT)
+        except microvm.Error:
+            # What the guest printed, for the log: a boot that never
+            # reaches its agent is the open "wedge" (see the header).
+            console.seek(0)
+            print("guest console (tail):\n" + console.read().decode(errors="replace")[-4000:])
+            raise
         try:
             yield s
         finally:
