@@ -446,6 +446,29 @@ typedef struct microvm_net_config {
 MICROVM_API int microvm_add_net(microvm *vm, const microvm_net_config *cfg);
 
 /*
+ * Clones on the network. A VM restored from a snapshot (or forked) gets, on
+ * each interface, a new random locally administered MAC address unless
+ * MICROVM_RESTORE_KEEP_MAC (MICROVM_FORK_KEEP_MAC) is given, so that clones
+ * on one bridge do not collide; and, if the link was up, a link flap: the
+ * first time the guest's driver reads the link status it is down, and up
+ * again right after (a config-change interrupt each), so the guest sees a
+ * new link (a DHCP client renews its lease). A reset (microvm_reset) keeps
+ * both. Linux reads the MAC address from the device only when it probes
+ * it: the project's guest agent (as init) re-probes virtio-net devices
+ * whose link came back up and puts their IPv4 addresses and routes back, so
+ * the guest then uses the new address; other guests keep sending from the
+ * old one until they re-probe the device (unbind and bind virtio_net in
+ * sysfs) or set it themselves (microvm_net_mac() gives it).
+ */
+
+/*
+ * The MAC address of interface @index (as the device offers it to the
+ * guest) in @mac. -EINVAL (NULL arguments), -ENODEV (no such interface).
+ * Any state. Since 0.5.
+ */
+MICROVM_API int microvm_net_mac(const microvm *vm, uint32_t index, uint8_t mac[6]);
+
+/*
  * Set the link of interface @index up (@up != 0) or down, on a running or
  * paused VM (the guest sees VIRTIO_NET_S_LINK_UP change and gets a config
  * interrupt; while down, frames either way are dropped and counted) or a
@@ -722,6 +745,10 @@ MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
 #define MICROVM_RESTORE_TRACK_DIRTY 8u   /* track dirty pages from the start, so a
 					  * MICROVM_SNAPSHOT_DIFF can use this
 					  * snapshot as its base */
+#define MICROVM_RESTORE_KEEP_MAC 16u     /* since 0.5: network interfaces keep their
+					  * saved MAC addresses (default: each gets
+					  * a new random one, see "Clones on the
+					  * network" above microvm_add_net) */
 
 #define MICROVM_RESTORE_MAX_DISKS 16
 
@@ -764,7 +791,9 @@ typedef struct microvm_restore_config {
 	 * (NULL, beyond n_net_fds, or -1) makes the restore fail with -EINVAL;
 	 * entries for other interfaces must be -1. Other interfaces are
 	 * reopened as saved (the TAP by name; a new passt with the same port
-	 * forwards). The MAC address and link state are kept. */
+	 * forwards). Each interface gets a new MAC address unless
+	 * MICROVM_RESTORE_KEEP_MAC; its link state is kept (see "Clones on
+	 * the network"). */
 	uint32_t n_net_fds; /* at most MICROVM_RESTORE_MAX_NETS */
 	uint32_t reserved;  /* 0 */
 	const int32_t *net_fds;
@@ -844,6 +873,7 @@ MICROVM_API int microvm_reset(microvm *vm, uint32_t flags);
 
 /* microvm_fork_config.flags */
 #define MICROVM_FORK_PAUSED 1u /* leave the child paused (default: running) */
+#define MICROVM_FORK_KEEP_MAC 2u /* since 0.5: as MICROVM_RESTORE_KEEP_MAC */
 
 /* The child's identity and host connections; the layout mirrors
  * microvm_restore_config's, with the same meaning per field. Since 0.4. */

@@ -233,6 +233,22 @@ MICROVM_API int microvm_net_stats(const microvm *cvm, uint32_t index, microvm_ne
 	return 0;
 }
 
+MICROVM_API int microvm_net_mac(const microvm *cvm, uint32_t index, uint8_t mac[6])
+{
+	if (!cvm || !mac)
+		return -EINVAL;
+	struct microvm *vm = (struct microvm *)cvm;
+	pthread_mutex_lock(&vm->api_lock);
+	struct virtio_device *d = net_dev(vm, index);
+	if (d) {
+		pthread_mutex_lock(&d->lock);
+		memcpy(mac, virtio_net_config(d->opaque)->mac, 6);
+		pthread_mutex_unlock(&d->lock);
+	}
+	pthread_mutex_unlock(&vm->api_lock);
+	return d ? 0 : vm_error(vm, -ENODEV, "net_mac: no network interface %u", index);
+}
+
 /* The fd the caller gave this clone for interface @instance, or -1. */
 static int32_t restore_fd(const microvm_restore_config *cfg, uint32_t instance)
 {
@@ -241,8 +257,9 @@ static int32_t restore_fd(const microvm_restore_config *cfg, uint32_t instance)
 
 /*
  * Restore: the interface as saved (backend kind, TAP name, passt and its
- * forwards, MAC, link). A backend that was an fd takes the caller's fd for
- * this clone (microvm_restore_config.net_fds).
+ * forwards, link), with a new random MAC address unless the caller keeps
+ * the saved one, and a link flap at load. A backend that was an fd takes
+ * the caller's fd for this clone (microvm_restore_config.net_fds).
  */
 static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 			   const microvm_restore_config *cfg, uint32_t instance, char *err,
@@ -267,7 +284,8 @@ static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 		ports[i] = (microvm_net_port){ fwds[i].udp ? MICROVM_NET_UDP : MICROVM_NET_TCP,
 					       fwds[i].host_port, fwds[i].guest_port };
 	microvm_net_config nc = MICROVM_NET_CONFIG_INIT;
-	nc.flags = MICROVM_NET_MAC_SET | (dc.link_up ? 0 : MICROVM_NET_LINK_DOWN);
+	nc.flags = (cfg->flags & MICROVM_RESTORE_KEEP_MAC ? MICROVM_NET_MAC_SET : 0) |
+		   (dc.link_up ? 0 : MICROVM_NET_LINK_DOWN);
 	nc.backend = dc.backend;
 	nc.fd = fd;
 	memcpy(nc.mac, dc.mac, 6);
@@ -276,7 +294,10 @@ static int net_restore_add(struct microvm *vm, const void *fdt, int node,
 	nc.ports = dc.n_fwds ? ports : NULL;
 	nc.n_ports = dc.n_fwds;
 	r = microvm_add_net(vm, &nc);
-	return r < 0 ? errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm)) : 0;
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "%s", microvm_last_error(vm));
+	virtio_net_flap_on_load(net_dev(vm, (uint32_t)r)->opaque);
+	return 0;
 }
 
 static int net_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen)

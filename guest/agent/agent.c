@@ -44,6 +44,7 @@
 #include <linux/vm_sockets.h>
 
 #include "microvm.h" /* MICROVM_AGENT_PORT */
+#include "netid.h"
 #include "proto.h"
 #include "user.h"
 
@@ -1268,36 +1269,47 @@ static void accept_all(int lfd, const sigset_t *orig)
 	}
 }
 
-/* Reap children and serve connections on @ls, forever. Returns 1 only if
- * the socket cannot be opened and this is not PID 1 (which retries). */
+/* Open the listener if it is not open yet. false: this is not PID 1 and it
+ * cannot be opened (PID 1 keeps retrying). */
+static bool ensure_listener(const struct listen_spec *ls, bool pid1, int *lfd, bool *reported)
+{
+	if (*lfd >= 0)
+		return true;
+	char why[256];
+	*lfd = open_listener(ls, why, sizeof(why));
+	if (*lfd >= 0) {
+		say("MICROVM-AGENT-READY");
+	} else if (!pid1) {
+		say("microvm-agent: %s", why);
+		return false;
+	} else if (!*reported) {
+		say("microvm-agent: cannot listen: %s (retrying)", why);
+		*reported = true;
+	}
+	return true;
+}
+
+/* Reap children, serve connections on @ls and (as PID 1) watch for clones'
+ * link flaps (netid.c), forever. Returns 1 only if the socket cannot be
+ * opened and this is not PID 1 (which retries). */
 static int serve(const struct listen_spec *ls, bool pid1, const sigset_t *orig,
 		 const sigset_t *waitmask)
 {
-	int lfd = -1;
+	int lfd = -1, nfd = pid1 && !ls->unix_sock ? netid_open() : -1;
 	bool reported = false;
 	for (;;) {
 		reap_all();
-		if (lfd < 0) {
-			char why[256];
-			lfd = open_listener(ls, why, sizeof(why));
-			if (lfd >= 0) {
-				say("MICROVM-AGENT-READY");
-			} else if (!pid1) {
-				say("microvm-agent: %s", why);
-				return 1;
-			} else if (!reported) {
-				/* PID 1 must not exit: keep reaping, retry. */
-				say("microvm-agent: cannot listen: %s (retrying)", why);
-				reported = true;
-			}
-		}
+		if (!ensure_listener(ls, pid1, &lfd, &reported))
+			return 1;
 		/* The listener is non-blocking and polled with a timeout: a
 		 * wake-up that never comes (seen with Linux 6.1 vsock after a
 		 * snapshot restore: connections accepted by the kernel, poll not
 		 * woken) delays a connection by a second, not forever. */
-		struct pollfd p = { lfd, POLLIN, 0 };
+		struct pollfd p[2] = { { lfd, POLLIN, 0 }, { nfd, POLLIN, 0 } };
 		struct timespec wait = { lfd >= 0 ? 1 : 2, 0 };
-		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, waitmask);
+		ppoll(p, 2, &wait, waitmask); /* negative fds are skipped */
+		if (nfd >= 0 && (p[1].revents & POLLIN))
+			netid_event(nfd);
 		if (lfd >= 0)
 			accept_all(lfd, orig);
 	}

@@ -141,7 +141,8 @@ static int child_ram(struct microvm *parent, struct guest_mem *c)
 static microvm_restore_config restore_cfg(const microvm_fork_config *fc)
 {
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
-	rc.flags = fc->flags & MICROVM_FORK_PAUSED ? MICROVM_RESTORE_PAUSED : 0;
+	rc.flags = (fc->flags & MICROVM_FORK_PAUSED ? MICROVM_RESTORE_PAUSED : 0) |
+		   (fc->flags & MICROVM_FORK_KEEP_MAC ? MICROVM_RESTORE_KEEP_MAC : 0);
 	rc.console_in = fc->console_in;
 	rc.console_out = fc->console_out;
 	rc.n_disks = fc->n_disks;
@@ -201,9 +202,9 @@ static int fork_locked(struct microvm *parent, struct microvm **child,
 /* A paused parent whose vCPUs are all parked, with a usable config. */
 static int check_parent(struct microvm *vm, const microvm_fork_config *fc)
 {
-	if (fc->flags & ~MICROVM_FORK_PAUSED)
-		return vm_error(vm, -EINVAL, "fork: unknown flags 0x%x",
-				fc->flags & ~MICROVM_FORK_PAUSED);
+	const uint32_t known = MICROVM_FORK_PAUSED | MICROVM_FORK_KEEP_MAC;
+	if (fc->flags & ~known)
+		return vm_error(vm, -EINVAL, "fork: unknown flags 0x%x", fc->flags & ~known);
 	pthread_mutex_lock(&vm->run.lock);
 	bool ok = vm->run.state == MICROVM_STATE_PAUSED && vm_wait_parked(vm);
 	pthread_mutex_unlock(&vm->run.lock);

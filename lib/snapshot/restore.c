@@ -403,7 +403,7 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 
 #define KNOWN_RESTORE_FLAGS                                                     \
 	(MICROVM_RESTORE_PAUSED | MICROVM_RESTORE_VERIFY_MEMORY | MICROVM_RESTORE_PREFAULT | \
-	 MICROVM_RESTORE_TRACK_DIRTY)
+	 MICROVM_RESTORE_TRACK_DIRTY | MICROVM_RESTORE_KEEP_MAC)
 
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen)

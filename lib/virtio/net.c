@@ -70,6 +70,8 @@ struct virtio_net {
 	struct net_backend *be;
 	struct net_dev_config cfg;
 	bool link_up;
+	bool flap;                  /* report the link down once (restore) */
+	bool flap_on_load;          /* a restored clone: flap at net_load */
 	bool live;
 	uint64_t features;          /* negotiated */
 	struct virtq *rxq, *txq;
@@ -535,16 +537,36 @@ uint32_t virtio_net_watched(const struct virtio_net *n)
 	return n->watched;
 }
 
-void virtio_net_config_read(const struct virtio_net *n, uint32_t off, void *data, uint32_t len)
+/* The status field as the driver reads it now. A pending flap (restore)
+ * shows the link down to this one read, then up again as a new config
+ * change once the driver has checked the read's generation: Linux acts on
+ * each (carrier off, carrier on), as if a cable were pulled and put back. */
+static uint16_t status_read(struct virtio_net *n, uint32_t off, uint32_t len)
+{
+	bool covers = off < NET_CFG_STATUS + 2 && off + len > NET_CFG_STATUS;
+	if (!n->flap || !covers)
+		return n->link_up ? VIRTIO_NET_S_LINK_UP : 0;
+	n->flap = false;
+	if (n->vdev && n->link_up)
+		virtio_config_change_after_read(n->vdev);
+	return 0;
+}
+
+void virtio_net_config_read(struct virtio_net *n, uint32_t off, void *data, uint32_t len)
 {
 	uint8_t cfg[NET_CFG_SIZE];
 	memcpy(cfg + NET_CFG_MAC, n->cfg.mac, 6);
-	uint16_t status = htole16(n->link_up ? VIRTIO_NET_S_LINK_UP : 0);
+	uint16_t status = htole16(status_read(n, off, len));
 	uint16_t pairs = htole16(1);
 	memcpy(cfg + NET_CFG_STATUS, &status, 2);
 	memcpy(cfg + NET_CFG_MAX_VQ_PAIRS, &pairs, 2);
 	if (off <= NET_CFG_SIZE && len <= NET_CFG_SIZE - off)
 		memcpy(data, cfg + off, len);
+}
+
+void virtio_net_flap_on_load(struct virtio_net *n)
+{
+	n->flap_on_load = true;
 }
 
 /* ------------------------------------------------------- transport glue */
@@ -669,12 +691,14 @@ int virtio_net_config_from_state(const void *fdt, int node, struct net_dev_confi
 }
 
 /* A restored VM: the device was built from its saved configuration (link
- * state included); counters start from zero. Lock held. */
+ * state included); counters start from zero. A new clone (not a reset) with
+ * its link up gets a link flap (status_read) so that the guest sees a new
+ * link: a DHCP client renews, the guest agent re-probes the device to take
+ * its new MAC address. Lock held. */
 static int net_load(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		    char *err, size_t errlen)
 {
 	struct virtio_net *n = opaque;
-	(void)vdev;
 	uint32_t link;
 	int r = st_get_u32(fdt, node, "link-up", &link, err, errlen);
 	if (r < 0)
@@ -682,6 +706,12 @@ static int net_load(void *opaque, struct virtio_device *vdev, const void *fdt, i
 	if (link > 1)
 		return errbuf_fail(err, errlen, -EINVAL, "state: virtio-net: link-up %u", link);
 	n->link_up = link && !(n->be && n->be->dead);
+	if (n->flap_on_load && n->link_up &&
+	    (vdev->driver_features & (1ULL << VIRTIO_NET_F_STATUS))) {
+		n->flap = true;
+		virtio_config_changed_at_load(vdev);
+	}
+	n->flap_on_load = false;
 	return 0;
 }
 

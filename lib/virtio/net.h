@@ -130,8 +130,12 @@ void virtio_net_counters(const struct virtio_net *n, struct net_counters *out);
 bool virtio_net_link(const struct virtio_net *n);
 const struct net_dev_config *virtio_net_config(const struct virtio_net *n);
 const struct net_backend *virtio_net_backend(const struct virtio_net *n);
-/* Config space read, @off + @len <= NET_CFG_SIZE. */
-void virtio_net_config_read(const struct virtio_net *n, uint32_t off, void *data, uint32_t len);
+/* Lock held. Config space read, @off + @len <= NET_CFG_SIZE (a read of the
+ * status field ends a pending link flap). */
+void virtio_net_config_read(struct virtio_net *n, uint32_t off, void *data, uint32_t len);
+/* A restored clone: its load (net_load) starts a link flap if the link is
+ * up and the driver negotiated VIRTIO_NET_F_STATUS. */
+void virtio_net_flap_on_load(struct virtio_net *n);
 /* Events the backend fd is watched for now (tests). */
 uint32_t virtio_net_watched(const struct virtio_net *n);
 

@@ -262,8 +262,9 @@ static pid_t net_passt_pid_of(microvm *vm)
 
 /*
  * A network interface goes through the snapshot with its configuration:
- * restore starts a new passt with the same forwards, the MAC and link state
- * are kept. An fd backend cannot be reopened: restore says so cleanly.
+ * restore starts a new passt with the same forwards, the link state is
+ * kept, the MAC address is new unless the caller keeps it (restore and
+ * fork). An fd backend cannot be reopened: restore says so cleanly.
  */
 static void test_restore_net(void **state)
 {
@@ -318,13 +319,37 @@ static void test_restore_net(void **state)
 		if (c->dev.virtio[i]->ops == &virtio_net_ops)
 			cfg = virtio_net_config(c->dev.virtio[i]->opaque);
 	assert_non_null(cfg);
-	assert_memory_equal(cfg->mac, nc.mac, 6);
+	uint8_t mac[6];
+	assert_int_equal(microvm_net_mac(c, 0, mac), 0);
+	assert_memory_equal(cfg->mac, mac, 6);
+	assert_memory_not_equal(mac, nc.mac, 6); /* a clone gets a new MAC address */
+	assert_int_equal(mac[0] & 3, 2);         /* unicast, locally administered */
+	assert_int_equal(microvm_net_mac(c, 1, mac), -ENODEV);
+	assert_int_equal(microvm_net_mac(c, 0, NULL), -EINVAL);
 	assert_int_equal(cfg->n_fwds, 1);
 	assert_int_equal(cfg->fwds[0].host_port, fwd.host_port);
 	assert_int_equal(microvm_net_set_link(c, 0, 1), 0);
 	assert_int_equal(microvm_resume(c), 0);
 	microvm_destroy(c);
 	assert_int_equal(kill(p2, 0), -1);
+
+	/* Told to keep it, the clone has the saved MAC address. */
+	c = restore_ok(dir, MICROVM_RESTORE_PAUSED | MICROVM_RESTORE_KEEP_MAC, -1, -1);
+	assert_int_equal(microvm_net_mac(c, 0, mac), 0);
+	assert_memory_equal(mac, nc.mac, 6);
+	/* A fork too: a new MAC address (with its own passt) unless kept. */
+	for (uint32_t keep = 0; keep <= MICROVM_FORK_KEEP_MAC; keep += MICROVM_FORK_KEEP_MAC) {
+		microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+		fc.flags = MICROVM_FORK_PAUSED | keep;
+		microvm *child = NULL;
+		assert_int_equal(microvm_fork(c, &child, &fc), 0);
+		uint8_t cmac[6];
+		assert_int_equal(microvm_net_mac(child, 0, cmac), 0);
+		assert_true((memcmp(cmac, mac, 6) == 0) == (keep != 0));
+		assert_true(net_passt_pid_of(child) > 0 && net_passt_pid_of(child) != net_passt_pid_of(c));
+		microvm_destroy(child);
+	}
+	microvm_destroy(c);
 	rm_rf(dir);
 
 	/* A stream fd backend: snapshot works, restore refuses cleanly. */

@@ -31,7 +31,7 @@ from ._version import __version__
 # version whose API these declarations describe (0.4 added reset, fork and
 # networking).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 4
+LIB_MIN_MINOR = 5
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
@@ -80,6 +80,7 @@ RESTORE_PAUSED = 0x1
 RESTORE_VERIFY_MEMORY = 0x2
 RESTORE_PREFAULT = 0x4
 RESTORE_TRACK_DIRTY = 0x8
+RESTORE_KEEP_MAC = 0x10
 RESTORE_MAX_DISKS = 16
 RESET_PAUSED = 0x1
 SECCOMP_OFF = 0
@@ -87,6 +88,7 @@ SECCOMP_ON = 1
 SECCOMP_KILL_PROCESS = 2
 SECCOMP_LOG = 3
 FORK_PAUSED = 0x1
+FORK_KEEP_MAC = 0x2
 
 # <microvm_agent.h>
 RESTORE_MAX_NETS = 16
@@ -341,6 +343,7 @@ PROTOTYPES = {
     "microvm_add_net": (_I, [VM_P, ctypes.POINTER(NetConfig)]),
     "microvm_net_set_link": (_I, [VM_P, _U32, _I]),
     "microvm_net_stats": (_I, [VM_P, _U32, ctypes.POINTER(NetCounters)]),
+    "microvm_net_mac": (_I, [VM_P, _U32, ctypes.POINTER(ctypes.c_uint8 * 6)]),
     "microvm_set_vsock": (_I, [VM_P, ctypes.POINTER(VsockConfig)]),
     "microvm_vsock_connect": (_I, [VM_P, _U32, _I]),
     "microvm_set_acpi": (_I, [VM_P, _I]),

@@ -606,6 +606,14 @@ class VM:
         return NetStats(bool(c.link_up), c.rx_packets, c.rx_bytes, c.rx_dropped,
                         c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_malformed)
 
+    def net_mac(self, index):
+        """The MAC address of interface @index, as "52:54:..." (a restored or
+        forked clone gets a new one unless keep_mac=True)."""
+        index = cv.integer("interface index", index, 0, 2**32 - 1)
+        mac = (ctypes.c_uint8 * 6)()
+        self._call("microvm_net_mac", index, ctypes.byref(mac))
+        return ":".join("%02x" % b for b in mac)
+
     # --------------------------------------------------------------- vsock
 
     def set_vsock(self, cid, uds_path=None):
@@ -755,20 +763,22 @@ class VM:
     def restore(cls, path, *, paused=False, verify_memory=False, prefault=False,
                 track_dirty=False, console_in=None, console_out=None, disk_paths=None,
                 vsock_cid=None, vsock_uds_path=None, log=None, log_level=None,
-                kick_signal=None, net_fds=None, library=None):
+                kick_signal=None, net_fds=None, keep_mac=False, library=None):
         """A new VM from the snapshot in directory @path, running (or paused
         with paused=True). disk_paths: a list (index = disk index) of paths
         replacing the saved ones, None entries keep the saved path.
         net_fds: a list (index = interface index) of fds (or objects with
         fileno()) for the interfaces whose backend was an fd ("tap-fd",
-        "stream"), None for the others (reopened as saved: a new passt)."""
+        "stream"), None for the others (reopened as saved: a new passt).
+        Each interface gets a new random MAC address unless keep_mac=True."""
         lib = _library(library)
         p = cv.path("snapshot path", path)
         cfg = L.RestoreConfig()
         cfg.flags = ((L.RESTORE_PAUSED if cv.flag("paused", paused) else 0)
                      | (L.RESTORE_VERIFY_MEMORY if cv.flag("verify_memory", verify_memory) else 0)
                      | (L.RESTORE_PREFAULT if cv.flag("prefault", prefault) else 0)
-                     | (L.RESTORE_TRACK_DIRTY if cv.flag("track_dirty", track_dirty) else 0))
+                     | (L.RESTORE_TRACK_DIRTY if cv.flag("track_dirty", track_dirty) else 0)
+                     | (L.RESTORE_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0))
         self = cls.__new__(cls)
         self._init_state(lib)
         keep = _clone_config(self, cfg, console_in, console_out, disk_paths, vsock_cid,
@@ -799,13 +809,15 @@ class VM:
         self._call("microvm_reset", flags)
 
     def fork(self, *, paused=False, console_in=None, console_out=None, disk_paths=None,
-             vsock_cid=None, vsock_uds_path=None, log=None, log_level=None, kick_signal=None):
+             vsock_cid=None, vsock_uds_path=None, log=None, log_level=None, kick_signal=None,
+             keep_mac=False):
         """A copy-on-write child of this PAUSED VM, running (or paused with
         paused=True); nothing is written to disk. The options are
         VM.restore()'s; a child of a VM with a vsock socket path needs its own
         vsock_uds_path."""
         cfg = L.ForkConfig()
-        cfg.flags = L.FORK_PAUSED if cv.flag("paused", paused) else 0
+        cfg.flags = ((L.FORK_PAUSED if cv.flag("paused", paused) else 0)
+                     | (L.FORK_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0))
         child = type(self).__new__(type(self))
         child._init_state(self._lib)
         keep = _clone_config(child, cfg, console_in, console_out, disk_paths, vsock_cid,

@@ -1,8 +1,9 @@
 """The host side of tests/linux/net, run inside the test's network namespace
 (`ip netns exec NS python3 hostserv.py ...`); every wait is bounded.
 
-  hostserv.py http DIR PORT     serve DIR over HTTP on 127.0.0.1:PORT; prints
-                                "ready" once listening
+  hostserv.py http DIR PORT [ADDR]
+                                serve DIR over HTTP on ADDR (127.0.0.1):PORT;
+                                prints "ready" once listening
   hostserv.py sink PORT         on 127.0.0.1:PORT, per connection: read to end
                                 of file, answer "SHA256HEX LENGTH SECONDS\\n"
   hostserv.py get URL SECONDS   GET URL, retrying until it answers or SECONDS
@@ -38,7 +39,7 @@ class Server(socketserver.ThreadingTCPServer):
 def main(argv):
     if argv[0] == "http":
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=argv[1])
-        srv = Server(("127.0.0.1", int(argv[2])), handler)
+        srv = Server((argv[3] if len(argv) > 3 else "127.0.0.1", int(argv[2])), handler)
     elif argv[0] == "sink":
         srv = Server(("127.0.0.1", int(argv[1])), Sink)
     else:

@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 TOOL = os.environ.get("MICROVM_SANDBOX", "")
 KERNEL = os.environ.get("MICROVM_KERNEL", "")
 IMAGE = os.environ.get("MICROVM_TEST_DEBIAN_IMAGE", "")
@@ -60,7 +62,9 @@ def netns():
                   ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
                   ["ip", "addr", "add", GUEST_ADDR + "/24", "dev", "v0"],
                   ["ip", "link", "set", "v0", "up"], ["ip", "link", "set", "v1", "up"],
-                  ["ip", "route", "add", "default", "via", GATEWAY, "dev", "v0"]):
+                  ["ip", "route", "add", "default", "via", GATEWAY, "dev", "v0"],
+                  # passt answers the guest's pings with ping sockets
+                  ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]):
             subprocess.run(in_ns(*c), check=True)
         yield NS
     finally:
@@ -251,6 +255,60 @@ def test_link_down_up_through_the_python_bindings(webroot):
     assert seen["up2"] == ["carrier=1", "31", "fetch=ok"]
     link, rx, tx, _, _ = seen["stats"]
     assert link == "True" and int(rx) > 0 and int(tx) > 0
+
+
+def test_two_clones_get_new_macs_and_reach_the_host_at_once(webroot, tmp_path):
+    """Item 4: clones of one snapshot each get a new MAC address (the guest
+    takes it after the restore's link flap) and a passt of their own, and
+    both ping the host side and fetch from its loopback at the same time."""
+    url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
+    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "clonedriver.py"), KERNEL,
+                             IMAGE, url, GATEWAY, str(tmp_path / "snap")),
+                       capture_output=True, timeout=LONG)
+    show("two clones at once (Python bindings)", r)
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
+    macs = []
+    for who in ("parent", "clone0", "clone1"):
+        mac, guest_mac, ping, replies, size, fetch = seen[who]
+        assert guest_mac == "mac=" + mac, (who, seen[who])
+        assert ping == "ping=ok" and int(replies) >= 4, (who, seen[who])
+        assert (size, fetch) == ("31", "fetch=ok"), (who, seen[who])
+        macs.append(mac)
+    assert len(set(macs)) == 3, macs
+
+
+TAP, TAP_HOST, TAP_GUEST, TAP_HTTP = "mtap0", "10.0.3.1", "10.0.3.2", 8081
+
+
+@pytest.fixture(scope="module")
+def tap(webroot, netns):
+    for c in (["ip", "tuntap", "add", "dev", TAP, "mode", "tap"],
+              ["ip", "addr", "add", TAP_HOST + "/24", "dev", TAP],
+              ["ip", "link", "set", TAP, "up"]):
+        subprocess.run(in_ns(*c), check=True)
+    p = start_server("http", str(webroot[0]), str(TAP_HTTP), TAP_HOST)
+    yield webroot[1]
+    p.kill()
+    p.wait()
+
+
+def test_tap_ping_and_64mib_with_offloads(tap):
+    """--net tap:NAME: a TAP the test made in its namespace (checksum and TSO
+    offloads through IFF_VNET_HDR); the guest sets its address itself."""
+    from guestnet import PING
+    url = "http://%s:%d/big.bin" % (TAP_HOST, TAP_HTTP)
+    r = sandbox("run", "--image", IMAGE, "--net", "tap:" + TAP, "--", "sh", "-c",
+                "ip addr add %s/24 dev eth0 && ip link set eth0 up && "
+                "python3 -c \"$0\" %s && python3 -c \"$1\" %s" % (TAP_GUEST, TAP_HOST, url),
+                PING, GUEST_GET)
+    show("microvm-sandbox run --net tap:" + TAP, r)
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().split("\n")
+    assert lines[0].startswith("ping=ok") and int(lines[0].split()[1]) >= 4, lines
+    got, n, secs = lines[1].split()
+    assert (got, int(n)) == (tap, BIG)
+    print("TAP host -> guest: %.1f MiB/s (emulated machine)" % (64 / float(secs)))
 
 
 def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
