@@ -1,11 +1,15 @@
 """bench/net.sh's measurement, run as root inside a network namespace made
 for it (ip netns exec): the same guest (the project's kernel and Debian
-image, ip=dhcp) on the same passt, once as a libmicrovm VM
-(microvm-sandbox --net user) and once as a QEMU/KVM VM (-M microvm,
-virtio-net-device on -netdev stream to passt's Unix socket, the agent
-reached over vhost-vsock). The guest measures: TCP download and upload of
-MIB MiB from/to servers on the namespace's loopback (through passt's
-gateway mapping), and ROUNDS 1-byte request/response round trips.
+image) as a libmicrovm VM (microvm-sandbox) and as a QEMU/KVM VM (-M
+microvm, virtio-net-device, the agent reached over vhost-vsock), on two
+backends:
+ - user mode: the same passt (ip=dhcp; QEMU: -netdev stream to passt's Unix
+   socket), servers on the namespace's loopback (passt's gateway mapping);
+ - TAP: one TAP made for the run (10.0.3.1/24 on the host side, the guest
+   sets 10.0.3.2 itself; QEMU: -netdev tap, vhost off, as ours has no
+   vhost), servers on 10.0.3.1; offloads (IFF_VNET_HDR) on both.
+The guest measures: TCP download and upload of MIB MiB, and ROUNDS 1-byte
+request/response round trips.
 
   net.py TOOL KERNEL IMAGE MIB ROUNDS
 """
@@ -22,6 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import microvm  # noqa: E402
 
 GW = "10.0.2.2"
+TAP, TAP_HOST, TAP_GUEST = "mbtap0", "10.0.3.1", "10.0.3.2"
+# The guest on the TAP: no DHCP there, it sets its own address.
+TAP_SETUP = "ip addr add %s/24 dev eth0 && ip link set eth0 up && " % TAP_GUEST
 SOURCE, SINK, ECHO = 9091, 9090, 9092
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 quiet tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs ip=dhcp")
@@ -62,12 +69,12 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-def serve(port, handle, mib):
+def serve(addr, port, handle, mib):
     class H(socketserver.BaseRequestHandler):
         def handle(self):
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             handle(self.request, mib)
-    srv = Server(("127.0.0.1", port), H)
+    srv = Server((addr, port), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
@@ -91,23 +98,28 @@ def echo(s, mib):
         s.sendall(b)
 
 
-def run_microvm(tool, kernel, image, args):
-    r = subprocess.run([tool, "run", "--net", "user", "--kernel", kernel, "--image", image,
-                        "--", "python3", "-c", CLIENT, GW, *args],
-                       capture_output=True, timeout=1800, check=False)
+def run_microvm(tool, kernel, image, args, tap=False):
+    net, cmd = ("tap:" + TAP, ["sh", "-c", TAP_SETUP + 'exec python3 -c "$0" "$@"', CLIENT,
+                               TAP_HOST]) if tap else ("user", ["python3", "-c", CLIENT, GW])
+    r = subprocess.run([tool, "run", "--net", net, "--kernel", kernel, "--image", image,
+                        "--", *cmd, *args], capture_output=True, timeout=1800, check=False)
     if r.returncode:
         raise RuntimeError("microvm-sandbox: exit %d: %s" % (r.returncode, r.stderr.decode()))
     return r.stdout.decode().split()
 
 
 def start_qemu(kernel, image, sock, log, cid):
+    """QEMU on passt's socket @sock, or on the TAP if @sock is None."""
+    netdev = ("stream,id=n0,server=off,addr.type=unix,addr.path=" + sock if sock else
+              "tap,id=n0,ifname=%s,script=no,downscript=no,vhost=off" % TAP)
+    cmdline = CMDLINE if sock else CMDLINE.replace(" ip=dhcp", "")
     return subprocess.Popen([
         "qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host", "-smp", "1",
         "-m", "512", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", "file:" + log, "-kernel", kernel, "-append", CMDLINE,
+        "-serial", "file:" + log, "-kernel", kernel, "-append", cmdline,
         "-drive", "id=d0,file=%s,format=raw,if=none,readonly=on" % image,
         "-device", "virtio-blk-device,drive=d0",
-        "-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock,
+        "-netdev", netdev,
         "-device", "virtio-net-device,netdev=n0",
         "-device", "vhost-vsock-device,guest-cid=%d" % cid], stdin=subprocess.DEVNULL)
 
@@ -133,34 +145,42 @@ def agent_over_vsock(cid, deadline, qemu, log):
             time.sleep(0.5)
 
 
-def run_qemu(kernel, image, args):
-    d = "/tmp/bench-net-qemu"
-    os.makedirs(d, exist_ok=True)
-    os.chmod(d, 0o1777)  # passt run as root becomes nobody before making its socket
-    sock, cid = os.path.join(d, "passt.sock"), 7
+def start_passt(d):
+    """passt on a Unix socket in @d, once it listens: (process, socket path)."""
+    sock = os.path.join(d, "passt.sock")
     plog = open(os.path.join(d, "passt.log"), "w")
     passt = subprocess.Popen(["passt", "-f", "-s", sock], stdin=subprocess.DEVNULL,
                              stdout=plog, stderr=plog)
+    for _ in range(100):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.1)
+    else:
+        passt.kill()
+        passt.wait()
+        raise RuntimeError("passt made no socket %s" % sock)
+    time.sleep(0.5)  # from bind() to listen(): QEMU 7.2 does not retry a connection
+    return passt, sock
+
+
+def run_qemu(kernel, image, args, tap=False):
+    d = "/tmp/bench-net-qemu"
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o1777)  # passt run as root becomes nobody before making its socket
+    cid, log = 7, os.path.join(d, "console.log")
+    passt, sock = (None, None) if tap else start_passt(d)
     qemu = None
     try:
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("passt made no socket %s" % sock)
-        time.sleep(0.5)  # from bind() to listen(): QEMU 7.2 does not retry a connection
-        log = os.path.join(d, "console.log")
         qemu = start_qemu(kernel, image, sock, log, cid)
+        cmd = (["sh", "-c", TAP_SETUP + 'exec python3 -c "$0" "$@"', CLIENT, TAP_HOST] if tap
+               else ["python3", "-c", CLIENT, GW])
         with agent_over_vsock(cid, time.monotonic() + 600, qemu, log) as a:
-            r = a.exec(["python3", "-c", CLIENT, GW, *args], timeout=1800)
+            r = a.exec(cmd + list(args), timeout=1800)
             if r.exit_code:
                 dbg = a.exec(["sh", "-c", "ip addr; ip route; cat /proc/net/pnp; dmesg | tail -40"],
                              timeout=60)
-                with open(os.path.join(d, "passt.log"), errors="replace") as f:
-                    plog_text = f.read()[-3000:]
-                raise RuntimeError("qemu guest: exit %d: %s\n%s\npasst:\n%s" % (
-                    r.exit_code, r.stderr.decode(), dbg.stdout.decode(), plog_text))
+                raise RuntimeError("qemu guest: exit %d: %s\n%s" % (
+                    r.exit_code, r.stderr.decode(), dbg.stdout.decode()))
         return r.stdout.decode().split()
     finally:
         for p in (qemu, passt):
@@ -169,20 +189,42 @@ def run_qemu(kernel, image, args):
                 p.wait()
 
 
+def make_tap():
+    for c in (["ip", "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"],
+              ["ip", "addr", "add", TAP_HOST + "/24", "dev", TAP],
+              ["ip", "link", "set", TAP, "up"]):
+        subprocess.run(c, check=True)
+
+
+def ratio(a, b):
+    return "%.2f" % (float(a) / float(b)) if float(b) else "-"
+
+
 def main(tool, kernel, image, mib, rounds):
-    for port, fn in ((SOURCE, source), (SINK, sink), (ECHO, echo)):
-        serve(port, fn, int(mib))
-    only = os.environ.get("MICROVM_BENCH_NET_ONLY", "")  # "microvm" or "qemu": one of them
+    make_tap()
+    for addr in ("127.0.0.1", TAP_HOST):
+        for port, fn in ((SOURCE, source), (SINK, sink), (ECHO, echo)):
+            serve(addr, port, fn, int(mib))
+    only = os.environ.get("MICROVM_BENCH_NET_ONLY", "")  # e.g. "microvm", "qemu", "tap"
     print("%d MiB each way, %d round trips of 1 byte; 1 vCPU, 512 MiB" % (int(mib), int(rounds)))
     print("%-20s %12s %12s %10s %10s" % ("", "guest<-host", "guest->host", "rr p50", "rr p90"),
           flush=True)
-    for name, fn in (("libmicrovm + passt", lambda: run_microvm(tool, kernel, image,
-                                                                 (mib, rounds))),
-                     ("QEMU 7.2 + passt", lambda: run_qemu(kernel, image, (mib, rounds)))):
+    a = (mib, rounds)
+    rows = {}
+    for name, fn in (("libmicrovm + passt", lambda: run_microvm(tool, kernel, image, a)),
+                     ("QEMU 7.2 + passt", lambda: run_qemu(kernel, image, a)),
+                     ("libmicrovm + TAP", lambda: run_microvm(tool, kernel, image, a, True)),
+                     ("QEMU 7.2 + TAP", lambda: run_qemu(kernel, image, a, True))):
         if only and only not in name.lower():
             continue
-        down, up, p50, p90 = fn()
+        rows[name] = down, up, p50, p90 = fn()
         print("%-20s %6s MiB/s %6s MiB/s %7s us %7s us" % (name, down, up, p50, p90), flush=True)
+    for be in ("passt", "TAP"):
+        ours, theirs = rows.get("libmicrovm + " + be), rows.get("QEMU 7.2 + " + be)
+        if ours and theirs:
+            print("%-20s %12s %12s %10s %10s" % (
+                "ours/QEMU, " + be, *(ratio(x, y) for x, y in zip(ours, theirs))))
+    print("(throughput: higher is better; round trip: lower is better)")
     return 0
 
 

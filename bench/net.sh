@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# User-mode networking throughput and latency: the same guest (the
-# project's kernel and Debian image) on the same passt, as a libmicrovm VM
-# (microvm-sandbox --net user) and as a QEMU/KVM VM (-M microvm,
-# virtio-net-device on -netdev stream to passt's socket). The guest measures
-# TCP download/upload of MIB MiB and ROUNDS 1-byte request/response round
-# trips against servers on the loopback of a network namespace made for the
-# run (passt maps the gateway address there); nothing leaves the machine.
+# Networking throughput and latency, user mode and TAP: the same guest (the
+# project's kernel and Debian image) as a libmicrovm VM (microvm-sandbox)
+# and as a QEMU/KVM VM (-M microvm, virtio-net-device), on the same passt
+# (QEMU: -netdev stream to passt's socket) and on one TAP (QEMU: -netdev tap,
+# vhost off). The guest measures TCP download/upload of MIB MiB and ROUNDS
+# 1-byte request/response round trips against servers in a network
+# namespace made for the run (on its loopback for passt, which maps the
+# gateway address there; on the TAP's host address); nothing leaves the
+# machine. The last rows are ratios ours/QEMU (bench/net.py).
 #
 #   bench/net.sh [MIB [ROUNDS]]     (default 64 and 2000; needs root)
 #
 # On a host without VT-x/AMD-V the runs happen inside the emulated machine
 # (tests/harness/run-nested.sh): the table is labelled emulator numbers.
-# MICROVM_BENCH_NET_ONLY=microvm or =qemu measures one of the two.
+# MICROVM_BENCH_NET_ONLY=microvm, qemu, passt or tap measures those rows only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=${1:-64}
