@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <linux/filter.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/fs.h>
 #include <pthread.h>
@@ -137,6 +138,8 @@ static const struct sc_ioctl sc_ioctl_list[] = {
 	{ KVM_IOEVENTFD, BOTH },
 	{ BLKDISCARD, BOTH },       /* virtio-blk DISCARD on a block device */
 	{ BLKZEROOUT, BOTH },       /* virtio-blk WRITE_ZEROES on a block device */
+	{ TUNSETOFFLOAD, BOTH },    /* virtio-net on a TAP going live (DRIVER_OK):
+				     * the offloads the driver took */
 };
 
 static int add_arg_rules(scmp_filter_ctx ctx, uint32_t kind, int kick_signal)

@@ -1310,6 +1310,8 @@ static int serve(const struct listen_spec *ls, bool pid1, const sigset_t *orig,
 		ppoll(p, 2, &wait, waitmask); /* negative fds are skipped */
 		if (nfd >= 0 && (p[1].revents & POLLIN))
 			netid_event(nfd);
+		if (nfd >= 0 && (p[0].revents & POLLIN))
+			netid_check(); /* a restored clone's first command: new MAC first */
 		if (lfd >= 0)
 			accept_all(lfd, orig);
 	}

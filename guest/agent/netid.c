@@ -3,16 +3,15 @@
  * restored from a snapshot gets a new MAC address on its virtio-net
  * devices and a link flap (carrier off, carrier on). Linux reads a
  * virtio-net device's MAC address only when the driver probes it, so when
- * the carrier of a virtio-net interface comes back up the agent (as init)
- * re-probes the device (unbind and bind virtio_net in sysfs), gives the new
- * interface the old one's name, and puts back its IPv4 address, netmask
- * and routes. The agent only watches the carrier (IFLA_CARRIER, which only
+ * the carrier of a virtio-net interface went down and is up again the
+ * agent (as init) re-probes the device (unbind and bind virtio_net in
+ * sysfs), gives the new interface the old one's name, and puts back its
+ * IPv4 address, netmask and routes. It checks on link events (rtnetlink)
+ * and before serving each connection. Only the carrier counts (which only
  * the device changes), not the administrative state: `ip link set down`
  * and up in the guest do not re-probe.
  *
- * IPv4 only (the default guest kernel has no IPv6). Interfaces the agent
- * re-probed are ignored until their carrier is first up (a new device
- * starts with it off).
+ * IPv4 only (the default guest kernel has no IPv6).
  */
 #include "netid.h"
 
@@ -34,15 +33,17 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
+/* Linux's sysfs gives each interface's carrier_down_count: a flap shows as
+ * a higher count with the carrier up, even if link events were merged. */
+
 #define MAX_IFS 32
 #define MAX_ROUTES 16
 
-enum carrier { C_UNKNOWN, C_UP, C_DOWN, C_NEW };
-
+/* The carrier_down_count each virtio-net interface had when last seen. */
 static struct {
 	int ifindex;
-	enum carrier c;
-} ifs[MAX_IFS];
+	unsigned long downs;
+} seen[MAX_IFS];
 
 struct ipv4_conf {
 	bool up, has_addr;
@@ -50,27 +51,6 @@ struct ipv4_conf {
 	unsigned n_routes;
 	struct rtentry routes[MAX_ROUTES];
 };
-
-static enum carrier *slot(int ifindex)
-{
-	for (int i = 0; i < MAX_IFS; i++)
-		if (ifs[i].ifindex == ifindex)
-			return &ifs[i].c;
-	for (int i = 0; i < MAX_IFS; i++)
-		if (ifs[i].ifindex == 0) {
-			ifs[i].ifindex = ifindex;
-			ifs[i].c = C_UNKNOWN;
-			return &ifs[i].c;
-		}
-	return NULL;
-}
-
-static void forget(int ifindex)
-{
-	for (int i = 0; i < MAX_IFS; i++)
-		if (ifs[i].ifindex == ifindex)
-			ifs[i].ifindex = 0;
-}
 
 int netid_open(void)
 {
@@ -82,6 +62,7 @@ int netid_open(void)
 		close(fd);
 		return -1;
 	}
+	netid_check();
 	return fd;
 }
 
@@ -115,6 +96,22 @@ static int write_str(const char *path, const char *s)
 	return w == (ssize_t)strlen(s) ? 0 : -1;
 }
 
+/* /sys/class/net/@name/@attr as a number; false if unreadable (e.g. the
+ * carrier of an interface that is down). */
+static bool read_num(const char *name, const char *attr, unsigned long *v)
+{
+	char path[128], buf[32];
+	snprintf(path, sizeof(path), "/sys/class/net/%s/%s", name, attr);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	return sscanf(buf, "%lu", v) == 1;
+}
 /* The routes through @name, from /proc/net/route. */
 static void save_routes(const char *name, struct ipv4_conf *c)
 {
@@ -144,7 +141,7 @@ static void save_routes(const char *name, struct ipv4_conf *c)
 static void save_conf(int s, const char *name, struct ipv4_conf *c)
 {
 	struct ifreq r = { 0 };
-	snprintf(r.ifr_name, sizeof(r.ifr_name), "%s", name);
+	snprintf(r.ifr_name, sizeof(r.ifr_name), "%.*s", IFNAMSIZ - 1, name);
 	c->up = ioctl(s, SIOCGIFFLAGS, &r) == 0 && (r.ifr_flags & IFF_UP);
 	c->has_addr = ioctl(s, SIOCGIFADDR, &r) == 0;
 	c->addr = r.ifr_addr;
@@ -158,7 +155,7 @@ static void save_conf(int s, const char *name, struct ipv4_conf *c)
 static void restore_conf(int s, const char *name, struct ipv4_conf *c)
 {
 	struct ifreq r = { 0 };
-	snprintf(r.ifr_name, sizeof(r.ifr_name), "%s", name);
+	snprintf(r.ifr_name, sizeof(r.ifr_name), "%.*s", IFNAMSIZ - 1, name);
 	if (c->has_addr) {
 		r.ifr_addr = c->addr;
 		(void)ioctl(s, SIOCSIFADDR, &r);
@@ -189,14 +186,14 @@ static int claim_new(int s, const char *dev, const char *name)
 	char now[IFNAMSIZ] = "";
 	while ((e = readdir(d)))
 		if (e->d_name[0] != '.')
-			snprintf(now, sizeof(now), "%s", e->d_name);
+			snprintf(now, sizeof(now), "%.*s", IFNAMSIZ - 1, e->d_name);
 	closedir(d);
 	if (!now[0])
 		return -1;
 	if (strcmp(now, name) != 0) {
 		struct ifreq r = { 0 };
-		snprintf(r.ifr_name, sizeof(r.ifr_name), "%s", now);
-		snprintf(r.ifr_newname, sizeof(r.ifr_newname), "%s", name);
+		snprintf(r.ifr_name, sizeof(r.ifr_name), "%.*s", IFNAMSIZ - 1, now);
+		snprintf(r.ifr_newname, sizeof(r.ifr_newname), "%.*s", IFNAMSIZ - 1, name);
 		(void)ioctl(s, SIOCSIFNAME, &r);
 	}
 	return (int)if_nametoindex(name);
@@ -216,57 +213,96 @@ static void reprobe(const char *name)
 	memset(&c, 0, sizeof(c));
 	save_conf(s, name, &c);
 	if (write_str("/sys/bus/virtio/drivers/virtio_net/unbind", dev) == 0 &&
-	    write_str("/sys/bus/virtio/drivers/virtio_net/bind", dev) == 0) {
-		int idx = claim_new(s, dev, name);
-		enum carrier *cs = idx > 0 ? slot(idx) : NULL;
-		if (cs)
-			*cs = C_NEW;
+	    write_str("/sys/bus/virtio/drivers/virtio_net/bind", dev) == 0 &&
+	    claim_new(s, dev, name) > 0)
 		restore_conf(s, name, &c);
-	}
 	close(s);
 }
 
-/* One RTM_NEWLINK: the interface whose carrier came back up, or NULL. */
-static const char *carrier_back(struct nlmsghdr *h, char *name, size_t len)
+/* The record of @ifindex (a new one if unseen: *fresh). NULL if full. */
+static unsigned long *record(int ifindex, bool *fresh)
 {
-	struct ifinfomsg *ifi = NLMSG_DATA(h);
-	int alen = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof(*ifi));
-	int carrier = -1;
-	name[0] = 0;
-	for (struct rtattr *a = IFLA_RTA(ifi); alen > 0 && RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-		if (a->rta_type == IFLA_CARRIER && RTA_PAYLOAD(a) >= 1)
-			carrier = *(unsigned char *)RTA_DATA(a);
-		else if (a->rta_type == IFLA_IFNAME)
-			snprintf(name, len, "%.*s", (int)RTA_PAYLOAD(a), (char *)RTA_DATA(a));
+	*fresh = false;
+	for (int i = 0; i < MAX_IFS; i++)
+		if (seen[i].ifindex == ifindex)
+			return &seen[i].downs;
+	for (int i = 0; i < MAX_IFS; i++)
+		if (seen[i].ifindex == 0) {
+			seen[i].ifindex = ifindex;
+			*fresh = true;
+			return &seen[i].downs;
+		}
+	return NULL;
+}
+
+/* Interface @name: true if its carrier went down since last seen and is
+ * up now (a restored clone's link flap). Records what it saw. */
+static bool flapped(const char *name)
+{
+	unsigned long idx, downs, carrier;
+	bool fresh;
+	if (!read_num(name, "ifindex", &idx) || !read_num(name, "carrier_down_count", &downs))
+		return false;
+	unsigned long *r = record((int)idx, &fresh);
+	if (!r)
+		return false;
+	if (fresh || downs <= *r) {
+		*r = downs;
+		return false;
 	}
-	enum carrier *c = slot(ifi->ifi_index);
-	if (!c || carrier < 0 || !name[0])
-		return NULL;
-	bool back = carrier == 1 && *c == C_DOWN;
-	if (carrier == 1)
-		*c = C_UP;
-	else if (*c != C_NEW)
-		*c = C_DOWN;
-	return back ? name : NULL;
+	if (!read_num(name, "carrier", &carrier) || carrier != 1)
+		return false; /* still down: act when it is back */
+	*r = downs;
+	return true;
+}
+
+/* Forget interfaces that are gone (their ifindex is not reused soon, but
+ * the table is small). */
+static void prune(void)
+{
+	char name[IF_NAMESIZE];
+	for (int i = 0; i < MAX_IFS; i++)
+		if (seen[i].ifindex && !if_indextoname((unsigned)seen[i].ifindex, name))
+			seen[i].ifindex = 0;
+}
+
+void netid_check(void)
+{
+	DIR *d = opendir("/sys/class/net");
+	if (!d)
+		return;
+	char flappers[MAX_IFS][IF_NAMESIZE];
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) && n < MAX_IFS) {
+		char dev[64];
+		if (e->d_name[0] != '.' && strlen(e->d_name) < IF_NAMESIZE &&
+		    virtio_dev_of(e->d_name, dev, sizeof(dev)) && flapped(e->d_name))
+			snprintf(flappers[n++], IF_NAMESIZE, "%s", e->d_name);
+	}
+	closedir(d);
+	for (int i = 0; i < n; i++)
+		reprobe(flappers[i]);
+	if (n) {
+		prune();
+		netid_check(); /* record the new interfaces (fresh: no action) */
+	}
 }
 
 void netid_event(int fd)
 {
-	static char buf[16384] __attribute__((aligned(NLMSG_ALIGNTO)));
+	static char buf[16384];
+	bool links = false;
 	for (int rounds = 0; rounds < 64; rounds++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n <= 0)
-			return; /* EAGAIN; ENOBUFS (overrun) loses events, not the socket */
-		int len = (int)n;
-		for (struct nlmsghdr *h = (void *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-			char name[IFNAMSIZ + 1];
-			if (h->nlmsg_type == RTM_DELLINK &&
-			    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifinfomsg)))
-				forget(((struct ifinfomsg *)NLMSG_DATA(h))->ifi_index);
-			if (h->nlmsg_type == RTM_NEWLINK &&
-			    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifinfomsg)) &&
-			    carrier_back(h, name, sizeof(name)))
-				reprobe(name);
+		if (n < 0 && errno == ENOBUFS) {
+			links = true; /* overrun: events lost, the check below sees all */
+			continue;
 		}
+		if (n <= 0)
+			break;
+		links = true;
 	}
+	if (links)
+		netid_check();
 }

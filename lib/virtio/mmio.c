@@ -86,11 +86,6 @@ void virtio_config_changed(struct virtio_device *d)
 		raise_irq(d, INT_CONFIG_CHANGE);
 }
 
-void virtio_config_change_after_read(struct virtio_device *d)
-{
-	d->config_change_deferred = true;
-}
-
 void virtio_config_changed_at_load(struct virtio_device *d)
 {
 	d->config_generation++;
@@ -117,26 +112,12 @@ static void device_reset(struct virtio_device *d)
 	d->driver_features = 0;
 	d->queue_sel = 0;
 	d->int_status = 0;
-	d->config_change_deferred = false;
 	for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) {
 		struct virtq *q = &d->queues[i];
 		memset(q, 0, sizeof(*q));
 		q->mem = d->host->mem;
 		q->size = VIRTQ_MAX_SIZE;
 	}
-}
-
-/* The driver reads ConfigGeneration after each config access: a change the
- * device deferred (virtio_config_change_after_read) happens now, after the
- * value the driver compares is taken, so that its read stands. */
-static uint32_t config_generation_read(struct virtio_device *d)
-{
-	uint32_t v = d->config_generation;
-	if (d->config_change_deferred) {
-		d->config_change_deferred = false;
-		virtio_config_changed(d);
-	}
-	return v;
 }
 
 static struct virtq *selected_queue(struct virtio_device *d)
@@ -162,7 +143,7 @@ static uint32_t reg_read(struct virtio_device *d, uint64_t off)
 	case REG_STATUS: return d->status;
 	case REG_SHM_LEN_LOW:
 	case REG_SHM_LEN_HIGH: return 0xffffffff; /* no shared memory regions */
-	case REG_CONFIG_GENERATION: return config_generation_read(d);
+	case REG_CONFIG_GENERATION: return d->config_generation;
 	default: return 0;
 	}
 }

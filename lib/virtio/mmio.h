@@ -89,7 +89,6 @@ struct virtio_device {
 	uint32_t queue_sel;
 	uint32_t int_status;
 	uint32_t config_generation;
-	bool config_change_deferred; /* see virtio_config_change_after_read */
 	struct virtq queues[VIRTIO_MAX_QUEUES];
 	/* notifications and interrupts */
 	int notify_fd[VIRTIO_MAX_QUEUES];
@@ -143,13 +142,6 @@ void virtio_notify_used(struct virtio_device *vdev, uint16_t q);
 /* The device changed its config space: bump ConfigGeneration and send a
  * config-change interrupt if the driver is active. Lock held. */
 void virtio_config_changed(struct virtio_device *vdev);
-
-/* From a config_read: the device changes its config space again right
- * after the driver's current read, once the driver has read
- * ConfigGeneration to check that read (so the value it read stands, and
- * the next change reaches it as a new config-change interrupt). Two states
- * in a row that the driver must both see: a link flap. Lock held. */
-void virtio_config_change_after_read(struct virtio_device *vdev);
 
 /* From ops->load (restore, reset): a config change the driver is told of
  * (ConfigGeneration bumped, config-change interrupt) when the device

@@ -538,9 +538,12 @@ uint32_t virtio_net_watched(const struct virtio_net *n)
 }
 
 /* The status field as the driver reads it now. A pending flap (restore)
- * shows the link down to this one read, then up again as a new config
- * change once the driver has checked the read's generation: Linux acts on
- * each (carrier off, carrier on), as if a cable were pulled and put back. */
+ * shows the link down to this one read and is up again at once, with a
+ * new config change: Linux reads the 2-byte status without checking the
+ * config generation, so it acts on both (carrier off, then carrier on from
+ * the config-change work the interrupt queues again), as if a cable were
+ * pulled and put back. A driver that re-reads on a generation change just
+ * sees the link up. */
 static uint16_t status_read(struct virtio_net *n, uint32_t off, uint32_t len)
 {
 	bool covers = off < NET_CFG_STATUS + 2 && off + len > NET_CFG_STATUS;
@@ -548,7 +551,7 @@ static uint16_t status_read(struct virtio_net *n, uint32_t off, uint32_t len)
 		return n->link_up ? VIRTIO_NET_S_LINK_UP : 0;
 	n->flap = false;
 	if (n->vdev && n->link_up)
-		virtio_config_change_after_read(n->vdev);
+		virtio_config_changed(n->vdev);
 	return 0;
 }
 
