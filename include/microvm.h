@@ -454,11 +454,12 @@ MICROVM_API int microvm_add_net(microvm *vm, const microvm_net_config *cfg);
  * again right after (a config-change interrupt each), so the guest sees a
  * new link (a DHCP client renews its lease). A reset (microvm_reset) keeps
  * both. Linux reads the MAC address from the device only when it probes
- * it: the project's guest agent (as init) re-probes virtio-net devices
- * whose link came back up and puts their IPv4 addresses and routes back, so
- * the guest then uses the new address; other guests keep sending from the
- * old one until they re-probe the device (unbind and bind virtio_net in
- * sysfs) or set it themselves (microvm_net_mac() gives it).
+ * it: the host's agent client (microvm_agent_connect, agent protocol 1.2)
+ * tells the project's guest agent the addresses on each connection, and
+ * the agent gives them to the guest's interfaces (addresses, routes and
+ * open connections stay), so a clone uses its new address from its first
+ * command on. Other guests keep sending from the old address until they
+ * set it themselves (microvm_net_mac() gives it).
  */
 
 /*

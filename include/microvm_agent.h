@@ -46,7 +46,7 @@ extern "C" {
 typedef struct microvm_agent microvm_agent;
 
 /* Protocol version spoken by this library: major << 16 | minor. */
-#define MICROVM_AGENT_PROTOCOL_VERSION 0x00010001u
+#define MICROVM_AGENT_PROTOCOL_VERSION 0x00010002u
 
 /*
  * Connect to the agent of a running VM: microvm_vsock_connect(vm,
@@ -55,12 +55,18 @@ typedef struct microvm_agent microvm_agent;
  * retried every few milliseconds until @timeout_ms (-1 = no limit) runs out.
  * A connection request the guest does not answer within 2 s, or a stream
  * with no HELLO within 10 s, is also given up and tried again.
+ * If the VM has network interfaces and the agent speaks protocol 1.2 or
+ * later, the connection then tells it their MAC addresses (NETID), which
+ * the agent gives to the guest's interfaces that differ: a clone restored
+ * or forked with new addresses uses them from its first command on (one
+ * round trip; nothing changes for a VM whose guest already has them).
  * Returns 0 and stores the connection in *@out (free it with
  * microvm_agent_close()), or -EINVAL (NULL argument), -ETIMEDOUT (no agent
  * answered in time), -ENODEV (the VM has no vsock device), -EPROTONOSUPPORT
- * (the agent speaks another major protocol version), -ENOMEM, or another
- * error of microvm_vsock_connect(). Safe to call from several threads for
- * the same VM.
+ * (the agent speaks another major protocol version), -ENOMEM, the agent's
+ * error for NETID (e.g. -EPERM), or another error of microvm_vsock_connect().
+ * microvm_agent_open_fd() knows no VM and sends no NETID. Safe to call from
+ * several threads for the same VM.
  */
 MICROVM_API int microvm_agent_connect(microvm *vm, int timeout_ms, microvm_agent **out);
 

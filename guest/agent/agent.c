@@ -795,6 +795,22 @@ static int do_get_file(struct conn *c, const struct agent_frame *f)
 	return r;
 }
 
+/* ----------------------------------------------------------------- netid */
+
+/* The host's MAC addresses for the guest's virtio-net interfaces (netid.c). */
+static int do_netid(struct conn *c, const struct agent_frame *f)
+{
+	struct agent_netid id;
+	int r = agent_dec_netid(f, &id);
+	if (r < 0 || id.flags) {
+		send_error(c, EBADMSG, "malformed NETID request");
+		return -EBADMSG;
+	}
+	char why[256];
+	r = netid_apply(id.macs, id.n, why, sizeof(why));
+	return r < 0 ? send_error(c, -r, "%s", why) : send_ok(c, (uint64_t)r);
+}
+
 /* ---------------------------------------------------------------- reseed */
 
 static int do_reseed(struct conn *c, const struct agent_frame *f)
@@ -880,6 +896,9 @@ static int handle_connection(int fd)
 			break;
 		case AGENT_MSG_RESEED:
 			r = do_reseed(&c, &f);
+			break;
+		case AGENT_MSG_NETID:
+			r = do_netid(&c, &f);
 			break;
 		case AGENT_MSG_STDIN:
 		case AGENT_MSG_STDIN_EOF:
@@ -1269,49 +1288,36 @@ static void accept_all(int lfd, const sigset_t *orig)
 	}
 }
 
-/* Open the listener if it is not open yet. false: this is not PID 1 and it
- * cannot be opened (PID 1 keeps retrying). */
-static bool ensure_listener(const struct listen_spec *ls, bool pid1, int *lfd, bool *reported)
-{
-	if (*lfd >= 0)
-		return true;
-	char why[256];
-	*lfd = open_listener(ls, why, sizeof(why));
-	if (*lfd >= 0) {
-		say("MICROVM-AGENT-READY");
-	} else if (!pid1) {
-		say("microvm-agent: %s", why);
-		return false;
-	} else if (!*reported) {
-		say("microvm-agent: cannot listen: %s (retrying)", why);
-		*reported = true;
-	}
-	return true;
-}
-
-/* Reap children, serve connections on @ls and (as PID 1) watch for clones'
- * link flaps (netid.c), forever. Returns 1 only if the socket cannot be
- * opened and this is not PID 1 (which retries). */
+/* Reap children and serve connections on @ls, forever. Returns 1 only if
+ * the socket cannot be opened and this is not PID 1 (which retries). */
 static int serve(const struct listen_spec *ls, bool pid1, const sigset_t *orig,
 		 const sigset_t *waitmask)
 {
-	int lfd = -1, nfd = pid1 && !ls->unix_sock ? netid_open() : -1;
+	int lfd = -1;
 	bool reported = false;
 	for (;;) {
 		reap_all();
-		if (!ensure_listener(ls, pid1, &lfd, &reported))
-			return 1;
+		if (lfd < 0) {
+			char why[256];
+			lfd = open_listener(ls, why, sizeof(why));
+			if (lfd >= 0) {
+				say("MICROVM-AGENT-READY");
+			} else if (!pid1) {
+				say("microvm-agent: %s", why);
+				return 1;
+			} else if (!reported) {
+				/* PID 1 must not exit: keep reaping, retry. */
+				say("microvm-agent: cannot listen: %s (retrying)", why);
+				reported = true;
+			}
+		}
 		/* The listener is non-blocking and polled with a timeout: a
 		 * wake-up that never comes (seen with Linux 6.1 vsock after a
 		 * snapshot restore: connections accepted by the kernel, poll not
 		 * woken) delays a connection by a second, not forever. */
-		struct pollfd p[2] = { { lfd, POLLIN, 0 }, { nfd, POLLIN, 0 } };
+		struct pollfd p = { lfd, POLLIN, 0 };
 		struct timespec wait = { lfd >= 0 ? 1 : 2, 0 };
-		ppoll(p, 2, &wait, waitmask); /* negative fds are skipped */
-		if (nfd >= 0 && (p[1].revents & POLLIN))
-			netid_event(nfd);
-		if (nfd >= 0 && (p[0].revents & POLLIN))
-			netid_check(); /* a restored clone's first command: new MAC first */
+		ppoll(&p, lfd >= 0 ? 1 : 0, &wait, waitmask);
 		if (lfd >= 0)
 			accept_all(lfd, orig);
 	}

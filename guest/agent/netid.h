@@ -1,16 +1,15 @@
-/* Clones on the network: re-probe virtio-net devices whose carrier came
- * back up (a restored clone's new MAC address). See netid.c. */
+/* NETID: the MAC addresses the host gives the guest's virtio-net
+ * interfaces (a restored clone's new ones). See netid.c. */
 #ifndef MICROVM_AGENT_NETID_H
 #define MICROVM_AGENT_NETID_H
 
-/* A netlink socket for link events (non-blocking), or -1. */
-int netid_open(void);
-/* Handle the link events waiting on @fd (then netid_check). */
-void netid_event(int fd);
-/* Re-probe every virtio-net interface whose carrier went down and came
- * back up since last checked. Also called before serving a connection, so
- * that a command run right after a restore sees the new address even if
- * the link events are not read yet. */
-void netid_check(void);
+#include <stddef.h>
+#include <stdint.h>
+
+/* Give the guest's virtio-net interfaces, in device order, the @n MAC
+ * addresses in @macs (6 bytes each) where they differ. Returns how many
+ * changed, or -errno with a message in @why (fewer interfaces than @n, an
+ * ioctl refused). */
+int netid_apply(const uint8_t *macs, uint32_t n, char *why, size_t len);
 
 #endif

@@ -320,6 +320,24 @@ MICROVM_API int microvm_agent_open_fd(int fd, int timeout_ms, microvm_agent **ou
 	return 0;
 }
 
+/* Tell a 1.2 agent the MAC addresses of @vm's interfaces (a restored or
+ * forked clone has new ones, see "Clones on the network" in microvm.h):
+ * it gives them to the guest's interfaces before the first command. */
+static int send_netid(microvm *vm, microvm_agent *a)
+{
+	uint8_t macs[AGENT_NETID_MAX][6];
+	uint32_t n = 0;
+	while (n < AGENT_NETID_MAX && microvm_net_mac(vm, n, macs[n]) == 0)
+		n++;
+	if (n == 0 || (a->proto & 0xffff) < 2)
+		return 0;
+	int r = agent_enc_netid(&a->out, 0, &macs[0][0], n);
+	if (r < 0)
+		return enc_fail(a, r, "netid");
+	r = flush_out(a, a->io_timeout);
+	return r < 0 ? r : wait_ok(a, "NETID", NULL);
+}
+
 MICROVM_API int microvm_agent_connect(microvm *vm, int timeout_ms, microvm_agent **out)
 {
 	if (out)
@@ -340,6 +358,11 @@ MICROVM_API int microvm_agent_connect(microvm *vm, int timeout_ms, microvm_agent
 			int r = microvm_agent_open_fd(fd, hello, out);
 			/* Closed before HELLO: the agent is starting up; no HELLO
 			 * in time: try a new stream. */
+			if (r == 0 && (r = send_netid(vm, *out)) < 0) {
+				microvm_agent_close(*out);
+				*out = NULL;
+				return r;
+			}
 			if (r != -ECONNRESET && r != -EPIPE && !(r == -ETIMEDOUT && l != hello))
 				return r;
 		} else if (fd != -ECONNREFUSED && fd != -ECONNRESET && fd != -ETIMEDOUT) {

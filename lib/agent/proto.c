@@ -81,7 +81,7 @@ static const char *const msg_names[AGENT_MSG_TYPE_MAX + 1] = {
 	[AGENT_MSG_GET_FILE] = "GET_FILE", [AGENT_MSG_DATA] = "DATA",
 	[AGENT_MSG_END] = "END",           [AGENT_MSG_RESEED] = "RESEED",
 	[AGENT_MSG_PING] = "PING",         [AGENT_MSG_OK] = "OK",
-	[AGENT_MSG_ERROR] = "ERROR",
+	[AGENT_MSG_ERROR] = "ERROR",       [AGENT_MSG_NETID] = "NETID",
 };
 
 int agent_msg_known(uint8_t type)
@@ -376,6 +376,22 @@ int agent_enc_reseed(struct agent_buf *b, uint32_t flags, const void *seed, size
 	return 0;
 }
 
+int agent_enc_netid(struct agent_buf *b, uint32_t flags, const uint8_t *macs, uint32_t n)
+{
+	if (!b || !macs || n == 0)
+		return -EINVAL;
+	if (n > AGENT_NETID_MAX)
+		return -E2BIG;
+	struct enc e;
+	int r = frame_begin(b, AGENT_MSG_NETID, 8 + 6 * (size_t)n, &e);
+	if (r < 0)
+		return r;
+	enc_u32(&e, flags);
+	enc_u32(&e, n);
+	enc_raw(&e, macs, 6 * (size_t)n);
+	return 0;
+}
+
 int agent_enc_ok(struct agent_buf *b, uint64_t value)
 {
 	return enc_one_u64(b, AGENT_MSG_OK, value);
@@ -629,6 +645,21 @@ int agent_dec_reseed(const struct agent_frame *f, struct agent_reseed *out)
 		return -EBADMSG;
 	out->data = d.p;
 	out->len = (uint32_t)d.left;
+	return 0;
+}
+
+int agent_dec_netid(const struct agent_frame *f, struct agent_netid *out)
+{
+	int r = check_type(f, AGENT_MSG_NETID);
+	if (r < 0)
+		return r;
+	struct dec d;
+	dec_init(&d, f);
+	if (dec_u32(&d, &out->flags) < 0 || dec_u32(&d, &out->n) < 0)
+		return -EBADMSG;
+	if (out->n == 0 || out->n > AGENT_NETID_MAX || d.left != 6 * (size_t)out->n)
+		return -EBADMSG;
+	out->macs = d.p;
 	return 0;
 }
 

@@ -28,7 +28,7 @@
 /* Protocol version: major << 16 | minor. Peers must agree on the major;
  * minor additions are backward compatible. */
 #define AGENT_PROTO_MAJOR 1
-#define AGENT_PROTO_MINOR 1
+#define AGENT_PROTO_MINOR 2
 #define AGENT_PROTO_VERSION ((AGENT_PROTO_MAJOR << 16) | AGENT_PROTO_MINOR)
 
 /* Frame: le32 length (bytes that follow it: type + payload), u8 type,
@@ -47,6 +47,8 @@
 #define AGENT_MAX_ENV 4096u
 /* Limit on RESEED payload bytes. */
 #define AGENT_RESEED_MAX 4096u
+/* Most MAC addresses in one NETID. */
+#define AGENT_NETID_MAX 16u
 
 /* Message types. */
 enum {
@@ -67,7 +69,8 @@ enum {
 	AGENT_MSG_PING = 0x0f,      /* H->A  empty */
 	AGENT_MSG_OK = 0x10,        /* A->H  u64 value */
 	AGENT_MSG_ERROR = 0x11,     /* A->H  u32 errno, str message */
-	AGENT_MSG_TYPE_MAX = 0x11
+	AGENT_MSG_NETID = 0x12,     /* H->A  (1.2) u32 flags, u32 n, n x 6-byte MAC */
+	AGENT_MSG_TYPE_MAX = 0x12
 };
 
 /* EXEC flags. */
@@ -152,6 +155,8 @@ int agent_enc_put_file(struct agent_buf *b, const char *path, uint32_t mode, uin
 int agent_enc_get_file(struct agent_buf *b, const char *path, uint32_t flags);
 int agent_enc_end(struct agent_buf *b, uint64_t total);
 int agent_enc_reseed(struct agent_buf *b, uint32_t flags, const void *seed, size_t len);
+/* @n (1..AGENT_NETID_MAX) MAC addresses, 6 bytes each, in @macs. */
+int agent_enc_netid(struct agent_buf *b, uint32_t flags, const uint8_t *macs, uint32_t n);
 int agent_enc_ok(struct agent_buf *b, uint64_t value);
 /* @err: positive errno. @msg may be NULL; truncated to AGENT_ERRMSG_MAX. */
 #define AGENT_ERRMSG_MAX 1024u
@@ -205,6 +210,13 @@ struct agent_reseed {
 	uint32_t len;
 };
 int agent_dec_reseed(const struct agent_frame *f, struct agent_reseed *out);
+
+struct agent_netid {
+	uint32_t flags;
+	uint32_t n;          /* 1..AGENT_NETID_MAX */
+	const uint8_t *macs; /* n x 6 bytes, in the frame */
+};
+int agent_dec_netid(const struct agent_frame *f, struct agent_netid *out);
 
 struct agent_error {
 	uint32_t err;

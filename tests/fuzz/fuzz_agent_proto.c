@@ -50,6 +50,9 @@ static void decode_all(const struct agent_frame *f)
 	struct agent_reseed rs;
 	if (agent_dec_reseed(f, &rs) == 0 && rs.len)
 		(void)((volatile const uint8_t *)rs.data)[rs.len - 1];
+	struct agent_netid id;
+	if (agent_dec_netid(f, &id) == 0)
+		(void)((volatile const uint8_t *)id.macs)[6 * id.n - 1];
 	struct agent_error er;
 	if (agent_dec_error(f, &er) == 0)
 		touch(er.msg);

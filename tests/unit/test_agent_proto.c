@@ -303,6 +303,44 @@ static void test_small_messages(void **state)
 	agent_buf_free(&b);
 }
 
+/* Protocol 1.2: NETID carries 1..16 MAC addresses, nothing else. */
+static void test_netid(void **state)
+{
+	(void)state;
+	struct agent_buf b = { 0 };
+	uint8_t macs[17 * 6];
+	for (unsigned i = 0; i < sizeof(macs); i++)
+		macs[i] = (uint8_t)i;
+	assert_int_equal(agent_enc_netid(&b, 0, macs, 3), 0);
+	struct agent_frame f;
+	size_t used;
+	assert_int_equal(agent_frame_parse(b.data, b.len, &f, &used), 0);
+	struct agent_netid id;
+	assert_int_equal(agent_dec_netid(&f, &id), 0);
+	assert_int_equal(id.n, 3);
+	assert_int_equal(id.flags, 0);
+	assert_memory_equal(id.macs, macs, 18);
+	assert_int_equal(agent_enc_netid(&b, 0, macs, 0), -EINVAL);
+	assert_int_equal(agent_enc_netid(&b, 0, macs, 17), -E2BIG);
+	assert_int_equal(agent_enc_netid(&b, 0, NULL, 1), -EINVAL);
+	/* A count that does not match the bytes, 0 or above 16: malformed. */
+	static const struct { uint32_t n; uint32_t bytes; } bad[] = {
+		{ 2, 6 }, { 1, 7 }, { 0, 0 }, { 17, 17 * 6 }, { 0xffffffffu, 6 },
+	};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint8_t raw[4 + 1 + 8 + 17 * 6];
+		uint32_t len = 1 + 8 + bad[i].bytes;
+		memcpy(raw, &len, 4); /* little-endian host */
+		raw[4] = AGENT_MSG_NETID;
+		memset(raw + 5, 0, 4);
+		memcpy(raw + 9, &bad[i].n, 4);
+		memcpy(raw + 13, macs, bad[i].bytes);
+		assert_int_equal(agent_frame_parse(raw, 4 + len, &f, &used), 0);
+		assert_int_equal(agent_dec_netid(&f, &id), -EBADMSG);
+	}
+	agent_buf_free(&b);
+}
+
 static void test_frame_errors(void **state)
 {
 	struct agent_frame f;
@@ -439,6 +477,7 @@ static int decode_any(const struct agent_frame *f)
 		struct agent_exit x;
 		struct agent_file_req fr;
 		struct agent_reseed rs;
+		struct agent_netid id;
 		struct agent_error er;
 	} u;
 	uint32_t v32;
@@ -479,6 +518,9 @@ static int decode_any(const struct agent_frame *f)
 		return r ? r : (int)(strlen(u.fr.path) * 0);
 	case AGENT_MSG_RESEED:
 		return agent_dec_reseed(f, &u.rs);
+	case AGENT_MSG_NETID:
+		r = agent_dec_netid(f, &u.id);
+		return r ? r : (int)(u.id.macs[6 * u.id.n - 1] * 0);
 	case AGENT_MSG_ERROR:
 		r = agent_dec_error(f, &u.er);
 		return r ? r : (int)(strlen(u.er.msg) * 0);
@@ -507,6 +549,7 @@ static void build_sample(struct agent_buf *b)
 	assert_int_equal(agent_enc_end(b, 4), 0);
 	assert_int_equal(agent_enc_get_file(b, "/tmp/f", 0), 0);
 	assert_int_equal(agent_enc_reseed(b, 0, seed, sizeof(seed)), 0);
+	assert_int_equal(agent_enc_netid(b, 0, seed, 2), 0);
 	assert_int_equal(agent_enc_empty(b, AGENT_MSG_PING), 0);
 	assert_int_equal(agent_enc_ok(b, 0), 0);
 	assert_int_equal(agent_enc_error(b, EPERM, "nope"), 0);
@@ -543,7 +586,7 @@ static void test_roundtrip_stream(void **state)
 	struct agent_buf b = { 0 };
 	build_sample(&b);
 	int errors = 0;
-	assert_int_equal(walk(b.data, b.len, &errors), 17);
+	assert_int_equal(walk(b.data, b.len, &errors), 18);
 	assert_int_equal(errors, 0);
 	agent_buf_free(&b);
 }
@@ -633,6 +676,7 @@ int main(void)
 		cmocka_unit_test(test_exec_user_and_rusage),
 		cmocka_unit_test(test_exec_too_big),
 		cmocka_unit_test(test_small_messages),
+		cmocka_unit_test(test_netid),
 		cmocka_unit_test(test_frame_errors),
 		cmocka_unit_test(test_bad_strings),
 		cmocka_unit_test(test_exec_counts),

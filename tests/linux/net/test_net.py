@@ -8,8 +8,9 @@ No traffic leaves the machine: every test runs in a network namespace of its
 own (`ip netns`) with only a veth pair in it, 10.0.2.15/24 and a default
 route via 10.0.2.2, from which passt derives the guest's address and
 gateway; passt maps the gateway address to the namespace's loopback, where
-the host-side servers (hostserv.py) listen. Needs root (to make the
-namespace). Every wait is bounded.
+the host-side servers (hostserv.py) listen (and the gateway address itself
+answers pings). The TAP test adds a TAP to the namespace. Needs root (to
+make the namespace). Every wait is bounded.
 """
 import hashlib
 import os
@@ -63,7 +64,10 @@ def netns():
                   ["ip", "addr", "add", GUEST_ADDR + "/24", "dev", "v0"],
                   ["ip", "link", "set", "v0", "up"], ["ip", "link", "set", "v1", "up"],
                   ["ip", "route", "add", "default", "via", GATEWAY, "dev", "v0"],
-                  # passt answers the guest's pings with ping sockets
+                  # The guest's pings: passt sends them from ping sockets
+                  # (this passt does not map the gateway to loopback for
+                  # ICMP), so the gateway address answers in the namespace.
+                  ["ip", "addr", "add", GATEWAY + "/32", "dev", "v1"],
                   ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]):
             subprocess.run(in_ns(*c), check=True)
         yield NS
