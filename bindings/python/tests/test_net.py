@@ -41,6 +41,18 @@ def test_stream_backend_accepted_and_counters(vm, pair):
     assert vm.net_stats(0).link_up is False
 
 
+def test_net_mac(vm, pair):
+    vm.add_net("stream", fd=pair[0], mac="52:54:00:12:34:56")
+    vm.add_net("stream", fd=pair[0])
+    assert vm.net_mac(0) == "52:54:00:12:34:56"
+    mac = vm.net_mac(1)  # random: unicast, locally administered
+    assert len(mac) == 17 and int(mac[:2], 16) & 3 == 2
+    with pytest.raises(microvm.NoDeviceError):
+        vm.net_mac(2)
+    with pytest.raises(ValueError):
+        vm.net_mac(-1)
+
+
 def test_the_fd_is_duplicated(vm, pair):
     vm.add_net("stream", fd=pair[0])
     pair[0].close()  # the VM has its own copy: the peer sees no end of file
