@@ -550,8 +550,8 @@ static uint16_t status_read(struct virtio_net *n, uint32_t off, uint32_t len)
 	if (!n->flap || !covers)
 		return n->link_up ? VIRTIO_NET_S_LINK_UP : 0;
 	n->flap = false;
-	if (n->vdev && n->link_up)
-		virtio_config_changed(n->vdev);
+	if (n->link_up && n->env.config_changed)
+		n->env.config_changed(n->env.opaque);
 	return 0;
 }
 
@@ -565,6 +565,11 @@ void virtio_net_config_read(struct virtio_net *n, uint32_t off, void *data, uint
 	memcpy(cfg + NET_CFG_MAX_VQ_PAIRS, &pairs, 2);
 	if (off <= NET_CFG_SIZE && len <= NET_CFG_SIZE - off)
 		memcpy(data, cfg + off, len);
+}
+
+void virtio_net_begin_flap(struct virtio_net *n)
+{
+	n->flap = true;
 }
 
 void virtio_net_flap_on_load(struct virtio_net *n)
@@ -711,7 +716,7 @@ static int net_load(void *opaque, struct virtio_device *vdev, const void *fdt, i
 	n->link_up = link && !(n->be && n->be->dead);
 	if (n->flap_on_load && n->link_up &&
 	    (vdev->driver_features & (1ULL << VIRTIO_NET_F_STATUS))) {
-		n->flap = true;
+		virtio_net_begin_flap(n);
 		virtio_config_changed_at_load(vdev);
 	}
 	n->flap_on_load = false;

@@ -133,6 +133,9 @@ const struct net_backend *virtio_net_backend(const struct virtio_net *n);
 /* Lock held. Config space read, @off + @len <= NET_CFG_SIZE (a read of the
  * status field ends a pending link flap). */
 void virtio_net_config_read(struct virtio_net *n, uint32_t off, void *data, uint32_t len);
+/* Lock held. The next read of the status field shows the link down, and
+ * the link is up again right after it (a config change): a link flap. */
+void virtio_net_begin_flap(struct virtio_net *n);
 /* A restored clone: its load (net_load) starts a link flap if the link is
  * up and the driver negotiated VIRTIO_NET_F_STATUS. */
 void virtio_net_flap_on_load(struct virtio_net *n);
