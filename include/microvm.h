@@ -291,6 +291,29 @@ MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
  * Flow control follows the spec's credit scheme in both directions; a guest
  * that stops reading stalls only its own stream, and host-side buffering per
  * stream is bounded.
+ *
+ * Who can reach the guest: whoever can connect to <uds_path> can open
+ * streams to every port the guest listens on (a guest agent there is a
+ * shell in the guest), so the socket is created owner-only (mode 0600,
+ * owned by the process's effective user) whatever the umask: it is bound in
+ * a new private directory (mode 0700) beside <uds_path>, set to 0600 there
+ * and renamed into place in one atomic step, so it is never reachable under
+ * a looser mode, not even for an instant. Give access to other users or
+ * groups by changing its mode or owner after microvm_start() (or with the
+ * directory's). The library never checks a path and then acts on it: an
+ * existing file at <uds_path> is replaced only if it is a socket (swapped
+ * out atomically, then checked), anything else (a symlink included) fails
+ * the start with -EEXIST and is left alone; at destroy the socket is moved
+ * out of the directory before it is removed, and only if it is still the
+ * one the VM created (a file that replaced it is put back).
+ *
+ * Where to put the sockets: a directory that only the embedder's user can
+ * write (e.g. $XDG_RUNTIME_DIR/<app>/, /run/<app>/ with mode 0700). The
+ * library creates <uds_path> safely even in a shared sticky directory such
+ * as /tmp, but it CONNECTS to "<uds_path>_P" for the guest's outgoing
+ * connections, and in a directory others can write, another user can create
+ * that name first and receive the guest's streams. A directory others can
+ * write that is not sticky is unsafe for any file.
  */
 typedef struct microvm_vsock_config {
 	uint32_t size;        /* sizeof(microvm_vsock_config) as the caller knows it */
@@ -675,6 +698,16 @@ MICROVM_API int microvm_state(const microvm *vm);
  * long clone runs confirm the wedge is gone, boot guests that will be
  * snapshotted with "tsc=reliable" (the sandbox tool and the Python Sandbox
  * do). See docs/notes-warm-start.md.
+ *
+ * Files: the snapshot directory is created with mode 0700 and its files with
+ * 0600, exactly, whatever the umask (the memory file holds everything the
+ * guest had in RAM: keys, tokens). It is built in a new temporary directory
+ * beside @dir ("." + its name + ".tmp-XXXXXX", mode 0700) and renamed into
+ * place; files are created with O_EXCL | O_NOFOLLOW. Put snapshots in a
+ * directory only the embedder's user can write; loosen modes afterwards if
+ * other users must restore them. Restoring reads whatever the directory
+ * holds (see Trust below), so a snapshot directory others can write is a
+ * way into the VM.
  *
  * Trust: the checksums catch corruption, not tampering (anyone who can edit
  * the files can recompute them). Restore checks every value it takes from
