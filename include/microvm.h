@@ -37,6 +37,7 @@
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
+ *   Per function: "Thread safety" below.
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
  *   microvm_net_config, microvm_restore_config, microvm_fork_config,
  *   microvm_exit, microvm_net_counters; in <microvm_agent.h>
@@ -77,6 +78,48 @@
  * never removed). If the application already has a handler for that signal,
  * it is kept and must simply return. vCPU threads have every other signal
  * blocked.
+ *
+ * Thread safety
+ * -------------
+ * Different VMs never share state: any call on one VM may run in parallel
+ * with any call on another, from any threads (tests/kvm/test_stress.c
+ * destroys and creates VMs while other threads pause, resume, snapshot and
+ * connect to others). For one VM, per function:
+ *
+ *  No VM, any thread, any time:
+ *    microvm_version, microvm_strerror, microvm_create, microvm_restore
+ *    (a snapshot being replaced by microvm_snapshot meanwhile is read whole,
+ *    old or new: the replacement is one rename).
+ *  Serialised on the VM's API lock (calls on one VM from several threads
+ *  run one after the other, in some order; each sees the state the previous
+ *  one left, e.g. resume racing pause returns 0 or -EINVAL):
+ *    every setter (microvm_set_*, microvm_add_disk, microvm_add_net,
+ *    microvm_seccomp_allow: a setter racing microvm_start either applies or
+ *    returns -EBUSY), microvm_start, microvm_pause, microvm_resume,
+ *    microvm_stop, microvm_snapshot (the lock is held while the files are
+ *    written, so other calls on that VM wait for it), microvm_reset,
+ *    microvm_fork (on the parent; the child is new), microvm_net_set_link,
+ *    microvm_net_stats, microvm_disk_backend.
+ *  Serialised, but not holding the lock while it waits:
+ *    microvm_vsock_connect: other calls proceed meanwhile; microvm_stop and
+ *    microvm_destroy make a waiting connect return -ECONNRESET, and destroy
+ *    waits for it to return (the one call destroy may overlap).
+ *  Never blocked by the API lock (they read the run state under its own
+ *  short lock), from any thread, several at once:
+ *    microvm_wait (any number of threads may wait; all return at the stop),
+ *    microvm_state, microvm_event_fd, microvm_last_error.
+ *  microvm_destroy: from any thread (not necessarily the creator's), but it
+ *    must not overlap any other call on the same VM, waiting microvm_wait()
+ *    and microvm_last_error() included (stop the VM first so that waiters
+ *    return), except microvm_vsock_connect() as said; once it has started,
+ *    the handle is invalid in every thread. Never from the VM's own log
+ *    callback.
+ *  Callbacks (the log function) run on library threads, possibly several at
+ *  once, and must not call back into the library for the same VM.
+ *  Process-wide effects, made thread-safe by the library: the kick signal's
+ *  handler and, with seccomp ON, the SIGSYS handler are installed at
+ *  start/restore (see there); an application changing those dispositions
+ *  concurrently races with that by nature.
  */
 #ifndef MICROVM_H
 #define MICROVM_H

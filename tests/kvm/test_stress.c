@@ -7,7 +7,8 @@
  *  - races: worker threads pause, resume, snapshot, stop and connect to vsock
  *    ports of a pool of VMs while a destroyer thread destroys and replaces
  *    them, and connects that wait inside microvm_vsock_connect() when their
- *    VM is destroyed. Random choices come from a printed seed.
+ *    VM is stopped (with a thread blocked in microvm_wait) or destroyed.
+ *    Random choices come from a printed seed.
  *
  * The default counts keep a ctest run short. The numbers the hardening
  * issue asks for (10,000 lifecycle and 1,000 snapshot/restore cycles):
@@ -304,6 +305,16 @@ static void *connect_waiter(void *arg)
 	return NULL;
 }
 
+/* microvm_wait() with no time limit: the exit reason, or the error. */
+static void *blocked_wait(void *arg)
+{
+	struct waiter *w = arg;
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	int r = microvm_wait(w->vm, -1, &ex);
+	w->result = r < 0 ? r : (int)ex.reason;
+	return NULL;
+}
+
 /* Streams the VM's vsock device holds (white box: lib/virtio/vsock.h). */
 static uint32_t vsock_streams(struct microvm *vm)
 {
@@ -335,6 +346,14 @@ static void destroy_with_waiters(unsigned *rs)
 	assert_int_equal(vsock_streams(vm), WAITERS);
 	if (rand_r(rs) % 2)
 		assert_int_equal(microvm_pause(vm), 0);
+	if (rand_r(rs) % 2) { /* stop first, with a thread blocked in microvm_wait */
+		pthread_t wt;
+		struct waiter ww = { vm, 0, 1 };
+		assert_int_equal(pthread_create(&wt, NULL, blocked_wait, &ww), 0);
+		assert_int_equal(microvm_stop(vm), 0);
+		assert_int_equal(pthread_join(wt, NULL), 0);
+		assert_int_equal(ww.result, MICROVM_EXIT_STOPPED);
+	}
 	microvm_destroy(vm);
 	for (int i = 0; i < WAITERS; i++) {
 		assert_int_equal(pthread_join(t[i], NULL), 0);
