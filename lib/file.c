@@ -41,6 +41,7 @@ int file_open_regular(const char *path, int flags, struct stat *st)
 /* Where the socket is created and where it goes. */
 struct usock {
 	int parent_fd; /* O_PATH directory of the target */
+	char dir[PATH_MAX]; /* its name, as given */
 	const char *leaf;
 	char tmp[NAME_MAX + 1]; /* private directory inside the parent */
 	int tmp_fd;
@@ -54,13 +55,14 @@ static int usock_open_parent(struct usock *u, const char *path, char *err, size_
 	u->leaf = slash ? slash + 1 : path;
 	if (!*u->leaf || !strcmp(u->leaf, ".") || !strcmp(u->leaf, ".."))
 		return errbuf_fail(err, errlen, -EINVAL, "%s: not a usable socket name", path);
-	char dir[PATH_MAX];
 	size_t dlen = slash ? (size_t)(slash - path) : 0;
-	if (dlen >= sizeof(dir))
+	if (dlen >= sizeof(u->dir) - 1)
 		return errbuf_fail(err, errlen, -ENAMETOOLONG, "%s: path too long", path);
-	memcpy(dir, path, dlen);
-	dir[dlen] = '\0';
-	const char *d = slash ? (dlen ? dir : "/") : ".";
+	memcpy(u->dir, path, dlen);
+	u->dir[dlen] = '\0';
+	if (!slash || !dlen)
+		strcpy(u->dir, slash ? "/" : ".");
+	const char *d = u->dir;
 	u->parent_fd = open(d, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (u->parent_fd < 0) {
 		int e = errno;
@@ -96,20 +98,35 @@ static int usock_make_tmpdir(struct usock *u, char *err, size_t errlen)
 	return 0;
 }
 
+/* Bind @fd inside the private directory: through its fd, so there is no
+ * path to race and no 108-byte sun_path limit on the directory's name; by
+ * name if /proc is not mounted. */
+static int usock_bind_in_tmp(const struct usock *u, int fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" SOCK_LEAF, u->tmp_fd);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		return 0;
+	if (errno != ENOENT || access("/proc/self/fd", X_OK) == 0)
+		return -1;
+	int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s/" SOCK_LEAF, u->dir, u->tmp);
+	if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+}
+
 /* Bind and listen inside the private directory, then make the file 0600. */
 static int usock_bind(struct usock *u, const char *path, int backlog, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	/* Through the directory fd: no path to race, and no sun_path limit on
-	 * the directory's name. */
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" SOCK_LEAF, u->tmp_fd);
 	u->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (u->fd < 0) {
 		int e = errno;
 		return errbuf_fail(err, errlen, -e, "socket: %s", strerror(e));
 	}
-	if (bind(u->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    fchmodat(u->tmp_fd, SOCK_LEAF, 0600, 0) < 0 || listen(u->fd, backlog) < 0) {
+	if (usock_bind_in_tmp(u, u->fd) < 0 || fchmodat(u->tmp_fd, SOCK_LEAF, 0600, 0) < 0 ||
+	    listen(u->fd, backlog) < 0) {
 		int e = errno;
 		return errbuf_fail(err, errlen, -e, "%s: binding: %s", path, strerror(e));
 	}

@@ -352,6 +352,46 @@ static void case_blk_reset_during_io(uint64_t b)
 		say("NOT recovered: ", outcome(r));
 }
 
+/* virtio-blk: the queue made not ready, resized and made ready again (no
+ * device reset) while reads are in flight: their completions belong to a
+ * ring that is gone. */
+static void case_blk_resize_during_io(uint64_t b)
+{
+	int needs_reset = 0;
+	for (int round = 0; round < 20; round++) {
+		dev_init(b, 0, 1, 16);
+		for (int i = 0; i < 4; i++) {
+			blk_read(i, (uint64_t)i * 128, 65536);
+			vqs[0].avail.ring[i] = (uint16_t)(3 * i);
+		}
+		barrier();
+		*(volatile uint16_t *)&vqs[0].avail.idx = 4;
+		barrier();
+		wr(b, 0x50, 0);
+		wr(b, 0x44, 0);
+		wr(b, 0x38, 2); /* heads 3, 6, 9 no longer exist */
+		wr(b, 0x44, 1);
+		for (volatile int s = 0; s < 20000; s++)
+			;
+		needs_reset += (rd(b, 0x70) & ST_NEEDS_RESET) != 0;
+	}
+	tiny_puts("hostile: 20 resizes with 4 reads in flight each, needs-reset after ");
+	tiny_putdec((uint64_t)needs_reset);
+	tiny_puts("\n");
+	dev_init(b, 0, 1, 16);
+	blk_read(0, 0, 512);
+	vqs[0].avail.ring[0] = 0;
+	barrier();
+	*(volatile uint16_t *)&vqs[0].avail.idx = 1;
+	barrier();
+	wr(b, 0x50, 0);
+	int r = wait_used(b, 0);
+	if (r == 0 && bstatus[0] == 0 && buf[0] == 'M')
+		say("recovered", "");
+	else
+		say("NOT recovered: ", outcome(r));
+}
+
 /* ---------------------------------------------------------------- vsock */
 
 struct __attribute__((packed)) vhdr {
@@ -388,19 +428,24 @@ static void vsock_hdr(uint32_t src_port, uint32_t dst_port, uint16_t op, uint32_
 	txh = (struct vhdr){ 3, 2, src_port, dst_port, len, 1, op, 0, 1u << 20, 0 };
 }
 
-/* Wait for a RESPONSE on the rx queue (other packets are skipped). */
-static int vsock_wait_response(uint64_t b)
+/* Wait for a packet with operation @op on the rx queue (others skipped);
+ * returns 1 if one came. Each buffer used is posted again. */
+static int vsock_wait_op(uint64_t b, uint16_t op)
 {
-	for (int n = 0; n < QSIZE; n++) {
+	for (int n = 0; n < 2 * QSIZE; n++) {
 		if (wait_used(b, 0) != 0)
 			return 0;
-		struct used_elem e = vqs[0].used.ring[(vqs[0].seen - 1) % QSIZE];
-		struct vhdr *h = (struct vhdr *)(void *)rxbufs[e.id % QSIZE];
-		if (h->op == 2)
+		struct used_elem e = vqs[0].used.ring[(uint16_t)(vqs[0].seen - 1) % QSIZE];
+		uint16_t id = (uint16_t)(e.id % QSIZE);
+		uint16_t got = ((struct vhdr *)(void *)rxbufs[id])->op;
+		submit(b, 0, id); /* the descriptor still points at rxbufs[id] */
+		if (got == op)
 			return 1;
 	}
 	return 0;
 }
+
+static int vsock_wait_response(uint64_t b) { return vsock_wait_op(b, 2); }
 
 static void case_vsock_lies(uint64_t b, uint32_t port)
 {
@@ -426,6 +471,10 @@ static void case_vsock_lies(uint64_t b, uint32_t port)
 	vsock_hdr(1235, port, 1, 0);
 	vsock_send(b, 44, 0);
 	say(vsock_wait_response(b) ? "recovered" : "NOT recovered", "");
+	/* On that live stream: data whose header claims more than it carries. */
+	vsock_hdr(1235, port, 5, 1000);
+	vsock_send(b, 44, 16);
+	say(vsock_wait_op(b, 3) ? "stream with a lying RW: RST" : "stream with a lying RW: no RST", "");
 }
 
 /* Connect to the host, then never give the device another rx buffer. */
@@ -470,6 +519,7 @@ void main(void *boot_params)
 	case 9: case_vsock_lies(find(ID_VSOCK), port); break;
 	case 10: case_vsock_never_reads(find(ID_VSOCK), port); break;
 	case 11: case_console_never_reads(find(ID_CONSOLE)); break;
+	case 12: case_blk_resize_during_io(find(ID_BLK)); break;
 	default: say("unknown case", ""); break;
 	}
 	say("end", "");

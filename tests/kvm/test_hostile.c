@@ -354,6 +354,15 @@ static int accept_one(int lfd)
 	return accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }
 
+static void test_blk_resize_during_io(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {
+		"hostile: 20 resizes with 4 reads in flight each, needs-reset after ", NULL
+	};
+	queue_case("queue resized with I/O in flight", "case=12", DEV_DISK, lines, false);
+}
+
 static void test_vsock_lies(void **state)
 {
 	(void)state;
@@ -366,17 +375,24 @@ static void test_vsock_lies(void **state)
 	const char *text = hvm_run(&h);
 	static const char *const lines[] = {
 		"hostile: lying vsock packets sent, device status ok\n",
-		"hostile: recovered",
+		"hostile: recovered\n",
+		"hostile: stream with a lying RW: RST\n",
 		NULL,
 	};
 	expect_lines(text, lines);
 	int c = accept_one(lfd);
 	assert_true(c >= 0); /* the honest connection after the lies reached us */
+	/* ...and the device closed it over the lying RW: end of file here. */
+	int fl = fcntl(c, F_GETFL);
+	assert_int_equal(fcntl(c, F_SETFL, fl & ~O_NONBLOCK), 0);
+	char byte;
+	assert_int_equal(read(c, &byte, 1), 0);
 	char last[256];
 	int n = warnings(&h, last, sizeof(last));
 	record("vsock packets with lying lengths",
-	       "6 malformed packets sent, device kept going (no needs-reset); honest connect reached the "
-	       "host; %d warning(s)", n);
+	       "6 malformed packets dropped or answered, device kept going; an honest connect "
+	       "reached the host; a lying RW on it: RST to the guest, EOF to the host; "
+	       "%d warning(s)", n);
 	close(c);
 	close(lfd);
 	unlink(lpath);
@@ -534,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_odd_access),
 		cmocka_unit_test(test_used_over_desc),
 		cmocka_unit_test(test_blk_reset_during_io),
+		cmocka_unit_test(test_blk_resize_during_io),
 		cmocka_unit_test(test_vsock_lies),
 		cmocka_unit_test(test_vsock_never_reads),
 		cmocka_unit_test(test_console_never_reads),
