@@ -485,6 +485,16 @@ static void case_vsock_never_reads(uint64_t b, uint32_t port)
 	vsock_hdr(1236, port, 1, 0);
 	vsock_send(b, 44, 0);
 	say(vsock_wait_response(b) ? "connected, not reading any more" : "NOT connected", "");
+	/* Connection requests the device must refuse (RST) with nowhere to
+	 * put the RSTs: to ports nobody listens on, and to the host's port,
+	 * whose listener does not accept them. */
+	for (uint32_t i = 0; i < 1000; i++) {
+		vsock_hdr(3000 + i, 6000 + i, 1, 0);
+		vsock_send(b, 44, 0);
+		vsock_hdr(10000 + i, port, 1, 0);
+		vsock_send(b, 44, 0);
+	}
+	say("2000 connection requests sent", "");
 	tiny_halt_forever();
 }
 

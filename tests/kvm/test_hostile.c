@@ -55,6 +55,15 @@ static long rss_kib(void)
 	return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+static int fd_count(void)
+{
+	int n = 0;
+	for (int fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			n++;
+	return n;
+}
+
 struct result {
 	char name[48];
 	char outcome[320];
@@ -435,13 +444,19 @@ static void test_vsock_never_reads(void **state)
 	if (console_wait_for(h.out, "hostile: connected, not reading any more", GUEST_TIMEOUT_MS))
 		fail_msg("guest said: %s", console_text(h.out));
 	long rss0 = rss_kib();
+	int fds0 = fd_count();
 	size_t pushed = flood(c);
+	if (console_wait_for(h.out, "hostile: 2000 connection requests sent\n", GUEST_TIMEOUT_MS))
+		fail_msg("guest said: %s", console_text(h.out));
 	long grown = rss_kib() - rss0;
+	int fds = fd_count();
 	assert_true(pushed < PUSH_CAP);
+	assert_true(fds - fds0 < 16); /* streams for refused requests do not pile up */
 	assert_int_equal(microvm_state(h.vm), MICROVM_STATE_RUNNING);
 	record("vsock: guest never reads its RX queue",
-	       "host writes stall after %zu KiB (socket buffers only), RSS %+ld KiB meanwhile; "
-	       "VM running", pushed / 1024, grown);
+	       "host writes stall after %zu KiB (socket buffers only); then 2000 connection "
+	       "requests with no RX buffer for the RSTs: process fds %d -> %d; RSS %+ld KiB "
+	       "meanwhile; VM running", pushed / 1024, fds0, fds, grown);
 	close(c);
 	close(lfd);
 	unlink(lpath);
