@@ -237,21 +237,28 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 
 /* ------------------------------------------------------------- directory */
 
+/*
+ * Remove the snapshot directory @dir and the files in it (a snapshot has no
+ * subdirectories). After a swap, @dir names the replaced snapshot, which
+ * someone else may own and could swap for a symlink meanwhile: the
+ * directory is opened without following links and its entries are removed
+ * relative to that fd, so only entries of that directory itself can go.
+ */
 static void remove_tree(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (d) {
-		struct dirent *e;
-		while ((e = readdir(d))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			char p[PATH_MAX];
-			if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
-				unlink(p);
-		}
-		closedir(d);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
 	}
-	rmdir(dir);
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(fd, e->d_name, 0);
+	closedir(d);
+	rmdir(dir); /* fails on anything but an empty directory */
 }
 
 static int fsync_path(const char *path)
