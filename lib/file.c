@@ -156,12 +156,24 @@ static int usock_replace(struct usock *u)
 	return 0;
 }
 
+/* Put ours at the target unless something is there: 0 or -errno. */
+static int usock_noreplace(struct usock *u)
+{
+	if (renameat2(u->tmp_fd, SOCK_LEAF, u->parent_fd, u->leaf, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return -errno;
+	/* A file system without rename flags: a hard link never replaces
+	 * either (the private name goes at cleanup). */
+	return linkat(u->tmp_fd, SOCK_LEAF, u->parent_fd, u->leaf, 0) == 0 ? 0 : -errno;
+}
+
 static int usock_install(struct usock *u, const char *path, char *err, size_t errlen)
 {
 	for (int tries = 0; tries < 4; tries++) {
-		if (renameat2(u->tmp_fd, SOCK_LEAF, u->parent_fd, u->leaf, RENAME_NOREPLACE) == 0)
+		int e = -usock_noreplace(u);
+		if (e == 0)
 			return 0;
-		int e = errno;
 		if (e != EEXIST)
 			return errbuf_fail(err, errlen, -e, "%s: %s", path, strerror(e));
 		int kind = usock_target_kind(u);
@@ -173,7 +185,11 @@ static int usock_install(struct usock *u, const char *path, char *err, size_t er
 		if (e == 0)
 			return 0;
 		if (e != ENOENT)
-			return errbuf_fail(err, errlen, -e, "%s: %s", path, strerror(e));
+			return errbuf_fail(err, errlen, -e, "%s: replacing the socket there: %s%s", path,
+					   strerror(e),
+					   e == EINVAL ? " (this file system cannot swap files "
+							 "atomically: remove the stale socket first)"
+						       : "");
 	}
 	return errbuf_fail(err, errlen, -EEXIST, "%s: keeps changing under us", path);
 }
