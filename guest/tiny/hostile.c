@@ -392,6 +392,38 @@ static void case_blk_resize_during_io(uint64_t b)
 		say("NOT recovered: ", outcome(r));
 }
 
+/* virtio-net: malformed transmit chains (counted as tx_malformed), one
+ * honest frame, then no receive buffer ever. */
+#define ID_NET 1
+static uint8_t net_hdr[12];
+
+static void net_tx(uint64_t b, uint32_t hdr_len, uint32_t frame_len, uint16_t frame_flags)
+{
+	struct desc *d = vqs[1].desc;
+	d[0] = (struct desc){ (uint64_t)(uintptr_t)net_hdr, hdr_len, frame_len ? F_NEXT : 0, 1 };
+	d[1] = (struct desc){ (uint64_t)(uintptr_t)buf, frame_len, frame_flags, 0 };
+	submit(b, 1, 0);
+	wait_used(b, 1);
+}
+
+static void case_net(uint64_t b)
+{
+	dev_init(b, 0, 2, QSIZE);
+	memset(net_hdr, 0, sizeof(net_hdr));
+	memset(buf, 0xee, 70000);
+	net_tx(b, 4, 0, 0);            /* shorter than the header */
+	net_tx(b, 12, 0, 0);           /* a header and no frame */
+	net_tx(b, 12, 70000, 0);       /* a frame over the 65550-byte maximum */
+	net_tx(b, 12, 10, 0);          /* shorter than an Ethernet header */
+	net_tx(b, 12, 60, F_WRITE);    /* device-writable */
+	net_hdr[1] = 1;                /* gso_type TCPV4: not offered */
+	net_tx(b, 12, 60, 0);
+	net_hdr[1] = 0;
+	net_tx(b, 12, 60, 0);          /* an honest frame */
+	say("net frames sent, device status ", (rd(b, 0x70) & ST_NEEDS_RESET) ? "needs-reset" : "ok");
+	tiny_halt_forever();
+}
+
 /* ---------------------------------------------------------------- vsock */
 
 struct __attribute__((packed)) vhdr {
@@ -530,6 +562,7 @@ void main(void *boot_params)
 	case 10: case_vsock_never_reads(find(ID_VSOCK), port); break;
 	case 11: case_console_never_reads(find(ID_CONSOLE)); break;
 	case 12: case_blk_resize_during_io(find(ID_BLK)); break;
+	case 13: case_net(find(ID_NET)); break;
 	default: say("unknown case", ""); break;
 	}
 	say("end", "");
