@@ -13,6 +13,7 @@
  */
 #include <poll.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -535,6 +536,34 @@ static void console_flood(const char *name, const char *payload_name, const char
 	close(in[1]);
 }
 
+/* The guest floods virtio-console output into a pipe nobody reads. */
+static void test_console_output_flood(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	struct hvm h;
+	hvm_create(&h, "hostile", "case=14", 0);
+	int out[2];
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0); /* blocking, never read */
+	assert_int_equal(microvm_set_console_type(h.vm, MICROVM_CONSOLE_VIRTIO), 0);
+	assert_int_equal(microvm_set_console(h.vm, -1, out[1]), 0);
+	long rss0 = rss_kib();
+	start_ok(h.vm);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(h.vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_RESET); /* the vCPU never got stuck */
+	int queued = 0;
+	assert_int_equal(ioctl(out[0], FIONREAD, &queued), 0);
+	long grown = rss_kib() - rss0;
+	record("virtio-console output into a full pipe",
+	       "256 KiB of transmit chains + 50000 emerg_wr bytes; the pipe holds %d KiB, the "
+	       "rest waits in the ring or is dropped; exit RESET; RSS %+ld KiB", queued / 1024,
+	       grown);
+	hvm_destroy(&h);
+	close(out[0]);
+	close(out[1]);
+}
+
 static void test_console_never_reads(void **state)
 {
 	(void)state;
@@ -614,6 +643,7 @@ int main(void)
 		cmocka_unit_test(test_vsock_lies),
 		cmocka_unit_test(test_vsock_never_reads),
 		cmocka_unit_test(test_net),
+		cmocka_unit_test(test_console_output_flood),
 		cmocka_unit_test(test_console_never_reads),
 		cmocka_unit_test(test_serial_never_reads),
 		cmocka_unit_test(test_triple_fault),
