@@ -565,6 +565,28 @@ static void case_console_output_flood(uint64_t b)
 	tiny_reset(); /* reaching this is the result: the vCPU was never stuck */
 }
 
+/* Device registers left in states the device refuses to use (a queue that
+ * is not ready, with a bad size and addresses outside RAM; another device
+ * with DEVICE_NEEDS_RESET set), then halt: the host snapshots and restores
+ * this VM. */
+static void case_junk_registers(uint64_t b)
+{
+	dev_init(b, 0, 1, QSIZE);
+	vqs[0].desc[0] = (struct desc){ 0x7fff00000000ULL, 64, F_WRITE, 0 };
+	submit(b, 0, 0);
+	wait_used(b, 0); /* now DEVICE_NEEDS_RESET */
+	wr(b, 0x30, 0);
+	wr(b, 0x44, 0);
+	wr(b, 0x38, 3);
+	wr(b, 0x80, 0xffff0000u);
+	wr(b, 0x84, 0xffffffffu);
+	wr(b, 0x30, 5); /* a queue that does not exist */
+	wr(b, 0x24, 7); /* a features window that does not exist */
+	say("junk left in the registers, status ",
+	    (rd(b, 0x70) & ST_NEEDS_RESET) ? "needs-reset" : "ok");
+	tiny_halt_forever();
+}
+
 void main(void *boot_params)
 {
 	uint64_t c = tiny_cmdline_num(boot_params, "case", 0);
@@ -584,6 +606,7 @@ void main(void *boot_params)
 	case 12: case_blk_resize_during_io(find(ID_BLK)); break;
 	case 13: case_net(find(ID_NET)); break;
 	case 14: case_console_output_flood(find(ID_CONSOLE)); break;
+	case 15: case_junk_registers(find(ID_RNG)); break;
 	default: say("unknown case", ""); break;
 	}
 	say("end", "");

@@ -578,6 +578,47 @@ static void test_serial_never_reads(void **state)
 		      MICROVM_CONSOLE_SERIAL, "busy: done, halting\n");
 }
 
+/* A snapshot of a VM whose guest left junk in device registers: restore
+ * must work (or fail with a clear error), and the clone must run. */
+static void test_snapshot_junk_registers(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	struct hvm h;
+	hvm_create(&h, "hostile", "case=15", DEV_RNG);
+	start_ok(h.vm);
+	if (console_wait_for(h.out, "hostile: junk left in the registers, status needs-reset\n",
+			     GUEST_TIMEOUT_MS))
+		fail_msg("guest said: %s", console_text(h.out));
+	assert_int_equal(microvm_pause(h.vm), 0);
+	char dir[] = "/tmp/microvm-hostile-snap-XXXXXX", snap[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(snap, sizeof(snap), "%s/s", dir);
+	int r = microvm_snapshot(h.vm, snap, 0);
+	if (r)
+		fail_msg("snapshot: %d %s", r, microvm_last_error(h.vm));
+	microvm *clone = NULL;
+	char err[256] = "";
+	r = microvm_restore(&clone, snap, NULL, err, sizeof(err));
+	if (r)
+		fail_msg("restore of a guest-made state failed: %d %s", r, err);
+	assert_int_equal(microvm_state(clone), MICROVM_STATE_RUNNING);
+	assert_int_equal(microvm_pause(clone), 0);
+	assert_int_equal(microvm_resume(clone), 0);
+	microvm_destroy(clone);
+	record("snapshot/restore of junk device registers",
+	       "device in needs-reset, a queue of size 3 at 0xffffffffffff0000 not ready, "
+	       "bad selectors: snapshot and restore work, the clone runs");
+	hvm_destroy(&h);
+	char p[96];
+	snprintf(p, sizeof(p), "%s/memory", snap);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/state.dtb", snap);
+	unlink(p);
+	rmdir(snap);
+	rmdir(dir);
+}
+
 /* ------------------------------------------------------------- the CPU */
 
 static void test_triple_fault(void **state)
@@ -646,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_console_output_flood),
 		cmocka_unit_test(test_console_never_reads),
 		cmocka_unit_test(test_serial_never_reads),
+		cmocka_unit_test(test_snapshot_junk_registers),
 		cmocka_unit_test(test_triple_fault),
 		cmocka_unit_test(test_hlt_interrupts_off),
 	};
