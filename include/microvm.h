@@ -37,6 +37,7 @@
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
  *   the same VM. microvm_last_error() returns a per-thread copy (see there).
+ *   Per function: "Thread safety" below.
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
  *   microvm_net_config, microvm_restore_config, microvm_fork_config,
  *   microvm_exit, microvm_net_counters; in <microvm_agent.h>
@@ -77,6 +78,48 @@
  * never removed). If the application already has a handler for that signal,
  * it is kept and must simply return. vCPU threads have every other signal
  * blocked.
+ *
+ * Thread safety
+ * -------------
+ * Different VMs never share state: any call on one VM may run in parallel
+ * with any call on another, from any threads (tests/kvm/test_stress.c
+ * destroys and creates VMs while other threads pause, resume, snapshot and
+ * connect to others). For one VM, per function:
+ *
+ *  No VM, any thread, any time:
+ *    microvm_version, microvm_strerror, microvm_create, microvm_restore
+ *    (a snapshot being replaced by microvm_snapshot meanwhile is read whole,
+ *    old or new: the replacement is one rename).
+ *  Serialised on the VM's API lock (calls on one VM from several threads
+ *  run one after the other, in some order; each sees the state the previous
+ *  one left, e.g. resume racing pause returns 0 or -EINVAL):
+ *    every setter (microvm_set_*, microvm_add_disk, microvm_add_net,
+ *    microvm_seccomp_allow: a setter racing microvm_start either applies or
+ *    returns -EBUSY), microvm_start, microvm_pause, microvm_resume,
+ *    microvm_stop, microvm_snapshot (the lock is held while the files are
+ *    written, so other calls on that VM wait for it), microvm_reset,
+ *    microvm_fork (on the parent; the child is new), microvm_net_set_link,
+ *    microvm_net_stats, microvm_disk_backend.
+ *  Serialised, but not holding the lock while it waits:
+ *    microvm_vsock_connect: other calls proceed meanwhile; microvm_stop and
+ *    microvm_destroy make a waiting connect return -ECONNRESET, and destroy
+ *    waits for it to return (the one call destroy may overlap).
+ *  Never blocked by the API lock (they read the run state under its own
+ *  short lock), from any thread, several at once:
+ *    microvm_wait (any number of threads may wait; all return at the stop),
+ *    microvm_state, microvm_event_fd, microvm_last_error.
+ *  microvm_destroy: from any thread (not necessarily the creator's), but it
+ *    must not overlap any other call on the same VM, waiting microvm_wait()
+ *    and microvm_last_error() included (stop the VM first so that waiters
+ *    return), except microvm_vsock_connect() as said; once it has started,
+ *    the handle is invalid in every thread. Never from the VM's own log
+ *    callback.
+ *  Callbacks (the log function) run on library threads, possibly several at
+ *  once, and must not call back into the library for the same VM.
+ *  Process-wide effects, made thread-safe by the library: the kick signal's
+ *  handler and, with seccomp ON, the SIGSYS handler are installed at
+ *  start/restore (see there); an application changing those dispositions
+ *  concurrently races with that by nature.
  */
 #ifndef MICROVM_H
 #define MICROVM_H
@@ -291,6 +334,29 @@ MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
  * Flow control follows the spec's credit scheme in both directions; a guest
  * that stops reading stalls only its own stream, and host-side buffering per
  * stream is bounded.
+ *
+ * Who can reach the guest: whoever can connect to <uds_path> can open
+ * streams to every port the guest listens on (a guest agent there is a
+ * shell in the guest), so the socket is created owner-only (mode 0600,
+ * owned by the process's effective user) whatever the umask: it is bound in
+ * a new private directory (mode 0700) beside <uds_path>, set to 0600 there
+ * and renamed into place in one atomic step, so it is never reachable under
+ * a looser mode, not even for an instant. Give access to other users or
+ * groups by changing its mode or owner after microvm_start() (or with the
+ * directory's). The library never checks a path and then acts on it: an
+ * existing file at <uds_path> is replaced only if it is a socket (swapped
+ * out atomically, then checked), anything else (a symlink included) fails
+ * the start with -EEXIST and is left alone; at destroy the socket is moved
+ * out of the directory before it is removed, and only if it is still the
+ * one the VM created (a file that replaced it is put back).
+ *
+ * Where to put the sockets: a directory that only the embedder's user can
+ * write (e.g. $XDG_RUNTIME_DIR/<app>/, /run/<app>/ with mode 0700). The
+ * library creates <uds_path> safely even in a shared sticky directory such
+ * as /tmp, but it CONNECTS to "<uds_path>_P" for the guest's outgoing
+ * connections, and in a directory others can write, another user can create
+ * that name first and receive the guest's streams. A directory others can
+ * write that is not sticky is unsafe for any file.
  */
 typedef struct microvm_vsock_config {
 	uint32_t size;        /* sizeof(microvm_vsock_config) as the caller knows it */
@@ -699,6 +765,16 @@ MICROVM_API int microvm_state(const microvm *vm);
  * long clone runs confirm the wedge is gone, boot guests that will be
  * snapshotted with "tsc=reliable" (the sandbox tool and the Python Sandbox
  * do). See docs/notes-warm-start.md.
+ *
+ * Files: the snapshot directory is created with mode 0700 and its files with
+ * 0600, exactly, whatever the umask (the memory file holds everything the
+ * guest had in RAM: keys, tokens). It is built in a new temporary directory
+ * beside @dir ("." + its name + ".tmp-XXXXXX", mode 0700) and renamed into
+ * place; files are created with O_EXCL | O_NOFOLLOW. Put snapshots in a
+ * directory only the embedder's user can write; loosen modes afterwards if
+ * other users must restore them. Restoring reads whatever the directory
+ * holds (see Trust below), so a snapshot directory others can write is a
+ * way into the VM.
  *
  * Trust: the checksums catch corruption, not tampering (anyone who can edit
  * the files can recompute them). Restore checks every value it takes from

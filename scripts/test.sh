@@ -2,7 +2,8 @@
 # Set everything up and run the whole test suite:
 #   1. release build: unit tests, tiny-guest KVM tests, install check (ctest),
 #      then the Python bindings' tests (pytest: scripts/test-python.sh)
-#   2. ASan+UBSan build: the same unit and KVM tests
+#   2. ASan+UBSan build: the same unit and KVM tests; a TSan build
+#      (scripts/tsan.sh): the thread-heavy KVM tests and the unit tests
 #   3. the libFuzzer targets, 5 s each (tests/fuzz/run.sh)
 #   4. valgrind (memcheck) over the unit tests and the KVM lifecycle tests
 # With CI=true a missing /dev/kvm fails the run instead of skipping.
@@ -38,6 +39,10 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 	ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE "install|linux"
 passed=$((passed + $(count build-asan -LE "install|linux")))
 
+echo "== tests (ThreadSanitizer build: the thread-heavy KVM tests and the unit tests)"
+./scripts/tsan.sh
+passed=$((passed + 6))
+
 echo "== fuzz targets (libFuzzer, 5 s each: they build and run clean; long runs: tests/fuzz/run.sh 600)"
 tests/fuzz/run.sh 5
 passed=$((passed + 8))
@@ -56,5 +61,5 @@ for t in test_vm test_snapshot; do
 	MICROVM_FUZZ_ITERS=60 "${vg[@]}" "build/tests/kvm/$t" >/dev/null
 	passed=$((passed + 1))
 done
-echo "test: all passed (ctest release, pytest, ASan/UBSan, fuzz, valgrind)"
+echo "test: all passed (ctest release, pytest, ASan/UBSan, TSan, fuzz, valgrind)"
 echo "$passed passed, 0 failed"

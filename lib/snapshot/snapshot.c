@@ -237,21 +237,28 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 
 /* ------------------------------------------------------------- directory */
 
+/*
+ * Remove the snapshot directory @dir and the files in it (a snapshot has no
+ * subdirectories). After a swap, @dir names the replaced snapshot, which
+ * someone else may own and could swap for a symlink meanwhile: the
+ * directory is opened without following links and its entries are removed
+ * relative to that fd, so only entries of that directory itself can go.
+ */
 static void remove_tree(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (d) {
-		struct dirent *e;
-		while ((e = readdir(d))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			char p[PATH_MAX];
-			if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
-				unlink(p);
-		}
-		closedir(d);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
 	}
-	rmdir(dir);
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(fd, e->d_name, 0);
+	closedir(d);
+	rmdir(dir); /* fails on anything but an empty directory */
 }
 
 static int fsync_path(const char *path)
@@ -306,6 +313,20 @@ static bool all_parked(struct microvm *vm)
 	return ok;
 }
 
+/* Exactly 0700, whatever the umask (mkdtemp's mode is 0700 minus it). */
+static int make_private_dir(struct microvm *vm, const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r = fd < 0 || fchmod(fd, 0700) < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
+	if (r < 0) {
+		rmdir(dir);
+		return vm_error(vm, r, "snapshot: %s: %s", dir, strerror(-r));
+	}
+	return 0;
+}
+
 /* Where the snapshot goes: @target (absolute), built first in a new
  * temporary directory @tmp beside it, in @parent (malloc'd). */
 struct snap_paths {
@@ -337,6 +358,8 @@ static int make_paths(struct microvm *vm, const char *dir, struct snap_paths *p)
 	if (r == 0 && !mkdtemp(p->tmp))
 		r = vm_error(vm, -errno, "snapshot: creating a directory in %s: %s", p->parent,
 			     strerror(errno));
+	if (r == 0)
+		r = make_private_dir(vm, p->tmp);
 	if (r < 0)
 		p->tmp[0] = '\0';
 	return r;
@@ -348,9 +371,13 @@ static int write_new_file(struct microvm *vm, const char *dir, const char *name,
 {
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || fchmod(fd, 0600) < 0) { /* exactly 0600, whatever the umask */
+		int e = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
 	int r = write_all(fd, data, len, 0);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
@@ -364,8 +391,8 @@ static int save_memory(struct microvm *vm, const char *dir, const uint64_t *diff
 {
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/" SNAPSHOT_MEMORY_FILE, dir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)vm->kvm.mem.size) < 0) {
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)vm->kvm.mem.size) < 0) {
 		int e = vm_error(vm, -errno, "snapshot: %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);

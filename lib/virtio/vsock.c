@@ -73,6 +73,7 @@
 
 #include "errbuf.h"
 #include "evloop.h"
+#include "file.h"
 #include "virtio/mmio.h"
 #include "virtio/queue.h"
 #include "errbuf.h"
@@ -1174,40 +1175,26 @@ static void unlisten(struct virtio_vsock *v)
 		evloop_del(v->env.loop, &v->listen_h);
 	v->listen_watched = false;
 	/* Remove the socket file if it is still ours. */
-	struct stat st;
-	if (v->uds_path && stat(v->uds_path, &st) == 0 && st.st_dev == v->listen_dev &&
-	    st.st_ino == v->listen_ino)
-		unlink(v->uds_path);
+	struct stat st = { .st_dev = v->listen_dev, .st_ino = v->listen_ino };
+	if (v->uds_path)
+		file_unlink_socket_if_ours(v->uds_path, &st);
 	close(v->listen_fd);
 	v->listen_fd = -1;
 }
 
+/* The socket appears at uds_path owner-only (0600) whatever the umask, in one
+ * atomic step; see file_listen_unix_private(). */
 int virtio_vsock_listen(struct virtio_vsock *v, char *err, size_t errlen)
 {
 	if (!v->uds_path || v->listen_fd >= 0)
 		return 0;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa;
 	if (strlen(v->uds_path) >= sizeof(sa.sun_path))
 		return errbuf_fail(err, errlen, -ENAMETOOLONG, "%s: path too long", v->uds_path);
-	strcpy(sa.sun_path, v->uds_path);
 	struct stat st;
-	if (lstat(v->uds_path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return errbuf_fail(err, errlen, -EEXIST, "%s: exists and is not a socket",
-					   v->uds_path);
-		unlink(v->uds_path); /* a stale socket of an earlier run */
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		int e = errno;
-		return errbuf_fail(err, errlen, -e, "socket: %s", strerror(e));
-	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
-	    stat(v->uds_path, &st) < 0) {
-		int e = errno;
-		close(fd);
-		return errbuf_fail(err, errlen, -e, "%s: %s", v->uds_path, strerror(e));
-	}
+	int fd = file_listen_unix_private(v->uds_path, LISTEN_BACKLOG, &st, err, errlen);
+	if (fd < 0)
+		return fd;
 	v->listen_fd = fd;
 	v->listen_dev = st.st_dev;
 	v->listen_ino = st.st_ino;

@@ -44,7 +44,7 @@ static void cycle(void)
 static int settled_fds(int want)
 {
 	int n = count_fds();
-	for (int i = 0; i < 1000 && (n > want || thread_count() > 1); i++) {
+	for (int i = 0; i < 1000 && (n > want || thread_count() > base_threads()); i++) {
 		usleep(10000);
 		n = count_fds();
 	}
