@@ -28,6 +28,21 @@ void tiny_puts(const char *s)
 	}
 }
 
+unsigned tiny_getline(char *line, unsigned size)
+{
+	unsigned n = 0;
+	for (;;) {
+		while (!(inb(COM1 + 5) & 0x01)) /* LSR.DR: a byte is waiting */
+			cpu_relax();
+		char c = (char)inb(COM1);
+		if (c == '\n' || n == size - 1)
+			break;
+		line[n++] = c;
+	}
+	line[n] = 0;
+	return n;
+}
+
 void tiny_puthex(uint64_t v)
 {
 	char buf[19];

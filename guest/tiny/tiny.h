@@ -13,6 +13,9 @@ static inline uint64_t mmio_read64(uint64_t a) { return *(volatile uint64_t *)a;
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
 
 void tiny_puts(const char *s);
+/* Read a line from COM1 (polling) into @line (@size >= 1 bytes, NUL-ended,
+ * without the newline; a longer line is cut). Returns its length. */
+unsigned tiny_getline(char *line, unsigned size);
 void tiny_puthex(uint64_t v);
 void tiny_putdec(uint64_t v);
 void tiny_reset(void) __attribute__((noreturn));

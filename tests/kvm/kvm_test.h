@@ -2,6 +2,7 @@
 #ifndef KVM_TEST_H
 #define KVM_TEST_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -88,6 +89,33 @@ static inline void start_ok(microvm *vm)
 #define GUEST_TIMEOUT_MS 60000
 
 /* Threads in this process (/proc/self/task entries). */
+/* The process's open fds. */
+static inline int kvm_test_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the DIR's own fd */
+}
+
+/* The process's resident set, KiB (-1 if unreadable). */
+static inline long kvm_test_rss_kib(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static inline int thread_count(void)
 {
 	int n = 0;

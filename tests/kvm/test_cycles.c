@@ -4,30 +4,6 @@
  * EINTR in a few percent of starts). Prints the numbers it measured. */
 #include "kvm_test.h"
 
-#include <dirent.h>
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the DIR's own fd */
-}
-
-static long rss_kib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	assert_non_null(f);
-	long size = 0, rss = 0;
-	assert_int_equal(fscanf(f, "%ld %ld", &size, &rss), 2);
-	fclose(f);
-	return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 static void cycle(void)
 {
@@ -43,10 +19,10 @@ static void cycle(void)
  * threads time to finish before counting. */
 static int settled_fds(int want)
 {
-	int n = count_fds();
+	int n = kvm_test_fds();
 	for (int i = 0; i < 1000 && (n > want || thread_count() > base_threads()); i++) {
 		usleep(10000);
-		n = count_fds();
+		n = kvm_test_fds();
 	}
 	return n;
 }
@@ -56,18 +32,18 @@ static void test_cycles_no_growth(void **state)
 	(void)state;
 	SKIP_WITHOUT_KVM();
 	const int warmup = 50, cycles = 1000;
-	int fds_base = count_fds();
+	int fds_base = kvm_test_fds();
 	for (int i = 0; i < warmup; i++)
 		cycle();
 	int fds0 = settled_fds(fds_base);
 	assert_int_equal(fds0, fds_base);
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	double t0 = now_ms();
 	for (int i = 0; i < cycles; i++)
 		cycle();
 	double t1 = now_ms();
 	int fds1 = settled_fds(fds0);
-	long rss1 = rss_kib();
+	long rss1 = kvm_test_rss_kib();
 	printf("cycles: %d create/start/wait/destroy in %.0f ms (%.2f ms each); "
 	       "fds %d -> %d; RSS %ld -> %ld KiB\n",
 	       cycles, t1 - t0, (t1 - t0) / cycles, fds0, fds1, rss0, rss1);

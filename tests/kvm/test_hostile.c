@@ -44,27 +44,6 @@ static void log_cb(void *opaque, int level, const char *msg)
 
 /* --------------------------------------------------------------- figures */
 
-static long rss_kib(void)
-{
-	long pages = 0, rss = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-		rss = -1;
-	fclose(f);
-	return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static int fd_count(void)
-{
-	int n = 0;
-	for (int fd = 0; fd < 4096; fd++)
-		if (fcntl(fd, F_GETFD) >= 0)
-			n++;
-	return n;
-}
-
 struct result {
 	char name[48];
 	char outcome[320];
@@ -99,7 +78,7 @@ static int witness_start(void **state)
 		return -1;
 	if (console_wait_for(W.out, "pong: ready\n", GUEST_TIMEOUT_MS) < 0)
 		return -1;
-	rss_start = rss_kib();
+	rss_start = kvm_test_rss_kib();
 	return 0;
 }
 
@@ -121,7 +100,7 @@ static void record(const char *name, const char *fmt, ...)
 static void record(const char *name, const char *fmt, ...)
 {
 	witness_check();
-	long rss = rss_kib();
+	long rss = kvm_test_rss_kib();
 	assert_true(nresults < (int)(sizeof(results) / sizeof(results[0])));
 	struct result *r = &results[nresults++];
 	snprintf(r->name, sizeof(r->name), "%s", name);
@@ -140,7 +119,7 @@ static void record(const char *name, const char *fmt, ...)
 static int witness_stop(void **state)
 {
 	printf("\nHostile-guest cases (%d), witness VM answered %d pings, RSS %ld -> %ld KiB:\n",
-	       nresults, W.pings, rss_start, rss_kib());
+	       nresults, W.pings, rss_start, kvm_test_rss_kib());
 	for (int i = 0; i < nresults; i++)
 		printf("  %-34s %s\n", results[i].name, results[i].outcome);
 	microvm_destroy(W.vm);
@@ -444,13 +423,13 @@ static void test_vsock_never_reads(void **state)
 	assert_true(c >= 0);
 	if (console_wait_for(h.out, "hostile: connected, not reading any more", GUEST_TIMEOUT_MS))
 		fail_msg("guest said: %s", console_text(h.out));
-	long rss0 = rss_kib();
-	int fds0 = fd_count();
+	long rss0 = kvm_test_rss_kib();
+	int fds0 = kvm_test_fds();
 	size_t pushed = flood(c);
 	if (console_wait_for(h.out, "hostile: 2000 connection requests sent\n", GUEST_TIMEOUT_MS))
 		fail_msg("guest said: %s", console_text(h.out));
-	long grown = rss_kib() - rss0;
-	int fds = fd_count();
+	long grown = kvm_test_rss_kib() - rss0;
+	int fds = kvm_test_fds();
 	assert_true(pushed < PUSH_CAP);
 	assert_true(fds - fds0 < 16); /* streams for refused requests do not pile up */
 	assert_int_equal(microvm_state(h.vm), MICROVM_STATE_RUNNING);
@@ -495,9 +474,9 @@ static void test_net(void **state)
 	assert_int_equal(nst.tx_malformed, 6);
 	assert_int_equal(nst.tx_packets, 1);
 	assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	size_t pushed = flood(sv[0]);
-	long grown = rss_kib() - rss0;
+	long grown = kvm_test_rss_kib() - rss0;
 	assert_true(pushed < PUSH_CAP);
 	assert_int_equal(microvm_state(h.vm), MICROVM_STATE_RUNNING);
 	record("net: malformed TX, RX never read",
@@ -524,9 +503,9 @@ static void console_flood(const char *name, const char *payload_name, const char
 	start_ok(h.vm);
 	if (console_wait_for(h.out, ready, GUEST_TIMEOUT_MS))
 		fail_msg("guest said: %s", console_text(h.out));
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	size_t pushed = flood(in[1]);
-	long grown = rss_kib() - rss0;
+	long grown = kvm_test_rss_kib() - rss0;
 	assert_true(pushed < (1u << 20)); /* the pipe (64 KiB) and a few device buffers */
 	assert_int_equal(microvm_state(h.vm), MICROVM_STATE_RUNNING);
 	record(name, "host writes stall after %zu KiB, RSS %+ld KiB meanwhile; VM running",
@@ -547,14 +526,14 @@ static void test_console_output_flood(void **state)
 	assert_int_equal(pipe2(out, O_CLOEXEC), 0); /* blocking, never read */
 	assert_int_equal(microvm_set_console_type(h.vm, MICROVM_CONSOLE_VIRTIO), 0);
 	assert_int_equal(microvm_set_console(h.vm, -1, out[1]), 0);
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	start_ok(h.vm);
 	microvm_exit ex = MICROVM_EXIT_INIT;
 	assert_int_equal(microvm_wait(h.vm, GUEST_TIMEOUT_MS, &ex), 0);
 	assert_int_equal(ex.reason, MICROVM_EXIT_RESET); /* the vCPU never got stuck */
 	int queued = 0;
 	assert_int_equal(ioctl(out[0], FIONREAD, &queued), 0);
-	long grown = rss_kib() - rss0;
+	long grown = kvm_test_rss_kib() - rss0;
 	record("virtio-console output into a full pipe",
 	       "256 KiB of transmit chains + 50000 emerg_wr bytes; the pipe holds %d KiB, the "
 	       "rest waits in the ring or is dropped; exit RESET; RSS %+ld KiB", queued / 1024,

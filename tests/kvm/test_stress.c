@@ -21,7 +21,6 @@
  * already waiting inside the library, which destroy waits for. A per-VM
  * rwlock in the test enforces that; everything else runs concurrently.
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -38,36 +37,13 @@ static long env_count(const char *name, long def, long full)
 	return getenv("MICROVM_STRESS_FULL") ? full : def;
 }
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the DIR's own fd */
-}
-
-static long rss_kib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	assert_non_null(f);
-	long size = 0, rss = 0;
-	assert_int_equal(fscanf(f, "%ld %ld", &size, &rss), 2);
-	fclose(f);
-	return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 /* Wait for destroy's background teardown threads (until only @threads
  * remain: the main one and those of VMs still alive), then count fds. */
 static int settled_fds(int threads)
 {
 	for (int i = 0; i < 3000 && thread_count() > threads; i++)
 		usleep(10000);
-	return count_fds();
+	return kvm_test_fds();
 }
 
 /* RSS growth allowed over a whole run: allocator noise, not per-VM growth
@@ -109,13 +85,13 @@ static void test_lifecycle_cycles(void **state)
 	for (int i = 0; i < 20; i++) /* warm up: lazily allocated library state */
 		lifecycle(i);
 	int fds0 = settled_fds(base_threads());
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	double t0 = now_ms();
 	for (long i = 0; i < n; i++)
 		lifecycle(i);
 	double t1 = now_ms();
 	int fds1 = settled_fds(base_threads());
-	long rss1 = rss_kib();
+	long rss1 = kvm_test_rss_kib();
 	printf("stress: %ld create/start/destroy cycles in %.0f ms; fds %d -> %d; "
 	       "RSS %ld -> %ld KiB\n", n, t1 - t0, fds0, fds1, rss0, rss1);
 	assert_int_equal(fds1, fds0);
@@ -152,13 +128,13 @@ static void test_snapshot_restore_cycles(void **state)
 	for (int i = 0; i < 5; i++)
 		restore_cycle(parent, dir);
 	int fds0 = settled_fds(threads);
-	long rss0 = rss_kib();
+	long rss0 = kvm_test_rss_kib();
 	double t0 = now_ms();
 	for (long i = 0; i < n; i++)
 		restore_cycle(parent, dir);
 	double t1 = now_ms();
 	int fds1 = settled_fds(threads);
-	long rss1 = rss_kib();
+	long rss1 = kvm_test_rss_kib();
 	printf("stress: %ld snapshot/restore/destroy cycles in %.0f ms; fds %d -> %d; "
 	       "RSS %ld -> %ld KiB\n", n, t1 - t0, fds0, fds1, rss0, rss1);
 	assert_int_equal(fds1, fds0);
