@@ -91,17 +91,6 @@ static bool vcpu_complete_io(struct vcpu *v)
 	return true;
 }
 
-/* State a reset left in the run structure for the next KVM_RUN is set
- * before parking, so that it is what a snapshot reads. False = stop. */
-static bool vcpu_flush_sync(struct vcpu *v)
-{
-	int r = v->run->kvm_dirty_regs ? arch_vcpu_sync_flush(v->fd, v->run) : 0;
-	if (r < 0)
-		vm_request_exit(v->vm, MICROVM_EXIT_INTERNAL_ERROR, r, v->index,
-				"loading the reset registers: %s", strerror(-r));
-	return r == 0;
-}
-
 /* Handle pending requests before entering KVM_RUN. False = stop. */
 static bool vcpu_check_requests(struct vcpu *v)
 {
@@ -117,8 +106,6 @@ static bool vcpu_check_requests(struct vcpu *v)
 		if (req & REQ_STOP)
 			return false;
 		if (v->io_pending && !vcpu_complete_io(v))
-			return false;
-		if (!vcpu_flush_sync(v))
 			return false;
 		vcpu_park(v);
 	}

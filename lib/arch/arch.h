@@ -122,8 +122,9 @@ int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err
 int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, const void *fdt,
 			 int node, char *err, size_t errlen);
 /* Apply what arch_vcpu_load_state() left in @run for the next KVM_RUN (if
- * anything), so that state read from KVM before that run is the loaded
- * state. 0 or -errno. */
+ * anything), so that state read from KVM before that run (a snapshot of a
+ * paused VM) is the loaded state. A parked vCPU may keep it pending: its
+ * next KVM_RUN applies it. 0 or -errno. */
 int arch_vcpu_sync_flush(int vcpu_fd, struct kvm_run *run);
 /* Append where the vCPU is (and, if @code, the instruction bytes there) to
  * the message in @buf, for exit reports. */
