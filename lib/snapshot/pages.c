@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -48,9 +49,12 @@ static int scan(int fd, const struct guest_mem *m, private_run_fn fn, void *opaq
 			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 		};
+		memset(v, 0, sizeof(v)); /* for tools that do not know what it writes */
 		int n = ioctl(fd, PAGEMAP_SCAN, &a);
 		if (n < 0)
 			return -errno;
+		if (n > SCAN_REGIONS)
+			return -EIO;
 		for (int i = 0; i < n; i++) {
 			if (v[i].start < at || v[i].end > end || v[i].end <= v[i].start ||
 			    (v[i].start | v[i].end) % GM_PAGE)
