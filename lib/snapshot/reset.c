@@ -2,9 +2,10 @@
  * microvm_reset(): return a VM in place to the snapshot it was restored
  * from (or last took). The snapshot's state tree is kept in memory; guest
  * RAM is a private copy-on-write mapping of the snapshot's memory file, so
- * the pages written since (KVM's dirty log + the pages devices wrote) are
- * dropped with MADV_DONTNEED and read the file's contents again. Nothing is
- * re-created: the same KVM VM, vCPUs, memslots, devices and fds.
+ * the pages written since (by the guest, KVM or a device) are the mapping's
+ * private pages: found with PAGEMAP_SCAN, dropped with MADV_DONTNEED, they
+ * read the file's contents again. Nothing is re-created: the same KVM VM,
+ * vCPUs, memslots, devices and fds.
  */
 #include "snapshot/reset.h"
 

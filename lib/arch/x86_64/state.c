@@ -209,7 +209,8 @@ static int load_msrs(int vcpu_fd, const void *fdt, int node, char *err, size_t e
 #define SYNC_ALL (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
 
 /* Registers, special registers and events into @run, for KVM to set at
- * the next KVM_RUN (before it completes any pending I/O or enters). */
+ * the vCPU's next KVM_RUN (the vCPU has no I/O pending: it parks only after
+ * completing it, lib/vcpu.c). */
 static int load_sync(struct kvm_run *run, const void *fdt, int node, char *err, size_t errlen)
 {
 	int r = st_get_blob(fdt, node, "regs", &run->s.regs.regs, sizeof(struct kvm_regs), err,
