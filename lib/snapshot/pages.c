@@ -76,8 +76,7 @@ static bool is_private(uint64_t e)
 	return ((e & PM_PRESENT) && !(e & PM_FILE)) || (e & PM_SWAPPED);
 }
 
-/* Without PAGEMAP_SCAN: read the entry of every page, report the runs. */
-static int read_map(int fd, const struct guest_mem *m, private_run_fn fn, void *opaque)
+int private_pages_from_map(int fd, const struct guest_mem *m, private_run_fn fn, void *opaque)
 {
 	static __thread uint64_t e[PAGEMAP_BATCH];
 	uint64_t pages = GM_PAGES(m), first = (uintptr_t)m->host / GM_PAGE;
@@ -107,5 +106,5 @@ static int read_map(int fd, const struct guest_mem *m, private_run_fn fn, void *
 int private_pages(int pagemap_fd, const struct guest_mem *m, private_run_fn fn, void *opaque)
 {
 	int r = scan(pagemap_fd, m, fn, opaque);
-	return r == -ENOTTY || r == -EINVAL ? read_map(pagemap_fd, m, fn, opaque) : r;
+	return r == -ENOTTY || r == -EINVAL ? private_pages_from_map(pagemap_fd, m, fn, opaque) : r;
 }

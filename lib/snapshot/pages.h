@@ -21,4 +21,9 @@ typedef int (*private_run_fn)(void *opaque, uint64_t first, uint64_t n);
  */
 int private_pages(int pagemap_fd, const struct guest_mem *m, private_run_fn fn, void *opaque);
 
+/* The same walk the way older kernels need it (reading every entry);
+ * private_pages() uses it without PAGEMAP_SCAN. For the tests too. */
+int private_pages_from_map(int pagemap_fd, const struct guest_mem *m, private_run_fn fn,
+			   void *opaque);
+
 #endif
