@@ -91,7 +91,7 @@ struct vm_machine {
 	int kvm_fd;
 	int vm_fd;
 	int run_size;
-	struct arch_clock clock; /* what loading the clocks learnt */
+	struct arch_known known; /* what loading state learnt about KVM */
 	struct guest_mem mem;
 	struct bus pio;
 	struct bus mmio;

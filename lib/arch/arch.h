@@ -48,22 +48,26 @@ uint32_t arch_virtio_gsi(uint32_t index);
  * whatever else the VM needs before vCPUs exist. 0 or -errno + message. */
 int arch_vm_init(int vm_fd, char *err, size_t errlen);
 
-/* Snapshot of VM-wide KVM state (interrupt controllers, timers, clock). */
+/* Snapshot of VM-wide KVM state (interrupt controllers, timers; the
+ * clock is arch_clock_save's and arch_clock_load's). */
 int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
 /* The guest's clocks (kvmclock and the @n vCPUs' TSCs), saved together after
  * the vCPUs and restored together once every vCPU is loaded (@vcpu_nodes:
- * each vCPU's state node); @node is the VM-wide one of arch_vm_save. */
+ * each vCPU's state node); @node is the VM-wide one of arch_vm_save. Each
+ * is set once. */
 int arch_clock_save(int vm_fd, const int *vcpu_fds, uint32_t n, struct st_writer *w, int node,
 		    char *err, size_t errlen);
-/* What loading the clocks learnt about a VM's KVM, kept with the VM so the
- * next load (a reset) skips the questions: zero = nothing known yet. */
-struct arch_clock {
-	int8_t tsc_attr;  /* KVM_VCPU_TSC_OFFSET: 1 there, -1 not, 0 unknown */
-	bool tsc_plain;   /* a guest TSC reads host TSC + offset (no scaling) */
+/* What loading state learnt about a VM's KVM, kept with the VM so that
+ * the next load (a reset) skips the questions: zero = nothing known yet. */
+struct arch_known {
+	int8_t tsc_attr;     /* KVM_VCPU_TSC_OFFSET: 1 there, -1 not, 0 unknown */
+	bool tsc_plain;      /* a guest TSC reads host TSC + offset (no scaling) */
+	int8_t sync_regs;    /* registers through kvm_run: 1 yes, -1 no, 0 unknown */
+	uint32_t xsave_size; /* bytes of KVM's XSAVE area, 0 unknown */
 };
 int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
-		    const void *fdt, int node, struct arch_clock *known, char *err,
+		    const void *fdt, int node, struct arch_known *known, char *err,
 		    size_t errlen);
 
 /*
@@ -118,9 +122,10 @@ int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err
  * @run (the vCPU's mapped kvm_run) the state KVM can take from there at the
  * vCPU's next KVM_RUN (x86: KVM_CAP_SYNC_REGS: registers, special registers,
  * events) is put there instead of set with an ioctl of its own each, which
- * costs a vcpu_load(); arch_vcpu_sync_flush() applies it without running. */
-int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, const void *fdt,
-			 int node, char *err, size_t errlen);
+ * costs a vcpu_load(); arch_vcpu_sync_flush() applies it without running.
+ * @known: what earlier loads of the VM learnt (NULL: ask KVM). */
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, struct arch_known *known,
+			 const void *fdt, int node, char *err, size_t errlen);
 /* Apply what arch_vcpu_load_state() left in @run for the next KVM_RUN (if
  * anything), so that state read from KVM before that run (a snapshot of a
  * paused VM) is the loaded state. A parked vCPU may keep it pending: its

@@ -250,13 +250,13 @@ static int load_state(struct microvm *vm)
 		/* KVM answers the capability checks on the VM fd too:
 		 * /dev/kvm is not kept open. */
 		r = n < 0 ? n : arch_vcpu_load_state(vm->kvm.vm_fd, vm->run.vcpus[i].fd,
-						     vm->run.vcpus[i].run, fdt, n, err,
-						     sizeof(err));
+						     vm->run.vcpus[i].run, &vm->kvm.known, fdt,
+						     n, err, sizeof(err));
 	}
 	/* The clocks together, as a restore sets them (arch_clock_load). */
 	if (r == 0)
 		r = arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, fdt, kn,
-				    &vm->kvm.clock, err, sizeof(err));
+				    &vm->kvm.known, err, sizeof(err));
 	n = r < 0 ? r : st_sub(fdt, 0, "devices", err, sizeof(err));
 	r = n < 0 ? n : platform_load(vm->dev.platform, fdt, n, err, sizeof(err));
 	for (uint32_t i = 0; r == 0 && i < vm->dev.nr_virtio; i++) {

@@ -158,14 +158,14 @@ int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err
 	if (r < 0)
 		return io_err(err, errlen, "KVM_SET_CPUID2 (the snapshot's CPU features do not "
 			      "fit this host)");
-	return arch_vcpu_load_state(kvm_fd, vcpu_fd, NULL, fdt, node, err, errlen);
+	return arch_vcpu_load_state(kvm_fd, vcpu_fd, NULL, NULL, fdt, node, err, errlen);
 }
 
-static int load_xsave(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
+static int load_xsave(size_t xs, int vcpu_fd, const void *fdt, int node, char *err,
 		      size_t errlen)
 {
 	const void *p;
-	size_t len, xs = xsave_size(kvm_fd);
+	size_t len;
 	int r = st_get_var(fdt, node, "xsave", &p, &len, xs, err, errlen);
 	if (r < 0)
 		return r;
@@ -226,17 +226,30 @@ static int load_sync(struct kvm_run *run, const void *fdt, int node, char *err, 
 	return r;
 }
 
-int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, const void *fdt,
-			 int node, char *err, size_t errlen)
+/* What the loads need to know of KVM, asked once per VM with @known. */
+static void learn(int kvm_fd, const struct kvm_run *run, struct arch_known *known)
 {
-	int caps = run ? ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS) : 0;
-	bool sync = caps > 0 && (caps & SYNC_ALL) == SYNC_ALL;
+	if (run && !known->sync_regs) {
+		int caps = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+		known->sync_regs = caps > 0 && (caps & SYNC_ALL) == SYNC_ALL ? 1 : -1;
+	}
+	if (!known->xsave_size)
+		known->xsave_size = (uint32_t)xsave_size(kvm_fd);
+}
+
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, struct arch_known *known,
+			 const void *fdt, int node, char *err, size_t errlen)
+{
+	struct arch_known local = { 0 };
+	known = known ? known : &local;
+	learn(kvm_fd, run, known);
+	bool sync = run && known->sync_regs > 0;
 	LOAD(vcpu_fd, KVM_SET_MP_STATE, struct kvm_mp_state, "mp-state");
 	if (!sync) {
 		LOAD(vcpu_fd, KVM_SET_REGS, struct kvm_regs, "regs");
 		LOAD(vcpu_fd, KVM_SET_SREGS, struct kvm_sregs, "sregs");
 	}
-	int r = load_xsave(kvm_fd, vcpu_fd, fdt, node, err, errlen);
+	int r = load_xsave(known->xsave_size, vcpu_fd, fdt, node, err, errlen);
 	if (r < 0)
 		return r;
 	LOAD(vcpu_fd, KVM_SET_XCRS, struct kvm_xcrs, "xcrs");
@@ -286,8 +299,6 @@ int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t err
 	return w->err;
 }
 
-static int set_clock(int vm_fd, uint64_t clock, char *err, size_t errlen);
-
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
@@ -302,9 +313,7 @@ int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 			return io_err(err, errlen, "KVM_SET_IRQCHIP");
 	}
 	LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
-	uint64_t clock;
-	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
-	return r < 0 ? r : set_clock(vm_fd, clock, err, errlen);
+	return 0; /* the clock: arch_clock_load() */
 }
 
 /* ------------------------------------------------------------------ clocks */
@@ -412,7 +421,7 @@ static int rearm_deadline(int fd, const void *fdt, int vnode, char *err, size_t 
 }
 
 /* Whether the vCPUs have the TSC offset attribute (asked once per VM). */
-static bool has_tsc_attr(int fd, struct arch_clock *known)
+static bool has_tsc_attr(int fd, struct arch_known *known)
 {
 	uint64_t unused;
 	if (!known->tsc_attr)
@@ -428,7 +437,7 @@ static bool has_tsc_attr(int fd, struct arch_clock *known)
  * host's TSC alone gives it, else ask KVM (two vCPU ioctls).
  */
 static int set_clock_tsc0(int vm_fd, int fd, uint64_t clock, uint64_t ref,
-			  struct arch_clock *known, uint64_t *off, char *err, size_t errlen)
+			  struct arch_known *known, uint64_t *off, char *err, size_t errlen)
 {
 	uint64_t cur = 0, now;
 	if (!known->tsc_plain && tsc_attr(fd, KVM_GET_DEVICE_ATTR, &cur) < 0)
@@ -450,17 +459,19 @@ static int set_clock_tsc0(int vm_fd, int fd, uint64_t clock, uint64_t ref,
 }
 
 int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
-		    const void *fdt, int node, struct arch_clock *known, char *err,
+		    const void *fdt, int node, struct arch_known *known, char *err,
 		    size_t errlen)
 {
 	uint64_t clock, ref, base = 0;
 	const void *p;
 	size_t len;
-	if (fdt_getprop(fdt, node, "tsc-ref", NULL) == NULL || !has_tsc_attr(vcpu_fds[0], known))
-		return 0; /* an older snapshot, or an older KVM: the MSR values stand */
 	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
-	if (r == 0)
-		r = st_get_u64(fdt, node, "tsc-ref", &ref, err, errlen);
+	if (r < 0)
+		return r;
+	/* An older snapshot, or an older KVM: the TSC MSR values stand. */
+	if (fdt_getprop(fdt, node, "tsc-ref", NULL) == NULL || !has_tsc_attr(vcpu_fds[0], known))
+		return set_clock(vm_fd, clock, err, errlen);
+	r = st_get_u64(fdt, node, "tsc-ref", &ref, err, errlen);
 	if (r == 0)
 		r = st_get_var(fdt, node, "tsc-skew", &p, &len, n * sizeof(uint64_t), err, errlen);
 	if (r < 0)
