@@ -650,6 +650,61 @@ static void test_snapshot_after_paused_reset(void **state)
 	close(out);
 }
 
+/* Wait until the console output after byte @at holds @text. */
+static void expect_text(int out, size_t at, const char *text)
+{
+	if (!wait_text(out, at, text, GUEST_TIMEOUT_MS))
+		fail_msg("no \"%s\" from the guest", text);
+}
+
+/* Resets while the guest's virtio-blk requests are in flight (the tiny vblk
+ * driver reading in a loop): each reset lets them complete first, the
+ * device's writes into guest RAM are dropped like the guest's, and the
+ * guest reads on from the snapshot. */
+static void test_reset_during_disk_io(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char img[600], dir[600];
+	snprintf(img, sizeof(img), "%s/io.img", tmpdir);
+	snprintf(dir, sizeof(dir), "%s", snap_path("disk-io"));
+	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	char sector[512];
+	for (int i = 0; i < 8; i++) {
+		memset(sector, 'A' + i, sizeof(sector));
+		assert_int_equal(pwrite(fd, sector, sizeof(sector), i * 512), 512);
+	}
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	int out = console_fd();
+	microvm *vm = tiny_vm("vblk", "loop=1", 1, out);
+	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
+	dc.path = img;
+	assert_int_equal(microvm_add_disk(vm, &dc), 0);
+	start_ok(vm);
+	expect_text(out, 0, "vblk: reads 128\n");
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	assert_int_equal(microvm_resume(vm), 0);
+	for (int i = 0; i < 100; i++) {
+		reset_ok(vm, 0);
+		usleep(500);
+	}
+	size_t at = out_size(out);
+	expect_text(out, at, "vblk: reads");
+	assert_int_equal(microvm_pause(vm), 0);
+	reset_ok(vm, MICROVM_RESET_PAUSED);
+	assert_ram_is_snapshot(vm, dir);
+	assert_int_equal(microvm_resume(vm), 0);
+	at = out_size(out);
+	expect_text(out, at, "vblk: reads");
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_RUNNING);
+	microvm_destroy(vm);
+	close(out);
+	unlink(img);
+}
+
 /* ----------------------------------------------------------------- fork */
 
 static uint64_t ram_hash(microvm *vm)
@@ -880,6 +935,7 @@ int main(void)
 		cmocka_unit_test(test_ten_thousand_resets),
 		cmocka_unit_test(test_reset_with_devices),
 		cmocka_unit_test(test_snapshot_after_paused_reset),
+		cmocka_unit_test(test_reset_during_disk_io),
 		cmocka_unit_test(test_fork_of_unmapped_target),
 		cmocka_unit_test(test_fork_booted_vm),
 		cmocka_unit_test(test_fork_restored_vm),
