@@ -89,7 +89,7 @@ static void rig_up(struct rig *g, const char *kernel, uint64_t mib, int pages, c
 		fprintf(stderr, "bench-reset: restore: %s\n", err);
 		exit(1);
 	}
-	/* The first reset drops every page once and starts dirty tracking. */
+	/* The first reset opens /proc/self/pagemap (kept for the next ones). */
 	if (microvm_reset(g->vm, 0) < 0)
 		die("reset", g->vm);
 }

@@ -386,8 +386,8 @@ static void test_reset_after_own_snapshot(void **state)
 	close(out);
 }
 
-/* Tracking from the restore on (MICROVM_RESTORE_TRACK_DIRTY: no full drop
- * at the first reset), and a fork of a restored VM, which inherits its
+/* Dirty tracking on from the restore (MICROVM_RESTORE_TRACK_DIRTY: a reset
+ * restarts its log too), and a fork of a restored VM, which inherits its
  * reset target: both come back to the snapshot's RAM exactly. */
 static void test_reset_tracked_and_forked(void **state)
 {
@@ -511,7 +511,7 @@ static void test_ten_thousand_resets(void **state)
 	microvm_destroy(vm);
 	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	microvm *c = restore_ok(dir, 0, null);
-	reset_ok(c, 0); /* the first one drops everything and starts tracking */
+	reset_ok(c, 0); /* the first one opens the page map: fds counted after it */
 	for (int i = 0; i < 100; i++)
 		reset_ok(c, 0);
 	int fds = open_fds();
