@@ -54,8 +54,8 @@ int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t err
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
 /* The guest's clocks (kvmclock and the @n vCPUs' TSCs), saved together after
  * the vCPUs and restored together once every vCPU is loaded (@vcpu_nodes:
- * each vCPU's state node); @node is the VM-wide one of arch_vm_save. Each
- * is set once. */
+ * each vCPU's state node); @node is the VM-wide one of arch_vm_save.
+ * arch_clock_load sets kvmclock (arch_vm_load does not). */
 int arch_clock_save(int vm_fd, const int *vcpu_fds, uint32_t n, struct st_writer *w, int node,
 		    char *err, size_t errlen);
 /* What loading state learnt about a VM's KVM, kept with the VM so that
