@@ -14,7 +14,8 @@
  *    writes since the last reset: none, it waits);
  * and microvm_fork() of a paused 256 MiB VM (the same guest after one round,
  * booted, not restored) into a paused child, the child destroyed after each;
- * medians and 99th percentiles over the runs, all in one process run.
+ * medians and 99th percentiles over the runs (after 200 untimed rounds per
+ * size), all in one process run.
  * Without VT-x/AMD-V the guest itself runs emulated; the reset is host work.
  */
 #include <errno.h>
@@ -88,7 +89,7 @@ static void rig_up(struct rig *g, const char *kernel, uint64_t mib, int pages, c
 		fprintf(stderr, "bench-reset: restore: %s\n", err);
 		exit(1);
 	}
-	/* The first reset drops every page once and starts dirty tracking. */
+	/* The first reset opens /proc/self/pagemap (kept for the next ones). */
 	if (microvm_reset(g->vm, 0) < 0)
 		die("reset", g->vm);
 }
@@ -124,6 +125,8 @@ static double timed_reset(struct rig *g, enum mode m)
 	return t * 1000.0; /* us */
 }
 
+#define WARMUP_ROUNDS 200
+
 struct result {
 	double med[3], p99[3];
 };
@@ -136,6 +139,11 @@ static void measure(const char *kernel, uint64_t mib, int pages, int runs, const
 	double *v = calloc((size_t)runs, sizeof(double));
 	if (!v)
 		die("out of memory", NULL);
+	/* Untimed rounds first: whichever size was measured first used to
+	 * read up to 2x slower in its first mode (threads, caches, the
+	 * scheduler settling). */
+	for (int i = 0; i < WARMUP_ROUNDS; i++)
+		timed_reset(&g, RUNNING);
 	for (int m = RUNNING; m <= CLEAN; m++) {
 		for (int i = 0; i < runs; i++)
 			v[i] = timed_reset(&g, (enum mode)m);

@@ -925,9 +925,15 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
  * The guest then gets a new VM generation ID (see microvm_restore).
  * Afterwards the VM runs, or stays paused with MICROVM_RESET_PAUSED.
  *
- * Cost: proportional to the pages written since the last reset (KVM's dirty
- * log is on from the first reset on; the first reset after a restore drops
- * every page once), plus one pass over a bitmap of RAM (1 bit per 4 KiB).
+ * Cost: the pages written since the last reset, not the size of RAM: they
+ * are the private copy-on-write pages of RAM's mapping, found by walking the
+ * process's page tables (PAGEMAP_SCAN, Linux 6.7, which skips the
+ * unpopulated parts; older kernels read /proc/self/pagemap, 8 bytes per page
+ * of RAM) and dropped with one madvise() per run of them (runs less than 64
+ * pages apart together); no dirty log is kept for it. Plus reloading the
+ * vCPUs: seven vCPU ioctls each (registers, special registers and events go
+ * through the vCPU's kvm_run, KVM_CAP_SYNC_REGS, and are taken by its next
+ * KVM_RUN), and a few VM-wide ones.
  * A VM that took the snapshot itself still has its RAM in its own memfd: its
  * first reset maps RAM copy-on-write over the snapshot's memory file (as if
  * restored from it; the memfd is freed), so that snapshot must still be in
@@ -991,7 +997,7 @@ typedef struct microvm_fork_config {
  * into the child. Parent and child then diverge independently; forks of
  * forks work the same way. The child gets a new VM generation ID (the
  * parent keeps its own), no diff-snapshot base, and the parent's reset
- * target if it has one (its first reset then drops all of RAM once).
+ * target if it has one.
  * What is not carried over: open vsock streams (as for a restore), unread
  * console input, the parent's log callback and kick signal (set them in
  * @cfg). @cfg may be NULL only if the parent has no vsock Unix socket.

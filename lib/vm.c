@@ -87,6 +87,7 @@ MICROVM_API int microvm_create(microvm **out)
 	vm->diag.log_level = MICROVM_LOG_WARN;
 	vm->kvm.kvm_fd = vm->kvm.vm_fd = -1;
 	vm->kvm.mem.fd = -1;
+	vm->snap.pagemap_fd = -1;
 	vm->run.state = MICROVM_STATE_CONFIGURED;
 	vm->run.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->run.event_fd < 0) {
@@ -967,7 +968,9 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	free(vm->cfg.vsock_uds_path);
 	free(vm->snap.base);
 	free(vm->snap.reset_state);
-	free(vm->snap.reset_pages);
+	free(vm->snap.reset_dir);
+	if (vm->snap.pagemap_fd >= 0)
+		close(vm->snap.pagemap_fd);
 	vm_seccomp_release(vm);
 	close(vm->run.event_fd);
 	pthread_mutex_destroy(&vm->api_lock);

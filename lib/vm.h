@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "microvm.h"
+#include "arch/arch.h"
 #include "bus.h"
 #include "memory.h"
 #include "devices/host.h"
@@ -90,6 +91,7 @@ struct vm_machine {
 	int kvm_fd;
 	int vm_fd;
 	int run_size;
+	struct arch_known known; /* what loading state learnt about KVM */
 	struct guest_mem mem;
 	struct bus pio;
 	struct bus mmio;
@@ -103,16 +105,15 @@ struct vm_snap {
 	uint32_t base_crc;     /* its state file's checksum */
 	/* microvm_reset() (lib/snapshot/reset.c): the state tree of the
 	 * reset target, the full snapshot whose memory file RAM maps
-	 * privately (NULL = none); whether the dirty log has covered every
-	 * write since RAM was mapped or last reset; a page bitmap reused by
-	 * every reset. */
+	 * privately (NULL = none); its directory (absolute); /proc/self/pagemap
+	 * once a reset opened it (-1 before). */
 	void *reset_state;
 	size_t reset_len;
-	bool reset_clean;
+	char *reset_dir;
 	bool reset_remap;      /* RAM is not yet a mapping of the target's
 				* memory file (it took the snapshot): the
 				* first reset maps it */
-	uint64_t *reset_pages;
+	int pagemap_fd;
 };
 
 /* The devices (lib/vm_devices.c) and what they see of the VM. */

@@ -7,7 +7,10 @@
  *     case the write must fail with VIRTIO_BLK_S_IOERR;
  *   - with "evil=1" hands the device a descriptor pointing outside guest RAM
  *     and checks the device reports DEVICE_NEEDS_RESET (or fails the request)
- *     instead of the host crashing.
+ *     instead of the host crashing;
+ *   - with "loop=1" reads sectors 0-7 in turn forever instead, printing
+ *     "vblk: reads N" every 64 (a request is nearly always in flight: for
+ *     microvm_reset tests).
  * Prints "vblk: ok" (or what failed), then resets the VM.
  */
 #include "tiny.h"
@@ -73,6 +76,22 @@ static int request(uint32_t type, uint64_t sector, uint64_t data_addr, uint16_t 
 	return status;
 }
 
+static volatile uint64_t reads;
+
+static void __attribute__((noreturn)) read_forever(void)
+{
+	for (;;) {
+		if (request(0 /* IN */, reads % 8, (uint64_t)(uintptr_t)data, F_WRITE) != 0)
+			fail("reading in a loop");
+		reads++;
+		if (reads % 64 == 0) {
+			tiny_puts("vblk: reads ");
+			tiny_putdec(reads);
+			tiny_puts("\n");
+		}
+	}
+}
+
 void main(void *boot_params)
 {
 	int ro = (int)tiny_cmdline_num(boot_params, "ro", 0);
@@ -106,6 +125,9 @@ void main(void *boot_params)
 	mmio_write32(R(0x0a4), 0);
 	mmio_write32(R(0x044), 1);         /* QueueReady */
 	mmio_write32(R(0x070), 1 | 2 | 8 | 4); /* DRIVER_OK */
+
+	if (tiny_cmdline_num(boot_params, "loop", 0))
+		read_forever();
 
 	if (evil) {
 		/* Data buffer far outside guest RAM. */

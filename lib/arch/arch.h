@@ -16,6 +16,7 @@ struct bus;
 struct dev_host;
 struct evloop;
 struct guest_mem;
+struct kvm_run;
 struct st_writer;
 
 /* Recorded in snapshots; restore refuses another architecture's. */
@@ -47,16 +48,27 @@ uint32_t arch_virtio_gsi(uint32_t index);
  * whatever else the VM needs before vCPUs exist. 0 or -errno + message. */
 int arch_vm_init(int vm_fd, char *err, size_t errlen);
 
-/* Snapshot of VM-wide KVM state (interrupt controllers, timers, clock). */
+/* Snapshot of VM-wide KVM state (interrupt controllers, timers; the
+ * clock is arch_clock_save's and arch_clock_load's). */
 int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
 /* The guest's clocks (kvmclock and the @n vCPUs' TSCs), saved together after
  * the vCPUs and restored together once every vCPU is loaded (@vcpu_nodes:
- * each vCPU's state node); @node is the VM-wide one of arch_vm_save. */
+ * each vCPU's state node); @node is the VM-wide one of arch_vm_save.
+ * arch_clock_load sets kvmclock (arch_vm_load does not). */
 int arch_clock_save(int vm_fd, const int *vcpu_fds, uint32_t n, struct st_writer *w, int node,
 		    char *err, size_t errlen);
+/* What loading state learnt about a VM's KVM, kept with the VM so that
+ * the next load (a reset) skips the questions: zero = nothing known yet. */
+struct arch_known {
+	int8_t tsc_attr;     /* KVM_VCPU_TSC_OFFSET: 1 there, -1 not, 0 unknown */
+	bool tsc_plain;      /* a guest TSC reads host TSC + offset (no scaling) */
+	int8_t sync_regs;    /* registers through kvm_run: 1 yes, -1 no, 0 unknown */
+	uint32_t xsave_size; /* bytes of KVM's XSAVE area, 0 unknown */
+};
 int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
-		    const void *fdt, int node, char *err, size_t errlen);
+		    const void *fdt, int node, struct arch_known *known, char *err,
+		    size_t errlen);
 
 /*
  * VM generation ID (ACPI, written with the firmware tables when ACPI is on):
@@ -106,9 +118,19 @@ int arch_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char 
 int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
 		   size_t errlen);
 /* The same without the CPU model (CPUID), for a vCPU that has run: KVM
- * refuses to change its CPUID then, and an in-place reset keeps it. */
-int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
-			 size_t errlen);
+ * refuses to change its CPUID then, and an in-place reset keeps it. With
+ * @run (the vCPU's mapped kvm_run) the state KVM can take from there at the
+ * vCPU's next KVM_RUN (x86: KVM_CAP_SYNC_REGS: registers, special registers,
+ * events) is put there instead of set with an ioctl of its own each, which
+ * costs a vcpu_load(); arch_vcpu_sync_flush() applies it without running.
+ * @known: what earlier loads of the VM learnt (NULL: ask KVM). */
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, struct arch_known *known,
+			 const void *fdt, int node, char *err, size_t errlen);
+/* Apply what arch_vcpu_load_state() left in @run for the next KVM_RUN (if
+ * anything), so that state read from KVM before that run (a snapshot of a
+ * paused VM) is the loaded state. A parked vCPU may keep it pending: its
+ * next KVM_RUN applies it. 0 or -errno. */
+int arch_vcpu_sync_flush(int vcpu_fd, struct kvm_run *run);
 /* Append where the vCPU is (and, if @code, the instruction bytes there) to
  * the message in @buf, for exit reports. */
 void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, char *buf,

@@ -11,41 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "abi.h"
 #include "arch/arch.h"
+#include "snapshot/pages.h"
 #include "snapshot/reset.h"
 #include "snapshot/snapshot.h"
 #include "virtio/devices.h"
 #include "vm.h"
 #include "vm_devices.h"
 #include "vm_vmgenid.h"
-
-/* /proc/self/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst). */
-#define PM_PRESENT (1ULL << 63)
-#define PM_SWAPPED (1ULL << 62)
-#define PM_FILE (1ULL << 61) /* file page or shared anonymous */
-#define PAGEMAP_BATCH 4096
-
-/* PAGEMAP_SCAN (Linux 6.7, linux/fs.h; defined here for older headers):
- * the kernel walks the range and returns only the matching page runs. */
-#ifndef PAGEMAP_SCAN
-struct page_region {
-	uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PAGE_IS_FILE (1 << 2)
-#define PAGE_IS_PRESENT (1 << 3)
-#define PAGE_IS_SWAPPED (1 << 4)
-#define PAGE_IS_PFNZERO (1 << 5)
-#endif
-#define SCAN_REGIONS 256
 
 /* The parent's RAM as a private mapping of a file holding its contents. */
 static int freeze_ram(struct microvm *vm)
@@ -57,65 +33,27 @@ static int freeze_ram(struct microvm *vm)
 	return r < 0 ? vm_error(vm, r, "fork: remapping guest RAM: %s", strerror(-r)) : 0;
 }
 
-/* The private pages with PAGEMAP_SCAN: 0, or -ENOTTY/-EINVAL from a
- * kernel without it (nothing copied then), or another -errno. */
-static int copy_scanned(int fd, const struct guest_mem *p, struct guest_mem *c)
+struct copy_ctx {
+	const struct guest_mem *from;
+	struct guest_mem *to;
+};
+
+static int copy_run(void *opaque, uint64_t first, uint64_t n)
 {
-	struct page_region v[SCAN_REGIONS];
-	uint64_t at = (uintptr_t)p->host, end = at + p->size;
-	while (at < end) {
-		struct pm_scan_arg a = {
-			.size = sizeof(a), .start = at, .end = end,
-			.vec = (uintptr_t)v, .vec_len = SCAN_REGIONS,
-			/* present or swapped, not a file page, not the zero page */
-			.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
-			.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
-			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-		};
-		int n = ioctl(fd, PAGEMAP_SCAN, &a);
-		if (n < 0)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			uint64_t off = v[i].start - (uintptr_t)p->host;
-			if (v[i].start < at || v[i].end > end || v[i].end <= v[i].start)
-				return -EIO;
-			memcpy(c->host + off, p->host + off, v[i].end - v[i].start);
-		}
-		if (a.walk_end <= at)
-			return -EIO;
-		at = a.walk_end;
-	}
+	struct copy_ctx *c = opaque;
+	memcpy(c->to->host + first * GM_PAGE, c->from->host + first * GM_PAGE, n * GM_PAGE);
 	return 0;
 }
 
 /* Copy into @c the pages @p holds privately (anonymous copies made on
- * write), found in /proc/self/pagemap; the others are the file's. */
+ * write); the others are the file's. */
 static int copy_private_pages(const struct guest_mem *p, struct guest_mem *c)
 {
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int s = copy_scanned(fd, p, c);
-	if (s != -ENOTTY && s != -EINVAL) {
-		close(fd);
-		return s;
-	}
-	static __thread uint64_t e[PAGEMAP_BATCH];
-	uint64_t pages = GM_PAGES(p), first = (uintptr_t)p->host / GM_PAGE;
-	int r = 0;
-	for (uint64_t i = 0; r == 0 && i < pages; i += PAGEMAP_BATCH) {
-		uint64_t n = pages - i < PAGEMAP_BATCH ? pages - i : PAGEMAP_BATCH;
-		ssize_t got = pread(fd, e, n * 8, (off_t)((first + i) * 8));
-		if (got != (ssize_t)(n * 8)) {
-			r = got < 0 ? -errno : -EIO;
-			break;
-		}
-		for (uint64_t j = 0; j < n; j++)
-			if (((e[j] & PM_PRESENT) && !(e[j] & PM_FILE)) || (e[j] & PM_SWAPPED))
-				memcpy(c->host + (i + j) * GM_PAGE, p->host + (i + j) * GM_PAGE,
-				       GM_PAGE);
-	}
+	struct copy_ctx ctx = { p, c };
+	int r = private_pages(fd, p, copy_run, &ctx);
 	close(fd);
 	return r;
 }
@@ -156,18 +94,26 @@ static microvm_restore_config restore_cfg(const microvm_fork_config *fc)
 	return rc;
 }
 
-/* The child takes the parent's reset target, to be dropped whole at its
- * first reset (its private pages are not in any dirty log). */
+/* The child takes the parent's reset target. Its RAM maps the parent's
+ * file: the target's memory file, unless the parent took the snapshot and
+ * was not reset since (its RAM is not yet mapped from it): then the child's
+ * first reset maps it, as the parent's would. */
 static void inherit_reset(struct microvm *parent, struct microvm *child)
 {
 	if (!parent->snap.reset_state)
 		return;
-	child->snap.reset_state = malloc(parent->snap.reset_len);
-	if (!child->snap.reset_state)
+	void *st = malloc(parent->snap.reset_len);
+	char *dir = parent->snap.reset_dir ? strdup(parent->snap.reset_dir) : NULL;
+	if (!st || (parent->snap.reset_dir && !dir)) {
+		free(st);
+		free(dir);
 		return;
-	memcpy(child->snap.reset_state, parent->snap.reset_state, parent->snap.reset_len);
+	}
+	memcpy(st, parent->snap.reset_state, parent->snap.reset_len);
+	child->snap.reset_state = st;
 	child->snap.reset_len = parent->snap.reset_len;
-	child->snap.reset_clean = false;
+	child->snap.reset_dir = dir;
+	child->snap.reset_remap = parent->snap.reset_remap;
 }
 
 static int fork_locked(struct microvm *parent, struct microvm **child,

@@ -2,9 +2,10 @@
  * microvm_reset(): return a VM in place to the snapshot it was restored
  * from (or last took). The snapshot's state tree is kept in memory; guest
  * RAM is a private copy-on-write mapping of the snapshot's memory file, so
- * the pages written since (KVM's dirty log + the pages devices wrote) are
- * dropped with MADV_DONTNEED and read the file's contents again. Nothing is
- * re-created: the same KVM VM, vCPUs, memslots, devices and fds.
+ * the pages written since (by the guest, KVM or a device) are the mapping's
+ * private pages: found with PAGEMAP_SCAN, dropped with MADV_DONTNEED, they
+ * read the file's contents again. Nothing is re-created: the same KVM VM,
+ * vCPUs, memslots, devices and fds.
  */
 #include "snapshot/reset.h"
 
@@ -12,16 +13,15 @@
 #include <fcntl.h>
 #include <libfdt.h>
 #include <limits.h>
-#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "arch/arch.h"
+#include "snapshot/pages.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "vcpu.h"
@@ -33,9 +33,10 @@
 static void forget(struct microvm *vm)
 {
 	free(vm->snap.reset_state);
+	free(vm->snap.reset_dir);
 	vm->snap.reset_state = NULL;
+	vm->snap.reset_dir = NULL;
 	vm->snap.reset_len = 0;
-	vm->snap.reset_clean = false;
 	vm->snap.reset_remap = false;
 }
 
@@ -57,8 +58,8 @@ void reset_after_restore(struct microvm *vm, const void *fdt, size_t len)
 	bool diff = mach >= 0 && fdt_getprop(fdt, mach, "diff-base", NULL);
 	/* A diff snapshot's pages were copied into RAM: the file under the
 	 * mapping is its base, not it. */
-	if (!diff && vm->kvm.mem.file_backed && keep_state(vm, fdt, len) == 0)
-		vm->snap.reset_clean = vm->snap.dirty_tracking; /* tracked from the start */
+	if (!diff && vm->kvm.mem.file_backed)
+		keep_state(vm, fdt, len);
 	if (vm_vmgenid_renew(vm, NULL) < 0)
 		vm_warn(vm, "restore: %s", "new VM generation ID not signalled");
 }
@@ -111,7 +112,7 @@ int snapshot_remap_private(struct guest_mem *m, int fd)
  */
 static int open_target_memory(struct microvm *vm, int *fd)
 {
-	const char *dir = vm->snap.base;
+	const char *dir = vm->snap.reset_dir;
 	void *fdt = NULL;
 	size_t len = 0;
 	char path[PATH_MAX];
@@ -147,126 +148,86 @@ void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff)
 	}
 	vm->snap.reset_state = fdt;
 	vm->snap.reset_len = len;
+	vm->snap.reset_dir = strdup(dir); /* NULL: the first reset fails cleanly */
 	vm->snap.reset_remap = true;
 }
 
 /* ----------------------------------------------------------------- memory */
 
-/* KVM's dirty log of memslot @slot into @bm (its first page's bit at bit 0
- * of @bm); the log restarts (KVM write-protects the pages again). */
-static int slot_dirty_log(struct microvm *vm, uint32_t slot, uint64_t *bm)
-{
-	struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = bm };
-	return ioctl(vm->kvm.vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
-}
-
 /* Dirty runs at most this many pages apart are dropped with one call. */
 #define RESET_MERGE_GAP 64
 
+struct drop {
+	struct guest_mem *m;
+	uint64_t run, len; /* the run being merged */
+};
+
 /* Drop pages [first, first + n) of RAM: they read the file again. */
-static void drop_pages(struct guest_mem *m, uint64_t first, uint64_t n)
+static int drop_pages(struct guest_mem *m, uint64_t first, uint64_t n)
 {
-	madvise(m->host + first * GM_PAGE, n * GM_PAGE, MADV_DONTNEED);
+	return madvise(m->host + first * GM_PAGE, n * GM_PAGE, MADV_DONTNEED) < 0 ? -errno : 0;
 }
 
-/* The pages written since the last reset (or since RAM was mapped): the
- * KVM log of both memslots plus the VMM's bitmap, into vm->snap.reset_pages. */
-static int collect(struct microvm *vm, size_t words)
+/* One run of private pages. Close runs are dropped together, gaps
+ * included: a page between them is the file's, so dropping it only costs a
+ * fault on its next use, and each madvise() call costs more than the zap. */
+static int drop_run(void *opaque, uint64_t first, uint64_t n)
+{
+	struct drop *d = opaque;
+	if (d->len && first - (d->run + d->len) < RESET_MERGE_GAP) {
+		d->len = first + n - d->run;
+		return 0;
+	}
+	int r = d->len ? drop_pages(d->m, d->run, d->len) : 0;
+	d->run = first;
+	d->len = n;
+	return r;
+}
+
+/* Drop every page RAM holds privately (written since it was mapped from
+ * the target's memory file, by the guest, KVM or a device): found in the
+ * process's page tables, so nothing has to log writes for it. */
+static int drop_private(struct microvm *vm)
+{
+	struct drop d = { .m = &vm->kvm.mem };
+	int r = private_pages(vm->snap.pagemap_fd, &vm->kvm.mem, drop_run, &d);
+	if (r == 0 && d.len)
+		r = drop_pages(d.m, d.run, d.len);
+	return r < 0 ? vm_error(vm, r, "reset: dropping written pages: %s", strerror(-r)) : 0;
+}
+
+/* Map RAM over the target's memory file @fd (adopted): RAM is then the
+ * file's contents, with nothing private. */
+static int remap_target(struct microvm *vm, int fd)
 {
 	struct guest_mem *m = &vm->kvm.mem;
-	uint64_t *bm = vm->snap.reset_pages;
-	uint64_t low_pages = m->low_size / GM_PAGE;
-	memset(bm, 0, words * sizeof(uint64_t));
-	int r = slot_dirty_log(vm, 0, bm);
-	/* The high slot starts at 3 GiB of RAM: a whole bitmap word. */
-	if (r == 0 && m->size > m->low_size)
-		r = slot_dirty_log(vm, 1, bm + low_pages / 64);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < words; i++)
-		if (__atomic_load_n(&m->dirty[i], __ATOMIC_RELAXED))
-			bm[i] |= __atomic_exchange_n(&m->dirty[i], 0, __ATOMIC_RELAXED);
+	int r = snapshot_remap_private(m, fd);
+	if (r < 0) {
+		close(fd);
+		return vm_error(vm, r, "reset: mapping the snapshot's memory: %s", strerror(-r));
+	}
+	close(m->fd);
+	m->fd = fd;
+	vm->snap.reset_remap = false;
 	return 0;
 }
 
-/* The first reset after RAM was mapped without tracking: drop every page
- * (or map RAM over the target's memory file @fd, adopted, when >= 0) and
- * track from now on. */
-static int reset_all_memory(struct microvm *vm, size_t words, int fd)
-{
-	struct guest_mem *m = &vm->kvm.mem;
-	if (fd >= 0) {
-		int r = snapshot_remap_private(m, fd);
-		if (r < 0) {
-			close(fd);
-			return vm_error(vm, r, "reset: mapping the snapshot's memory: %s",
-					strerror(-r));
-		}
-		close(m->fd);
-		m->fd = fd;
-		vm->snap.reset_remap = false;
-	}
-	if (!vm->snap.dirty_tracking) {
-		if (gm_track_dirty(m) < 0)
-			return vm_error(vm, -ENOMEM, "reset: out of memory");
-		vm->snap.dirty_tracking = true;
-		int r = vm_memslots_set(vm);
-		if (r < 0) {
-			vm->snap.dirty_tracking = false;
-			return r;
-		}
-	} else {
-		int r = collect(vm, words); /* restart the log */
-		if (r < 0)
-			return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
-	}
-	if (fd < 0)
-		drop_pages(m, 0, GM_PAGES(m));
-	vm->snap.reset_clean = true;
-	return 0;
-}
-
+/* RAM as the target's memory file holds it; @fd >= 0 (adopted): the file,
+ * to be mapped first. A diff snapshot's dirty log restarts: RAM now equals
+ * its base. */
 static int reset_memory(struct microvm *vm, int fd)
 {
-	struct guest_mem *m = &vm->kvm.mem;
-	size_t words = (size_t)((GM_PAGES(m) + 63) / 64);
-	if (!vm->snap.reset_pages) {
-		vm->snap.reset_pages = calloc(words + 1, sizeof(uint64_t));
-		if (!vm->snap.reset_pages) {
-			if (fd >= 0)
-				close(fd);
-			return vm_error(vm, -ENOMEM, "reset: out of memory");
-		}
+	/* Opened by the first reset and kept: the same fds from then on. */
+	if (vm->snap.pagemap_fd < 0)
+		vm->snap.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (vm->snap.pagemap_fd < 0) {
+		int e = -errno;
+		if (fd >= 0)
+			close(fd);
+		return vm_error(vm, e, "reset: /proc/self/pagemap: %s", strerror(-e));
 	}
-	if (fd >= 0 || !vm->snap.reset_clean || !vm->snap.dirty_tracking || !m->dirty)
-		return reset_all_memory(vm, words, fd);
-	int r = collect(vm, words);
-	if (r < 0)
-		return vm_error(vm, r, "reset: KVM_GET_DIRTY_LOG: %s", strerror(-r));
-	const uint64_t *bm = vm->snap.reset_pages;
-	uint64_t run = 0, run_len = 0;
-	for (size_t i = 0; i < words; i++) {
-		uint64_t w = bm[i];
-		while (w) {
-			uint64_t pg = (uint64_t)i * 64 + (uint64_t)__builtin_ctzll(w);
-			w &= w - 1;
-			/* Close runs are dropped together, gaps included: a page
-			 * not written since the last reset is the file's page,
-			 * so dropping it only costs a fault on its next use,
-			 * and each madvise() call costs more than the zap. */
-			if (run_len && pg - (run + run_len) < RESET_MERGE_GAP) {
-				run_len = pg - run + 1;
-				continue;
-			}
-			if (run_len)
-				drop_pages(m, run, run_len);
-			run = pg;
-			run_len = 1;
-		}
-	}
-	if (run_len)
-		drop_pages(m, run, run_len);
-	return 0;
+	int r = fd >= 0 ? remap_target(vm, fd) : drop_private(vm);
+	return r == 0 && vm->snap.dirty_tracking ? snapshot_dirty_restart(vm) : r;
 }
 
 /* ------------------------------------------------------------------ state */
@@ -288,13 +249,14 @@ static int load_state(struct microvm *vm)
 		fds[i] = vm->run.vcpus[i].fd;
 		/* KVM answers the capability checks on the VM fd too:
 		 * /dev/kvm is not kept open. */
-		r = n < 0 ? n : arch_vcpu_load_state(vm->kvm.vm_fd, vm->run.vcpus[i].fd, fdt, n,
-						     err, sizeof(err));
+		r = n < 0 ? n : arch_vcpu_load_state(vm->kvm.vm_fd, vm->run.vcpus[i].fd,
+						     vm->run.vcpus[i].run, &vm->kvm.known, fdt,
+						     n, err, sizeof(err));
 	}
 	/* The clocks together, as a restore sets them (arch_clock_load). */
 	if (r == 0)
-		r = arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, fdt, kn, err,
-				    sizeof(err));
+		r = arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, fdt, kn,
+				    &vm->kvm.known, err, sizeof(err));
 	n = r < 0 ? r : st_sub(fdt, 0, "devices", err, sizeof(err));
 	r = n < 0 ? n : platform_load(vm->dev.platform, fdt, n, err, sizeof(err));
 	for (uint32_t i = 0; r == 0 && i < vm->dev.nr_virtio; i++) {

@@ -355,7 +355,7 @@ static int load_clocks(struct load_ctx *l, struct microvm *vm)
 	}
 	int kn = st_sub(l->fdt, 0, "kvm", l->err, sizeof(l->err));
 	return kn < 0 ? kn : arch_clock_load(vm->kvm.vm_fd, fds, nodes, vm->cfg.nr_vcpus, l->fdt,
-					     kn, l->err, sizeof(l->err));
+					     kn, &vm->kvm.known, l->err, sizeof(l->err));
 }
 
 static int load_devices(void *ctx, struct microvm *vm)

@@ -73,13 +73,18 @@ static int collect_dirty(struct microvm *vm, uint64_t *out)
 	if (r == 0 && vm->kvm.mem.size > vm->kvm.mem.low_size)
 		r = kvm_dirty_log(vm, 1, low_pages, GM_PAGES(&vm->kvm.mem) - low_pages, out);
 	if (r < 0)
-		return vm_error(vm, r, "snapshot: KVM_GET_DIRTY_LOG: %s", strerror(-r));
+		return vm_error(vm, r, "dirty log: KVM_GET_DIRTY_LOG: %s", strerror(-r));
 	size_t words = (size_t)((GM_PAGES(&vm->kvm.mem) + 63) / 64);
 	for (size_t i = 0; out && i < words; i++)
 		out[i] |= __atomic_exchange_n(&vm->kvm.mem.dirty[i], 0, __ATOMIC_RELAXED);
 	if (!out)
 		memset(vm->kvm.mem.dirty, 0, words * sizeof(uint64_t));
 	return 0;
+}
+
+int snapshot_dirty_restart(struct microvm *vm)
+{
+	return vm->snap.dirty_tracking ? collect_dirty(vm, NULL) : 0;
 }
 
 /* After a snapshot: track from now on (enabling it the first time). */
@@ -217,6 +222,11 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 		char name[24];
 		snprintf(name, sizeof(name), "vcpu@%u", i);
 		fds[i] = vm->run.vcpus[i].fd;
+		/* A reset may have left registers for the next KVM_RUN. */
+		r = arch_vcpu_sync_flush(fds[i], vm->run.vcpus[i].run);
+		if (r < 0)
+			return errbuf_fail(err, errlen, r, "vCPU %u: loading registers: %s", i,
+					   strerror(-r));
 		r = arch_vcpu_save(kvm_fd, fds[i], w, st_node(w, 0, name), err, errlen);
 	}
 	/* Last, and in one go: the clocks keep running while the VM is paused.

@@ -32,6 +32,10 @@ struct guest_mem;
  * recorded on @vm). (snapshot.c) */
 int snapshot_state_blob(struct microvm *vm, void **fdt, size_t *len);
 
+/* With dirty tracking on (for diff snapshots), restart it: RAM now equals
+ * the base. 0 or -errno (message recorded on @vm). (snapshot.c) */
+int snapshot_dirty_restart(struct microvm *vm);
+
 /*
  * A new VM from the state tree @fdt whose RAM is already mapped in @mem
  * (adopted, released on failure too), with @cfg's per-clone overrides

@@ -185,6 +185,41 @@ static void test_lifecycle_devices_snapshot(void **state)
 	unlink(img);
 }
 
+/* Resets with the filter on, left paused and resumed, running and paused:
+ * a vCPU thread takes the registers a reset left in its kvm_run inside its
+ * next KVM_RUN (no system call of its own). */
+static void test_resets_with_filter(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/reset-snap", tmpdir);
+	int out = console_fd();
+	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
+	assert_int_equal(microvm_set_seccomp(vm, MICROVM_SECCOMP_ON), 0);
+	start_ok(vm);
+	wait_count(out, 3);
+	assert_int_equal(microvm_pause(vm), 0);
+	assert_int_equal(microvm_snapshot(vm, dir, 0), 0);
+	for (int i = 0; i < 300; i++) {
+		int r = microvm_reset(vm, MICROVM_RESET_PAUSED);
+		if (r == 0)
+			r = microvm_resume(vm);
+		if (r == 0)
+			r = microvm_reset(vm, 0);
+		if (r == 0)
+			r = microvm_pause(vm);
+		if (r)
+			fail_msg("round %d: %d %s", i, r, microvm_last_error(vm));
+	}
+	assert_int_equal(microvm_resume(vm), 0);
+	uint64_t k = last_count(out);
+	wait_count(out, k + 3);
+	assert_running(vm);
+	microvm_destroy(vm);
+	close(out);
+}
+
 /* virtio-blk I/O from the guest's poll-mode driver (tiny vblk), with both
  * backends. */
 static void blk_io(uint32_t flags)
@@ -394,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_set_seccomp_args),
 		cmocka_unit_test(test_kill_process), /* forks: before other threads exist */
 		cmocka_unit_test(test_lifecycle_devices_snapshot),
+		cmocka_unit_test(test_resets_with_filter),
 		cmocka_unit_test(test_blk_io),
 		cmocka_unit_test(test_evloop_violation_stops_vm),
 		cmocka_unit_test(test_allow_extends),

@@ -158,21 +158,15 @@ int arch_vcpu_load(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err
 	if (r < 0)
 		return io_err(err, errlen, "KVM_SET_CPUID2 (the snapshot's CPU features do not "
 			      "fit this host)");
-	return arch_vcpu_load_state(kvm_fd, vcpu_fd, fdt, node, err, errlen);
+	return arch_vcpu_load_state(kvm_fd, vcpu_fd, NULL, NULL, fdt, node, err, errlen);
 }
 
-int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, char *err,
-			 size_t errlen)
+static int load_xsave(size_t xs, int vcpu_fd, const void *fdt, int node, char *err,
+		      size_t errlen)
 {
 	const void *p;
 	size_t len;
-	int r;
-	LOAD(vcpu_fd, KVM_SET_MP_STATE, struct kvm_mp_state, "mp-state");
-	LOAD(vcpu_fd, KVM_SET_REGS, struct kvm_regs, "regs");
-	LOAD(vcpu_fd, KVM_SET_SREGS, struct kvm_sregs, "sregs");
-
-	size_t xs = xsave_size(kvm_fd);
-	r = st_get_var(fdt, node, "xsave", &p, &len, xs, err, errlen);
+	int r = st_get_var(fdt, node, "xsave", &p, &len, xs, err, errlen);
 	if (r < 0)
 		return r;
 	if (len < sizeof(struct kvm_xsave))
@@ -184,15 +178,15 @@ int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, cha
 	memcpy(xsave, p, len);
 	r = ioctl(vcpu_fd, KVM_SET_XSAVE, xsave);
 	free(xsave);
-	if (r < 0)
-		return io_err(err, errlen, "KVM_SET_XSAVE");
+	return r < 0 ? io_err(err, errlen, "KVM_SET_XSAVE") : 0;
+}
 
-	LOAD(vcpu_fd, KVM_SET_XCRS, struct kvm_xcrs, "xcrs");
-	LOAD(vcpu_fd, KVM_SET_DEBUGREGS, struct kvm_debugregs, "debugregs");
-	LOAD(vcpu_fd, KVM_SET_LAPIC, struct kvm_lapic_state, "lapic");
-
-	r = st_get_var(fdt, node, "msrs", &p, &len, MAX_MSRS * sizeof(struct kvm_msr_entry), err,
-		       errlen);
+static int load_msrs(int vcpu_fd, const void *fdt, int node, char *err, size_t errlen)
+{
+	const void *p;
+	size_t len;
+	int r = st_get_var(fdt, node, "msrs", &p, &len, MAX_MSRS * sizeof(struct kvm_msr_entry), err,
+			   errlen);
 	if (r < 0)
 		return r;
 	if (len % sizeof(struct kvm_msr_entry))
@@ -203,19 +197,84 @@ int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, const void *fdt, int node, cha
 	msrs->nmsrs = (uint32_t)(len / sizeof(struct kvm_msr_entry));
 	memcpy(msrs->entries, p, len);
 	int set = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
-	if (set < 0 || (uint32_t)set != msrs->nmsrs) {
-		if (set < 0)
-			r = io_err(err, errlen, "KVM_SET_MSRS");
-		else
-			r = errbuf_fail(err, errlen, -EINVAL,
-					"KVM_SET_MSRS: MSR 0x%x rejected by this host",
-					msrs->entries[set].index);
-		free(msrs);
-		return r;
-	}
+	if (set < 0)
+		r = io_err(err, errlen, "KVM_SET_MSRS");
+	else if ((uint32_t)set != msrs->nmsrs)
+		r = errbuf_fail(err, errlen, -EINVAL, "KVM_SET_MSRS: MSR 0x%x rejected by this host",
+				msrs->entries[set].index);
 	free(msrs);
+	return r;
+}
 
+#define SYNC_ALL (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
+
+/* Registers, special registers and events into @run, for KVM to set at
+ * the vCPU's next KVM_RUN (the vCPU has no I/O pending: it parks only after
+ * completing it, lib/vcpu.c). */
+static int load_sync(struct kvm_run *run, const void *fdt, int node, char *err, size_t errlen)
+{
+	int r = st_get_blob(fdt, node, "regs", &run->s.regs.regs, sizeof(struct kvm_regs), err,
+			    errlen);
+	if (r == 0)
+		r = st_get_blob(fdt, node, "sregs", &run->s.regs.sregs, sizeof(struct kvm_sregs),
+				err, errlen);
+	if (r == 0)
+		r = st_get_blob(fdt, node, "events", &run->s.regs.events,
+				sizeof(struct kvm_vcpu_events), err, errlen);
+	if (r == 0)
+		run->kvm_dirty_regs |= SYNC_ALL;
+	return r;
+}
+
+/* What the loads need to know of KVM, asked once per VM with @known. */
+static void learn(int kvm_fd, const struct kvm_run *run, struct arch_known *known)
+{
+	if (run && !known->sync_regs) {
+		int caps = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+		known->sync_regs = caps > 0 && (caps & SYNC_ALL) == SYNC_ALL ? 1 : -1;
+	}
+	if (!known->xsave_size)
+		known->xsave_size = (uint32_t)xsave_size(kvm_fd);
+}
+
+int arch_vcpu_load_state(int kvm_fd, int vcpu_fd, struct kvm_run *run, struct arch_known *known,
+			 const void *fdt, int node, char *err, size_t errlen)
+{
+	struct arch_known local = { 0 };
+	known = known ? known : &local;
+	learn(kvm_fd, run, known);
+	bool sync = run && known->sync_regs > 0;
+	LOAD(vcpu_fd, KVM_SET_MP_STATE, struct kvm_mp_state, "mp-state");
+	if (!sync) {
+		LOAD(vcpu_fd, KVM_SET_REGS, struct kvm_regs, "regs");
+		LOAD(vcpu_fd, KVM_SET_SREGS, struct kvm_sregs, "sregs");
+	}
+	int r = load_xsave(known->xsave_size, vcpu_fd, fdt, node, err, errlen);
+	if (r < 0)
+		return r;
+	LOAD(vcpu_fd, KVM_SET_XCRS, struct kvm_xcrs, "xcrs");
+	LOAD(vcpu_fd, KVM_SET_DEBUGREGS, struct kvm_debugregs, "debugregs");
+	LOAD(vcpu_fd, KVM_SET_LAPIC, struct kvm_lapic_state, "lapic");
+	r = load_msrs(vcpu_fd, fdt, node, err, errlen);
+	if (r < 0)
+		return r;
+	if (sync)
+		return load_sync(run, fdt, node, err, errlen);
 	LOAD(vcpu_fd, KVM_SET_VCPU_EVENTS, struct kvm_vcpu_events, "events");
+	return 0;
+}
+
+int arch_vcpu_sync_flush(int vcpu_fd, struct kvm_run *run)
+{
+	uint64_t d = run->kvm_dirty_regs;
+	if ((d & KVM_SYNC_X86_REGS) && ioctl(vcpu_fd, KVM_SET_REGS, &run->s.regs.regs) < 0)
+		return -errno;
+	if ((d & KVM_SYNC_X86_SREGS) && ioctl(vcpu_fd, KVM_SET_SREGS, &run->s.regs.sregs) < 0)
+		return -errno;
+	if ((d & KVM_SYNC_X86_EVENTS) &&
+	    ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &run->s.regs.events) < 0)
+		return -errno;
+	run->kvm_dirty_regs = 0;
 	return 0;
 }
 
@@ -240,8 +299,6 @@ int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t err
 	return w->err;
 }
 
-static int set_clock(int vm_fd, uint64_t clock, char *err, size_t errlen);
-
 int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
@@ -256,9 +313,7 @@ int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 			return io_err(err, errlen, "KVM_SET_IRQCHIP");
 	}
 	LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
-	uint64_t clock;
-	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
-	return r < 0 ? r : set_clock(vm_fd, clock, err, errlen);
+	return 0; /* the clock: arch_clock_load() */
 }
 
 /* ------------------------------------------------------------------ clocks */
@@ -365,18 +420,58 @@ static int rearm_deadline(int fd, const void *fdt, int vnode, char *err, size_t 
 	return r;
 }
 
-int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
-		    const void *fdt, int node, char *err, size_t errlen)
+/* Whether the vCPUs have the TSC offset attribute (asked once per VM). */
+static bool has_tsc_attr(int fd, struct arch_known *known)
 {
-	uint64_t clock, ref, base, now;
+	uint64_t unused;
+	if (!known->tsc_attr)
+		known->tsc_attr = tsc_attr(fd, KVM_HAS_DEVICE_ATTR, &unused) < 0 ? -1 : 1;
+	return known->tsc_attr > 0;
+}
+
+/*
+ * Set kvmclock to @clock and, at once, find the TSC offset of vCPU 0 (@fd)
+ * that makes its TSC read @ref at that moment. KVM's guest TSC is host TSC
+ * * ratio + offset: with the ratio 1 (no TSC scaling: checked once, the
+ * guest's TSC read from KVM falling between two host reads around it) the
+ * host's TSC alone gives it, else ask KVM (two vCPU ioctls).
+ */
+static int set_clock_tsc0(int vm_fd, int fd, uint64_t clock, uint64_t ref,
+			  struct arch_known *known, uint64_t *off, char *err, size_t errlen)
+{
+	uint64_t cur = 0, now;
+	if (!known->tsc_plain && tsc_attr(fd, KVM_GET_DEVICE_ATTR, &cur) < 0)
+		return io_err(err, errlen, "KVM_GET_DEVICE_ATTR (TSC offset)");
+	int r = set_clock(vm_fd, clock, err, errlen);
+	if (r < 0)
+		return r;
+	uint64_t t0 = __builtin_ia32_rdtsc();
+	if (known->tsc_plain) {
+		*off = ref - t0;
+		return 0;
+	}
+	if (read_tsc(fd, &now) < 0)
+		return io_err(err, errlen, "KVM_GET_MSRS (TSC)");
+	uint64_t t1 = __builtin_ia32_rdtsc();
+	known->tsc_plain = now - cur - t0 <= t1 - t0;
+	*off = cur + ref - now;
+	return 0;
+}
+
+int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint32_t n,
+		    const void *fdt, int node, struct arch_known *known, char *err,
+		    size_t errlen)
+{
+	uint64_t clock, ref, base = 0;
 	const void *p;
 	size_t len;
-	if (fdt_getprop(fdt, node, "tsc-ref", NULL) == NULL ||
-	    tsc_attr(vcpu_fds[0], KVM_HAS_DEVICE_ATTR, &base) < 0)
-		return 0; /* an older snapshot, or an older KVM: the MSR values stand */
 	int r = st_get_u64(fdt, node, "clock", &clock, err, errlen);
-	if (r == 0)
-		r = st_get_u64(fdt, node, "tsc-ref", &ref, err, errlen);
+	if (r < 0)
+		return r;
+	/* An older snapshot, or an older KVM: the TSC MSR values stand. */
+	if (fdt_getprop(fdt, node, "tsc-ref", NULL) == NULL || !has_tsc_attr(vcpu_fds[0], known))
+		return set_clock(vm_fd, clock, err, errlen);
+	r = st_get_u64(fdt, node, "tsc-ref", &ref, err, errlen);
 	if (r == 0)
 		r = st_get_var(fdt, node, "tsc-skew", &p, &len, n * sizeof(uint64_t), err, errlen);
 	if (r < 0)
@@ -384,15 +479,8 @@ int arch_clock_load(int vm_fd, const int *vcpu_fds, const int *vcpu_nodes, uint3
 	if (len != n * sizeof(uint64_t))
 		return errbuf_fail(err, errlen, -EINVAL, "state tsc-skew: %zu bytes for %u vCPUs",
 				   len, n);
-	if (tsc_attr(vcpu_fds[0], KVM_GET_DEVICE_ATTR, &base) < 0)
-		return io_err(err, errlen, "KVM_GET_DEVICE_ATTR (TSC offset)");
-	/* The clock and the TSC read back to back, as they were saved. */
-	r = set_clock(vm_fd, clock, err, errlen);
-	if (r < 0)
-		return r;
-	if (read_tsc(vcpu_fds[0], &now) < 0)
-		return io_err(err, errlen, "KVM_GET_MSRS (TSC)");
-	base += ref - now;
+	/* The clock and the TSC together, as they were saved. */
+	r = set_clock_tsc0(vm_fd, vcpu_fds[0], clock, ref, known, &base, err, errlen);
 	for (uint32_t i = 0; r == 0 && i < n; i++) {
 		uint64_t skew, off;
 		memcpy(&skew, (const uint64_t *)p + i, sizeof(skew));
