@@ -998,9 +998,10 @@ typedef struct microvm_fork_config {
  * forks work the same way. The child gets a new VM generation ID (the
  * parent keeps its own), no diff-snapshot base, and the parent's reset
  * target if it has one.
- * What is not carried over: open vsock streams (as for a restore), unread
- * console input, the parent's log callback and kick signal (set them in
- * @cfg). @cfg may be NULL only if the parent has no vsock Unix socket.
+ * The child's threads run under the parent's seccomp setting
+ * (microvm_set_seccomp, microvm_seccomp_allow). What is not carried over:
+ * open vsock streams (as for a restore), unread console input, the
+ * parent's log callback and kick signal (set them in @cfg). @cfg may be NULL only if the parent has no vsock Unix socket.
  * -EINVAL (parent not paused, bad @cfg, child == NULL), the errors of
  * microvm_restore (with the message on the parent: microvm_last_error).
  */

@@ -132,7 +132,8 @@ static int fork_locked(struct microvm *parent, struct microvm **child,
 		r = freeze_ram(parent);
 	if (r == 0)
 		r = child_ram(parent, &mem);
-	if (r == 0 && (r = restore_from_blob(child, fdt, &mem, &rc, err, sizeof(err))) < 0)
+	if (r == 0 &&
+	    (r = restore_from_blob(child, fdt, &mem, &rc, &parent->sec, err, sizeof(err))) < 0)
 		vm_error(parent, r, "fork: %s", err);
 	free(fdt);
 	if (r < 0)

@@ -465,7 +465,8 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
 /* ------------------------------------------------------------ from memory */
 
 int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *mem,
-		      const microvm_restore_config *cfg, char *err, size_t errlen)
+		      const microvm_restore_config *cfg, const struct vm_seccomp *sec, char *err,
+		      size_t errlen)
 {
 	struct rctx c = { err, errlen };
 	struct microvm *vm = NULL;
@@ -475,6 +476,11 @@ int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *m
 		fail(&c, r, "creating the VM: %s", strerror(-r));
 	if (r == 0)
 		r = configure(&c, vm, fdt, cfg);
+	if (r == 0 && sec) { /* a setting: the programs are built at start */
+		vm->sec.mode = sec->mode;
+		vm->sec.n_extra = sec->n_extra;
+		memcpy(vm->sec.extra, sec->extra, sizeof(vm->sec.extra));
+	}
 	if (r == 0 && mem->size != vm->cfg.mem_mib * MIB)
 		r = fail(&c, -EINVAL, "state: %llu bytes of RAM for %llu MiB",
 			 (unsigned long long)mem->size, (unsigned long long)vm->cfg.mem_mib);

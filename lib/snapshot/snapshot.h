@@ -8,6 +8,8 @@
 
 #include "microvm.h"
 
+struct vm_seccomp;
+
 struct guest_mem;
 
 /* Deepest chain of diff snapshots restore follows. */
@@ -39,10 +41,13 @@ int snapshot_dirty_restart(struct microvm *vm);
 /*
  * A new VM from the state tree @fdt whose RAM is already mapped in @mem
  * (adopted, released on failure too), with @cfg's per-clone overrides
- * (flags: MICROVM_RESTORE_PAUSED only), started. 0 with *@out, or -errno
- * with a message in @err. (restore.c)
+ * (flags: MICROVM_RESTORE_PAUSED and _KEEP_MAC only), started; its threads
+ * filtered as @sec says (a fork's parent's setting: mode and extra calls)
+ * if not NULL, else as @cfg->seccomp. 0 with *@out, or -errno with a
+ * message in @err. (restore.c)
  */
 int restore_from_blob(struct microvm **out, const void *fdt, struct guest_mem *mem,
-		      const microvm_restore_config *cfg, char *err, size_t errlen);
+		      const microvm_restore_config *cfg, const struct vm_seccomp *sec, char *err,
+		      size_t errlen);
 
 #endif

@@ -354,6 +354,40 @@ static void test_allow_extends(void **state)
 	close(out);
 }
 
+/* A fork's child runs under its parent's filter, extra calls included: the
+ * child's event loop may call what the parent allowed, not more. */
+static void test_fork_child_inherits_filter(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
+	assert_int_equal(microvm_set_seccomp(vm, MICROVM_SECCOMP_ON), 0);
+	assert_int_equal(microvm_seccomp_allow(vm, SYS_getcwd), 0);
+	start_ok(vm);
+	wait_count(out, 2);
+	assert_int_equal(microvm_pause(vm), 0);
+	microvm *child = NULL;
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	assert_int_equal(microvm_fork(vm, &child, &fc), 0);
+	assert_int_equal(child->sec.mode, MICROVM_SECCOMP_ON);
+	assert_int_equal(child->sec.n_extra, 1);
+	assert_int_equal(child->sec.extra[0], SYS_getcwd);
+	struct bad_call b;
+	evloop_bad_call(child, &b); /* openat: not allowed to the parent either */
+	assert_int_equal(b.result, -1);
+	assert_int_equal(b.err, EPERM);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(child, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_int_equal(ex.reason, MICROVM_EXIT_INTERNAL_ERROR);
+	assert_int_equal(microvm_state(vm), MICROVM_STATE_PAUSED); /* the parent is untouched */
+	evloop_del(&child->dev.evloop, &b.h);
+	microvm_destroy(child);
+	microvm_destroy(vm);
+	close(b.h.fd);
+	close(out);
+}
+
 /* A device on a vCPU thread making a forbidden call (guest MMIO write). */
 static void baddev_write(void *opaque, uint64_t off, const void *data, uint32_t len)
 {
@@ -433,6 +467,7 @@ int main(void)
 		cmocka_unit_test(test_blk_io),
 		cmocka_unit_test(test_evloop_violation_stops_vm),
 		cmocka_unit_test(test_allow_extends),
+		cmocka_unit_test(test_fork_child_inherits_filter),
 		cmocka_unit_test(test_vcpu_violation_stops_vm),
 	};
 	return cmocka_run_group_tests_name("kvm_seccomp", tests, group_setup, group_teardown);
