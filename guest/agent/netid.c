@@ -4,9 +4,10 @@
  * snapshot has new ones (see "Clones on the network" in microvm.h), but
  * Linux reads a virtio-net device's address only when it probes it; the
  * agent sets each interface whose address differs (SIOCSIFHWADDR: virtio-
- * net changes it live, and Linux then sends a gratuitous ARP), so the guest
- * uses the new addresses from the host's first command on. Open
- * connections, addresses and routes are untouched.
+ * net changes it live; Linux flushes the interface's ARP entries, and sends
+ * a gratuitous ARP only with arp_notify set), so the guest uses the new
+ * addresses from the host's first command on. Open connections, addresses
+ * and routes are untouched.
  *
  * Device order: the virtio devices virtio_net drives, by their number
  * (virtioN, numbered as the guest found them: the VM's device order).
