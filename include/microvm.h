@@ -13,14 +13,18 @@
  * - The library never prints, never exits, never aborts on bad input and never
  *   touches the terminal. Diagnostics go to the callback set with
  *   microvm_set_log().
- * - There is no global mutable state: each microvm object is independent, and
- *   one process may hold thousands of them. Mind RLIMIT_NOFILE; the file
+ * - VMs are independent objects; one process may hold thousands of them.
+ *   The only process-wide state is the runtime's thread pools (see
+ *   "Process-wide runtime" at the end). Mind RLIMIT_NOFILE; the file
  *   descriptors a VM holds (measured by tests/kvm/test_vm.c):
- *     created (CONFIGURED)        1  (the state-change eventfd)
- *     running or paused, no devices: 5 + one per vCPU  (state eventfd, VM fd,
- *                                 guest RAM memfd, event loop epoll + its
- *                                 wake eventfd, vCPU fds); /dev/kvm is open
- *                                 only during start/restore
+ *     created (CONFIGURED)        0
+ *     running or paused, no devices: 1 + one per vCPU  (the VM fd and the
+ *                                 vCPU fds: what KVM needs); /dev/kvm is
+ *                                 open only during start/restore; +1 once
+ *                                 microvm_event_fd() was called; +1 for a
+ *                                 VM restored or forked from a snapshot or
+ *                                 a fork parent (the memory file its RAM
+ *                                 maps); +1 once reset (/proc/self/pagemap)
  *     every virtio device:        + 1 (interrupt eventfd) + 1 per queue
  *                                 (notify eventfds): rng +2, virtio console
  *                                 +3, disk +2, vsock +4
@@ -40,7 +44,8 @@
  *   Per function: "Thread safety" below.
  * - Structs that may grow (microvm_disk_config, microvm_vsock_config,
  *   microvm_net_config, microvm_restore_config, microvm_fork_config,
- *   microvm_exit, microvm_net_counters; in <microvm_agent.h>
+ *   microvm_exit, microvm_net_counters, microvm_runtime_config,
+ *   microvm_runtime_counters; in <microvm_agent.h>
  *   microvm_exec_config, microvm_exec_result) start with "uint32_t size",
  *   set to the caller's sizeof by their _INIT macro. Fields are only ever
  *   added at the end, with 0/NULL keeping the earlier behaviour. A size
@@ -714,7 +719,9 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
  * A file descriptor that becomes readable whenever the VM changes state
  * (started, paused, resumed, stopped), for poll/epoll users. Owned by the VM:
  * do not close it; read 8 bytes from it to clear it (it is an eventfd).
- * Returns the fd (>= 0) or -EINVAL.
+ * Made by the first call (a VM nobody asks holds no such fd); readable at
+ * once if the VM left CONFIGURED before that. Returns the fd (>= 0), -EINVAL,
+ * or -EMFILE/-ENFILE from that first call.
  */
 MICROVM_API int microvm_event_fd(const microvm *vm);
 
@@ -1010,13 +1017,65 @@ MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_for
 /*
  * Destroy the VM in any state: stop it if needed, free everything. NULL is
  * fine. It does not wait for the kernel's slow VM teardown (~16 ms): unmapping
- * guest RAM and closing the KVM file descriptors is handed to a short-lived
- * detached thread (all signals blocked) that ends when the teardown is done.
- * Exiting the process meanwhile is fine. Tools that stop every thread with
- * ptrace at exit (LeakSanitizer) can deadlock with a teardown in flight:
- * under them, wait until the process's extra threads are gone before exit.
+ * guest RAM and closing the KVM file descriptors is queued for the process's
+ * teardown threads (see "Process-wide runtime"). When that queue already
+ * holds teardown_backlog VMs, destroy does the teardown itself, so a process
+ * that destroys faster than the kernel tears down is slowed instead of
+ * piling up VMs. Exiting the process meanwhile is fine. Tools that stop
+ * every thread with ptrace at exit (LeakSanitizer) can deadlock with a
+ * teardown in flight: under them, call microvm_teardown_wait() before exit.
  */
 MICROVM_API void microvm_destroy(microvm *vm);
+
+/*
+ * Process-wide runtime
+ * --------------------
+ * Threads the library runs besides each VM's vCPU threads:
+ *  - event threads: the device work of all VMs (console input, queue
+ *    notifications, disk completions, vsock and network sockets). A VM is
+ *    served by one event thread, in order; a thread serves many VMs, taking
+ *    a bounded batch of events per wake-up so busy VMs take turns. VMs share
+ *    a thread only if their seccomp settings are the same (a filter cannot
+ *    leave a thread). Made on demand, up to event_threads per seccomp
+ *    setting (default: the number of online CPUs, at most 8), kept while
+ *    the process lives (2 fds each: an epoll and an eventfd), stopped at
+ *    exit or unload if no VM uses them.
+ *  - teardown threads: release destroyed VMs' kernel state; made on demand,
+ *    at most teardown_threads (default 4), gone when nothing is queued.
+ *    At most teardown_backlog (default 256) VMs wait; beyond that,
+ *    microvm_destroy() does its VM's teardown itself.
+ * All thread-safe, any time; a new limit applies to what starts after it.
+ */
+typedef struct microvm_runtime_config {
+	uint32_t size;             /* sizeof(microvm_runtime_config) */
+	uint32_t event_threads;    /* 1..1024; 0 = leave unchanged */
+	uint32_t teardown_threads; /* 1..64; 0 = leave unchanged */
+	uint32_t teardown_backlog; /* 1..1048576; 0 = leave unchanged */
+} microvm_runtime_config;
+
+#define MICROVM_RUNTIME_CONFIG_INIT { sizeof(microvm_runtime_config), 0, 0, 0 }
+
+/* Set the limits above. -EINVAL for a value out of range (nothing changed). */
+MICROVM_API int microvm_runtime_configure(const microvm_runtime_config *cfg);
+
+typedef struct microvm_runtime_counters {
+	uint32_t size;             /* in: sizeof(microvm_runtime_counters) */
+	uint32_t event_threads;    /* running now */
+	uint32_t teardown_threads; /* running now */
+	uint32_t teardown_pending; /* destroyed VMs not yet torn down */
+} microvm_runtime_counters;
+
+#define MICROVM_RUNTIME_COUNTERS_INIT { sizeof(microvm_runtime_counters), 0, 0, 0 }
+
+/* Fill @out. -EINVAL for NULL or a size below the 0.6 struct. */
+MICROVM_API int microvm_runtime_stats(microvm_runtime_counters *out);
+
+/*
+ * Wait until every destroyed VM's teardown is done and the teardown threads
+ * are gone, at most @timeout_ms (-1: no limit, 0: just check). 0 or
+ * -ETIMEDOUT.
+ */
+MICROVM_API int microvm_teardown_wait(int timeout_ms);
 
 #ifdef __cplusplus
 }

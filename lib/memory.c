@@ -12,16 +12,10 @@ static bool size_ok(uint64_t size)
 	return size != 0 && !(size & 0xfff) && size <= (1ULL << 46);
 }
 
-/* Map @fd as the guest RAM of @m (@fd closed on failure). */
-static int map_ram(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout,
-		   int flags, bool file_backed)
+/* Take the mapping @p of @size bytes as the guest RAM of @m. */
+static void adopt_ram(struct guest_mem *m, void *p, int fd, uint64_t size,
+		      const struct gm_layout *layout, bool file_backed)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd, 0);
-	if (p == MAP_FAILED) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
 	madvise(p, size, MADV_DONTDUMP);
 	m->fd = fd;
 	m->host = p;
@@ -29,24 +23,22 @@ static int map_ram(struct guest_mem *m, int fd, uint64_t size, const struct gm_l
 	m->low_size = size < layout->low_limit ? size : layout->low_limit;
 	m->high_base = layout->high_base;
 	m->file_backed = file_backed;
-	return 0;
 }
 
+/* Anonymous and private: no file descriptor to keep (a VM holds only what
+ * KVM needs), untouched pages read as the shared zero page. */
 int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout)
 {
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
 	if (!size_ok(size))
 		return -EINVAL;
-	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
-	if (fd < 0)
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
 		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	return map_ram(m, fd, size, layout, MAP_SHARED, false);
+	adopt_ram(m, p, -1, size, layout, false);
+	return 0;
 }
 
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout)
@@ -65,7 +57,14 @@ int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layo
 		close(fd);
 		return err;
 	}
-	return map_ram(m, fd, size, layout, MAP_PRIVATE, true);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	adopt_ram(m, p, fd, size, layout, true);
+	return 0;
 }
 
 int gm_track_dirty(struct guest_mem *m)

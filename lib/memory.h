@@ -1,5 +1,6 @@
-/* Guest RAM: one memfd mapped shared into the process, and the one checked
- * guest-physical-address accessor every other file uses. */
+/* Guest RAM: one anonymous private mapping (or a private mapping of a
+ * snapshot's memory file), and the one checked guest-physical-address
+ * accessor every other file uses. */
 #ifndef MICROVM_MEMORY_H
 #define MICROVM_MEMORY_H
 
@@ -19,8 +20,8 @@ struct gm_layout {
 };
 
 struct guest_mem {
-	int fd;            /* memfd holding all of RAM, -1 if none */
-	uint8_t *host;     /* mapping of the whole memfd */
+	int fd;            /* the file RAM maps (file_backed), else -1 */
+	uint8_t *host;     /* mapping of all of RAM */
 	uint64_t size;     /* bytes of RAM */
 	uint64_t low_size; /* RAM at GPA [0, low_size) */
 	uint64_t high_base; /* the rest at [high_base, high_base + size - low_size) */
@@ -41,8 +42,8 @@ int gm_track_dirty(struct guest_mem *m);
  * not tracking or outside RAM). Any thread. */
 void gm_mark_dirty(const struct guest_mem *m, const void *p, uint64_t len);
 
-/* Allocate @size bytes (multiple of 4 KiB) of RAM laid out as @layout. 0 or
- * negative errno. */
+/* Allocate @size bytes (multiple of 4 KiB) of RAM laid out as @layout:
+ * anonymous, zero until written, no fd. 0 or negative errno. */
 int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout);
 /*
  * Map @size bytes of the file @fd (adopted: closed by gm_release) as guest

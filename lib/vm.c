@@ -19,12 +19,12 @@
 #include "abi.h"
 #include "arch/arch.h"
 #include "file.h"
+#include "reaper.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
 #include "vm_devices.h"
 
 #define VCPU_STACK_SIZE (512 * 1024)
-#define REAPER_STACK_SIZE (64 * 1024)
 
 MICROVM_API const char *microvm_version(void)
 {
@@ -34,7 +34,10 @@ MICROVM_API const char *microvm_version(void)
 void vm_notify(struct microvm *vm)
 {
 	uint64_t one = 1;
-	ssize_t r = write(vm->run.event_fd, &one, sizeof(one));
+	int fd = __atomic_load_n(&vm->run.event_fd, __ATOMIC_ACQUIRE);
+	if (fd < 0)
+		return; /* nobody asked for it (microvm_event_fd) */
+	ssize_t r = write(fd, &one, sizeof(one));
 	(void)r; /* EAGAIN only if the counter is saturated: still readable */
 }
 
@@ -89,17 +92,7 @@ MICROVM_API int microvm_create(microvm **out)
 	vm->kvm.mem.fd = -1;
 	vm->snap.pagemap_fd = -1;
 	vm->run.state = MICROVM_STATE_CONFIGURED;
-	vm->run.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vm->run.event_fd < 0) {
-		int e = -errno;
-		pthread_mutex_destroy(&vm->api_lock);
-		pthread_mutex_destroy(&vm->run.lock);
-		pthread_mutex_destroy(&vm->diag.err_lock);
-		pthread_cond_destroy(&vm->run.cond);
-		free(vm);
-		return e;
-	}
-	vm->dev.evloop.epfd = vm->dev.evloop.wake_fd = -1;
+	vm->run.event_fd = -1; /* made by the first microvm_event_fd() */
 	vm_host_init(vm);
 	int r = platform_create(&vm->dev.host, &vm->kvm.pio, &vm->dev.platform);
 	if (r < 0) {
@@ -318,57 +311,14 @@ int microvm__add_mmio(struct microvm *vm, uint64_t base, uint64_t len,
 
 /* ------------------------------------------------------------ build/start */
 
-/* What a VM holds in the kernel: released together, possibly in the
- * background. */
-struct reap {
-	int nfds;
-	int fds[MICROVM_MAX_VCPUS + 2];
-	int nruns;
-	struct kvm_run *runs[MICROVM_MAX_VCPUS];
-	size_t run_size;
-	struct guest_mem mem;
-};
-
-static void reap_now(struct reap *rp)
-{
-	for (int i = 0; i < rp->nruns; i++)
-		munmap(rp->runs[i], rp->run_size);
-	gm_release(&rp->mem);
-	for (int i = 0; i < rp->nfds; i++)
-		close(rp->fds[i]);
-}
-
-static void *reaper_thread(void *arg)
-{
-	reap_now(arg);
-	free(arg);
-	return NULL;
-}
-
-static bool reap_in_background(struct reap *rp)
-{
-	pthread_attr_t attr;
-	pthread_t t;
-	sigset_t all, old;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, REAPER_STACK_SIZE);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	bool ok = pthread_create(&t, &attr, reaper_thread, rp) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	return ok;
-}
-
 /*
  * Release everything microvm_start() built. Closing a KVM VM fd blocks for
- * the kernel's teardown (~16 ms), so when @async the work goes to a detached
- * thread and this returns at once (synchronously if that is not possible).
+ * the kernel's teardown (~16 ms), so when @async the work goes to the
+ * reaper threads (lib/reaper.h) and this returns at once.
  */
 static void teardown_runtime(struct microvm *vm, bool async)
 {
-	evloop_release(&vm->dev.evloop); /* joins its thread: no more device work */
+	evloop_release(&vm->dev.evloop); /* no more device work once this returns */
 	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
 		virtio_mmio_release(vm->dev.virtio[i]);
 	if (vm->run.vcpus_created == 0 && vm->kvm.vm_fd < 0 && vm->kvm.kvm_fd < 0 && !vm->kvm.mem.host) {
@@ -391,11 +341,10 @@ static void teardown_runtime(struct microvm *vm, bool async)
 	if (vm->kvm.kvm_fd >= 0)
 		rp->fds[rp->nfds++] = vm->kvm.kvm_fd;
 	rp->mem = vm->kvm.mem;
-	if (rp == &local || !reap_in_background(rp)) {
+	if (rp == &local)
 		reap_now(rp);
-		if (rp != &local)
-			free(rp);
-	}
+	else
+		reap_later(rp);
 	free(vm->run.vcpus);
 	vm->run.vcpus = NULL;
 	vm->run.vcpus_created = 0;
@@ -622,26 +571,18 @@ static void stop_threads(struct microvm *vm)
 	}
 }
 
-static void evloop_seccomp_init(void *opaque)
-{
-	vm_seccomp_enter(opaque, SECCOMP_KIND_EVLOOP, UINT32_MAX); /* stops the VM on failure */
-}
-
-static void evloop_seccomp_check(void *opaque)
-{
-	vm_seccomp_check();
-}
-
-/* Start the event loop and attach the devices' fds to it. */
+/* Attach the VM to an event thread (one with its seccomp filter, if on). */
 int vm_devices_start(struct microvm *vm)
 {
-	int r = evloop_init(&vm->dev.evloop);
+	struct evloop_filter f;
+	bool filtered = vm_seccomp_evloop_filter(vm, &f);
+	int r = evloop_init(&vm->dev.evloop, filtered ? &f : NULL);
 	if (r < 0)
-		return vm_error(vm, r, "event loop: %s", strerror(-r));
-	if (vm->sec.mode != MICROVM_SECCOMP_OFF) {
-		vm->dev.evloop.thread_init = evloop_seccomp_init;
-		vm->dev.evloop.after_events = evloop_seccomp_check;
-		vm->dev.evloop.hook_opaque = vm;
+		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
+	if (filtered) {
+		vm->dev.evloop.before = vm_seccomp_work_begin;
+		vm->dev.evloop.after = vm_seccomp_work_end;
+		vm->dev.evloop.owner = vm;
 	}
 	r = platform_start(vm->dev.platform, &vm->dev.evloop);
 	if (r < 0)
@@ -652,9 +593,7 @@ int vm_devices_start(struct microvm *vm)
 			return vm_error(vm, r, "virtio %s: %s", vm->dev.virtio[i]->ops->name,
 					strerror(-r));
 	}
-	r = evloop_start(&vm->dev.evloop);
-	if (r < 0)
-		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
+	evloop_start(&vm->dev.evloop);
 	return 0;
 }
 
@@ -933,7 +872,22 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out)
 
 MICROVM_API int microvm_event_fd(const microvm *vm)
 {
-	return vm ? vm->run.event_fd : -EINVAL;
+	if (!vm)
+		return -EINVAL;
+	struct microvm *m = (struct microvm *)vm;
+	pthread_mutex_lock(&m->run.lock);
+	int fd = m->run.event_fd;
+	if (fd < 0) {
+		/* readable at once if the state changed before anyone asked */
+		bool changed = m->run.state != MICROVM_STATE_CONFIGURED;
+		fd = eventfd(changed, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (fd < 0)
+			fd = -errno;
+		else
+			__atomic_store_n(&m->run.event_fd, fd, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&m->run.lock);
+	return fd;
 }
 
 MICROVM_API int microvm_state(const microvm *vm)
@@ -972,7 +926,8 @@ MICROVM_API void microvm_destroy(microvm *vm)
 	if (vm->snap.pagemap_fd >= 0)
 		close(vm->snap.pagemap_fd);
 	vm_seccomp_release(vm);
-	close(vm->run.event_fd);
+	if (vm->run.event_fd >= 0)
+		close(vm->run.event_fd);
 	pthread_mutex_destroy(&vm->api_lock);
 	pthread_mutex_destroy(&vm->run.lock);
 	pthread_mutex_destroy(&vm->diag.err_lock);

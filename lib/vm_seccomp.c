@@ -233,9 +233,10 @@ static int build_prog(struct microvm *vm, uint32_t kind)
 
 /* ------------------------------------------------------------ SIGSYS */
 
-/* This thread's seccomp slot (vm NULL = not a filtered library thread). */
+/* This thread's seccomp slot. */
 struct sc_thread {
-	struct microvm *vm;
+	bool filtered; /* a filter of ours is on this thread */
+	struct microvm *vm; /* whose work runs now (NULL: none) */
 	uint32_t kind;
 	uint32_t vcpu;
 	volatile sig_atomic_t trapped; /* system call number + 1, 0 = none */
@@ -252,7 +253,7 @@ static pthread_mutex_t sc_handler_lock = PTHREAD_MUTEX_INITIALIZER;
 static void sigsys_handler(int signo, siginfo_t *info, void *uctx)
 {
 	struct sc_thread *t = &sc_self;
-	if (t->vm && info->si_code == SYS_SECCOMP) {
+	if (t->filtered && info->si_code == SYS_SECCOMP) {
 		if (!t->trapped)
 			t->trapped = info->si_syscall + 1;
 		/* the call is not executed: make it fail with EPERM */
@@ -331,26 +332,67 @@ static const char *kind_name(uint32_t kind)
 	return kind == SECCOMP_KIND_VCPU ? "vCPU" : "event-loop";
 }
 
-int vm_seccomp_enter(struct microvm *vm, int kind, uint32_t vcpu)
+/* Install @prog on this thread. */
+static int install_here(const void *prog, uint32_t kind, uint32_t vcpu)
 {
-	if (vm->sec.mode == MICROVM_SECCOMP_OFF || !vm->sec.prog[kind])
-		return 0;
 	/* A trap with SIGSYS blocked would kill the process: unblock it. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGSYS);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	sc_self = (struct sc_thread){ .vm = vm, .kind = (uint32_t)kind, .vcpu = vcpu };
+	sc_self = (struct sc_thread){ .filtered = true, .kind = kind, .vcpu = vcpu };
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, vm->sec.prog[kind]) < 0) {
-		int e = -errno;
-		sc_self.vm = NULL;
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) < 0) {
+		sc_self.filtered = false;
+		return -errno;
+	}
+	return 0;
+}
+
+int vm_seccomp_enter(struct microvm *vm, int kind, uint32_t vcpu)
+{
+	if (vm->sec.mode == MICROVM_SECCOMP_OFF || !vm->sec.prog[kind])
+		return 0;
+	int e = install_here(vm->sec.prog[kind], (uint32_t)kind, vcpu);
+	if (e < 0) {
 		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, e, vcpu,
 				"seccomp: installing the %s thread's filter: %s", kind_name(kind),
 				strerror(-e));
 		return e;
 	}
+	sc_self.vm = vm;
 	return 0;
+}
+
+static int install_evloop(const void *prog)
+{
+	return install_here(prog, SECCOMP_KIND_EVLOOP, UINT32_MAX);
+}
+
+bool vm_seccomp_evloop_filter(const struct microvm *vm, struct evloop_filter *f)
+{
+	const struct sock_fprog *p = vm->sec.prog[SECCOMP_KIND_EVLOOP];
+	if (vm->sec.mode == MICROVM_SECCOMP_OFF || !p)
+		return false;
+	*f = (struct evloop_filter){ .key = p->filter,
+				     .key_len = p->len * sizeof(struct sock_filter),
+				     .install = install_evloop,
+				     .arg = p };
+	return true;
+}
+
+void vm_seccomp_work_begin(void *vm)
+{
+	sc_self.vm = vm;
+	sc_self.trapped = 0;
+	sc_self.reported = false;
+}
+
+void vm_seccomp_work_end(void *vm)
+{
+	(void)vm;
+	vm_seccomp_check();
+	sc_self.vm = NULL;
 }
 
 bool vm_seccomp_check(void)

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "evloop.h"
+
 struct microvm;
 
 /* Thread kinds: each has its own allow-list. */
@@ -37,6 +39,13 @@ void vm_seccomp_release(struct microvm *vm);
  * thread only (no-op if OFF). On failure the VM is asked to stop with
  * MICROVM_EXIT_INTERNAL_ERROR and a negative errno is returned. */
 int vm_seccomp_enter(struct microvm *vm, int kind, uint32_t vcpu);
+/* The event-loop filter of @vm for the thread pool (evloop_init): false
+ * if the VM runs without seccomp. @f borrows vm->sec. */
+bool vm_seccomp_evloop_filter(const struct microvm *vm, struct evloop_filter *f);
+/* Around each event-loop handler of a filtered VM (struct evloop's
+ * before/after): a forbidden call in between stops that VM. */
+void vm_seccomp_work_begin(void *vm);
+void vm_seccomp_work_end(void *vm);
 /* At a safe point of that thread (outside any lock): if a forbidden system
  * call was trapped since the last check, stop the VM with
  * MICROVM_EXIT_INTERNAL_ERROR naming the call; true then. */

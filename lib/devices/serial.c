@@ -123,7 +123,7 @@ int serial_attach(struct serial *s, struct evloop *loop)
 	s->in_watched = s->in_paused = s->in_eof = false;
 	if (s->in_fd < 0)
 		return 0;
-	s->in_handler = (struct ev_handler){ s->in_fd, serial_input_ready, s };
+	ev_handler_set(&s->in_handler, s->in_fd, serial_input_ready, s);
 	int r = evloop_add(loop, &s->in_handler, EPOLLIN);
 	if (r == -EPERM)
 		return 0; /* not pollable (regular file): read on demand */

@@ -1,8 +1,8 @@
 /*
  * microvm_fork(): a copy-on-write child of a paused VM, built in memory.
  * The parent's state tree is built as a snapshot would write it, the child
- * maps the file under the parent's RAM privately (the parent's memfd is
- * first turned into that file: its RAM becomes a private mapping of it) and
+ * maps the file under the parent's RAM privately (anonymous RAM is first
+ * copied into a memfd and the parent's RAM becomes a private mapping of it) and
  * gets a copy of the pages the parent holds privately, then the restore
  * path builds and starts it from the tree.
  */
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "abi.h"
@@ -23,13 +24,66 @@
 #include "vm_devices.h"
 #include "vm_vmgenid.h"
 
-/* The parent's RAM as a private mapping of a file holding its contents. */
+struct fill_ctx {
+	int fd;
+	const uint8_t *host;
+};
+
+static int fill_run(void *opaque, uint64_t first, uint64_t n)
+{
+	struct fill_ctx *c = opaque;
+	uint64_t off = first * GM_PAGE, len = n * GM_PAGE;
+	while (len) {
+		ssize_t w = pwrite(c->fd, c->host + off, len, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		off += (uint64_t)w;
+		len -= (uint64_t)w;
+	}
+	return 0;
+}
+
+/* A memfd holding anonymous RAM @m's contents (only the pages it
+ * populated are copied: the rest stay holes). */
+static int ram_to_memfd(const struct guest_mem *m, int *out)
+{
+	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int r = ftruncate(fd, (off_t)m->size) < 0 || pm < 0 ? -errno : 0;
+	struct fill_ctx c = { fd, m->host };
+	if (r == 0)
+		r = private_pages(pm, m, fill_run, &c);
+	if (pm >= 0)
+		close(pm);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* The parent's RAM as a private mapping of a file holding its contents.
+ * Anonymous RAM is first copied into a memfd (the pages it populated, once
+ * per parent: from then on the parent maps that file). */
 static int freeze_ram(struct microvm *vm)
 {
 	struct guest_mem *m = &vm->kvm.mem;
 	if (m->file_backed)
 		return 0;
-	int r = snapshot_remap_private(m, m->fd);
+	int fd = -1;
+	int r = ram_to_memfd(m, &fd);
+	if (r == 0) {
+		r = snapshot_remap_private(m, fd);
+		if (r < 0)
+			close(fd);
+		else
+			m->fd = fd;
+	}
 	return r < 0 ? vm_error(vm, r, "fork: remapping guest RAM: %s", strerror(-r)) : 0;
 }
 
@@ -160,7 +214,7 @@ static int check_parent(struct microvm *vm, const microvm_fork_config *fc)
 	if (vm->cfg.vsock_enabled && vm->cfg.vsock_uds_path && !fc->vsock_uds_path)
 		return vm_error(vm, -EINVAL, "fork: the parent's vsock listens on %s: give the "
 				"child its own vsock_uds_path", vm->cfg.vsock_uds_path);
-	if (!vm->kvm.mem.host || vm->kvm.mem.fd < 0)
+	if (!vm->kvm.mem.host)
 		return vm_error(vm, -EINVAL, "fork: the VM has no RAM");
 	return 0;
 }
@@ -181,11 +235,11 @@ MICROVM_API int microvm_fork(microvm *parent, microvm **child, const microvm_for
 	int r = check_parent(parent, &fc);
 	if (r == 0) {
 		/* No device work while the state is read (as for a snapshot). */
-		evloop_pause(&parent->dev.evloop);
+		evloop_stop(&parent->dev.evloop);
 		for (uint32_t i = 0; i < parent->dev.nr_virtio; i++)
 			virtio_mmio_quiesce(parent->dev.virtio[i]);
 		r = fork_locked(parent, child, &fc);
-		evloop_resume(&parent->dev.evloop);
+		evloop_start(&parent->dev.evloop);
 	}
 	pthread_mutex_unlock(&parent->api_lock);
 	if (r == 0) {

@@ -132,7 +132,7 @@ static int open_target_memory(struct microvm *vm, int *fd)
 
 /* The snapshot just installed at @dir (full, or diff) becomes the target;
  * RAM is mapped over its memory file at the first reset, so a VM that is
- * never reset keeps its memfd. */
+ * never reset keeps its RAM as it is. */
 void reset_after_snapshot(struct microvm *vm, const char *dir, bool diff)
 {
 	forget(vm);
@@ -206,7 +206,8 @@ static int remap_target(struct microvm *vm, int fd)
 		close(fd);
 		return vm_error(vm, r, "reset: mapping the snapshot's memory: %s", strerror(-r));
 	}
-	close(m->fd);
+	if (m->fd >= 0)
+		close(m->fd);
 	m->fd = fd;
 	vm->snap.reset_remap = false;
 	return 0;
@@ -334,14 +335,14 @@ static int reset_locked(struct microvm *vm, uint32_t flags)
 			close(fd);
 		return vm_error(vm, -EINVAL, "reset: the VM stopped");
 	}
-	evloop_pause(&vm->dev.evloop);
+	evloop_stop(&vm->dev.evloop);
 	reset_devices(vm);
 	int r = reset_memory(vm, fd);
 	if (r == 0)
 		r = load_state(vm);
 	if (r == 0 && vm_vmgenid_renew(vm, NULL) < 0)
 		vm_warn(vm, "reset: %s", "new VM generation ID not signalled");
-	evloop_resume(&vm->dev.evloop);
+	evloop_start(&vm->dev.evloop);
 	if (r < 0) {
 		/* Half loaded: the guest must not run on. */
 		vm_request_exit(vm, MICROVM_EXIT_INTERNAL_ERROR, r, 0, "reset failed");

@@ -22,6 +22,7 @@
 
 #include "arch/arch.h"
 #include "errbuf.h"
+#include "snapshot/pages.h"
 #include "snapshot/state.h"
 #include "vm.h"
 #include "vm_config.h"
@@ -124,6 +125,66 @@ static int write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
 
 #define RUN_MAX (1u << 20) /* largest single write */
 
+/* Runs of pages written to the memory file, merged while contiguous. */
+struct mem_writer {
+	int fd;
+	const uint8_t *host;
+	uint64_t start, len; /* the run being merged, in pages */
+	uint64_t written;    /* bytes */
+};
+
+static int mw_flush(struct mem_writer *w)
+{
+	if (!w->len)
+		return 0;
+	int r = write_all(w->fd, w->host + w->start * GM_PAGE, w->len * GM_PAGE,
+			  w->start * GM_PAGE);
+	w->written += w->len * GM_PAGE;
+	w->len = 0;
+	return r;
+}
+
+static int mw_page(struct mem_writer *w, uint64_t pg)
+{
+	if (w->len && w->start + w->len == pg && w->len * GM_PAGE < RUN_MAX) {
+		w->len++;
+		return 0;
+	}
+	int r = mw_flush(w);
+	w->start = pg;
+	w->len = 1;
+	return r;
+}
+
+static int mark_run(void *opaque, uint64_t first, uint64_t n)
+{
+	uint64_t *bits = opaque;
+	for (uint64_t pg = first; pg < first + n; pg++)
+		bits[pg / 64] |= 1ULL << (pg % 64);
+	return 0;
+}
+
+/* Anonymous RAM: the pages it populated (the others read as zeros), as a
+ * bitmap in *@out; NULL (scan all) for RAM mapped from a file. */
+static int populated_pages(const struct guest_mem *m, uint64_t **out)
+{
+	*out = NULL;
+	if (m->file_backed)
+		return 0;
+	uint64_t *bits = calloc((size_t)((GM_PAGES(m) + 63) / 64) + 1, sizeof(uint64_t));
+	if (!bits)
+		return -ENOMEM;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int r = fd < 0 ? -errno : private_pages(fd, m, mark_run, bits);
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		free(bits);
+	else
+		*out = bits;
+	return r;
+}
+
 /*
  * Write RAM to @fd (already truncated to the RAM size, so skipped pages are
  * holes). @diff NULL: every non-zero page; else exactly the pages in @diff.
@@ -133,65 +194,29 @@ static int write_memory(struct microvm *vm, int fd, const uint64_t *diff, uint32
 			uint64_t *written)
 {
 	const struct guest_mem *m = &vm->kvm.mem;
-	uint64_t pages = GM_PAGES(m), run_start = 0, run_len = 0;
-	uint64_t pg = 0;
-	while (pg < pages) {
-		/* A memfd's holes were never touched: skip them with SEEK_DATA.
-		 * A restored VM's RAM is a private file mapping: scan it all. */
-		if (!diff && m->fd >= 0 && !m->file_backed) {
-			off_t d = lseek(m->fd, (off_t)(pg * GM_PAGE), SEEK_DATA);
-			if (d < 0)
-				break; /* ENXIO: no data after pg */
-			uint64_t dp = (uint64_t)d / GM_PAGE;
-			if (dp > pg) {
-				if (run_len) {
-					int r = write_all(fd, m->host + run_start * GM_PAGE,
-							  run_len * GM_PAGE, run_start * GM_PAGE);
-					if (r < 0)
-						return r;
-					*written += run_len * GM_PAGE;
-					run_len = 0;
-				}
-				pg = dp;
-				continue;
-			}
+	uint64_t *populated = NULL;
+	int r = diff ? 0 : populated_pages(m, &populated);
+	const uint64_t *only = diff ? diff : populated;
+	struct mem_writer w = { .fd = fd, .host = m->host };
+	for (uint64_t pg = 0; r == 0 && pg < GM_PAGES(m); pg++) {
+		if (only && !only[pg / 64]) {
+			pg |= 63; /* none in this word */
+			continue;
 		}
+		if (only && !(only[pg / 64] & (1ULL << (pg % 64))))
+			continue;
 		const uint8_t *p = m->host + pg * GM_PAGE;
-		bool take;
-		if (diff) {
-			take = diff[pg / 64] & (1ULL << (pg % 64));
-			if (take)
-				*crc = snapshot_page_crc(*crc, pg, p);
-			if (take && snapshot_page_is_zero(p))
-				take = false; /* a hole reads back as zeros */
-		} else {
-			take = !snapshot_page_is_zero(p);
-			if (take)
-				*crc = snapshot_page_crc(*crc, pg, p);
-		}
-		if (take && run_len && run_start + run_len == pg && run_len * GM_PAGE < RUN_MAX) {
-			run_len++;
-		} else {
-			if (run_len) {
-				int r = write_all(fd, m->host + run_start * GM_PAGE, run_len * GM_PAGE,
-						  run_start * GM_PAGE);
-				if (r < 0)
-					return r;
-				*written += run_len * GM_PAGE;
-			}
-			run_start = pg;
-			run_len = take ? 1 : 0;
-		}
-		pg++;
+		bool zero = snapshot_page_is_zero(p);
+		if (diff || !zero)
+			*crc = snapshot_page_crc(*crc, pg, p);
+		if (!zero) /* a hole reads back as zeros */
+			r = mw_page(&w, pg);
 	}
-	if (run_len) {
-		int r = write_all(fd, m->host + run_start * GM_PAGE, run_len * GM_PAGE,
-				  run_start * GM_PAGE);
-		if (r < 0)
-			return r;
-		*written += run_len * GM_PAGE;
-	}
-	return 0;
+	if (r == 0)
+		r = mw_flush(&w);
+	free(populated);
+	*written += w.written;
+	return r;
 }
 
 /* ------------------------------------------------------------------ state */
@@ -508,9 +533,7 @@ MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags)
 		for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
 			virtio_mmio_quiesce(vm->dev.virtio[i]);
 		r = snapshot_locked(vm, dir, flags);
-		int e = evloop_start(&vm->dev.evloop);
-		if (e < 0 && r == 0)
-			r = vm_error(vm, e, "snapshot: restarting the event loop: %s", strerror(-e));
+		evloop_start(&vm->dev.evloop);
 	}
 	pthread_mutex_unlock(&vm->api_lock);
 	return r;

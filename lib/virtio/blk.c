@@ -732,7 +732,7 @@ static int blk_dev_activate(void *opaque, struct virtio_device *vdev)
 	b->vdev = vdev;
 	if (b->ev_registered || b->be.event_fd < 0)
 		return 0;
-	b->ev = (struct ev_handler){ b->be.event_fd, blk_ring_event, b };
+	ev_handler_set(&b->ev, b->be.event_fd, blk_ring_event, b);
 	int r = evloop_add(vdev->host->loop, &b->ev, EPOLLIN);
 	if (r < 0) {
 		blk_log(b, MICROVM_LOG_ERROR, "disk %s: cannot watch I/O completions: %s",

@@ -442,7 +442,7 @@ static void watch_sync(struct virtio_console *c)
 				w->events = ev[i];
 			continue;
 		}
-		w->h = (struct ev_handler){ i == 0 ? c->in_fd : c->out_fd, console_fd_event, w };
+		ev_handler_set(&w->h, i == 0 ? c->in_fd : c->out_fd, console_fd_event, w);
 		int r = evloop_add(loop, &w->h, ev[i]);
 		if (r == 0) {
 			w->added = true;

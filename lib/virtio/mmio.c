@@ -319,8 +319,7 @@ static int start_queue(struct virtio_device *d, uint16_t q)
 	if (r < 0)
 		return r;
 	d->notify_ctx[q] = (struct virtio_queue_notify){ d, q };
-	d->notify_handler[q] = (struct ev_handler){ d->notify_fd[q], queue_notified,
-						    &d->notify_ctx[q] };
+	ev_handler_set(&d->notify_handler[q], d->notify_fd[q], queue_notified, &d->notify_ctx[q]);
 	return evloop_add(d->host->loop, &d->notify_handler[q], EPOLLIN);
 }
 

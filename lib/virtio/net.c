@@ -146,7 +146,7 @@ static void update_watch(struct virtio_net *n)
 		n->watched = 0;
 		return;
 	}
-	n->h = (struct ev_handler){ n->be->fd, be_event, n };
+	ev_handler_set(&n->h, n->be->fd, be_event, n);
 	int r = n->watched ? evloop_mod(n->env.loop, &n->h, want)
 			   : evloop_add(n->env.loop, &n->h, want);
 	if (r == 0)

@@ -4,8 +4,7 @@
  *
  * Like vsock, the engine works on bare struct virtq pointers, an event loop
  * and a lock it is given, so the unit tests drive it over a guest memory of
- * their own (polling the loop's epoll fd and running the handlers
- * themselves); the transport glue in net.c connects it to virtio-mmio.
+ * their own (a manual loop they run with evloop_poll()); the transport glue in net.c connects it to virtio-mmio.
  */
 #ifndef MICROVM_VIRTIO_NET_H
 #define MICROVM_VIRTIO_NET_H

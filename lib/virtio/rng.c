@@ -171,7 +171,7 @@ static void wait_for_entropy(struct virtio_rng *r)
 			"notification", strerror(errno));
 		return;
 	}
-	r->ready_handler = (struct ev_handler){ fd, entropy_ready, r };
+	ev_handler_set(&r->ready_handler, fd, entropy_ready, r);
 	int e = evloop_add(r->host->loop, &r->ready_handler, EPOLLIN);
 	if (e < 0) {
 		close(fd);

@@ -347,7 +347,7 @@ static void conn_watch(struct virtio_vsock *v, struct vsock_conn *c)
 		c->watched = 0;
 		return;
 	}
-	c->h = (struct ev_handler){ c->fd, conn_event, c };
+	ev_handler_set(&c->h, c->fd, conn_event, c);
 	int r = c->watched ? evloop_mod(v->env.loop, &c->h, want)
 			   : evloop_add(v->env.loop, &c->h, want);
 	if (r == 0) {
@@ -1229,7 +1229,7 @@ void virtio_vsock_start(struct virtio_vsock *v, struct virtq *rx, struct virtq *
 	v->evq = ev;
 	v->live = true;
 	if (v->listen_fd >= 0 && !v->listen_watched) {
-		v->listen_h = (struct ev_handler){ v->listen_fd, listen_event, v };
+		ev_handler_set(&v->listen_h, v->listen_fd, listen_event, v);
 		int r = evloop_add(v->env.loop, &v->listen_h, EPOLLIN);
 		if (r == 0)
 			v->listen_watched = true;

@@ -41,7 +41,7 @@ static void setup(void)
 	fz_ram(&mem, FZ_RAM);
 	fz_queue_init(&rx, &mem, 0);
 	fz_queue_init(&tx, &mem, 1);
-	fz_check(evloop_init(&loop) == 0);
+	fz_check(evloop_init_manual(&loop) == 0);
 	int sv[2];
 	fz_check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
 	int big = 1 << 20;

@@ -34,7 +34,7 @@ static void setup(void)
 	fz_queue_init(&rx, &mem, 0);
 	fz_queue_init(&tx, &mem, 1);
 	fz_queue_init(&ev, &mem, 2);
-	fz_check(evloop_init(&loop) == 0);
+	fz_check(evloop_init_manual(&loop) == 0);
 	struct vsock_env env = { .loop = &loop, .lock = &lock, .used = env_used,
 				 .broken = env_broken };
 	vs = virtio_vsock_new(&env, 3, NULL);

@@ -45,7 +45,8 @@ read -r hdr lib majmin < <("$tmp/version")
 pc=$(pkg-config --modversion microvm)
 echo "versions: header $hdr, library $lib, pkg-config $pc"
 [ "$hdr" = "$lib" ] && [ "$hdr" = "$pc" ] || { echo "version mismatch"; exit 1; }
-objdump -p "$libdir/libmicrovm.so" | grep -q "MICROVM_$majmin\$" ||
+# (the whole output first: grep -q stopping early would fail the pipe)
+objdump -p "$libdir/libmicrovm.so" | grep "MICROVM_$majmin\$" >/dev/null ||
 	{ echo "no MICROVM_$majmin node in the symbol map"; exit 1; }
 grep -q "API v$majmin\." "$here/../../README.md" || { echo "README: not API v$majmin"; exit 1; }
 # shellcheck disable=SC2046

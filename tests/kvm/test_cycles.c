@@ -20,7 +20,7 @@ static void cycle(void)
 static int settled_fds(int want)
 {
 	int n = kvm_test_fds();
-	for (int i = 0; i < 1000 && (n > want || thread_count() > base_threads()); i++) {
+	for (int i = 0; i < 1000 && (n > want || thread_count() > idle_threads()); i++) {
 		usleep(10000);
 		n = kvm_test_fds();
 	}

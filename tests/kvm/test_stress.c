@@ -84,13 +84,13 @@ static void test_lifecycle_cycles(void **state)
 	long n = env_count("MICROVM_STRESS_CYCLES", 1000, 10000);
 	for (int i = 0; i < 20; i++) /* warm up: lazily allocated library state */
 		lifecycle(i);
-	int fds0 = settled_fds(base_threads());
+	int fds0 = settled_fds(idle_threads());
 	long rss0 = kvm_test_rss_kib();
 	double t0 = now_ms();
 	for (long i = 0; i < n; i++)
 		lifecycle(i);
 	double t1 = now_ms();
-	int fds1 = settled_fds(base_threads());
+	int fds1 = settled_fds(idle_threads());
 	long rss1 = kvm_test_rss_kib();
 	printf("stress: %ld create/start/destroy cycles in %.0f ms; fds %d -> %d; "
 	       "RSS %ld -> %ld KiB\n", n, t1 - t0, fds0, fds1, rss0, rss1);
@@ -120,7 +120,7 @@ static void test_snapshot_restore_cycles(void **state)
 	char base[] = "/tmp/microvm-stress-XXXXXX", dir[64];
 	assert_non_null(mkdtemp(base));
 	snprintf(dir, sizeof(dir), "%s/snap", base);
-	settled_fds(base_threads());
+	settled_fds(idle_threads());
 	microvm *parent = tiny_vm("spin", "every=1000000", 1, -1);
 	start_ok(parent);
 	assert_int_equal(microvm_pause(parent), 0);
@@ -365,7 +365,7 @@ static void test_races(void **state)
 	snprintf(R.dir, sizeof(R.dir), "/tmp/microvm-races-XXXXXX");
 	assert_non_null(mkdtemp(R.dir));
 	pthread_mutex_init(&R.msg_lock, NULL);
-	int fds0 = settled_fds(base_threads());
+	int fds0 = settled_fds(idle_threads());
 	for (int i = 0; i < SLOTS; i++) {
 		pthread_rwlock_init(&R.slots[i].lock, NULL);
 		R.slots[i].vm = race_vm();
@@ -384,7 +384,7 @@ static void test_races(void **state)
 		microvm_destroy(R.slots[i].vm);
 		pthread_rwlock_destroy(&R.slots[i].lock);
 	}
-	int fds1 = settled_fds(base_threads());
+	int fds1 = settled_fds(idle_threads());
 	long n[8];
 	for (int i = 0; i < 8; i++)
 		n[i] = atomic_load(&R.done[i]);
