@@ -38,7 +38,14 @@ int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout)
 	if (p == MAP_FAILED)
 		return -errno;
 	adopt_ram(m, p, -1, size, layout, false);
+	m->all_zero = true;
 	return 0;
+}
+
+void gm_zero(const struct guest_mem *m, void *p, uint64_t len)
+{
+	if (!m->all_zero)
+		memset(p, 0, len);
 }
 
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout)

@@ -30,6 +30,10 @@ struct guest_mem {
 	 * KVM's dirty log covers the guest's own writes. */
 	uint64_t *dirty;
 	bool file_backed; /* gm_map_file(): private copy-on-write file mapping */
+	/* All of RAM still reads as zeros (gm_init, nothing loaded yet): the
+	 * kernel loader need not zero its bss (writing zeros would allocate
+	 * host memory for every page of it). Cleared once the kernel is in. */
+	bool all_zero;
 };
 
 #define GM_PAGE 4096u
@@ -54,6 +58,8 @@ int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout);
  * 0 or negative errno (@fd is closed on error too).
  */
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout);
+/* Zero @len bytes at @p (inside RAM) unless RAM is still all zeros. */
+void gm_zero(const struct guest_mem *m, void *p, uint64_t len);
 /* Unmap and close. Safe on a zeroed or already released struct. */
 void gm_release(struct guest_mem *m);
 

@@ -18,6 +18,7 @@
 
 #include "abi.h"
 #include "arch/arch.h"
+#include "errbuf.h"
 #include "file.h"
 #include "reaper.h"
 #include "vcpu.h"
@@ -353,6 +354,56 @@ static void teardown_runtime(struct microvm *vm, bool async)
 	vm->kvm.mem.fd = -1;
 }
 
+/* What /dev/kvm offers: the same for every VM of the process, so asked
+ * once (the first start that succeeds) and kept. */
+struct kvm_host_facts {
+	uint32_t max_vcpus;
+	int run_size;
+};
+
+static int kvm_host_check(int kvm_fd, struct kvm_host_facts *f, char *err, size_t errlen)
+{
+	int v = ioctl(kvm_fd, KVM_GET_API_VERSION, 0);
+	if (v != KVM_API_VERSION)
+		return errbuf_fail(err, errlen, -ENOTSUP, "/dev/kvm: API version %d, need %d", v,
+				   KVM_API_VERSION);
+	static const struct { int cap; const char *name; } caps[] = {
+		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+		{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD" },
+		{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
+	};
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		if (ioctl(kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+			return errbuf_fail(err, errlen, -ENOTSUP, "/dev/kvm lacks %s", caps[i].name);
+	int r = arch_check_kvm(kvm_fd, err, errlen);
+	if (r < 0)
+		return r;
+	int max = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (max <= 0)
+		max = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	f->max_vcpus = max <= 0 ? 4 : (uint32_t)max;
+	f->run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (f->run_size < (int)sizeof(struct kvm_run))
+		return errbuf_fail(err, errlen, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE: %s",
+				   strerror(errno));
+	return 0;
+}
+
+static int kvm_host_facts(int kvm_fd, struct kvm_host_facts *out, char *err, size_t errlen)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static struct kvm_host_facts facts;
+	static bool known;
+	int r = 0;
+	pthread_mutex_lock(&lock);
+	if (!known && (r = kvm_host_check(kvm_fd, &facts, err, errlen)) == 0)
+		known = true;
+	*out = facts;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 int vm_kvm_open(struct microvm *vm)
 {
 	vm->kvm.kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -367,34 +418,15 @@ int vm_kvm_open(struct microvm *vm)
 					"the kvm group)");
 		return vm_error(vm, -e, "/dev/kvm: %s", strerror(e));
 	}
-	int v = ioctl(vm->kvm.kvm_fd, KVM_GET_API_VERSION, 0);
-	if (v != KVM_API_VERSION)
-		return vm_error(vm, -ENOTSUP, "/dev/kvm: API version %d, need %d", v,
-				KVM_API_VERSION);
-	static const struct { int cap; const char *name; } caps[] = {
-		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
-		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
-		{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD" },
-		{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
-	};
-	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-		if (ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
-			return vm_error(vm, -ENOTSUP, "/dev/kvm lacks %s", caps[i].name);
+	struct kvm_host_facts f;
 	char err[128];
-	int ar = arch_check_kvm(vm->kvm.kvm_fd, err, sizeof(err));
-	if (ar < 0)
-		return vm_error(vm, ar, "%s", err);
-	int max = ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
-	if (max <= 0)
-		max = ioctl(vm->kvm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
-	if (max <= 0)
-		max = 4;
-	if (vm->cfg.nr_vcpus > (uint32_t)max)
-		return vm_error(vm, -EINVAL, "%u vCPUs requested, this host's KVM allows %d",
-				vm->cfg.nr_vcpus, max);
-	vm->kvm.run_size = ioctl(vm->kvm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (vm->kvm.run_size < (int)sizeof(struct kvm_run))
-		return vm_error(vm, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	int r = kvm_host_facts(vm->kvm.kvm_fd, &f, err, sizeof(err));
+	if (r < 0)
+		return vm_error(vm, r, "%s", err);
+	if (vm->cfg.nr_vcpus > f.max_vcpus)
+		return vm_error(vm, -EINVAL, "%u vCPUs requested, this host's KVM allows %u",
+				vm->cfg.nr_vcpus, f.max_vcpus);
+	vm->kvm.run_size = f.run_size;
 	return 0;
 }
 

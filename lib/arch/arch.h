@@ -106,7 +106,8 @@ int arch_load_guest(struct guest_mem *mem, const struct arch_boot *boot, uint64_
 
 /* ------------------------------------------------------------------- vCPUs */
 
-/* Per-VM data vCPU setup reuses (e.g. the supported CPUID), fetched once. */
+/* Data vCPU setup reuses (e.g. the supported CPUID), fetched once per
+ * process; unprepare releases what prepare made per VM. */
 int arch_vcpu_prepare(int kvm_fd, void **cookie, char *err, size_t errlen);
 void arch_vcpu_unprepare(void *cookie);
 /* Put vCPU @index of @count into the boot state for @entry. */

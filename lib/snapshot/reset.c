@@ -102,6 +102,7 @@ int snapshot_remap_private(struct guest_mem *m, int fd)
 		return e;
 	}
 	m->file_backed = true;
+	m->all_zero = false;
 	return 0;
 }
 

@@ -141,9 +141,11 @@ static void free_image(struct image *im)
 	im->data = NULL;
 }
 
+/* Junk in RAM: the loader must then zero what it needs zeroed. */
 static void fill_ram(struct guest_mem *m)
 {
 	memset(m->host, RAM_PATTERN, m->size);
+	m->all_zero = false;
 }
 
 /* Check [gpa, gpa + len) still holds the fill pattern. */

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "arch/x86_64/elf.h"
 #include "arch/x86_64/layout.h"
@@ -128,6 +129,7 @@ static int setup(void **state)
 		return -1;
 	}
 	memset(f->mem.host, PATTERN, RAM_SIZE);
+	f->mem.all_zero = false; /* written above: the loader must zero the bss */
 	build_good(&f->im);
 	*state = f;
 	return 0;
@@ -595,12 +597,38 @@ static void test_small_error_buffer(void **state)
 	assert_true(ram_untouched(&f->mem));
 }
 
+/* Into fresh RAM (all zeros) the bss is not written: its pages stay
+ * unpopulated (no host memory) and read as zeros. */
+static void test_fresh_ram_bss_not_written(void **state)
+{
+	struct fixture *f = *state;
+	enum { BSS_PAGES = 16 };
+	gm_release(&f->mem);
+	assert_int_equal(arch_ram_init(&f->mem, RAM_SIZE), 0);
+	assert_true(f->mem.all_zero);
+	Elf64_Phdr *p1 = (Elf64_Phdr *)(f->im.buf + sizeof(Elf64_Ehdr)) + 1;
+	p1->p_memsz = BSS_PAGES * 4096; /* segment 1: 0x40 file bytes, then bss */
+	struct elf_image out;
+	expect_loaded(f, &out);
+	unsigned char vec[BSS_PAGES];
+	assert_int_equal(mincore(f->mem.host + SEG1_ADDR, BSS_PAGES * 4096, vec), 0);
+	assert_int_equal(vec[0] & 1, 1); /* the file bytes' page */
+	for (int i = 1; i < BSS_PAGES; i++)
+		assert_int_equal(vec[i] & 1, 0);
+	const uint8_t *ram = f->mem.host;
+	for (size_t i = 0; i < DATA1_FILESZ; i++)
+		assert_int_equal(ram[SEG1_ADDR + i], seg1_byte(i));
+	for (size_t i = DATA1_FILESZ; i < BSS_PAGES * 4096; i++)
+		assert_int_equal(ram[SEG1_ADDR + i], 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_good_two_segments),
+		T(test_fresh_ram_bss_not_written),
 		T(test_good_entry_in_bss),
 		T(test_good_adjacent_segments),
 		T(test_good_segment_at_end_of_ram),

@@ -94,7 +94,7 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 
 	uint8_t *dst = gm_ptr(mem, load, init_size);
 	memcpy(dst, img + pm_offset, pm_size);
-	memset(dst + pm_size, 0, init_size - pm_size);
+	gm_zero(mem, dst + pm_size, init_size - pm_size);
 
 	memset(out, 0, sizeof(*out));
 	out->entry = load + 0x200;

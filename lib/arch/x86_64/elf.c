@@ -128,7 +128,7 @@ static void elf_copy_segments(const uint8_t *img, const Elf64_Phdr *ph, int phnu
 			continue;
 		uint8_t *dst = gm_ptr(mem, p->p_paddr, p->p_memsz); /* checked above */
 		memcpy(dst, img + p->p_offset, p->p_filesz);
-		memset(dst + p->p_filesz, 0, p->p_memsz - p->p_filesz);
+		gm_zero(mem, dst + p->p_filesz, p->p_memsz - p->p_filesz); /* bss */
 	}
 }
 
