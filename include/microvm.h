@@ -1041,7 +1041,8 @@ MICROVM_API void microvm_destroy(microvm *vm);
  *    the process lives (2 fds each: an epoll and an eventfd), stopped at
  *    exit or unload if no VM uses them.
  *  - teardown threads: release destroyed VMs' kernel state; made on demand,
- *    at most teardown_threads (default 4), gone when nothing is queued.
+ *    at most teardown_threads (default 16: the kernel's teardown mostly
+ *    waits, so parallel teardowns overlap), gone when nothing is queued.
  *    At most teardown_backlog (default 256) VMs wait; beyond that,
  *    microvm_destroy() does its VM's teardown itself.
  * All thread-safe, any time; a new limit applies to what starts after it.

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #define REAPER_STACK_SIZE (64 * 1024)
-#define REAPER_THREADS_DEFAULT 4
+#define REAPER_THREADS_DEFAULT 16
 #define REAPER_BACKLOG_DEFAULT 256
 
 static struct {

@@ -1,0 +1,382 @@
+/*
+ * bench-density: the start path against its floor, VM throughput, and what
+ * a start and a destroy cost as the process holds more VMs.
+ *
+ *   bench-density [--runs N] [--cycles N] [--live 100,1000,8000]
+ *                 [--qemu-runs N] [--teardown-threads N]
+ *
+ * 1. Start: create -> first guest output of the tiny guest (1 vCPU,
+ *    128 MiB), three ways in one run, interleaved: the floor (the raw KVM
+ *    calls a VMM cannot avoid, bench/floor.h), the library (the "hello"
+ *    payload, first byte on the console pipe) and QEMU 7.2 -M microvm with
+ *    KVM (fork + exec to the first byte of a 16-byte BIOS on its serial
+ *    port: a process start). Then what destroying costs the caller.
+ * 2. Throughput: create + start + run to the guest's exit + destroy, from
+ *    1 and 2 threads (the library's teardown finishing included), and the
+ *    floor doing the same.
+ * 3. Scaling: start (to microvm_start's return) and destroy (the call)
+ *    with 100, 1000 and 8000 idle VMs alive in the process.
+ * Medians over the runs; ratios in the last column. No VT-x here: KVM
+ * runs nested under kvm_pvm, every ioctl costs more than on bare metal.
+ */
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <microvm.h>
+
+#include "bench.h"
+#include "floor.h"
+
+#define MAX_LIVE_STEPS 8
+
+struct opts {
+	int runs, cycles, qemu_runs, nlive;
+	int live[MAX_LIVE_STEPS];
+};
+
+static void die(const char *what, microvm *vm)
+{
+	fprintf(stderr, "bench-density: %s: %s\n", what, vm ? microvm_last_error(vm) : "");
+	exit(1);
+}
+
+static microvm *tiny(const char *payload, uint32_t mib, int out)
+{
+	microvm *vm;
+	if (microvm_create(&vm) < 0)
+		die("create", NULL);
+	if (microvm_set_memory(vm, mib) < 0 || microvm_set_console(vm, -1, out) < 0 ||
+	    microvm_set_kernel(vm, payload, NULL) < 0)
+		die("configure", vm);
+	return vm;
+}
+
+static void wait_byte(int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	char c;
+	if (poll(&p, 1, 60000) != 1 || read(fd, &c, 1) != 1)
+		die("no guest output", NULL);
+}
+
+/* ------------------------------------------------------------- 1. start */
+
+static double ours_start(int out[2], double *destroy_us)
+{
+	double t0 = now_ms();
+	microvm *vm = tiny(BENCH_TINY_DIR "/hello.elf", 128, out[1]);
+	if (microvm_start(vm) < 0)
+		die("start", vm);
+	wait_byte(out[0]);
+	double t1 = now_ms();
+	microvm_destroy(vm);
+	*destroy_us = (now_ms() - t1) * 1000;
+	char buf[256];
+	microvm_teardown_wait(-1);
+	while (poll(&(struct pollfd){ out[0], POLLIN, 0 }, 1, 0) == 1 &&
+	       read(out[0], buf, sizeof(buf)) > 0)
+		; /* the rest of its output */
+	return t1 - t0;
+}
+
+static double floor_once(const struct floor_host *h, double *destroy_us)
+{
+	struct floor_vm f;
+	double t0 = now_ms();
+	floor_start(h, &f);
+	double t1 = now_ms();
+	floor_destroy(h, &f);
+	*destroy_us = (now_ms() - t1) * 1000;
+	return t1 - t0;
+}
+
+/* A 64 KiB BIOS whose reset vector jumps to: mov al,'A'; mov dx,0x3f8;
+ * out dx,al; then writes 0 to the isa-debug-exit port and halts. */
+static const char *qemu_bios(void)
+{
+	static char path[] = "/tmp/bench-density-bios-XXXXXX";
+	static uint8_t img[65536];
+	static const uint8_t code[] = { 0xb0, 'A', 0xba, 0xf8, 0x03, 0xee, 0xb0, 0x00, 0xe6, 0xf4, 0xf4 };
+	memset(img, 0xf4, sizeof(img));
+	memcpy(img + 0xff00, code, sizeof(code));
+	uint16_t rel = (uint16_t)(0xff00 - 0xfff3);
+	img[0xfff0] = 0xe9;
+	img[0xfff1] = (uint8_t)rel;
+	img[0xfff2] = (uint8_t)(rel >> 8);
+	int fd = mkstemp(path);
+	if (fd < 0 || write(fd, img, sizeof(img)) != (ssize_t)sizeof(img))
+		die("writing the QEMU BIOS", NULL);
+	close(fd);
+	return path;
+}
+
+/* fork + exec QEMU; ms to its first serial byte, *exit_ms to its exit. */
+static double qemu_once(const char *bios, double *exit_ms)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		die("pipe", NULL);
+	double t0 = now_ms();
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 2);
+		execlp("qemu-system-x86_64", "qemu-system-x86_64", "-M",
+		       "microvm,x-option-roms=off,pit=off,pic=off,rtc=off", "-accel", "kvm", "-m",
+		       "128", "-nodefaults", "-no-user-config", "-display", "none", "-bios", bios,
+		       "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	wait_byte(p[0]);
+	double first = now_ms() - t0;
+	int st;
+	waitpid(pid, &st, 0);
+	*exit_ms = now_ms() - t0;
+	close(p[0]);
+	return first;
+}
+
+static bool have_qemu(void)
+{
+	return system("qemu-system-x86_64 --version >/dev/null 2>&1") == 0;
+}
+
+static void bench_start(const struct opts *o, const struct floor_host *h)
+{
+	int out[2];
+	if (pipe(out) < 0)
+		die("pipe", NULL);
+	double *fl = calloc((size_t)o->runs, sizeof(double)), *ours = calloc((size_t)o->runs, sizeof(double));
+	double *fd_us = calloc((size_t)o->runs, sizeof(double)), *od_us = calloc((size_t)o->runs, sizeof(double));
+	for (int i = 0; i < 20; i++)
+		ours_start(out, &od_us[0]); /* warm: the runtime's threads, caches */
+	for (int i = 0; i < o->runs; i++) {
+		fl[i] = floor_once(h, &fd_us[i]);
+		ours[i] = ours_start(out, &od_us[i]);
+	}
+	double mf = median(fl, o->runs), mo = median(ours, o->runs);
+	printf("\n1. create -> first guest output, tiny guest (1 vCPU, 128 MiB), %d runs each, "
+	       "interleaved (ms)\n\n", o->runs);
+	printf("| %-44s | %9s | %9s | %9s |\n", "", "median", "p90", "x floor");
+	printf("|---|---:|---:|---:|\n");
+	printf("| %-44s | %9.3f | %9.3f | %9s |\n", "floor: raw KVM calls + first KVM_RUN", mf,
+	       quantile(fl, o->runs, 0.9), "1.00");
+	printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "libmicrovm: create + start -> first byte", mo,
+	       quantile(ours, o->runs, 0.9), mo / mf);
+	if (o->qemu_runs > 0 && have_qemu()) {
+		const char *bios = qemu_bios();
+		double *q = calloc((size_t)o->qemu_runs, sizeof(double));
+		double *qx = calloc((size_t)o->qemu_runs, sizeof(double));
+		for (int i = 0; i < o->qemu_runs; i++)
+			q[i] = qemu_once(bios, &qx[i]);
+		unlink(bios);
+		double mq = median(q, o->qemu_runs);
+		printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "QEMU 7.2 -M microvm: exec -> first byte",
+		       mq, quantile(q, o->qemu_runs, 0.9), mq / mf);
+		printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "QEMU: exec -> process exit",
+		       median(qx, o->qemu_runs), quantile(qx, o->qemu_runs, 0.9),
+		       median(qx, o->qemu_runs) / mf);
+		printf("| %-44s | %9s | %9s | %9.1fx |\n", "QEMU / libmicrovm (first byte)", "", "", mq / mo);
+		free(q);
+		free(qx);
+	}
+	printf("\ndestroy, the caller's time (us): floor (closing the fds: the kernel's teardown) "
+	       "%.0f, libmicrovm %.0f (%.3fx; its teardown runs on the runtime's threads)\n",
+	       median(fd_us, o->runs), median(od_us, o->runs),
+	       median(od_us, o->runs) / median(fd_us, o->runs));
+	free(fl);
+	free(ours);
+	free(fd_us);
+	free(od_us);
+	close(out[0]);
+	close(out[1]);
+}
+
+/* ------------------------------------------------------- 2. throughput */
+
+struct cycler {
+	const struct floor_host *h;
+	int n;
+	bool floor;
+};
+
+static void *cycle_thread(void *arg)
+{
+	const struct cycler *c = arg;
+	for (int i = 0; i < c->n; i++) {
+		if (c->floor) {
+			struct floor_vm f;
+			floor_start(c->h, &f);
+			floor_destroy(c->h, &f);
+			continue;
+		}
+		microvm *vm = tiny(BENCH_TINY_DIR "/hello.elf", 128, -1);
+		microvm_exit ex = MICROVM_EXIT_INIT;
+		if (microvm_start(vm) < 0 || microvm_wait(vm, 60000, &ex) < 0)
+			die("cycle", vm);
+		microvm_destroy(vm);
+	}
+	return NULL;
+}
+
+/* VMs per second from @threads threads doing @n cycles in all. */
+static double cycle_rate(const struct floor_host *h, int threads, int n, bool floor)
+{
+	pthread_t t[2];
+	struct cycler c = { h, n / threads, floor };
+	double t0 = now_ms();
+	for (int i = 0; i < threads; i++)
+		pthread_create(&t[i], NULL, cycle_thread, &c);
+	for (int i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
+	microvm_teardown_wait(-1);
+	return c.n * threads * 1000.0 / (now_ms() - t0);
+}
+
+static void bench_throughput(const struct opts *o, const struct floor_host *h)
+{
+	printf("\n2. create + start + run to the guest's exit + destroy (hello payload, "
+	       "128 MiB), %d cycles, teardown included (VMs/s)\n\n", o->cycles);
+	printf("| %-10s | %9s | %10s | %9s |\n", "threads", "floor", "libmicrovm", "x floor");
+	printf("|---|---:|---:|---:|\n");
+	for (int threads = 1; threads <= 2; threads++) {
+		double f = cycle_rate(h, threads, o->cycles, true);
+		double r = cycle_rate(h, threads, o->cycles, false);
+		printf("| %-10d | %9.0f | %10.0f | %9.2f |\n", threads, f, r, r / f);
+	}
+}
+
+/* ----------------------------------------------------------- 3. scaling */
+
+#define PROBE 100
+
+/* Median start (ms) of PROBE floor VMs (destroyed after, untimed). */
+static double probe_floor(const struct floor_host *h)
+{
+	static struct floor_vm f[PROBE];
+	double s[PROBE];
+	for (int i = 0; i < PROBE; i++) {
+		double t0 = now_ms();
+		floor_start(h, &f[i]);
+		s[i] = now_ms() - t0;
+	}
+	for (int i = 0; i < PROBE; i++)
+		floor_destroy(h, &f[i]);
+	return median(s, PROBE);
+}
+
+/* Median start (ms) and destroy (us) of PROBE VMs. */
+static void probe(double *start_ms, double *destroy_us)
+{
+	static microvm *vms[PROBE];
+	double s[PROBE], d[PROBE];
+	for (int i = 0; i < PROBE; i++) {
+		double t0 = now_ms();
+		vms[i] = tiny(BENCH_TINY_DIR "/idle.elf", 16, -1);
+		if (microvm_start(vms[i]) < 0)
+			die("start", vms[i]);
+		s[i] = now_ms() - t0;
+	}
+	for (int i = 0; i < PROBE; i++) {
+		double t0 = now_ms();
+		microvm_destroy(vms[i]);
+		d[i] = (now_ms() - t0) * 1000;
+	}
+	microvm_teardown_wait(-1);
+	*start_ms = median(s, PROBE);
+	*destroy_us = median(d, PROBE);
+}
+
+static void bench_scaling(const struct opts *o, const struct floor_host *h)
+{
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	int most = o->live[o->nlive - 1];
+	microvm **live = calloc((size_t)most, sizeof(*live));
+	printf("\n3. start of %d VMs with N idle VMs alive (idle payload, 16 MiB; floor: to "
+	       "its first port write, libmicrovm: to microvm_start's return) and destroy (the "
+	       "call), medians\n\n", PROBE);
+	printf("| %-8s | %16s | %18s | %9s | %18s |\n", "alive", "floor start, ms",
+	       "libmicrovm start, ms", "x floor", "libmicrovm destroy, us");
+	printf("|---|---:|---:|---:|---:|\n");
+	int n = 0;
+	for (int k = 0; k < o->nlive; k++) {
+		for (; n < o->live[k]; n++) {
+			live[n] = tiny(BENCH_TINY_DIR "/idle.elf", 16, -1);
+			if (microvm_start(live[n]) < 0)
+				die("start", live[n]);
+		}
+		double s, d, f = probe_floor(h);
+		probe(&s, &d);
+		printf("| %-8d | %16.3f | %20.3f | %9.2f | %22.1f |\n", n, f, s, s / f, d);
+	}
+	for (int i = 0; i < n; i++)
+		microvm_destroy(live[i]);
+	microvm_teardown_wait(-1);
+	free(live);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void parse_live(struct opts *o, const char *s)
+{
+	o->nlive = 0;
+	for (char *end; *s && o->nlive < MAX_LIVE_STEPS; s = *end ? end + 1 : end) {
+		long v = strtol(s, &end, 10);
+		if (v < 0 || (o->nlive && v < o->live[o->nlive - 1]))
+			die("--live: ascending counts", NULL);
+		o->live[o->nlive++] = (int)v;
+	}
+	if (!o->nlive)
+		die("--live: no counts", NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .runs = 200, .cycles = 2000, .qemu_runs = 20 };
+	microvm_runtime_config rc = MICROVM_RUNTIME_CONFIG_INIT;
+	parse_live(&o, "100,1000,8000");
+	static const struct option lo[] = {
+		{ "runs", required_argument, NULL, 'r' }, { "cycles", required_argument, NULL, 'c' },
+		{ "live", required_argument, NULL, 'l' }, { "qemu-runs", required_argument, NULL, 'q' },
+		{ "teardown-threads", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (c == 'r')
+			o.runs = atoi(optarg);
+		else if (c == 'c')
+			o.cycles = atoi(optarg);
+		else if (c == 'l')
+			parse_live(&o, optarg);
+		else if (c == 'q')
+			o.qemu_runs = atoi(optarg);
+		else if (c == 't')
+			rc.teardown_threads = (uint32_t)atoi(optarg);
+		else
+			return 2;
+	}
+	if (o.runs < 1 || o.cycles < 2)
+		die("--runs >= 1, --cycles >= 2", NULL);
+	if (microvm_runtime_configure(&rc) < 0)
+		die("--teardown-threads: 1..64", NULL);
+	signal(SIGPIPE, SIG_IGN);
+	struct floor_host h;
+	floor_host_init(&h);
+	printf("bench-density: libmicrovm %s\n", microvm_version());
+	bench_start(&o, &h);
+	bench_throughput(&o, &h);
+	bench_scaling(&o, &h);
+	return 0;
+}
