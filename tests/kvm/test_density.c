@@ -31,19 +31,32 @@ struct density {
 	size_t len;
 };
 
+/* Under ASan every VM costs far more host memory (shadow, quarantine):
+ * fewer VMs there, and no RSS bound (LeakSanitizer checks leaks). */
+#ifdef __SANITIZE_ADDRESS__
+#define DEFAULT_VMS 1000
+#define CHECK_RSS 0
+#else
+#define DEFAULT_VMS 8000
+#define CHECK_RSS 1
+#endif
+
 static int vm_count(void)
 {
 	const char *v = getenv("MICROVM_DENSITY_VMS");
-	return v && *v ? atoi(v) : 8000;
+	return v && *v ? atoi(v) : DEFAULT_VMS;
 }
 
 static void limit_fds(void)
 {
 	struct rlimit rl;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	assert_true(rl.rlim_max >= FD_LIMIT);
 	rl.rlim_cur = FD_LIMIT;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_max < FD_LIMIT)
+		rl.rlim_max = FD_LIMIT; /* root (CAP_SYS_RESOURCE) may raise it */
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		fail_msg("cannot set RLIMIT_NOFILE to %d (hard limit too low, not root): "
+			 "run as root or raise the hard limit", FD_LIMIT);
 }
 
 /* Pages of @vm's guest RAM resident in this process. */
@@ -268,14 +281,16 @@ static void test_density(void **state)
 		assert_int_equal(microvm_state(d.vms[i]), MICROVM_STATE_RUNNING);
 	assert_true(up.fds - base.fds <= 2 * d.n + 2 * SAMPLE);
 	assert_int_equal(lib_threads, d.n); /* one vCPU thread each, nothing else */
-	assert_true(up.rss_kib - base.rss_kib - guest <= 64L * d.n);
+	if (CHECK_RSS)
+		assert_true(up.rss_kib - base.rss_kib - guest <= 64L * d.n);
 	destroy_all(&d);
 	struct usage end = settled_usage(base.threads);
 	printf("  after destroy: fds %d, threads %d, RSS %ld KiB (baseline %d, %d, %ld KiB)\n",
 	       end.fds, end.threads, end.rss_kib, base.fds, base.threads, base.rss_kib);
 	assert_int_equal(end.fds, base.fds);
 	assert_int_equal(end.threads, base.threads);
-	assert_true(end.rss_kib - base.rss_kib < 4096); /* allocator noise, not per-VM */
+	if (CHECK_RSS) /* allocator noise, not per-VM growth */
+		assert_true(end.rss_kib - base.rss_kib < 4096);
 	close(d.out[0]);
 	close(d.out[1]);
 	free(d.vms);
