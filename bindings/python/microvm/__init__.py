@@ -20,6 +20,10 @@ from .agent import Agent, CommandResult
 from .sandbox import CommandHandle, Sandbox
 from .guest import GuestNotFoundError
 from .aio import AsyncCommandHandle, AsyncSandbox
+from .runtime import RuntimeStats
+from .runtime import configure as runtime_configure
+from .runtime import stats as runtime_stats
+from .runtime import teardown_wait
 
 AGENT_PORT = _lib.AGENT_PORT
 

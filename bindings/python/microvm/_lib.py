@@ -29,9 +29,9 @@ from ._version import __version__
 
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
 # version whose API these declarations describe (0.4 added reset, fork and
-# networking).
+# networking, 0.5 the MAC address, 0.6 the process-wide runtime).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 5
+LIB_MIN_MINOR = 6
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
@@ -266,6 +266,24 @@ class NetCounters(_Sized):
     ]
 
 
+class RuntimeConfig(_Sized):
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("event_threads", ctypes.c_uint32),
+        ("teardown_threads", ctypes.c_uint32),
+        ("teardown_backlog", ctypes.c_uint32),
+    ]
+
+
+class RuntimeCounters(_Sized):
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("event_threads", ctypes.c_uint32),
+        ("teardown_threads", ctypes.c_uint32),
+        ("teardown_pending", ctypes.c_uint32),
+    ]
+
+
 class ExecConfig(_Sized):
     _fields_ = [
         ("size", ctypes.c_uint32),
@@ -344,6 +362,9 @@ PROTOTYPES = {
     "microvm_net_set_link": (_I, [VM_P, _U32, _I]),
     "microvm_net_stats": (_I, [VM_P, _U32, ctypes.POINTER(NetCounters)]),
     "microvm_net_mac": (_I, [VM_P, _U32, ctypes.POINTER(ctypes.c_uint8 * 6)]),
+    "microvm_runtime_configure": (_I, [ctypes.POINTER(RuntimeConfig)]),
+    "microvm_runtime_stats": (_I, [ctypes.POINTER(RuntimeCounters)]),
+    "microvm_teardown_wait": (_I, [_I]),
     "microvm_set_vsock": (_I, [VM_P, ctypes.POINTER(VsockConfig)]),
     "microvm_vsock_connect": (_I, [VM_P, _U32, _I]),
     "microvm_set_acpi": (_I, [VM_P, _I]),
