@@ -45,10 +45,14 @@ static int write_file(const char *path, const char *text)
 	return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
-/* In a new user namespace: our own uid and gid, mapped to themselves. */
+/* In a new user namespace: our own uid and gid, mapped to themselves. A
+ * process that changed its uid (--host-user) is not dumpable, which makes
+ * its /proc/self files root's: dumpable again for this (sbx_lockdown()
+ * makes it not dumpable for good before the VM runs). */
 static int map_self(uid_t uid, gid_t gid)
 {
 	char u[64], g[64];
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 	snprintf(u, sizeof(u), "%u %u 1\n", uid, uid);
 	snprintf(g, sizeof(g), "%u %u 1\n", gid, gid);
 	if (write_file("/proc/self/uid_map", u) < 0 || write_file("/proc/self/setgroups", "deny") < 0 ||

@@ -160,7 +160,7 @@ int sbx_copy_out(microvm_agent *a, const char *spec, int fd, bool created);
 void sbx_run_command(const struct sbx_opts *o, const struct sbx_procconf *pc,
 		     microvm_agent *a, struct sbx_result *res);
 
-/* util */
+/* util.c */
 double sbx_now_ms(void);
 int sbx_fail(const char *what, const char *detail);
 
