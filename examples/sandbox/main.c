@@ -170,9 +170,9 @@ static int cmd_run(const struct sbx_opts *o)
 		res.status = find_guest(o, g);
 	if (!res.status)
 		res.status = confine(o, g, &hu, &files, &parent);
-	if (!res.status)
+	if (!res.status && !parent) /* --jail's parent is done: it waited */
 		res.status = get_vm(o, g, &v);
-	if (!res.status)
+	if (!res.status && !parent)
 		run_in_vm(o, g, &v, &files, &res);
 	if (o->verbose && !parent)
 		fprintf(stderr, "microvm-sandbox: VM %s in %.1f ms, command took %.1f ms\n",
@@ -192,14 +192,13 @@ static int cmd_prepare(const struct sbx_opts *o)
 	struct sbx_guest *g = calloc(1, sizeof(*g));
 	struct sbx_vm v = { .console = -1 };
 	struct sbx_hostuser hu;
-	bool parent = false;
 	if (!g)
 		return sbx_fail("memory", strerror(ENOMEM));
 	int r = prelude(o, &files, &hu); /* no files: closes what was inherited */
 	if (!r)
 		r = find_guest(o, g);
 	if (!r)
-		r = confine(o, g, &hu, &files, &parent); /* prepare takes no --jail */
+		r = become_host_user(o, g, &hu); /* prepare takes no --jail */
 	if (!r)
 		r = get_vm(o, g, &v);
 	double boot_ms = v.start_ms;

@@ -195,6 +195,11 @@ def test_jail_as_kvm_group_user(user):
     assert len(extra) == 1, extra
     assert os.readlink("/proc/%d/fd/%s" % (h.pid, extra.pop())).startswith("pipe:")
     h.finish()
+    # Status 0 too: the parent passes it on and stops (it does not go on as
+    # a VMM of its own).
+    r = run(user.as_user([TOOL, "run", "--jail", "--kernel", user.kernel, "--image", ROOTFS,
+                          "--", "echo", "ok"]), env=user.env())
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"ok\n", b"")
 
 
 def test_jail_as_root_from_template(tmp_path):
