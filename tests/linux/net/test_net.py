@@ -339,6 +339,19 @@ def test_tap_ping_and_64mib_with_offloads(tap):
     print("TAP host -> guest: %.1f MiB/s (emulated machine)" % (64 / float(secs)))
 
 
+def test_tap_under_jail(tap):
+    """--jail --net tap:NAME (root): the TAP is opened before the VMM enters
+    its jail (and its own, empty network namespace); the guest still pings
+    the host's end."""
+    from guestnet import PING
+    r = sandbox("run", "--jail", "--image", IMAGE, "--net", "tap:" + TAP, "--", "sh", "-c",
+                "ip addr add %s/24 dev eth0 && ip link set eth0 up && python3 -c \"$0\" %s"
+                % (TAP_GUEST, TAP_HOST), PING)
+    show("microvm-sandbox run --jail --net tap:" + TAP, r)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().startswith("ping=ok"), r.stdout
+
+
 def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
     r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "flooddriver.py"), KERNEL,
                              IMAGE, "30"), capture_output=True, timeout=LONG)
