@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libseccomp-dev libcmocka-dev valgrind binutils passt
+PKGS=(build-essential cmake pkg-config libfdt-dev liburing-dev libseccomp-dev libcap-ng-dev libcmocka-dev valgrind binutils passt
       python3 python3-pytest python3-pip python3-venv python3-setuptools python3-wheel
       mmdebstrap umoci e2fsprogs busybox-static cpio clang)
 

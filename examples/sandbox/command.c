@@ -13,25 +13,21 @@
 
 #define COPY_MAX (1ull << 30) /* files are copied whole, through memory */
 
-static void *slurp(const char *path, size_t *len)
+/* The whole of the regular file @fd, from its start. */
+static void *slurp(int fd, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
 	    (unsigned long long)st.st_size > COPY_MAX) {
-		int e = fd < 0 ? errno : EINVAL;
-		if (fd >= 0)
-			close(fd);
-		errno = e;
+		errno = EINVAL;
 		return NULL;
 	}
 	char *b = malloc((size_t)st.st_size + 1);
 	size_t got = 0;
 	ssize_t n = 1;
 	while (b && got < (size_t)st.st_size &&
-	       (n = read(fd, b + got, (size_t)st.st_size - got)) > 0)
+	       (n = pread(fd, b + got, (size_t)st.st_size - got, (off_t)got)) > 0)
 		got += (size_t)n;
-	close(fd);
 	if (!b || got != (size_t)st.st_size) {
 		free(b);
 		errno = b ? EIO : ENOMEM;
@@ -49,40 +45,51 @@ static const char *split_spec(const char *spec, char *a, size_t alen)
 	return colon + 1;
 }
 
-int sbx_copy_in(microvm_agent *a, const char *spec)
+/* @fd: the host file, opened by sbx_files_open(). */
+int sbx_copy_in(microvm_agent *a, const char *spec, int fd)
 {
 	char host[4096];
 	const char *guest = split_spec(spec, host, sizeof(host));
 	size_t len;
-	void *data = slurp(host, &len);
+	void *data = slurp(fd, &len);
 	if (!data)
 		return sbx_fail(host, strerror(errno));
 	struct stat st;
-	mode_t mode = stat(host, &st) == 0 ? st.st_mode & 07777 : 0644;
+	mode_t mode = fstat(fd, &st) == 0 ? st.st_mode & 07777 : 0644;
 	int r = microvm_agent_put_file(a, guest, data, len, mode, 0);
 	free(data);
 	return r < 0 ? sbx_fail(guest, microvm_agent_last_error(a)) : 0;
 }
 
-int sbx_copy_out(microvm_agent *a, const char *spec)
+static int write_whole(int fd, const void *data, size_t len)
+{
+	size_t done = 0;
+	ssize_t n = 1;
+	while (done < len && (n = pwrite(fd, (const char *)data + done, len - done,
+					 (off_t)done)) > 0)
+		done += (size_t)n;
+	if (done < len)
+		return n < 0 ? errno : EIO;
+	return ftruncate(fd, (off_t)len) < 0 ? errno : 0;
+}
+
+/* @fd: the destination, opened (and @created) by sbx_files_open(); it is
+ * replaced by the guest file's contents, or removed again if it was
+ * created for this copy and the copy failed. */
+int sbx_copy_out(microvm_agent *a, const char *spec, int fd, bool created)
 {
 	char guest[4096];
 	const char *host = split_spec(spec, guest, sizeof(guest));
 	void *data;
 	size_t len;
-	if (microvm_agent_get_file(a, guest, 0, &data, &len) < 0)
+	int e = microvm_agent_get_file(a, guest, 0, &data, &len) < 0 ? -1 : 0;
+	if (e < 0 && created)
+		unlink(host); /* fails harmlessly inside --jail */
+	if (e < 0)
 		return sbx_fail(guest, microvm_agent_last_error(a));
-	int fd = open(host, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	size_t done = 0;
-	ssize_t n = 1;
-	while (fd >= 0 && done < len && (n = write(fd, (char *)data + done, len - done)) > 0)
-		done += (size_t)n;
-	int ok = fd >= 0 && done == len;
-	int e = errno;
-	if (fd >= 0 && close(fd) < 0)
-		ok = 0;
+	e = write_whole(fd, data, len);
 	free(data);
-	return ok ? 0 : sbx_fail(host, strerror(e ? e : EIO));
+	return e ? sbx_fail(host, strerror(e)) : 0;
 }
 
 static int on_output(void *opaque, int stream, const void *data, size_t len)

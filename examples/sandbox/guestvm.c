@@ -68,10 +68,11 @@ static int configure(microvm *vm, const struct sbx_opts *o, const struct sbx_gue
 	return 0;
 }
 
-static int open_console(const struct sbx_opts *o)
+/* A fresh sbx_vm with its console fd (opened now: not from inside --jail). */
+void sbx_vm_init(const struct sbx_opts *o, struct sbx_vm *v)
 {
-	return o->verbose ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) :
-			    open("/dev/null", O_WRONLY | O_CLOEXEC);
+	*v = (struct sbx_vm){ .console = o->verbose ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) :
+						      open("/dev/null", O_WRONLY | O_CLOEXEC) };
 }
 
 /* Why the agent never answered, when the guest stopped first (no init,
@@ -104,26 +105,41 @@ static int connect_agent(struct sbx_vm *v, double t0)
 	return 0;
 }
 
-int sbx_vm_boot(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v)
+/* A VM configured to boot @g: devices added, passt started, a TAP opened;
+ * no thread yet. sbx_vm_boot() starts it. */
+int sbx_vm_configure(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v)
 {
-	*v = (struct sbx_vm){ .console = open_console(o) };
-	double t0 = sbx_now_ms();
+	v->created_ms = sbx_now_ms();
 	if (microvm_create(&v->vm) < 0)
 		return sbx_fail("create", "out of memory");
-	if (configure(v->vm, o, g, v->console) < 0 || microvm_start(v->vm) < 0)
+	if (configure(v->vm, o, g, v->console) < 0)
 		return sbx_fail("boot", microvm_last_error(v->vm));
-	return connect_agent(v, t0);
+	return 0;
 }
 
-int sbx_vm_restore(const struct sbx_opts *o, struct sbx_vm *v)
+int sbx_vm_boot(struct sbx_vm *v)
 {
-	*v = (struct sbx_vm){ .console = open_console(o), .restored = true };
+	if (microvm_start(v->vm) < 0)
+		return sbx_fail("boot", microvm_last_error(v->vm));
+	return connect_agent(v, v->created_ms);
+}
+
+/* A clone of the template @g->tpl; its root image at @g->image when the
+ * template says where it is (sandbox.host), else where it was saved. */
+int sbx_vm_restore(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v)
+{
+	v->restored = true;
 	char err[512] = "";
 	double t0 = sbx_now_ms();
+	const char *disks[1] = { g->image };
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
 	rc.console_out = v->console;
 	rc.seccomp = MICROVM_SECCOMP_ON;
-	if (microvm_restore(&v->vm, o->from, &rc, err, sizeof(err)) < 0)
+	if (*g->image) {
+		rc.n_disks = 1;
+		rc.disk_paths = disks;
+	}
+	if (microvm_restore(&v->vm, g->tpl, &rc, err, sizeof(err)) < 0)
 		return sbx_fail("restore", err);
 	int r = connect_agent(v, t0);
 	if (r)

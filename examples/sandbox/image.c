@@ -4,6 +4,7 @@
  * guest/, which print the result's path as their last line of output. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,7 +129,12 @@ static int resolve_image(const char *spec, struct sbx_guest *g)
 			char script[4200];
 			snprintf(script, sizeof(script), "%s/rootfs/build-debian.sh", guest_dir());
 			char *argv[] = { script, "--agent", (char *)agent_path(), NULL };
-			return run_script(argv, g->image, sizeof(g->image));
+			int r = run_script(argv, g->image, sizeof(g->image));
+			if (r && geteuid() != 0)
+				fputs("microvm-sandbox: building the Debian image needs root once; as "
+				      "another user, point MICROVM_DEBIAN_IMAGE (or --image) at an "
+				      "image root built (docs/security.md)\n", stderr);
+			return r;
 		}
 	}
 	struct stat st;
@@ -144,6 +150,19 @@ static int resolve_image(const char *spec, struct sbx_guest *g)
 	return 0;
 }
 
+/* @p (a buffer of 4096) as an absolute path without symlinks: the VM, a
+ * template and --jail's root refer to the files by these names. */
+static int canonical(char *p)
+{
+	char abs[PATH_MAX];
+	if (!*p)
+		return 0;
+	if (!realpath(p, abs))
+		return sbx_usage_error("%s: %s", p, strerror(errno));
+	snprintf(p, 4096, "%s", abs);
+	return 0;
+}
+
 int sbx_resolve_guest(const struct sbx_opts *o, struct sbx_guest *g)
 {
 	memset(g, 0, sizeof(*g));
@@ -155,7 +174,8 @@ int sbx_resolve_guest(const struct sbx_opts *o, struct sbx_guest *g)
 	} else if ((r = resolve_image(o->image ? o->image : "debian", g))) {
 		return r;
 	}
-	if ((r = resolve_kernel(o, g)))
+	if ((r = resolve_kernel(o, g)) || (r = canonical(g->kernel)) || (r = canonical(g->image)) ||
+	    (r = canonical(g->initrd)))
 		return r;
 	if (*g->config && sbx_procconf_load(g->config, &g->pc) < 0)
 		return sbx_fail(g->config, "unreadable image configuration");

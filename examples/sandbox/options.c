@@ -49,6 +49,15 @@ void sbx_usage(FILE *f)
 	      "                      passed through unless it is a terminal)\n"
 	      "  --copy-in HOST:GUEST   copy a file into the guest before the command\n"
 	      "  --copy-out GUEST:HOST  copy a file out afterwards (also after a failure)\n"
+	      "host side (docs/security.md):\n"
+	      "  --jail              run the VMM in new namespaces (user unless root, PID,\n"
+	      "                      mount, network, IPC, UTS, cgroup) with an empty\n"
+	      "                      read-only root holding only /dev/kvm and the guest's\n"
+	      "                      files (run only; --from needs a template with no network)\n"
+	      "  --host-user USER[:GROUP]\n"
+	      "                      started as root: become USER (name or id; its groups)\n"
+	      "                      once the guest's files are found; USER needs /dev/kvm\n"
+	      "                      (the kvm group) and read access to those files\n"
 	      "output:\n"
 	      "  --json FILE         write a JSON report (exit code, signal, timed_out,\n"
 	      "                      start kind and ms, command ms, peak memory) to FILE\n"
@@ -145,6 +154,7 @@ static const struct option long_opts[] = {
 	{ "copy-out", required_argument, NULL, 'O' }, { "json", required_argument, NULL, 'j' },
 	{ "verbose", no_argument, NULL, 'v' },        { "help", no_argument, NULL, 'h' },
 	{ "net", required_argument, NULL, 'n' },      { "publish", required_argument, NULL, 'p' },
+	{ "jail", no_argument, NULL, 'J' },           { "host-user", required_argument, NULL, 'H' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -166,6 +176,10 @@ static int take_option(int c, const char *arg, struct sbx_opts *o)
 	case 'i': o->stdin_mode = 1; return 0;
 	case 'N': o->stdin_mode = 0; return 0;
 	case 'v': o->verbose = true; return 0;
+	case 'J': o->jail = true; return 0;
+	case 'H':
+		o->host_user = arg;
+		return *arg ? 0 : sbx_usage_error("--host-user wants USER[:GROUP]");
 	case 'e': return add_list(o->env, &o->nenv, arg, "--env", '=');
 	case 'C': return add_list(o->copy_in, &o->ncopy_in, arg, "--copy-in", ':');
 	case 'O': return add_list(o->copy_out, &o->ncopy_out, arg, "--copy-out", ':');
@@ -201,6 +215,9 @@ static int check_mode(const struct sbx_opts *o)
 			return sbx_usage_error("prepare needs --snapshot DIR");
 		if (o->from || o->ncmd || o->ncopy_in || o->ncopy_out || o->json)
 			return sbx_usage_error("prepare takes no command, --from, --copy-* or --json");
+		if (o->jail)
+			return sbx_usage_error("prepare takes no --jail (it writes the template to the "
+					       "host); run --jail --from DIR jails its clones");
 		return 0;
 	}
 	if (o->from && (o->net || o->npublish))

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <microvm_agent.h>
 
@@ -50,6 +51,8 @@ struct sbx_opts {
 	int nenv, ncopy_in, ncopy_out;
 	char *const *cmd; /* after "--"; NULL-terminated; may be empty */
 	int ncmd;
+	bool jail;             /* --jail: namespaces and an empty root (jail.c) */
+	const char *host_user; /* --host-user USER[:GROUP] (root only; privs.c) */
 };
 
 /* An image's process configuration (OCI: Entrypoint, Cmd, Env, WorkingDir,
@@ -66,6 +69,11 @@ struct sbx_guest {
 	char initrd[4096]; /* "" with an image */
 	char config[4096]; /* the image's process-config sidecar, "" if none */
 	struct sbx_procconf pc;
+	/* --from: the template directory (absolute) and what it needs from
+	 * the host (template.c; its image path is in image[]). */
+	char tpl[4096];
+	bool tpl_known;
+	enum sbx_net tpl_net;
 };
 
 /* options.c: parse argv. Returns 0, or SBX_EXIT_USAGE after printing why
@@ -81,16 +89,61 @@ void sbx_procconf_free(struct sbx_procconf *pc);
 /* template dir files: the sidecar copied at prepare time */
 int sbx_template_save_config(const struct sbx_guest *g, const char *dir);
 
+/* template.c: DIR/sandbox.host, what a template needs from the host (its
+ * image and network), written by prepare, read by run --from. */
+int sbx_template_save_host(const struct sbx_opts *o, const struct sbx_guest *g, const char *dir);
+int sbx_template_load_host(const char *dir, struct sbx_guest *g);
+
+/* hostfiles.c: the host files a run reads or writes once its VM exists
+ * (--copy-in sources, --copy-out destinations, the --json report), opened
+ * before anything else; every other inherited fd is closed. */
+struct sbx_files {
+	int in[SBX_MAX_LIST], out[SBX_MAX_LIST];
+	bool created[SBX_MAX_LIST]; /* out[i] did not exist before */
+	FILE *json;                 /* NULL without --json */
+};
+int sbx_files_open(const struct sbx_opts *o, struct sbx_files *f);
+void sbx_files_close(struct sbx_files *f);
+
+/* privs.c: the host user (--host-user) and dropping what the VMM does not
+ * need: capabilities, new privileges, core dumps, fds beyond its limit. */
+struct sbx_hostuser {
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[64];
+	int ngroups;
+};
+int sbx_hostuser_resolve(const char *spec, struct sbx_hostuser *u);
+int sbx_hostuser_become(const char *spec, const struct sbx_hostuser *u);
+int sbx_check_readable(const char *const *paths, int n, const char *why);
+int sbx_lockdown(uint64_t keep_caps);
+uint64_t sbx_restore_caps(const struct sbx_guest *g);
+
+/* jail.c: --jail's first namespaces. sbx_jail_fork() unshares a user
+ * namespace (unless root) and a PID namespace and forks: it returns 0 in
+ * the child (PID 1 there, the VMM), the child's pid in the parent (which
+ * then only calls sbx_jail_wait() and exits with what it returns), -1 after
+ * saying why. jailfs.c: sbx_jail_enter() gives the child its own mount,
+ * network, IPC, UTS and cgroup namespaces and, as its root, an empty
+ * read-only tmpfs holding only @paths (absolute, bind-mounted read-only at
+ * the same paths). */
+pid_t sbx_jail_fork(void);
+int sbx_jail_wait(pid_t child);
+int sbx_jail_enter(const char *const *paths, int n);
+
 /* guestvm.c: a VM whose agent answers. */
 struct sbx_vm {
 	microvm *vm;
 	microvm_agent *agent;
 	bool restored;
 	int console;
-	double start_ms; /* create/restore -> agent ready */
+	double start_ms;   /* create/restore -> agent ready */
+	double created_ms; /* when sbx_vm_configure() began */
 };
-int sbx_vm_boot(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
-int sbx_vm_restore(const struct sbx_opts *o, struct sbx_vm *v);
+void sbx_vm_init(const struct sbx_opts *o, struct sbx_vm *v);
+int sbx_vm_configure(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
+int sbx_vm_boot(struct sbx_vm *v);
+int sbx_vm_restore(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
 int sbx_vm_save(struct sbx_vm *v, const char *dir);
 void sbx_vm_destroy(struct sbx_vm *v);
 
@@ -102,12 +155,12 @@ struct sbx_result {
 	double command_ms;
 	uint64_t max_rss_kib;
 };
-int sbx_copy_in(microvm_agent *a, const char *spec);
-int sbx_copy_out(microvm_agent *a, const char *spec);
+int sbx_copy_in(microvm_agent *a, const char *spec, int fd);
+int sbx_copy_out(microvm_agent *a, const char *spec, int fd, bool created);
 void sbx_run_command(const struct sbx_opts *o, const struct sbx_procconf *pc,
 		     microvm_agent *a, struct sbx_result *res);
 
-/* util */
+/* util.c */
 double sbx_now_ms(void);
 int sbx_fail(const char *what, const char *detail);
 

@@ -2,7 +2,7 @@
 project's Debian guest. Run by tests/linux/run.sh as the unit "net" (inside
 the emulated machine on hosts without VT-x/AMD-V), with the environment of
 tests/linux/sandbox (MICROVM_SANDBOX, MICROVM_KERNEL,
-MICROVM_TEST_DEBIAN_IMAGE).
+MICROVM_TEST_DEBIAN_IMAGE, MICROVM_TEST_AGENT_ROOTFS).
 
 No traffic leaves the machine: every test runs in a network namespace of its
 own (`ip netns`) with only a veth pair in it, 10.0.2.15/24 and a default
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.environ.get("MICROVM_SANDBOX", "")
 KERNEL = os.environ.get("MICROVM_KERNEL", "")
 IMAGE = os.environ.get("MICROVM_TEST_DEBIAN_IMAGE", "")
+AGENT_ROOTFS = os.environ.get("MICROVM_TEST_AGENT_ROOTFS", "")
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTSERV = os.path.join(HERE, "hostserv.py")
 LONG = 900  # seconds: generous, the emulated machine is slow
@@ -36,7 +37,8 @@ BIG = 64 << 20
 
 def setup_module():
     for name, path in (("MICROVM_SANDBOX", TOOL), ("MICROVM_KERNEL", KERNEL),
-                       ("MICROVM_TEST_DEBIAN_IMAGE", IMAGE)):
+                       ("MICROVM_TEST_DEBIAN_IMAGE", IMAGE),
+                       ("MICROVM_TEST_AGENT_ROOTFS", AGENT_ROOTFS)):
         assert path and os.path.exists(path), "%s is not set to an existing path" % name
     assert shutil.which("passt"), "passt is not installed"
 
@@ -189,8 +191,11 @@ s.handle_request()
 """
 
 
-def test_publish_serves_http_from_the_guest():
-    vm = subprocess.Popen(in_ns(TOOL, "run", "--net", "user", "--publish", "18080:8000",
+@pytest.mark.parametrize("jail", [[], ["--jail"]], ids=["", "jail"])
+def test_publish_serves_http_from_the_guest(jail):
+    """Also under --jail (root): passt, started before the VMM enters its
+    empty root and network namespace, keeps serving the forward."""
+    vm = subprocess.Popen(in_ns(TOOL, "run", *jail, "--net", "user", "--publish", "18080:8000",
                                 "--image", IMAGE, "--", "python3", "-c", SERVE_ONE),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -228,6 +233,23 @@ def test_unprivileged_user(webroot, tmp_path_factory):
         assert r.stdout == b"hello from the host's loopback\n"
     finally:
         shutil.rmtree(d)
+
+
+def test_jail_as_kvm_group_user(webroot):
+    """--jail --net user as a non-root user in the kvm group: passt runs as
+    the user, started before the VMM enters its own user, network and mount
+    namespaces; the guest (busybox) still reaches the host's loopback."""
+    sys.path.insert(0, os.path.join(HERE, "..", "sandbox"))
+    from kvmuser import KvmUser
+    url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
+    with KvmUser(KERNEL) as u:
+        r = subprocess.run(in_ns(*u.as_user([TOOL, "run", "--jail", "--net", "user", "--kernel",
+                                             u.kernel, "--image", AGENT_ROOTFS, "--", "wget",
+                                             "-q", "-O", "-", url])),
+                           capture_output=True, timeout=LONG, env=u.env())
+    show("--jail --net user as a kvm-group user", r)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b"hello from the host's loopback\n"
 
 
 @pytest.mark.parametrize("args", [
@@ -315,6 +337,19 @@ def test_tap_ping_and_64mib_with_offloads(tap):
     got, n, secs = lines[1].split()
     assert (got, int(n)) == (tap, BIG)
     print("TAP host -> guest: %.1f MiB/s (emulated machine)" % (64 / float(secs)))
+
+
+def test_tap_under_jail(tap):
+    """--jail --net tap:NAME (root): the TAP is opened before the VMM enters
+    its jail (and its own, empty network namespace); the guest still pings
+    the host's end."""
+    from guestnet import PING
+    r = sandbox("run", "--jail", "--image", IMAGE, "--net", "tap:" + TAP, "--", "sh", "-c",
+                "ip addr add %s/24 dev eth0 && ip link set eth0 up && python3 -c \"$0\" %s"
+                % (TAP_GUEST, TAP_HOST), PING)
+    show("microvm-sandbox run --jail --net tap:" + TAP, r)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().startswith("ping=ok"), r.stdout
 
 
 def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
