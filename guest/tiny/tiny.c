@@ -100,3 +100,51 @@ uint64_t tiny_cmdline_num(const void *bp, const char *key, uint64_t def)
 	}
 	return def;
 }
+
+/* ------------------------------------------------------------ interrupts */
+
+#define LAPIC 0xfee00000ULL
+#define LAPIC_EOI 0xb0
+#define LAPIC_SVR 0xf0
+#define LAPIC_TPR 0x80
+#define IOAPIC 0xfec00000ULL
+
+struct idt_entry {
+	uint16_t off_lo, sel;
+	uint8_t ist, type;
+	uint16_t off_mid;
+	uint32_t off_hi, zero;
+} __attribute__((packed));
+
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+
+void tiny_irq_handler(uint8_t vector, void (*handler)(struct interrupt_frame *))
+{
+	uint64_t h = (uint64_t)(uintptr_t)handler;
+	idt[vector] = (struct idt_entry){ (uint16_t)h, 0x10, 0, 0x8e, (uint16_t)(h >> 16),
+					  (uint32_t)(h >> 32), 0 };
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)(uintptr_t)idt };
+	__asm__ volatile("lidt %0" ::"m"(idtr));
+	mmio_write32(LAPIC + LAPIC_TPR, 0);
+	mmio_write32(LAPIC + LAPIC_SVR, 0x100 | 0xff); /* enabled, spurious 0xff */
+}
+
+static void ioapic_write(uint32_t reg, uint32_t v)
+{
+	mmio_write32(IOAPIC, reg);
+	mmio_write32(IOAPIC + 0x10, v);
+}
+
+void tiny_ioapic_route(unsigned pin, uint8_t vector)
+{
+	ioapic_write(0x10 + 2 * pin + 1, 0);
+	ioapic_write(0x10 + 2 * pin, vector);
+}
+
+void tiny_lapic_eoi(void)
+{
+	mmio_write32(LAPIC + LAPIC_EOI, 0);
+}

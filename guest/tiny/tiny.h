@@ -22,6 +22,14 @@ void tiny_reset(void) __attribute__((noreturn));
 void tiny_halt_forever(void) __attribute__((noreturn));
 /* Value of "key=N" on the kernel command line, or @def. */
 uint64_t tiny_cmdline_num(const void *boot_params, const char *key, uint64_t def);
+/* Interrupts through the local APIC (guest/tiny/tiny.c holds the IDT):
+ * install @handler (an __attribute__((interrupt)) function) at @vector and
+ * enable the local APIC; route IOAPIC pin @pin to @vector (fixed, APIC 0,
+ * edge, active high); end an interrupt in its handler. */
+struct interrupt_frame;
+void tiny_irq_handler(uint8_t vector, void (*handler)(struct interrupt_frame *));
+void tiny_ioapic_route(unsigned pin, uint8_t vector);
+void tiny_lapic_eoi(void);
 void *memcpy(void *d, const void *s, unsigned long n);
 void *memset(void *d, int c, unsigned long n);
 
