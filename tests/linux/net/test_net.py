@@ -206,7 +206,9 @@ def test_publish_serves_http_from_the_guest(jail):
     finally:
         vm.kill()
         vm.wait()
-    assert get.returncode == 0, get.stderr.decode()
+    assert get.returncode == 0, "%s\n--- the tool (exit %s):\n%s\n%s" % (
+        get.stderr.decode(), vm.returncode, out.decode(errors="replace")[-2000:],
+        err.decode(errors="replace")[-3000:])
     assert b"Debian GNU/Linux" in get.stdout
     assert vm.returncode == 0, err.decode()
     assert out == b"listening\n"
