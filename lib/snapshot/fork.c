@@ -45,18 +45,30 @@ static int fill_run(void *opaque, uint64_t first, uint64_t n)
 	return 0;
 }
 
-/* A memfd holding anonymous RAM @m's contents (only the pages it
- * populated are copied: the rest stay holes). */
+/* Without the page map: every page that is not all zeros. */
+static int nonzero_pages(const struct guest_mem *m, struct fill_ctx *c)
+{
+	int r = 0;
+	for (uint64_t pg = 0; r == 0 && pg < GM_PAGES(m); pg++)
+		if (!snapshot_page_is_zero(m->host + pg * GM_PAGE))
+			r = fill_run(c, pg, 1);
+	return r;
+}
+
+/* A memfd holding anonymous RAM @m's contents: the pages it populated,
+ * found in the page map; the rest stay holes. A process that is not
+ * dumpable cannot open its page map (it belongs to root then): every
+ * non-zero page is copied instead. */
 static int ram_to_memfd(const struct guest_mem *m, int *out)
 {
 	int fd = memfd_create("microvm-ram", MFD_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	int r = ftruncate(fd, (off_t)m->size) < 0 || pm < 0 ? -errno : 0;
 	struct fill_ctx c = { fd, m->host };
+	int r = ftruncate(fd, (off_t)m->size) < 0 ? -errno : 0;
+	int pm = r == 0 ? open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1;
 	if (r == 0)
-		r = private_pages(pm, m, fill_run, &c);
+		r = pm >= 0 ? private_pages(pm, m, fill_run, &c) : nonzero_pages(m, &c);
 	if (pm >= 0)
 		close(pm);
 	if (r < 0) {

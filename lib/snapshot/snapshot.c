@@ -165,19 +165,20 @@ static int mark_run(void *opaque, uint64_t first, uint64_t n)
 }
 
 /* Anonymous RAM: the pages it populated (the others read as zeros), as a
- * bitmap in *@out; NULL (scan all) for RAM mapped from a file. */
+ * bitmap in *@out. NULL (scan all) for RAM mapped from a file, and when
+ * the page map cannot be opened (a process that is not dumpable: it
+ * belongs to root then). */
 static int populated_pages(const struct guest_mem *m, uint64_t **out)
 {
 	*out = NULL;
 	if (m->file_backed)
 		return 0;
-	uint64_t *bits = calloc((size_t)((GM_PAGES(m) + 63) / 64) + 1, sizeof(uint64_t));
-	if (!bits)
-		return -ENOMEM;
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	int r = fd < 0 ? -errno : private_pages(fd, m, mark_run, bits);
-	if (fd >= 0)
-		close(fd);
+	if (fd < 0)
+		return 0;
+	uint64_t *bits = calloc((size_t)((GM_PAGES(m) + 63) / 64) + 1, sizeof(uint64_t));
+	int r = bits ? private_pages(fd, m, mark_run, bits) : -ENOMEM;
+	close(fd);
 	if (r < 0)
 		free(bits);
 	else
