@@ -956,6 +956,9 @@ MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_re
  * -EINVAL: unknown flags, a VM that is configured or stopped, or one with
  * no reset target (never snapshotted nor restored, restored from or last
  * took a MICROVM_SNAPSHOT_DIFF snapshot); microvm_last_error() says which.
+ * -EACCES if the process cannot open /proc/self/pagemap (which reset reads
+ * to find the written pages): a process that made itself non-dumpable
+ * (PR_SET_DUMPABLE 0) and runs as a non-root user cannot.
  * If loading the saved state fails (it should not), the VM is stopped with
  * MICROVM_EXIT_INTERNAL_ERROR and the error is returned.
  */
