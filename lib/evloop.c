@@ -14,10 +14,14 @@
 
 /*
  * One pool thread. Its lock is held while it runs a batch of handlers, so
- * whoever takes it knows no handler runs. A handler removed while the
- * thread waits in epoll may still be in the batch that wait returns: every
- * removal bumps del_gen, and a batch fetched across a change is dropped
- * (epoll is level-triggered: what is still ready comes back).
+ * whoever takes it knows no handler runs. Handlers are freed only on this
+ * thread or while their loop is stopped (evloop_del), so a batch can hold
+ * a freed handler only if a loop was stopped or released since it was
+ * fetched (stop_gen changed: the batch is dropped; epoll is
+ * level-triggered, what is still ready comes back), or if a handler of
+ * this batch removed another (self_del: the rest of the batch is
+ * dropped). Removals from other threads drop nothing: a busy VM toggling
+ * its watches from its vCPU threads must not starve the thread.
  */
 struct evthread {
 	int epfd;
@@ -25,7 +29,8 @@ struct evthread {
 	pthread_t thread;
 	bool has_thread; /* false: a manual loop's */
 	pthread_mutex_t lock;
-	atomic_uint_fast64_t del_gen;
+	atomic_uint_fast64_t stop_gen;
+	bool self_del; /* a handler removed a handler during this batch */
 	bool exit;
 	/* under pool.lock */
 	unsigned nloops;
@@ -46,6 +51,8 @@ static struct {
 
 /* ---------------------------------------------------------- dispatch */
 
+static __thread struct evthread *current_thread; /* running handlers here */
+
 /* A handler fired: true if it may run; if its loop is stopped, it watches
  * nothing until evloop_start() (so a stopped VM costs no wake-ups). */
 static bool may_run(struct ev_handler *h)
@@ -63,11 +70,12 @@ static bool may_run(struct ev_handler *h)
 	return false;
 }
 
-/* Run a batch fetched when del_gen was @gen; under t->lock. False when
+/* Run a batch fetched when stop_gen was @gen; under t->lock. False when
  * the thread is told to exit. */
 static bool dispatch(struct evthread *t, const struct epoll_event *evs, int n, uint64_t gen)
 {
-	for (int i = 0; i < n && atomic_load(&t->del_gen) == gen; i++) {
+	t->self_del = false;
+	for (int i = 0; i < n && atomic_load(&t->stop_gen) == gen && !t->self_del; i++) {
 		struct ev_handler *h = evs[i].data.ptr;
 		if (!h) {
 			uint64_t v;
@@ -94,12 +102,14 @@ static bool dispatch(struct evthread *t, const struct epoll_event *evs, int n, u
 static int run_once(struct evthread *t, int timeout_ms)
 {
 	struct epoll_event evs[EVLOOP_BATCH];
-	uint64_t gen = atomic_load(&t->del_gen);
+	uint64_t gen = atomic_load(&t->stop_gen);
 	int n = epoll_wait(t->epfd, evs, EVLOOP_BATCH, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	pthread_mutex_lock(&t->lock);
+	current_thread = t;
 	bool go_on = dispatch(t, evs, n, gen);
+	current_thread = NULL;
 	pthread_mutex_unlock(&t->lock);
 	return go_on ? n : -1;
 }
@@ -425,7 +435,8 @@ void evloop_del(struct evloop *l, struct ev_handler *h)
 	pthread_mutex_lock(&l->lock);
 	epoll_ctl(l->t->epfd, EPOLL_CTL_DEL, h->fd, NULL);
 	unlink_handler(l, h);
-	atomic_fetch_add(&l->t->del_gen, 1);
+	if (current_thread == l->t)
+		l->t->self_del = true; /* from a handler: h may be in this batch */
 	pthread_mutex_unlock(&l->lock);
 }
 
@@ -453,6 +464,7 @@ void evloop_stop(struct evloop *l)
 		return;
 	pthread_mutex_lock(&l->t->lock); /* waits out a running batch */
 	l->running = false;
+	atomic_fetch_add(&l->t->stop_gen, 1); /* a batch fetched before: dropped */
 	pthread_mutex_unlock(&l->t->lock);
 }
 
@@ -467,7 +479,7 @@ void evloop_release(struct evloop *l)
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, l->handlers->fd, NULL);
 		unlink_handler(l, l->handlers);
 	}
-	atomic_fetch_add(&t->del_gen, 1);
+	atomic_fetch_add(&t->stop_gen, 1);
 	l->running = false;
 	pthread_mutex_unlock(&l->lock);
 	pthread_mutex_unlock(&t->lock);

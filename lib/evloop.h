@@ -82,8 +82,8 @@ int evloop_add(struct evloop *l, struct ev_handler *h, uint32_t events);
 /* Change the events watched (0 = pause watching). Any thread. */
 int evloop_mod(struct evloop *l, struct ev_handler *h, uint32_t events);
 /* Stop watching. Any thread; never blocks. Another thread may still be
- * running @h when this returns: free it only on its event thread or while
- * the loop is stopped. */
+ * running @h when this returns, or run it once more: free it only on its
+ * event thread or while the loop is stopped. */
 void evloop_del(struct evloop *l, struct ev_handler *h);
 
 /* Let the handlers run (first start, or after evloop_stop()). */
