@@ -268,20 +268,26 @@ static void mmio_write(void *opaque, uint64_t off, const void *data, uint32_t le
 
 const struct bus_ops virtio_mmio_ops = { mmio_read, mmio_write };
 
+/* Queue @q was notified, as its eventfd's count said: hand it to the device
+ * if the queue is live. Lock held. */
+static void handle_notify(struct virtio_device *d, uint16_t q)
+{
+	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    d->queues[q].ready && d->ops->notify)
+		d->ops->notify(d->opaque, d, q);
+}
+
 /* Event loop: a queue was notified (its eventfd is readable). */
 static void queue_notified(void *opaque, uint32_t events)
 {
 	struct virtio_queue_notify *n = opaque;
 	struct virtio_device *d = n->dev;
-	uint16_t q = n->queue;
 	uint64_t count;
-	ssize_t r = read(d->notify_fd[q], &count, sizeof(count)); /* clear it */
+	ssize_t r = read(d->notify_fd[n->queue], &count, sizeof(count)); /* clear it */
 	(void)r;
 	(void)events;
 	pthread_mutex_lock(&d->lock);
-	if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
-	    d->queues[q].ready && d->ops->notify)
-		d->ops->notify(d->opaque, d, q);
+	handle_notify(d, n->queue);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -374,6 +380,14 @@ void virtio_mmio_release(struct virtio_device *d)
 void virtio_mmio_quiesce(struct virtio_device *d)
 {
 	pthread_mutex_lock(&d->lock);
+	/* A QueueNotify the guest wrote that the stopped loop has not read:
+	 * the eventfd is not saved, so handle it now, or the saved guest would
+	 * wait for a request its device never looks at. */
+	for (uint16_t q = 0; q < d->ops->num_queues; q++) {
+		uint64_t count;
+		if (d->notify_fd[q] >= 0 && read(d->notify_fd[q], &count, sizeof(count)) > 0)
+			handle_notify(d, q);
+	}
 	if (d->ops->quiesce)
 		d->ops->quiesce(d->opaque, d);
 	pthread_mutex_unlock(&d->lock);

@@ -120,8 +120,9 @@ void virtio_mmio_free(struct virtio_device *vdev);
 void virtio_mmio_discard(struct virtio_device *vdev);
 
 /*
- * Snapshot. quiesce: with the event loop stopped, let the device finish what
- * it has in flight. save: transport registers, queue state and the device's
+ * Snapshot. quiesce: with the event loop stopped, hand the device the queue
+ * notifies the loop has not read yet and let it finish what it has in
+ * flight. save: transport registers, queue state and the device's
  * own state into @node. load: the reverse on a freshly added device of a
  * restored VM (after virtio_mmio_start), checking every value as if the
  * guest had written it; activates the device if the driver had. 0 or
