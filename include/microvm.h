@@ -37,6 +37,7 @@
  *                                 +1 pidfd and a passt process for user
  *                                 mode); once running + 3 (irq and 2
  *                                 queue eventfds)
+ *     MICROVM_LOOP_EMBEDDER, once running: + 1 (the epoll fd)
  *   The console fds are borrowed and not counted.
  * - A VM object may be used from several threads; calls on one VM are
  *   serialised internally. microvm_destroy() must not race with other calls on
@@ -112,7 +113,9 @@
  *  Never blocked by the API lock (they read the run state under its own
  *  short lock), from any thread, several at once:
  *    microvm_wait (any number of threads may wait; all return at the stop),
- *    microvm_state, microvm_event_fd, microvm_last_error.
+ *    microvm_state, microvm_event_fd, microvm_last_error, microvm_loop_fd;
+ *    microvm_loop_run (it only waits for a snapshot, reset, fork or stop
+ *    that is stopping the VM's devices).
  *  microvm_destroy: from any thread (not necessarily the creator's), but it
  *    must not overlap any other call on the same VM, waiting microvm_wait()
  *    and microvm_last_error() included (stop the VM first so that waiters
@@ -725,6 +728,47 @@ MICROVM_API int microvm_wait(microvm *vm, int timeout_ms, microvm_exit *out);
  */
 MICROVM_API int microvm_event_fd(const microvm *vm);
 
+/*
+ * Device work on the embedder's own event loop (since 0.7).
+ *
+ * By default a VM's device work (console input, queue notifications, disk
+ * completions, vsock and network sockets) runs on the library's shared
+ * event threads ("Process-wide runtime" below). With MICROVM_LOOP_EMBEDDER,
+ * set before microvm_start, it runs only inside microvm_loop_run(), on the
+ * thread that calls it: poll microvm_loop_fd() (readable when there is
+ * work) from your loop and call microvm_loop_run(vm, 0) when it is. The
+ * vCPU threads are the library's either way, so the guest runs on its own;
+ * only its I/O waits for your loop. A VM restored or forked with
+ * MICROVM_RESTORE_EMBEDDER_LOOP / MICROVM_FORK_EMBEDDER_LOOP is the same.
+ *
+ * Mind what waits for the guest's devices: microvm_vsock_connect and the
+ * agent calls (<microvm_agent.h>) return only once the guest answered,
+ * which needs the loop to run meanwhile on another thread. Snapshot, reset,
+ * fork and stop may run while another thread is in microvm_loop_run (they
+ * wait for the handlers it is running). With seccomp on, the vCPU threads
+ * are filtered as usual but the device work is not: it runs on your thread,
+ * under whatever that thread is allowed.
+ *
+ * microvm_set_event_loop: MICROVM_LOOP_SHARED (default) or
+ * MICROVM_LOOP_EMBEDDER. -EINVAL for another mode, -EBUSY if not CONFIGURED.
+ *
+ * microvm_loop_fd: an fd (an epoll fd) that polls readable while device work
+ * is ready. Owned by the VM: do not close or read it; valid until
+ * microvm_destroy. -EINVAL if the VM does not use MICROVM_LOOP_EMBEDDER or
+ * was not started.
+ *
+ * microvm_loop_run: run the VM's ready device work, first waiting up to
+ * @timeout_ms for some (0: do not wait, -1: no limit). Returns how many
+ * ready events it took (0 if none was ready, or a signal interrupted the
+ * wait), or -EINVAL as microvm_loop_fd. Any thread, several at once (they take turns);
+ * not from the VM's log callback. It must not overlap microvm_destroy.
+ */
+#define MICROVM_LOOP_SHARED 0
+#define MICROVM_LOOP_EMBEDDER 1
+MICROVM_API int microvm_set_event_loop(microvm *vm, uint32_t mode);
+MICROVM_API int microvm_loop_fd(const microvm *vm);
+MICROVM_API int microvm_loop_run(microvm *vm, int timeout_ms);
+
 /* States returned by microvm_state(). */
 #define MICROVM_STATE_CONFIGURED 0
 #define MICROVM_STATE_RUNNING 1
@@ -833,6 +877,8 @@ MICROVM_API int microvm_snapshot(microvm *vm, const char *dir, uint32_t flags);
 					  * saved MAC addresses (default: each gets
 					  * a new random one, see "Clones on the
 					  * network" above microvm_add_net) */
+#define MICROVM_RESTORE_EMBEDDER_LOOP 32u /* since 0.7: device work on the caller's loop
+					    * (microvm_set_event_loop) */
 
 #define MICROVM_RESTORE_MAX_DISKS 16
 
@@ -967,6 +1013,7 @@ MICROVM_API int microvm_reset(microvm *vm, uint32_t flags);
 /* microvm_fork_config.flags */
 #define MICROVM_FORK_PAUSED 1u /* leave the child paused (default: running) */
 #define MICROVM_FORK_KEEP_MAC 2u /* since 0.5: as MICROVM_RESTORE_KEEP_MAC */
+#define MICROVM_FORK_EMBEDDER_LOOP 4u /* since 0.7: as MICROVM_RESTORE_EMBEDDER_LOOP */
 
 /* The child's identity and host connections; the layout mirrors
  * microvm_restore_config's, with the same meaning per field. Since 0.4. */

@@ -154,8 +154,9 @@ static void evthread_free(struct evthread *t)
 	free(t);
 }
 
-/* The fds and lock of a thread, not started. */
-static int evthread_alloc(struct evthread **out)
+/* The fds and lock of a thread, not started; a manual loop (no thread to
+ * tell to exit) has no wake_fd. */
+static int evthread_alloc(struct evthread **out, bool manual)
 {
 	struct evthread *t = calloc(1, sizeof(*t));
 	if (!t)
@@ -163,10 +164,11 @@ static int evthread_alloc(struct evthread **out)
 	t->wake_fd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (t->epfd >= 0)
+	if (t->epfd >= 0 && !manual)
 		t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-	if (t->wake_fd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0) {
+	if (t->epfd < 0 || (!manual && (t->wake_fd < 0 ||
+					epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0))) {
 		int e = -errno;
 		evthread_free(t);
 		return e;
@@ -212,7 +214,7 @@ static bool same_filter(const struct evthread *t, const struct evloop_filter *f)
 static int evthread_new(const struct evloop_filter *f, struct evthread **out)
 {
 	struct evthread *t;
-	int r = evthread_alloc(&t);
+	int r = evthread_alloc(&t, false);
 	if (r < 0)
 		return r;
 	if (f && f->key) {
@@ -361,7 +363,7 @@ int evloop_init(struct evloop *l, const struct evloop_filter *f)
 int evloop_init_manual(struct evloop *l)
 {
 	struct evthread *t;
-	int r = evthread_alloc(&t);
+	int r = evthread_alloc(&t, true);
 	if (r < 0) {
 		memset(l, 0, sizeof(*l));
 		return r;
@@ -376,6 +378,11 @@ int evloop_poll(struct evloop *l, int timeout_ms)
 {
 	int n = run_once(l->t, timeout_ms);
 	return n == -1 ? 0 : n;
+}
+
+int evloop_fd(const struct evloop *l)
+{
+	return l->t ? l->t->epfd : -EBADF;
 }
 
 static void link_handler(struct evloop *l, struct ev_handler *h)

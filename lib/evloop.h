@@ -70,11 +70,13 @@ struct evloop {
  * negative errno. */
 int evloop_init(struct evloop *l, const struct evloop_filter *f);
 /* A loop with no thread: the caller runs its handlers with evloop_poll()
- * (tests, fuzzers). Started already. */
+ * (tests, fuzzers, a VM with MICROVM_LOOP_EMBEDDER). Started already. */
 int evloop_init_manual(struct evloop *l);
 /* Manual loops: wait up to @timeout_ms (0: not at all) and run one batch
  * of handlers on the calling thread. Number run, or a negative errno. */
 int evloop_poll(struct evloop *l, int timeout_ms);
+/* A manual loop's epoll fd: readable while a handler is ready. */
+int evloop_fd(const struct evloop *l);
 
 /* Watch @h->fd for @events (EPOLLIN...). @h is borrowed until removed.
  * -EPERM if the fd cannot be polled (a regular file). Any thread. */

@@ -603,12 +603,14 @@ static void stop_threads(struct microvm *vm)
 	}
 }
 
-/* Attach the VM to an event thread (one with its seccomp filter, if on). */
+/* Attach the VM to an event thread (one with its seccomp filter, if on),
+ * or to a loop of its own that the embedder runs (microvm_loop_run). */
 int vm_devices_start(struct microvm *vm)
 {
 	struct evloop_filter f;
-	bool filtered = vm_seccomp_evloop_filter(vm, &f);
-	int r = evloop_init(&vm->dev.evloop, filtered ? &f : NULL);
+	bool filtered = !vm->cfg.embedder_loop && vm_seccomp_evloop_filter(vm, &f);
+	int r = vm->cfg.embedder_loop ? evloop_init_manual(&vm->dev.evloop)
+				      : evloop_init(&vm->dev.evloop, filtered ? &f : NULL);
 	if (r < 0)
 		return vm_error(vm, r, "event loop thread: %s", strerror(-r));
 	if (filtered) {

@@ -41,7 +41,7 @@ passed=$((passed + $(count build-asan -LE "install|linux")))
 
 echo "== tests (ThreadSanitizer build: the thread-heavy KVM tests and the unit tests)"
 ./scripts/tsan.sh
-passed=$((passed + 6))
+passed=$((passed + 7))
 
 echo "== fuzz targets (libFuzzer, 5 s each: they build and run clean; long runs: tests/fuzz/run.sh 600)"
 tests/fuzz/run.sh 5

@@ -15,7 +15,7 @@ cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
 tests=("$@")
 # test_vm is left out: its fd-count case counts while an earlier VM's teardown
 # thread may still hold fds, which under TSan's slowdown it often does.
-[ ${#tests[@]} -gt 0 ] || tests=(test_stress test_hostile test_snapshot test_reset test_local_access)
+[ ${#tests[@]} -gt 0 ] || tests=(test_stress test_hostile test_snapshot test_reset test_local_access test_embedder_loop)
 run=()
 command -v setarch >/dev/null && run=(setarch "$(uname -m)" -R)
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0}

@@ -146,7 +146,8 @@ static microvm_restore_config restore_cfg(const microvm_fork_config *fc)
 {
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
 	rc.flags = (fc->flags & MICROVM_FORK_PAUSED ? MICROVM_RESTORE_PAUSED : 0) |
-		   (fc->flags & MICROVM_FORK_KEEP_MAC ? MICROVM_RESTORE_KEEP_MAC : 0);
+		   (fc->flags & MICROVM_FORK_KEEP_MAC ? MICROVM_RESTORE_KEEP_MAC : 0) |
+		   (fc->flags & MICROVM_FORK_EMBEDDER_LOOP ? MICROVM_RESTORE_EMBEDDER_LOOP : 0);
 	rc.console_in = fc->console_in;
 	rc.console_out = fc->console_out;
 	rc.n_disks = fc->n_disks;
@@ -215,7 +216,7 @@ static int fork_locked(struct microvm *parent, struct microvm **child,
 /* A paused parent whose vCPUs are all parked, with a usable config. */
 static int check_parent(struct microvm *vm, const microvm_fork_config *fc)
 {
-	const uint32_t known = MICROVM_FORK_PAUSED | MICROVM_FORK_KEEP_MAC;
+	const uint32_t known = MICROVM_FORK_PAUSED | MICROVM_FORK_KEEP_MAC | MICROVM_FORK_EMBEDDER_LOOP;
 	if (fc->flags & ~known)
 		return vm_error(vm, -EINVAL, "fork: unknown flags 0x%x", fc->flags & ~known);
 	pthread_mutex_lock(&vm->run.lock);

@@ -265,6 +265,8 @@ static int caller_settings(struct microvm *vm, const microvm_restore_config *cfg
 		r = microvm_set_seccomp(vm, cfg->seccomp);
 	if (r == 0)
 		r = microvm_set_console(vm, cfg->console_in, cfg->console_out);
+	if (r == 0 && (cfg->flags & MICROVM_RESTORE_EMBEDDER_LOOP))
+		r = microvm_set_event_loop(vm, MICROVM_LOOP_EMBEDDER);
 	return r;
 }
 
@@ -403,7 +405,7 @@ static int build(struct rctx *c, struct microvm *vm, const char *dir, const void
 
 #define KNOWN_RESTORE_FLAGS                                                     \
 	(MICROVM_RESTORE_PAUSED | MICROVM_RESTORE_VERIFY_MEMORY | MICROVM_RESTORE_PREFAULT | \
-	 MICROVM_RESTORE_TRACK_DIRTY | MICROVM_RESTORE_KEEP_MAC)
+	 MICROVM_RESTORE_TRACK_DIRTY | MICROVM_RESTORE_KEEP_MAC | MICROVM_RESTORE_EMBEDDER_LOOP)
 
 MICROVM_API int microvm_restore(microvm **out, const char *dir, const microvm_restore_config *cfg,
 				char *errbuf, size_t errlen)
