@@ -29,9 +29,9 @@ from ._version import __version__
 
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
 # version whose API these declarations describe (0.4 added reset, fork and
-# networking, 0.5 the MAC address, 0.6 the process-wide runtime).
+# networking, 0.5 the MAC address, 0.6 the process-wide runtime, 0.7 the embedder-driven loop).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 6
+LIB_MIN_MINOR = 7
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
@@ -81,6 +81,7 @@ RESTORE_VERIFY_MEMORY = 0x2
 RESTORE_PREFAULT = 0x4
 RESTORE_TRACK_DIRTY = 0x8
 RESTORE_KEEP_MAC = 0x10
+RESTORE_EMBEDDER_LOOP = 0x20
 RESTORE_MAX_DISKS = 16
 RESET_PAUSED = 0x1
 SECCOMP_OFF = 0
@@ -89,6 +90,9 @@ SECCOMP_KILL_PROCESS = 2
 SECCOMP_LOG = 3
 FORK_PAUSED = 0x1
 FORK_KEEP_MAC = 0x2
+FORK_EMBEDDER_LOOP = 0x4
+LOOP_SHARED = 0
+LOOP_EMBEDDER = 1
 
 # <microvm_agent.h>
 RESTORE_MAX_NETS = 16
@@ -375,6 +379,9 @@ PROTOTYPES = {
     "microvm_stop": (_I, [VM_P]),
     "microvm_wait": (_I, [VM_P, _I, ctypes.POINTER(Exit)]),
     "microvm_event_fd": (_I, [VM_P]),
+    "microvm_set_event_loop": (_I, [VM_P, _U32]),
+    "microvm_loop_fd": (_I, [VM_P]),
+    "microvm_loop_run": (_I, [VM_P, _I]),
     "microvm_state": (_I, [VM_P]),
     "microvm_snapshot": (_I, [VM_P, _S, _U32]),
     "microvm_restore": (_I, [ctypes.POINTER(VM_P), _S, ctypes.POINTER(RestoreConfig),

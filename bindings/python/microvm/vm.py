@@ -214,7 +214,8 @@ class VM:
     ('serial'/'virtio'), rng, acpi, kick_signal, log (+ log_level),
     disks (paths, or dicts of add_disk's arguments), nets (backend names
     like "user", or dicts of add_net's arguments), vsock_cid (+
-    vsock_uds_path). ``library`` chooses the libmicrovm (a path or a
+    vsock_uds_path), event_loop ("shared" or "embedder", see
+    set_event_loop). ``library`` chooses the libmicrovm (a path or a
     Library) instead of the one loaded at import.
 
     Safe to use from several threads: calls on one VM are serialised by the
@@ -226,7 +227,7 @@ class VM:
     def __init__(self, *, vcpus=None, memory_mib=None, kernel=None, cmdline=None, initrd=None,
                  console_in=None, console_out=None, console_type=None, rng=None, acpi=None,
                  kick_signal=None, log=None, log_level=None, disks=(), nets=(),
-                 vsock_cid=None, vsock_uds_path=None, library=None):
+                 vsock_cid=None, vsock_uds_path=None, event_loop=None, library=None):
         self._init_state(_library(library))
         ptr = L.VM_P()
         rc = self._lib.microvm_create(ctypes.byref(ptr))
@@ -277,6 +278,8 @@ class VM:
                 self.set_vsock(vsock_cid, vsock_uds_path)
             elif vsock_uds_path is not None:
                 raise ValueError("vsock_uds_path needs vsock_cid")
+            if event_loop is not None:
+                self.set_event_loop(event_loop)
         except BaseException:
             self.close()
             raise
@@ -486,6 +489,46 @@ class VM:
         for nr in allow:
             self._call("microvm_seccomp_allow", cv.integer("system call number", nr, 0, 4095))
         self._call("microvm_set_seccomp", self._SECCOMP_MODES[mode])
+
+    _LOOP_MODES = {"shared": L.LOOP_SHARED, "embedder": L.LOOP_EMBEDDER}
+
+    def set_event_loop(self, mode):
+        """Where the VM's device work (console input, queue notifications,
+        disk completions, sockets) runs, see microvm_set_event_loop():
+        "shared" (default: the library's event threads) or "embedder":
+        only inside loop_run(), on the thread calling it; poll loop_fd
+        from your own loop, e.g. with asyncio
+        ``loop.add_reader(vm.loop_fd, vm.loop_run)``. Calls that wait for
+        the guest (vsock_connect, agent calls) then need loop_run going on
+        in another thread. Before start()."""
+        if mode not in self._LOOP_MODES:
+            raise ValueError("event_loop must be one of %s, not %r"
+                             % (", ".join(self._LOOP_MODES), mode))
+        self._call("microvm_set_event_loop", self._LOOP_MODES[mode])
+
+    @property
+    def loop_fd(self):
+        """With event_loop="embedder", once started: an fd that polls
+        readable while device work is ready. Owned by the VM (do not close
+        or read it); valid until close()."""
+        return self._call("microvm_loop_fd")
+
+    def loop_run(self, timeout=0):
+        """Run the VM's ready device work on this thread (event_loop=
+        "embedder"), first waiting up to @timeout seconds for some (0: do
+        not wait; None: until there is some). Returns how many ready
+        events it took. close() from another thread makes a waiting call
+        raise ValueError, as wait() does."""
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError("timeout must be None or seconds >= 0, got %r" % (timeout,))
+        if timeout is not None:
+            return self._call("microvm_loop_run", int(timeout * 1000))
+        # Without a limit: in slices, so that a close() (which waits for
+        # this call to return) is seen within one.
+        while True:
+            n = self._call("microvm_loop_run", 200)
+            if n:
+                return n
 
     def set_acpi(self, enabled=True):
         enabled = cv.flag("acpi", enabled)
@@ -763,14 +806,16 @@ class VM:
     def restore(cls, path, *, paused=False, verify_memory=False, prefault=False,
                 track_dirty=False, console_in=None, console_out=None, disk_paths=None,
                 vsock_cid=None, vsock_uds_path=None, log=None, log_level=None,
-                kick_signal=None, net_fds=None, keep_mac=False, library=None):
+                kick_signal=None, net_fds=None, keep_mac=False, event_loop="shared",
+                library=None):
         """A new VM from the snapshot in directory @path, running (or paused
         with paused=True). disk_paths: a list (index = disk index) of paths
         replacing the saved ones, None entries keep the saved path.
         net_fds: a list (index = interface index) of fds (or objects with
         fileno()) for the interfaces whose backend was an fd ("tap-fd",
         "stream"), None for the others (reopened as saved: a new passt).
-        Each interface gets a new random MAC address unless keep_mac=True."""
+        Each interface gets a new random MAC address unless keep_mac=True.
+        event_loop: "shared" or "embedder" (see set_event_loop)."""
         lib = _library(library)
         p = cv.path("snapshot path", path)
         cfg = L.RestoreConfig()
@@ -778,7 +823,8 @@ class VM:
                      | (L.RESTORE_VERIFY_MEMORY if cv.flag("verify_memory", verify_memory) else 0)
                      | (L.RESTORE_PREFAULT if cv.flag("prefault", prefault) else 0)
                      | (L.RESTORE_TRACK_DIRTY if cv.flag("track_dirty", track_dirty) else 0)
-                     | (L.RESTORE_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0))
+                     | (L.RESTORE_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0)
+                     | (L.RESTORE_EMBEDDER_LOOP if _embedder(event_loop) else 0))
         self = cls.__new__(cls)
         self._init_state(lib)
         keep = _clone_config(self, cfg, console_in, console_out, disk_paths, vsock_cid,
@@ -810,14 +856,15 @@ class VM:
 
     def fork(self, *, paused=False, console_in=None, console_out=None, disk_paths=None,
              vsock_cid=None, vsock_uds_path=None, log=None, log_level=None, kick_signal=None,
-             keep_mac=False):
+             keep_mac=False, event_loop="shared"):
         """A copy-on-write child of this PAUSED VM, running (or paused with
         paused=True); nothing is written to disk. The options are
         VM.restore()'s; a child of a VM with a vsock socket path needs its own
         vsock_uds_path."""
         cfg = L.ForkConfig()
         cfg.flags = ((L.FORK_PAUSED if cv.flag("paused", paused) else 0)
-                     | (L.FORK_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0))
+                     | (L.FORK_KEEP_MAC if cv.flag("keep_mac", keep_mac) else 0)
+                     | (L.FORK_EMBEDDER_LOOP if _embedder(event_loop) else 0))
         child = type(self).__new__(type(self))
         child._init_state(self._lib)
         keep = _clone_config(child, cfg, console_in, console_out, disk_paths, vsock_cid,
@@ -828,6 +875,14 @@ class VM:
         child._keep = keep
         _live.add(child)
         return child
+
+
+def _embedder(event_loop):
+    """A clone's event_loop= argument: True for "embedder"."""
+    if event_loop not in VM._LOOP_MODES:
+        raise ValueError("event_loop must be one of %s, not %r"
+                         % (", ".join(VM._LOOP_MODES), event_loop))
+    return event_loop == "embedder"
 
 
 def _clone_config(vm, cfg, console_in, console_out, disk_paths, vsock_cid, vsock_uds_path,
