@@ -546,6 +546,16 @@ static void test_ten_thousand_resets(void **state)
 	close(out);
 }
 
+/* A 1 MiB sparse disk image @name in the test directory; its path in @img. */
+static void sparse_disk(char *img, size_t len, const char *name)
+{
+	snprintf(img, len, "%s/%s", tmpdir, name);
+	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+}
+
 /* With every device kind (the counter guest drives none of them): resets
  * reload each device's state in place, fds stay as they are, the vsock
  * socket keeps listening. */
@@ -554,13 +564,9 @@ static void test_reset_with_devices(void **state)
 	(void)state;
 	SKIP_WITHOUT_KVM();
 	char img[600], uds[600], dir[512];
-	snprintf(img, sizeof(img), "%s/disk.img", tmpdir);
+	sparse_disk(img, sizeof(img), "disk.img");
 	snprintf(uds, sizeof(uds), "%s/vsock", tmpdir);
 	snprintf(dir, sizeof(dir), "%s", snap_path("devices"));
-	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, 1 << 20), 0);
-	close(fd);
 	int out = console_fd();
 	microvm *vm = tiny_vm("counter", "every=2000", 1, out);
 	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
@@ -736,12 +742,8 @@ static void test_reset_to_snapshot_with_pending_notify(void **state)
 	(void)state;
 	SKIP_WITHOUT_KVM();
 	char img[600], dir[600];
-	snprintf(img, sizeof(img), "%s/notify.img", tmpdir);
+	sparse_disk(img, sizeof(img), "notify.img");
 	snprintf(dir, sizeof(dir), "%s", snap_path("pending-notify"));
-	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, 1 << 20), 0);
-	close(fd);
 	int out = console_fd();
 	microvm *vm = tiny_vm("vblk", "loop=1", 1, out);
 	microvm_disk_config dc = MICROVM_DISK_CONFIG_INIT;
