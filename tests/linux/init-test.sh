@@ -25,9 +25,14 @@ ro-disk)
 	reboot -f ;;
 snapshot)
 	# State that lives only in guest RAM: a counter file in tmpfs, bumped
-	# by a background process; then commands from the console.
+	# by a background process; then commands from the console. Each value
+	# is written aside and renamed into place: a snapshot taken between
+	# the truncation and the write of "echo >" would give its clones an
+	# empty counter to read first.
 	/bin/busybox mount -t tmpfs tmpfs /tmp
-	( n=0; while :; do n=$((n + 1)); echo $n >/tmp/counter; sleep 0.1; done ) &
+	echo 0 >/tmp/counter
+	( n=0; while :; do n=$((n + 1)); echo $n >/tmp/counter.new
+	  mv /tmp/counter.new /tmp/counter; sleep 0.1; done ) &
 	id=original
 	echo "READY-FOR-INPUT"
 	while read -r cmd arg; do
