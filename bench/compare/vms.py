@@ -21,10 +21,10 @@ from common import Console, log, next_cid, now_ms, pss_kib
 
 MEM_MIB = 128
 DATA_SERIAL = "cmpdata"
-# loglevel=5: the console shows notices and worse, so the kernel's first
+# loglevel=6: the console shows notices and worse, so the kernel's first
 # line ("Linux version ...", a notice) is the first output of every VM, and
 # the rest of a normal boot stays off the (slow, emulated) serial port.
-CMDLINE = ("console=ttyS0 reboot=k panic=-1 loglevel=5 tsc=reliable root=/dev/vda ro "
+CMDLINE = ("console=ttyS0 reboot=k panic=-1 loglevel=6 tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs")
 READY_TIMEOUT = 600
 
@@ -64,12 +64,15 @@ class AgentInstance:
 class MicrovmInstance(AgentInstance):
     kind = "vm"
 
-    def __init__(self, system, vm, console, t0):
-        self.system, self.vm, self.console = system, vm, console
+    def __init__(self, system, vm, console, t0, console_w):
+        # @console_w: the write end of the console pipe, borrowed by the VM:
+        # closed only after the VM is destroyed.
+        self.system, self.vm, self.console, self.console_w = system, vm, console, console_w
         self.first_ms = None
         try:
             self.agent = microvm.Agent.connect(vm, timeout=READY_TIMEOUT)
         except Exception as e:
+            self.close()
             raise RuntimeError("%s: agent: %s; console: %r" % (system, e, console.tail[-3000:]))
         self.ready_ms = now_ms() - t0
         self.first_ms = console.first_ms
@@ -80,7 +83,10 @@ class MicrovmInstance(AgentInstance):
     def close(self):
         if self.agent:
             self.agent.close()
+            self.agent = None
         self.vm.close()
+        os.close(self.console_w)  # EOF for the console reader
+        self.console.thread.join(10)
         self.console.close()
 
 
@@ -105,10 +111,16 @@ class Libmicrovm:
         console = Console(r, t0)
         try:
             vm = microvm.VM(console_out=w, **self.vm_config(data, net))
+        except BaseException:
+            os.close(w)
+            raise
+        try:
             vm.start()
-        finally:
-            os.close(w)  # the VM holds its own duplicate
-        return MicrovmInstance(self.name, vm, console, t0)
+        except BaseException:
+            vm.close()
+            os.close(w)
+            raise
+        return MicrovmInstance(self.name, vm, console, t0, w)
 
     def make_template(self, path):
         """Boot, wait for the agent, pause and snapshot into @path."""
@@ -137,9 +149,10 @@ class LibmicrovmClone:
         console = Console(r, t0)
         try:
             vm = microvm.VM.restore(self.template, console_out=w)
-        finally:
+        except BaseException:
             os.close(w)
-        return MicrovmInstance(self.name, vm, console, t0)
+            raise
+        return MicrovmInstance(self.name, vm, console, t0, w)
 
 
 # ------------------------------------------------------------------ QEMU
@@ -213,12 +226,12 @@ class Qemu:
              "-kernel", self.s.kernel if self.mmio else self.s.kernel_pci, "-append", cmdline,
              "-drive", "id=root,file=%s,format=raw,if=none,readonly=on" % self.s.image,
              "-device", dev("virtio-blk") + ",drive=root"]
-        if data:
-            a += ["-drive", "id=data,file=%s,format=raw,if=none" % data,
-                  "-device", dev("virtio-blk") + ",drive=data,serial=" + DATA_SERIAL]
         if net:
             a += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vhost=off" % net["tap"],
                   "-device", dev("virtio-net") + ",netdev=n0"]
+        if data:
+            a += ["-drive", "id=data,file=%s,format=raw,if=none" % data,
+                  "-device", dev("virtio-blk") + ",drive=data,serial=" + DATA_SERIAL]
         a += ["-device", dev("vhost-vsock") + ",guest-cid=%d" % cid]
         return a + list(extra)
 
