@@ -7,7 +7,7 @@ here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd -- "$here/../.." && pwd)
 hw=no
 grep -qE '\b(vmx|svm)\b' /proc/cpuinfo && hw=yes
-kvm_mods=$(lsmod 2>/dev/null | awk '$1 ~ /^kvm/ {print $1}' | paste -sd, -)
+kvm_mods=$(ls /sys/module 2>/dev/null | grep '^kvm' | paste -sd, - || true)
 ver() { "$@" 2>/dev/null | head -n1 || true; }
 python3 - "$hw" "$kvm_mods" \
     "$(ver qemu-system-x86_64 --version)" "$(ver runc --version)" "$(ver fio --version)" \

@@ -26,7 +26,7 @@ DATA_SERIAL = "cmpdata"
 # the rest of a normal boot stays off the (slow, emulated) serial port.
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 loglevel=6 tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs")
-READY_TIMEOUT = 600
+READY_TIMEOUT = 180  # s; the slowest boot seen in the emulator took ~30 s
 
 
 def net_cmdline(net):
@@ -262,7 +262,9 @@ class Qemu:
             inst.agent.close()
             inst.agent = None
             q = Qmp(qmp_path)
-            q.cmd("stop")
+            # Not stopped first: the stream then records a running VM, and
+            # the QEMU that loads it runs it at once (a stopped source's
+            # stream leaves the destination paused until `cont`).
             q.cmd("migrate", uri="exec:cat > " + path)
             while True:
                 st = q.cmd("query-migrate").get("status")
