@@ -66,11 +66,8 @@ class HostEnv:
     # ---------------------------------------------------------------- network
     def network(self):
         """Returns the per-kind network descriptions the systems take."""
-        for c in (["ip", "link", "set", "lo", "up"],
-                  ["ip", "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"],
-                  ["ip", "addr", "add", TAP_HOST + "/24", "dev", TAP],
-                  ["ip", "link", "set", TAP, "up"]):
-            run(c)
+        run(["ip", "link", "set", "lo", "up"])
+        self.fresh_tap()
         self.undo.append(lambda: run(["ip", "link", "del", TAP], check=False))
         run(["ip", "netns", "add", NETNS])
         self.undo.append(lambda: run(["ip", "netns", "del", NETNS], check=False))
@@ -92,6 +89,17 @@ class HostEnv:
             "container": {"netns": "/run/netns/" + NETNS, "server": VETH_HOST},
             "process": {"server": "127.0.0.1"},
         }
+
+    def fresh_tap(self):
+        """(Re)create the VMs' TAP: each VM instance gets a new one, as it
+        would in a deployment. (A QEMU guest on the TAP that a libmicrovm VM
+        had used before it hung at boot in this harness; not investigated
+        further.)"""
+        run(["ip", "link", "del", TAP], check=False)
+        for c in (["ip", "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"],
+                  ["ip", "addr", "add", TAP_HOST + "/24", "dev", TAP],
+                  ["ip", "link", "set", TAP, "up"]):
+            run(c)
 
     # ---------------------------------------------------------------- cgroups
     def cgroup_root(self):

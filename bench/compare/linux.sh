@@ -29,7 +29,7 @@ measure() { # $1 = repository root, $2 = settings file
     rm -rf "$CMP_WORKDIR"
     mkdir -p "$CMP_WORKDIR"
     trap 'rm -rf "$CMP_WORKDIR"' EXIT
-    unshare --net -- python3 "$root/bench/compare/run.py" "$2"
+    unshare --net -- /usr/bin/python3 "$root/bench/compare/run.py" "$2"
 }
 
 if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then

@@ -38,6 +38,8 @@ def fmt(x):
         return "—"
     if isinstance(x, bool):
         return str(x)
+    if isinstance(x, int):
+        return str(x)
     a = abs(x)
     return ("%.0f" % x if a >= 100 else "%.1f" % x if a >= 10 else "%.2f" % x if a >= 1
             else "%.3f" % x)
@@ -137,8 +139,9 @@ def plots(base, L, T, where):
     pics.append(("Warm start", save(fig, base + "-warm.png", where)))
 
     fig, axs = plt.subplots(1, 2, figsize=(11, 4.5))
-    boxplot(axs[0], pick("rate1_latency_ms"), "1 starter: start -> exit of each", "ms")
-    boxplot(axs[1], pick("rate2_latency_ms"), "2 starters: start -> exit of each", "ms")
+    for ax, st in zip(axs, (1, 2)):
+        boxplot(ax, pick("rate%d_latency_ms" % st), "%d starter(s): start -> exit of each" % st,
+                "ms")
     pics.append(("Start rate (latency of each start)", save(fig, base + "-rate.png", where)))
 
     v = L["values"]
@@ -179,8 +182,9 @@ def plots(base, L, T, where):
     cdf(axs[2], pick("ping_rtt_ms"), "ping round trip", "ms")
     pics.append(("Network", save(fig, base + "-net.png", where)))
 
-    fig, ax = plt.subplots(1, 1, figsize=(6, 4.2))
-    boxplot(ax, pick("cpu_ms"), "sha256 of the same bytes, timed inside", "ms", log=False)
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
+    boxplot(axs[0], pick("cpu_ms"), "sha256 of the same bytes, host clock", "ms", log=False)
+    boxplot(axs[1], pick("cpu_inside_ms"), "the same, instance's clock", "ms", log=False)
     pics.append(("Compute kernel", save(fig, base + "-cpu.png", where)))
 
     fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -201,25 +205,30 @@ def table(L, T, S):
     sm, v = L["samples"], L["values"]
     t = Table()
     emu = "" if S.get("native") else " (emulator)"
-    n = S["runs"]
-    for m, title in (("cold_first_ms", "cold start → first output, ms"),
-                     ("cold_ready_ms", "cold start → agent/command ready, ms"),
-                     ("cold_exit_ms", "cold start → a command's exit, ms")):
-        t.row(title + emu, {k: dist(sm.get(m, {}), k) for k, _ in COLS},
-              "median / p99 of %d runs (+1 warm-up not counted); launch → first console byte "
-              "(VMs: the kernel's first line; runc/process: the `ready` line), → agent "
-              "answered (runc/process: `ready` read), → `true` run in it returned" % n)
-    w = S["warm_runs"]
+    n, wu = S["runs"], S["warmup"]
+    for m, title, how in (
+            ("cold_first_ms", "cold start → first output, ms",
+             "median / p99 of %d runs (+%d warm-up not counted); launch → first console byte "
+             "(VMs: the kernel's first line, `Linux version`; runc/process: the `ready` line "
+             "of `sh -c 'echo ready; exec sleep infinity'`)" % (n, wu)),
+            ("cold_ready_ms", "cold start → agent/command ready, ms",
+             "same runs: launch → the guest agent answered over vsock (runc/process: "
+             "`ready` read)"),
+            ("cold_exit_ms", "cold start → a command's exit, ms",
+             "same runs: launch → `true` run in the instance returned (agent exec; "
+             "`runc exec`; a child process)")):
+        t.row(title + emu, {k: dist(sm.get(m, {}), k) for k, _ in COLS}, how)
+    w = "%d (+%d warm-up)" % (S["warm_runs"], wu)
     for m, title in (("warm_ready_ms", "warm start → ready, ms"),
                      ("warm_exit_ms", "warm start → a command's exit, ms")):
         t.row(title + emu, {k: dist(sm.get(m, {}), WARM[k]) for k in WARM},
-              "median / p99 of %d; libmicrovm: restore of a snapshot of a booted guest; "
+              "median / p99 of %s; libmicrovm: restore of a snapshot of a booted guest; "
               "QEMU: a new QEMU loading a migration stream saved to a file (-incoming); "
               "runc: `runc start` of a container made ahead with `runc create`" % w)
     for kind in ("reset", "fork"):
         t.row("warm start → a command's exit, %s, ms%s" % (kind, emu),
               {"libmicrovm": dist(sm.get("warm_exit_ms", {}), "libmicrovm-" + kind)},
-              "median / p99 of %d; microvm_%s() of a restored clone, agent reconnect, `true`"
+              "median / p99 of %s; microvm_%s() of a restored clone, agent reconnect, `true`"
               % (w, kind))
     mem = v.get("mem_pss_kib", {})
     cg = v.get("mem_cgroup_kib", {})
@@ -250,7 +259,7 @@ def table(L, T, S):
           % (S["budget_mib"], S["fit_cap"]))
     t.row("… restored clones" + emu, {"libmicrovm": fitcell("libmicrovm-restore")},
           "as above, libmicrovm clones of one snapshot")
-    for st in (1, 2):
+    for st in S["rate_starters"]:
         r = v.get("rate%d_per_s" % st, {})
         t.row("start rate, %d starter%s, starts/s" % (st, "s" if st > 1 else "") + emu,
               {k: (r[k], "") for k, _ in COLS if k in r},
@@ -284,8 +293,12 @@ def table(L, T, S):
           "median / p99 of %d ICMP echoes 10 ms apart to the same server address"
           % S["pings"])
     t.row("compute kernel, ms" + emu, {k: dist(sm.get("cpu_ms", {}), k) for k, _ in COLS},
-          "median / p99 of %d: sha256sum of %d MiB from /dev/zero, timed inside with "
-          "date +%%s%%N (lower is better)" % (S["cpu_reps"], S["cpu_mib"]))
+          "median / p99 of %d: `sh -c` of sha256sum over %d MiB from /dev/zero, timed by the "
+          "host around the command (includes starting it in the instance)"
+          % (S["cpu_reps"], S["cpu_mib"]))
+    t.row("… timed inside the instance, ms" + emu,
+          {k: dist(sm.get("cpu_inside_ms", {}), k) for k, _ in COLS},
+          "the same runs timed with the instance's own clock (date +%s%N before and after)")
 
     dn = {(d["system"], d["threads"]): d for d in T["density"]}
     proc1 = dn.get(("process", 1), {})

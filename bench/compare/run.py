@@ -55,31 +55,32 @@ def run_all(s, env, res):
     clone = LibmicrovmClone(s, s.template)
     cold_systems = [boot, qm, q35, runc, proc]
 
-    log("== cold start: %d runs per system (+1 warm-up)" % s.runs)
-    cases.cold(res, cold_systems, s.runs)
+    w = s.warmup
+    log("== cold start: %d runs per system (+%d warm-up)" % (s.runs, w))
+    cases.cold(res, cold_systems, s.runs, w)
 
-    log("== warm start: %d runs per kind (+1 warm-up)" % s.warm_runs)
+    log("== warm start: %d runs per kind (+%d warm-up)" % (s.warm_runs, w))
     cases.guarded(res, "warm start", "libmicrovm-restore",
-                  lambda: cases.warm_restore(res, clone, s.warm_runs))
+                  lambda: cases.warm_restore(res, clone, s.warm_runs, w))
     cases.guarded(res, "warm start", "libmicrovm-reset",
-                  lambda: cases.warm_reset(res, clone, s.warm_runs))
+                  lambda: cases.warm_reset(res, clone, s.warm_runs, w))
     cases.guarded(res, "warm start", "libmicrovm-fork",
-                  lambda: cases.warm_fork(res, s.template, s.warm_runs))
+                  lambda: cases.warm_fork(res, s.template, s.warm_runs, w))
     for q in (qm, q35):
         def qwarm(q=q):
             log("making the %s template (boot, agent ready, migrate to a file)" % q.name)
             q.make_template(os.path.join(s.workdir, q.name + ".migration"))
-            cases.warm_qemu(res, q, s.warm_runs)
+            cases.warm_qemu(res, q, s.warm_runs, w)
         cases.guarded(res, "warm start", q.name + "-restore", qwarm)
     cases.guarded(res, "warm start", "runc-start",
-                  lambda: cases.warm_runc(res, runc, s.warm_runs))
+                  lambda: cases.warm_runc(res, runc, s.warm_runs, w))
 
     log("== memory: Pss of %d idle instances, how many fit in %d MiB (at most %d)"
         % (s.mem_n, s.budget_mib, s.fit_cap))
     cases.memory(res, env, s, [boot, clone, qm, q35, runc, proc], s.mem_n, s.budget_mib,
                  s.fit_cap)
 
-    for starters in (1, 2):
+    for starters in s.rate_starters:
         log("== start rate: %d starter(s), %d starts each" % (starters, s.rate_starts))
         cases.rate(res, [boot, clone, qm, q35, runc, proc], starters, s.rate_starts)
 

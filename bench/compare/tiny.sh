@@ -23,7 +23,7 @@ for mode in "" --process; do
         "$b/bench-density" --vms "$n" --starts "$n" --threads "$t" $mode >>"$tmp/density"
     done
 done
-python3 - "$tmp/boot" "$tmp/density" "$runs" >"$out" <<'PY'
+/usr/bin/python3 - "$tmp/boot" "$tmp/density" "$runs" >"$out" <<'PY'
 import json, sys
 boot = [float(x) for x in open(sys.argv[1])]
 dens = [json.loads(l) for l in open(sys.argv[2])]

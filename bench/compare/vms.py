@@ -76,6 +76,7 @@ class MicrovmInstance(AgentInstance):
             raise RuntimeError("%s: agent: %s; console: %r" % (system, e, console.tail[-3000:]))
         self.ready_ms = now_ms() - t0
         self.first_ms = console.first_ms
+        self.agent.set_io_timeout(READY_TIMEOUT)  # 30 s by default: short for an emulator
 
     def pids(self):
         return []
@@ -192,6 +193,7 @@ class QemuInstance(AgentInstance):
             raise
         self.ready_ms = now_ms() - t0
         self.first_ms = console.first_ms
+        self.agent.set_io_timeout(READY_TIMEOUT)
 
     def pids(self):
         return [self.proc.pid]
