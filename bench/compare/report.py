@@ -370,6 +370,11 @@ def main():
     if L.get("errors"):
         md += ["## Failures", ""] + ["- %s: %s" % (k, e.replace("\n", " ")[:400])
                                      for k, e in L["errors"].items()] + [""]
+    if L.get("retries"):
+        md += ["## Retried starts", "",
+               "Under the emulator an L2 guest now and then stalls at boot; such a start was "
+               "tried once more (its time is the second attempt's):", ""]
+        md += ["- " + r.replace("\n", " ")[:300] for r in L["retries"]] + [""]
     md += ["## Plots", ""]
     for title, png in pics:
         md += ["### " + title, "", "![%s](%s)" % (title, png), ""]

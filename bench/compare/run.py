@@ -25,6 +25,7 @@ def main(path):
     s.workdir = os.environ["CMP_WORKDIR"]
     env = HostEnv(s)
     res = cases.Results()
+    cases.RES = res
     t_start = time.time()
     try:
         run_all(s, env, res)
@@ -51,7 +52,7 @@ def run_all(s, env, res):
     runc = Runc(s, rootfs, s.workdir, env.cgroup_root())
     proc = Process(s)
     log("making the libmicrovm template (boot, agent ready, snapshot)")
-    boot.make_template(s.template)
+    cases.retried("libmicrovm template", lambda: boot.make_template(s.template))
     clone = LibmicrovmClone(s, s.template)
     cold_systems = [boot, qm, q35, runc, proc]
 
@@ -69,7 +70,8 @@ def run_all(s, env, res):
     for q in (qm, q35):
         def qwarm(q=q):
             log("making the %s template (boot, agent ready, migrate to a file)" % q.name)
-            q.make_template(os.path.join(s.workdir, q.name + ".migration"))
+            cases.retried(q.name + " template", lambda: q.make_template(
+                os.path.join(s.workdir, q.name + ".migration")))
             cases.warm_qemu(res, q, s.warm_runs, w)
         cases.guarded(res, "warm start", q.name + "-restore", qwarm)
     cases.guarded(res, "warm start", "runc-start",
