@@ -54,8 +54,8 @@ if ((quick)); then
 else
 	out=${out:-bench/results}
 	tiny_runs=500 tiny_n=200
-	counts='"runs": 10, "warmup": 1, "warm_runs": 10, "mem_n": 4, "budget_mib": 512,
-		"fit_cap": 32, "rate_starters": [1, 2], "rate_starts": 3, "cpu_reps": 5, "cpu_mib": 32,
+	counts='"runs": 10, "warmup": 1, "warm_runs": 10, "mem_n": 4, "budget_mib": 384,
+		"fit_cap": 24, "rate_starters": [1, 2], "rate_starts": 3, "cpu_reps": 5, "cpu_mib": 32,
 		"data_mib": 256, "fio_seconds": 5, "net_seconds": 5, "pings": 200'
 fi
 
