@@ -25,7 +25,8 @@
 # --quick (for CI) runs every case on every system once, with the smallest
 # counts, no warm-up runs and only the 2-starter rate: it proves the suite
 # works and asserts no timings (it fails if any case failed). Inside the
-# emulated machine it takes 10+ minutes, so scripts/test.sh does not run it. A full run on the 2-core development machine takes ~35 minutes.
+# emulated machine it takes 10+ minutes, so scripts/test.sh does not run it.
+# A full run on the 2-core development machine takes ~35 minutes.
 # The run counts of both are set below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
