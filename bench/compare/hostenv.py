@@ -92,9 +92,7 @@ class HostEnv:
 
     def fresh_tap(self):
         """(Re)create the VMs' TAP: each VM instance gets a new one, as it
-        would in a deployment. (A QEMU guest on the TAP that a libmicrovm VM
-        had used before it hung at boot in this harness; not investigated
-        further.)"""
+        would in a deployment."""
         run(["ip", "link", "del", TAP], check=False)
         for c in (["ip", "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"],
                   ["ip", "addr", "add", TAP_HOST + "/24", "dev", TAP],
