@@ -8,7 +8,9 @@
 # Builds and installs what it needs (as root; Debian 12), then:
 #  1. host facts (bench/compare/facts.sh)
 #  2. native rows, tiny guests (bench/compare/tiny.sh): create -> first
-#     instruction's output, create/destroy rate, host memory per VM
+#     output (bench-boot; bench-density against the raw-KVM floor and
+#     QEMU), create/start/exit/destroy rate, start with many VMs alive, host
+#     memory per idle VM, next to a plain process
 #  3. Linux-guest rows (bench/compare/linux.sh -> run.py): cold start (first
 #     output, agent/command ready, a command's exit), warm start (restore,
 #     reset, fork; QEMU's migration-file restore; runc create+start),
@@ -48,17 +50,22 @@ step() { echo "compare: [$(($(date +%s) - t0))s] $*" >&2; }
 
 if ((quick)); then
 	out=${out:-build/compare-results}
-	# tiny: bench-boot runs, density instances; Linux: see run.py
-	tiny_runs=20 tiny_n=10
+	# tiny: bench-boot/bench-density runs, bench-density cycles and
+	# alive counts, idle instances for memory; Linux: see run.py
+	tiny_runs=20 tiny_cycles=20 tiny_live=10,100 tiny_mem=10
 	counts='"runs": 1, "warmup": 0, "warm_runs": 1, "mem_n": 1, "budget_mib": 256,
-		"fit_cap": 1, "rate_starters": [2], "rate_starts": 1, "cpu_reps": 1, "cpu_mib": 4,
-		"data_mib": 32, "fio_seconds": 1, "net_seconds": 1, "pings": 10'
+		"fit_cap": 1, "rate_starters": [1], "rate_starts": 1, "cpu_reps": 1, "cpu_mib": 4,
+		"data_mib": 16, "fio_seconds": 0.5, "fio_ramp": 0, "net_seconds": 1, "pings": 10,
+		"one_machine": 1, "templates_from_cold": 1,
+		"ready_timeout": 60, "cmd_timeout": 30, "deadline_s": 300'
 else
 	out=${out:-bench/results}
-	tiny_runs=500 tiny_n=200
+	tiny_runs=500 tiny_cycles=2000 tiny_live=100,1000,8000 tiny_mem=200
 	counts='"runs": 10, "warmup": 1, "warm_runs": 10, "mem_n": 4, "budget_mib": 384,
 		"fit_cap": 24, "rate_starters": [1, 2], "rate_starts": 3, "cpu_reps": 5, "cpu_mib": 32,
-		"data_mib": 256, "fio_seconds": 5, "net_seconds": 5, "pings": 200'
+		"data_mib": 256, "fio_seconds": 5, "fio_ramp": 1, "net_seconds": 5, "pings": 200,
+		"one_machine": 0, "templates_from_cold": 0,
+		"ready_timeout": 120, "cmd_timeout": 120, "deadline_s": 0'
 fi
 
 step "preparing: packages, build, guest kernels, Debian image with fio/iperf3/ping"
@@ -71,7 +78,7 @@ step "host facts"
 bench/compare/facts.sh >"$work/facts.json"
 
 step "native rows: tiny guests and processes"
-bench/compare/tiny.sh "$tiny_runs" "$tiny_n" "$work/tiny.json"
+bench/compare/tiny.sh "$tiny_runs" "$tiny_cycles" "$tiny_live" "$tiny_mem" "$work/tiny.json"
 
 step "Linux-guest rows (all systems side by side)"
 cat >"$work/settings.json" <<EOF

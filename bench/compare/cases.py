@@ -3,13 +3,16 @@ that can take it. Each case fills Results: samples (lists, for medians,
 p99s and plots) or single values, per metric and system."""
 import json
 import re
+import select
 import subprocess
 import threading
+import time
 
 import microvm
 
+import common
 from common import log, now_ms, pss_kib, timed_command
-from vms import READY_TIMEOUT, pss_of
+from vms import pss_of
 
 
 class Results:
@@ -48,33 +51,52 @@ def retried(what, fn):
         return fn()
 
 
+RUNNING = {}  # "case / system" -> its start (time.monotonic()), for the deadline
+
+
 def guarded(res, case, system, fn):
+    """fn(), a failure recorded as the case's (the run goes on). Every step
+    inside has a time limit of its own; the runner's overall deadline
+    (run.py) names the cases still in RUNNING when it fires."""
+    key = "%s / %s" % (case, system)
+    RUNNING[key] = time.monotonic()
     try:
         fn()
     except Exception as e:
         res.error(case, system, e)
+    finally:
+        RUNNING.pop(key, None)
 
 
 # ------------------------------------------------------------------ cold start
 
-def one_start(system, start):
-    """start() an instance, run `true` in it, close it: its three times."""
+def one_start(system, start, keep=None):
+    """start() an instance, run `true` in it, close it: its three times.
+    keep(inst), when given, runs before the close (not timed)."""
     def attempt():
         t0 = now_ms()
         return t0, start()
     t0, inst = retried("start of " + system, attempt)
     try:
         timed_command(inst, ["true"])
-        return inst.first_ms, inst.ready_ms, now_ms() - t0
+        times = inst.first_ms, inst.ready_ms, now_ms() - t0
+        if keep:
+            keep(inst)
+        return times
     finally:
         inst.close()
 
 
-def cold(res, systems, runs, warmup):
+def cold(res, systems, runs, warmup, keep=None):
+    """@keep: system name -> (start function, keep function) for systems
+    whose last cold start's instance is kept for something else (--quick:
+    saved as the warm starts' template) before it is closed."""
+    keep = keep or {}
     for sy in systems:
         def go(sy=sy):
             for i in range(1 - warmup, runs + 1):  # run 0 (the warm-up) is not counted
-                first, ready, done = one_start(sy.name, sy.start)
+                start, k = keep.get(sy.name, (sy.start, None)) if i == runs else (sy.start, None)
+                first, ready, done = one_start(sy.name, start, k)
                 log("cold %-20s %2d/%d: first output %8.1f ms, ready %8.1f ms, exit %8.1f ms"
                     % (sy.name, i, runs, first or 0, ready, done))
                 if i:
@@ -107,8 +129,8 @@ def warm_reset(res, clone, runs, warmup):
             inst.agent = None
             t0 = now_ms()
             inst.vm.reset()
-            inst.agent = microvm.Agent.connect(inst.vm, timeout=READY_TIMEOUT)
-            inst.agent.set_io_timeout(READY_TIMEOUT)
+            inst.agent = microvm.Agent.connect(inst.vm, timeout=common.READY_TIMEOUT)
+            inst.agent.set_io_timeout(common.READY_TIMEOUT)
             ready = now_ms() - t0
             timed_command(inst, ["true"])
             record_warm(res, "libmicrovm-reset", i, runs, ready, now_ms() - t0)
@@ -125,10 +147,10 @@ def warm_fork(res, template, runs, warmup):
             t0 = now_ms()
             child = parent.fork(console_out=w)  # borrows w until closed
             try:
-                agent = microvm.Agent.connect(child, timeout=READY_TIMEOUT)
+                agent = microvm.Agent.connect(child, timeout=common.READY_TIMEOUT)
                 ready = now_ms() - t0
-                agent.set_io_timeout(READY_TIMEOUT)
-                rc = agent.exec(["true"], timeout=60).exit_code
+                agent.set_io_timeout(common.READY_TIMEOUT)
+                rc = agent.exec(["true"], timeout=common.CMD_TIMEOUT).exit_code
                 done = now_ms() - t0
                 agent.close()
                 if rc:
@@ -169,16 +191,25 @@ class HolderFleet:
             [sys.executable, os.path.join(here, "holder.py"), s.kernel, s.image, s.template],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             preexec_fn=cgroup.enter)
-        if self.proc.stdout.readline().strip() != "up":
+        if self.readline(60) != "up":
             raise RuntimeError("holder did not start")
         self.base = pss_kib(self.proc.pid)
 
     def add(self):
         self.proc.stdin.write(self.how + "\n")
         self.proc.stdin.flush()
-        ans = self.proc.stdout.readline().strip()
+        # a start, its agent and `true`: each step has its own limit in the holder
+        ans = self.readline(2 * common.READY_TIMEOUT + common.CMD_TIMEOUT + 30)
         if ans != "ok":
             raise RuntimeError(ans or "holder died (exit %s)" % self.proc.poll())
+
+    def readline(self, timeout):
+        """The holder's next answer line; "" if none within @timeout s (the
+        holder is killed then)."""
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            self.proc.kill()
+            return ""
+        return self.proc.stdout.readline().strip()
 
     def pss(self):
         return pss_kib(self.proc.pid) - self.base
@@ -302,7 +333,7 @@ def cpu(res, inst, name, reps, mib):
     script = ('t0=$(date +%%s%%N); head -c %dM /dev/zero | sha256sum >/dev/null; '
               't1=$(date +%%s%%N); echo $(( (t1 - t0) / 1000 ))' % mib)
     for i in range(reps):
-        ms, out = timed_command(inst, ["sh", "-c", script], timeout=600)
+        ms, out = timed_command(inst, ["sh", "-c", script], timeout=10 * common.CMD_TIMEOUT)
         inside = int(out.strip()) / 1e3
         res.add("cpu_ms", name, ms)
         res.add("cpu_inside_ms", name, inside)
@@ -310,20 +341,24 @@ def cpu(res, inst, name, reps, mib):
             % (name, i + 1, reps, mib, ms, inside))
 
 
-def fio(res, inst, name, runtime, size_mib, direct):
+def fio(res, inst, name, runtime, ramp, size_mib, direct):
+    """The four FIO_PATTERNS, one after the other (stonewall) in one fio
+    command: one start of fio per instance."""
     path = inst.data_path()
     if inst.kind == "vm":
         # fio links libceph-common, whose zero-fill mapping is larger than a
         # 128 MiB guest's RAM: the default overcommit heuristic refuses it.
         timed_command(inst, ["sh", "-c", "echo 1 > /proc/sys/vm/overcommit_memory"])
+    argv = ["fio", "--filename=" + path, "--direct=%d" % direct, "--ioengine=psync",
+            "--iodepth=1", "--size=%dM" % size_mib, "--runtime=%dms" % (runtime * 1000),
+            "--time_based", "--ramp_time=%dms" % (ramp * 1000), "--percentile_list=" + PCTS, "--output-format=json"]
     for rw, bs in FIO_PATTERNS:
-        argv = ["fio", "--name=cmp", "--filename=" + path, "--rw=" + rw, "--bs=" + bs,
-                "--direct=%d" % direct, "--ioengine=psync", "--iodepth=1",
-                "--size=%dM" % size_mib, "--runtime=%d" % runtime, "--time_based",
-                "--ramp_time=1", "--percentile_list=" + PCTS, "--output-format=json"]
-        _, out = timed_command(inst, argv, timeout=runtime * 10 + 120)
-        job = json.loads(out[out.index("{"):])["jobs"][0]
-        d = job["read" if "read" in rw else "write"]
+        argv += ["--name=%s-%s" % (rw, bs), "--rw=" + rw, "--bs=" + bs, "--stonewall"]
+    limit = len(FIO_PATTERNS) * (runtime + ramp) + common.CMD_TIMEOUT
+    _, out = timed_command(inst, argv, timeout=limit)
+    jobs = {j["jobname"]: j for j in json.loads(out[out.index("{"):])["jobs"]}
+    for rw, bs in FIO_PATTERNS:
+        d = jobs["%s-%s" % (rw, bs)]["read" if "read" in rw else "write"]
         key = "fio_%s_%s" % (rw, bs)
         pct = {k: v / 1e3 for k, v in d["clat_ns"].get("percentile", {}).items()}
         res.set(key + "_iops", name, d["iops"])
@@ -338,7 +373,7 @@ def fio(res, inst, name, runtime, size_mib, direct):
 def net(res, inst, name, server, seconds, pings):
     for key, extra in (("net_up_mbits", []), ("net_down_mbits", ["-R"])):
         _, out = timed_command(inst, ["iperf3", "-c", server, "-t", str(seconds), "-J"] + extra,
-                               timeout=seconds * 10 + 120)
+                               timeout=seconds + common.CMD_TIMEOUT)
         j = json.loads(out)
         total = j["end"]["sum_received"]["bits_per_second"] / 1e6
         res.set(key, name, total)
@@ -346,7 +381,7 @@ def net(res, inst, name, server, seconds, pings):
             res.add(key + "_intervals", name, iv["sum"]["bits_per_second"] / 1e6)
         log("net  %-20s %-15s %9.1f Mbit/s" % (name, key, total))
     _, out = timed_command(inst, ["ping", "-n", "-c", str(pings), "-i", "0.01", "-W", "2",
-                                  server], timeout=pings + 120)
+                                  server], timeout=pings * 0.01 + 2 + common.CMD_TIMEOUT)
     rtts = [float(x) for x in re.findall(r"time=([0-9.]+) ms", out)]
     if len(rtts) < pings * 0.9:
         raise RuntimeError("ping: %d of %d answers" % (len(rtts), pings))
@@ -369,7 +404,7 @@ def workloads(res, systems, env, s, netdesc, data):
             inst = retried("start of " + sy.name, attempt)
             try:
                 cpu(res, inst, sy.name, s.cpu_reps, s.cpu_mib)
-                fio(res, inst, sy.name, s.fio_seconds, s.data_mib,
+                fio(res, inst, sy.name, s.fio_seconds, s.fio_ramp, s.data_mib,
                     1 if sy.kind == "vm" else host_direct)
                 net(res, inst, sy.name, netdesc[sy.kind]["server"], s.net_seconds, s.pings)
             finally:

@@ -9,6 +9,19 @@ import time
 
 T0 = time.monotonic()
 
+# Time limits (s), set from the settings by run.py (and passed to holder.py
+# through the environment): how long a VM may take to answer its agent
+# (boots in the emulator took 4-40 s), and how long a short command may run.
+READY_TIMEOUT = float(os.environ.get("CMP_READY_TIMEOUT", 120))
+CMD_TIMEOUT = float(os.environ.get("CMP_CMD_TIMEOUT", 120))
+
+
+def set_timeouts(ready, cmd):
+    global READY_TIMEOUT, CMD_TIMEOUT
+    READY_TIMEOUT, CMD_TIMEOUT = float(ready), float(cmd)
+    os.environ["CMP_READY_TIMEOUT"] = str(ready)
+    os.environ["CMP_CMD_TIMEOUT"] = str(cmd)
+
 
 def log(msg):
     """A progress line on stderr, with the seconds since the runner began."""
@@ -48,9 +61,10 @@ def pss_kib(pid):
     return 0
 
 
-def run(argv, check=True, **kw):
-    """subprocess.run with the output captured as text."""
-    r = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
+def run(argv, check=True, timeout=120, **kw):
+    """subprocess.run with the output captured as text; a command that
+    takes longer than @timeout seconds is killed and raises."""
+    r = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout, **kw)
     if check and r.returncode:
         raise RuntimeError("%s: exit %d: %s" % (" ".join(argv), r.returncode,
                                                 (r.stderr or r.stdout)[-2000:]))
@@ -113,9 +127,12 @@ class Console:
             pass
 
 
-def timed_command(inst, argv, timeout=120):
+def timed_command(inst, argv, timeout=None):
     """Run @argv in instance @inst; (ms it took, stdout text). Fails on a
-    non-zero exit status."""
+    non-zero exit status, and when it runs longer than @timeout s (default
+    CMD_TIMEOUT): the instance's run() kills it then."""
+    if timeout is None:
+        timeout = CMD_TIMEOUT
     t = now_ms()
     rc, out, err = inst.run(argv, timeout)
     if rc:

@@ -14,7 +14,10 @@ import os
 import subprocess
 import time
 
-from common import Console, now_ms, run
+import itertools
+
+import common
+from common import Console, log, now_ms, run
 
 INIT = ["sh", "-c", "echo ready; exec sleep infinity"]
 # The fio file inside the container (on its /tmp tmpfs: the root is read-only).
@@ -28,12 +31,12 @@ class ContainerInstance:
 
     def __init__(self, owner, cid, proc, console, t0, data):
         self.owner, self.id, self.proc, self.console, self.data = owner, cid, proc, console, data
-        self.ready_ms = console.wait_for(b"ready", 300)
+        self.ready_ms = console.wait_for(b"ready", common.READY_TIMEOUT)
         self.first_ms = console.first_ms
 
     def run(self, argv, timeout):
         r = subprocess.run(["runc", "exec", self.id] + list(argv), capture_output=True,
-                           timeout=timeout, check=False)
+                           timeout=timeout, check=False)  # TimeoutExpired: the case fails
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
     def data_path(self):
@@ -49,9 +52,14 @@ class ContainerInstance:
             return []
 
     def close(self):
-        subprocess.run(["runc", "delete", "--force", self.id], capture_output=True, check=False)
+        subprocess.run(["runc", "delete", "--force", self.id], capture_output=True, check=False,
+                       timeout=60)
         if self.proc.poll() is None:
-            self.proc.wait()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                log("runc %s: `runc run` not gone 60 s after the delete; killed" % self.id)
         self.console.close()
 
 
@@ -68,7 +76,7 @@ class Runc:
             run(["runc", "spec"], cwd=base)
         with open(os.path.join(base, "config.json")) as f:
             self.spec = json.load(f)
-        self.n = 0
+        self.ids = itertools.count(1)  # starters in threads share it
         self.cgroup_of = {}
 
     def config(self, cid, init, data=None, net=None, cgroup=None):
@@ -101,8 +109,7 @@ class Runc:
         return b
 
     def new_id(self):
-        self.n += 1
-        return "cmp%d-%d" % (os.getpid(), self.n)
+        return "cmp%d-%d" % (os.getpid(), next(self.ids))
 
     def start(self, data=None, net=None, cgroup=None):
         cid = self.new_id()
@@ -116,7 +123,8 @@ class Runc:
         try:
             return ContainerInstance(self, cid, proc, console, t0, data)
         except BaseException:
-            subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
+            subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False,
+                           timeout=60)
             raise
 
     # ---- warm start: a container created ahead (runc create), then started
@@ -127,7 +135,12 @@ class Runc:
         proc = subprocess.Popen(["runc", "create", "--bundle", b, cid],
                                 stdin=subprocess.DEVNULL, stdout=w, stderr=w)
         os.close(w)
-        proc.wait()
+        try:
+            proc.wait(common.READY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            os.close(r)
+            raise RuntimeError("runc create: not done in %d s" % common.READY_TIMEOUT)
         if proc.returncode:
             os.close(r)
             raise RuntimeError("runc create: exit %d" % proc.returncode)
@@ -147,7 +160,7 @@ class ProcessInstance:
 
     def __init__(self, proc, console, data):
         self.proc, self.console, self.data = proc, console, data
-        self.ready_ms = console.wait_for(b"ready", 60)
+        self.ready_ms = console.wait_for(b"ready", common.READY_TIMEOUT)
         self.first_ms = console.first_ms
 
     def run(self, argv, timeout):
@@ -163,7 +176,7 @@ class ProcessInstance:
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
+        self.proc.wait(60)
         self.console.close()
 
 

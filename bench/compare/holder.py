@@ -12,6 +12,7 @@ It prints "up" once loaded (its Pss then is the baseline). A failure
 answers "error: ..." and the holder exits."""
 import sys
 
+import common
 from common import Settings
 from vms import Libmicrovm, LibmicrovmClone
 
@@ -28,7 +29,7 @@ def main(kernel, image, template):
         try:
             inst = {"boot": boot, "restore": clone}[cmd].start()
             held.append(inst)
-            rc, out, err = inst.run(["true"], 120)
+            rc, out, err = inst.run(["true"], common.CMD_TIMEOUT)
             if rc:
                 raise RuntimeError("true: exit %d %s" % (rc, err))
             print("ok", flush=True)

@@ -9,10 +9,13 @@
 #
 #   bench/compare/linux.sh SETTINGS.json OUT.json
 #
-# Each phase of run.py (cold, warm, memory, rate, workloads) runs in a
-# machine of its own: the emulated machine's own kernel now and then fails
-# (run-nested.sh exits 125 then), which loses that phase only; such a phase
-# is run once more. The phases' results are merged into OUT.json.
+# A full run: each phase of run.py (cold, warm, memory, rate, workloads)
+# runs in a machine of its own: the emulated machine's own kernel now and
+# then fails (run-nested.sh exits 125 then), which loses that phase only;
+# such a phase is run once more. --quick (settings "one_machine"): all the
+# phases in one machine (one boot of it, one setup), run once. The machine
+# is killed after the runner's deadline + 120 s at the latest. The phases'
+# results are merged into OUT.json.
 #
 # Work files (the block I/O file, snapshots, OCI bundles) go to
 # build/compare-work natively, to the emulated machine's /tmp (tmpfs) there.
@@ -37,11 +40,17 @@ measure() { # $1 = repository root, $2 = settings file, $3 = phase
     unshare --net -- /usr/bin/python3 "$root/bench/compare/run.py" "$2" "$3"
 }
 
-one_phase() { # $1 = phase, $2 = output file
+setting() { /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$settings" "$1"; }
+one_machine=$(setting one_machine)
+deadline=$(setting deadline_s)
+nested_timeout=3600
+((deadline > 0)) && nested_timeout=$((deadline + 120))
+
+one_phase() { # $1 = phase(s), $2 = output file
     if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
         measure "$root" "$settings" "$1" >"$2"
     else
-        MICROVM_NESTED_TIMEOUT=${MICROVM_NESTED_TIMEOUT:-3600} \
+        MICROVM_NESTED_TIMEOUT=${MICROVM_NESTED_TIMEOUT:-$nested_timeout} \
             "$root/tests/harness/run-nested.sh" bash -c "$(declare -f measure); measure $(printf '%q %q %q' "$root" "$settings" "$1")" >"$2"
     fi
 }
@@ -52,16 +61,22 @@ else
     echo "compare: no VT-x/AMD-V: the Linux-guest rows run inside the emulated machine" >&2
 fi
 parts=()
-for phase in cold warm memory rate workloads; do
+phases=(cold warm memory rate workloads)
+((one_machine)) && phases=(cold,warm,memory,rate,workloads)
+for phase in "${phases[@]}"; do
     part=$out.$phase
     echo "compare: phase $phase" >&2
     rc=0
     one_phase "$phase" "$part" || rc=$?
-    if ((rc == 125)); then
+    if ((rc == 125)) && ! ((one_machine)); then
         echo "compare: phase $phase: the machine failed (exit 125); running it once more" >&2
         rc=0
         one_phase "$phase" "$part" || rc=$?
         echo "$phase: the emulated machine's kernel failed once; the phase was run again" >"$part.note"
+    fi
+    if ((rc == 125)); then
+        echo "compare: phase $phase: the emulated machine failed or timed out (run-nested.sh exit 125)" >&2
+        exit 1
     fi
     ((rc == 0)) || { echo "compare: phase $phase failed (exit $rc)" >&2; exit 1; }
     parts+=("$part")

@@ -282,10 +282,11 @@ def table(L, T, S):
                                                      fmt(c[k].get("99.000000", 0))))
                  for k in d}
         t.row("fio %s %s, %s" % (rw, bs, "IOPS" if unit == "iops" else "MiB/s") + emu, cells,
-              "fio psync, queue depth 1, %d s + 1 s ramp over the same %d MiB file: the "
+              "fio psync, queue depth 1, %s s + %s s ramp over the same %d MiB file (the "
+              "four patterns one after the other in one fio command): the "
               "guests' virtio-blk disk (O_DIRECT in the guest), runc bind-mounts it, the "
               "process opens it%s; completion latency percentiles in brackets"
-              % (S["fio_seconds"], S["data_mib"],
+              % (fmt(S["fio_seconds"]), fmt(S.get("fio_ramp", 1)), S["data_mib"],
                  "" if v.get("fio_direct", {}).get("process") else
                  " (buffered: the file system under it has no O_DIRECT)"))
     for m, title in (("net_up_mbits", "iperf3 guest → host, Mbit/s"),
@@ -366,7 +367,9 @@ def main():
         json.dump({"facts": F, "tiny": T, "linux": L}, f)
     md = ["# libmicrovm vs QEMU microvm, QEMU q35, runc and a process — %s" % F["date"], "",
           "Command: `%s` (%s; %.0f s in the Linux-guest runner)." % (
-              a.command, "quick: proves the suite runs, the numbers mean nothing"
+              a.command, "quick: proves the suite runs, the numbers mean nothing; all "
+              "Linux-guest phases in one machine, the last cold start of each VM saved as "
+              "its warm starts' template, 1 starter for the start rate"
               if S["quick"] else "full run", L["runner_seconds"]), "",
           "## Host", "",
           "| fact | value |", "|---|---|"]

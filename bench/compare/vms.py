@@ -17,6 +17,7 @@ import time
 
 import microvm
 
+import common
 from common import Console, log, next_cid, now_ms, pss_kib
 
 MEM_MIB = 128
@@ -26,7 +27,6 @@ DATA_SERIAL = "cmpdata"
 # the rest of a normal boot stays off the (slow, emulated) serial port.
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 loglevel=6 tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs")
-READY_TIMEOUT = 120  # s; boots in the emulator took 4-40 s
 
 
 def configure_net(inst, net):
@@ -34,7 +34,7 @@ def configure_net(inst, net):
     bench/net.py does; the kernel's ip= autoconfiguration stalled QEMU
     guests at boot now and then in the emulator)."""
     rc, out, err = inst.run(["sh", "-c", "ip addr add %s/24 dev eth0 && ip link set eth0 up"
-                             % net["guest_ip"]], 60)
+                             % net["guest_ip"]], common.CMD_TIMEOUT)
     if rc:
         raise RuntimeError("%s: eth0 setup: %s" % (inst.system, err))
 
@@ -43,7 +43,7 @@ def find_data_disk(inst):
     """The guest's device node of the data disk (found by its serial)."""
     rc, out, err = inst.run(["sh", "-c", "for d in /sys/block/vd*; do "
                              "[ \"$(cat $d/serial 2>/dev/null)\" = %s ] && echo /dev/${d##*/}; "
-                             "done; true" % DATA_SERIAL], 60)
+                             "done; true" % DATA_SERIAL], common.CMD_TIMEOUT)
     dev = out.strip()
     if rc or not dev.startswith("/dev/vd"):
         raise RuntimeError("data disk not found in %s: %r %r" % (inst.system, out, err))
@@ -75,13 +75,13 @@ class MicrovmInstance(AgentInstance):
         self.system, self.vm, self.console, self.console_w = system, vm, console, console_w
         self.first_ms = None
         try:
-            self.agent = microvm.Agent.connect(vm, timeout=READY_TIMEOUT)
+            self.agent = microvm.Agent.connect(vm, timeout=common.READY_TIMEOUT)
         except Exception as e:
             self.close()
             raise RuntimeError("%s: agent: %s; console: %r" % (system, e, console.tail[-3000:]))
         self.ready_ms = now_ms() - t0
         self.first_ms = console.first_ms
-        self.agent.set_io_timeout(READY_TIMEOUT)  # 30 s by default: short for an emulator
+        self.agent.set_io_timeout(common.READY_TIMEOUT)  # 30 s by default: short for an emulator
 
     def pids(self):
         return []
@@ -135,12 +135,18 @@ class Libmicrovm:
         """Boot, wait for the agent, pause and snapshot into @path."""
         inst = self.start()
         try:
-            inst.agent.close()
-            inst.agent = None
-            inst.vm.pause()
-            inst.vm.snapshot(path)
+            self.save_template(inst, path)
         finally:
             inst.close()
+
+    def save_template(self, inst, path):
+        """Pause the running instance @inst and snapshot it into @path (its
+        agent connection closed first)."""
+        if inst.agent:
+            inst.agent.close()
+            inst.agent = None
+        inst.vm.pause()
+        inst.vm.snapshot(path)
 
 
 class LibmicrovmClone:
@@ -195,13 +201,13 @@ class QemuInstance(AgentInstance):
     def __init__(self, system, proc, console, cid, t0, qmp=None):
         self.system, self.proc, self.console, self.cid, self.qmp = system, proc, console, cid, qmp
         try:
-            self.agent = vsock_agent(cid, time.monotonic() + READY_TIMEOUT, proc, console)
+            self.agent = vsock_agent(cid, time.monotonic() + common.READY_TIMEOUT, proc, console)
         except BaseException:
             self.close()
             raise
         self.ready_ms = now_ms() - t0
         self.first_ms = console.first_ms
-        self.agent.set_io_timeout(READY_TIMEOUT)
+        self.agent.set_io_timeout(common.READY_TIMEOUT)
 
     def pids(self):
         return [self.proc.pid]
@@ -212,7 +218,10 @@ class QemuInstance(AgentInstance):
             self.agent = None
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            log("%s: qemu (pid %d) not gone 60 s after SIGKILL" % (self.system, self.proc.pid))
         self.console.close()
 
 
@@ -254,10 +263,13 @@ class Qemu:
         os.close(w)
         return proc, Console(r, t0), t0
 
-    def start(self, data=None, net=None, cgroup=None):
+    def start(self, data=None, net=None, cgroup=None, qmp=None):
+        """A booted instance; with @qmp (a socket path) also a QMP server, so
+        that save_template() can save it."""
         cid = next_cid()
-        proc, console, t0 = self.launch(self.args(cid, data, net), cgroup)
-        inst = QemuInstance(self.name, proc, console, cid, t0)
+        extra = ["-qmp", "unix:%s,server=on,wait=off" % qmp] if qmp else []
+        proc, console, t0 = self.launch(self.args(cid, data, net, extra), cgroup)
+        inst = QemuInstance(self.name, proc, console, cid, t0, qmp)
         if net:
             try:
                 configure_net(inst, net)
@@ -268,31 +280,42 @@ class Qemu:
 
     # ---- snapshot (migration stream to a file) and restore
     def make_template(self, path):
-        """Boot to agent-ready, then save the VM with QMP `migrate` into
-        @path (QEMU's snapshot to a file; the root disk is read-only)."""
-        qmp_path = path + ".qmp"
-        cid = next_cid()
-        proc, console, t0 = self.launch(self.args(cid, extra=[
-            "-qmp", "unix:%s,server=on,wait=off" % qmp_path]))
-        inst = QemuInstance(self.name, proc, console, cid, t0)
+        """Boot to agent-ready, then save the VM into @path (save_template)."""
+        inst = self.start(qmp=path + ".qmp")
         try:
-            inst.agent.close()
-            inst.agent = None
-            q = Qmp(qmp_path)
-            # Not stopped first: the stream then records a running VM, and
-            # the QEMU that loads it runs it at once (a stopped source's
-            # stream leaves the destination paused until `cont`).
-            q.cmd("migrate", uri="exec:cat > " + path)
-            while True:
-                st = q.cmd("query-migrate").get("status")
-                if st == "completed":
-                    break
-                if st in ("failed", "cancelled"):
-                    raise RuntimeError("%s: migrate to file: %s" % (self.name, st))
-                time.sleep(0.05)
-            q.close()
+            self.save_template(inst, path)
         finally:
             inst.close()
+
+    def save_template(self, inst, path):
+        """Save the running instance @inst (started with qmp=) with QMP
+        `migrate` into @path (QEMU's snapshot to a file; the root disk is
+        read-only); the instance's agent connection is closed first."""
+        qmp_path = inst.qmp
+        try:
+            if inst.agent:
+                inst.agent.close()
+                inst.agent = None
+            q = Qmp(qmp_path)
+            try:
+                # Not stopped first: the stream then records a running VM, and
+                # the QEMU that loads it runs it at once (a stopped source's
+                # stream leaves the destination paused until `cont`).
+                q.cmd("migrate", uri="exec:cat > " + path)
+                end = time.monotonic() + common.READY_TIMEOUT
+                while True:
+                    st = q.cmd("query-migrate").get("status")
+                    if st == "completed":
+                        break
+                    if st in ("failed", "cancelled"):
+                        raise RuntimeError("%s: migrate to file: %s" % (self.name, st))
+                    if time.monotonic() > end:
+                        raise RuntimeError("%s: migrate to file: still %s after %d s"
+                                           % (self.name, st, common.READY_TIMEOUT))
+                    time.sleep(0.05)
+            finally:
+                q.close()
+        finally:
             if os.path.exists(qmp_path):
                 os.unlink(qmp_path)
         self.template = path
@@ -321,6 +344,7 @@ class Qmp:
                 time.sleep(0.05)
         else:
             raise RuntimeError("no QMP socket at " + path)
+        self.sock.settimeout(30)  # a QMP answer that never comes fails the case
         self.f = self.sock.makefile("rw")
         json.loads(self.f.readline())  # greeting
         self.cmd("qmp_capabilities")
