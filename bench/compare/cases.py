@@ -45,9 +45,12 @@ def retried(what, fn):
     try:
         return fn()
     except Exception as e:
-        log("RETRY %s after: %s" % (what, str(e)[:300]))
+        msg = str(e)
+        if len(msg) > 1500:  # the error, then the end of the console
+            msg = msg[:200] + " [...] " + msg[-1300:]
+        log("RETRY %s after: %s" % (what, msg))
         if RES is not None:
-            RES.retries.append("%s: %s" % (what, str(e)[:300]))
+            RES.retries.append("%s: %s" % (what, msg))
         return fn()
 
 
@@ -341,9 +344,11 @@ def cpu(res, inst, name, reps, mib):
             % (name, i + 1, reps, mib, ms, inside))
 
 
-def fio(res, inst, name, runtime, ramp, size_mib, direct):
-    """The four FIO_PATTERNS, one after the other (stonewall) in one fio
-    command: one start of fio per instance."""
+def fio(res, inst, name, runtime, ramp, size_mib, direct, serial=True):
+    """The four FIO_PATTERNS in one fio command (one start of fio per
+    instance): one after the other (stonewall), or with @serial false all
+    at once (--quick: each fio job costs a start-up of its own, seconds in
+    the emulator; the numbers then disturb each other)."""
     path = inst.data_path()
     if inst.kind == "vm":
         # fio links libceph-common, whose zero-fill mapping is larger than a
@@ -353,7 +358,9 @@ def fio(res, inst, name, runtime, ramp, size_mib, direct):
             "--iodepth=1", "--size=%dM" % size_mib, "--runtime=%dms" % (runtime * 1000),
             "--time_based", "--ramp_time=%dms" % (ramp * 1000), "--percentile_list=" + PCTS, "--output-format=json"]
     for rw, bs in FIO_PATTERNS:
-        argv += ["--name=%s-%s" % (rw, bs), "--rw=" + rw, "--bs=" + bs, "--stonewall"]
+        argv += ["--name=%s-%s" % (rw, bs), "--rw=" + rw, "--bs=" + bs]
+        if serial:
+            argv.append("--stonewall")
     limit = len(FIO_PATTERNS) * (runtime + ramp) + common.CMD_TIMEOUT
     _, out = timed_command(inst, argv, timeout=limit)
     jobs = {j["jobname"]: j for j in json.loads(out[out.index("{"):])["jobs"]}
@@ -405,7 +412,7 @@ def workloads(res, systems, env, s, netdesc, data):
             try:
                 cpu(res, inst, sy.name, s.cpu_reps, s.cpu_mib)
                 fio(res, inst, sy.name, s.fio_seconds, s.fio_ramp, s.data_mib,
-                    1 if sy.kind == "vm" else host_direct)
+                    1 if sy.kind == "vm" else host_direct, s.fio_serial)
                 net(res, inst, sy.name, netdesc[sy.kind]["server"], s.net_seconds, s.pings)
             finally:
                 inst.close()

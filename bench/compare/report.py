@@ -283,10 +283,12 @@ def table(L, T, S):
                  for k in d}
         t.row("fio %s %s, %s" % (rw, bs, "IOPS" if unit == "iops" else "MiB/s") + emu, cells,
               "fio psync, queue depth 1, %s s + %s s ramp over the same %d MiB file (the "
-              "four patterns one after the other in one fio command): the "
+              "four patterns %s in one fio command): the "
               "guests' virtio-blk disk (O_DIRECT in the guest), runc bind-mounts it, the "
               "process opens it%s; completion latency percentiles in brackets"
               % (fmt(S["fio_seconds"]), fmt(S.get("fio_ramp", 1)), S["data_mib"],
+                 "one after the other" if S.get("fio_serial", 1) else
+                 "at the same time (--quick)",
                  "" if v.get("fio_direct", {}).get("process") else
                  " (buffered: the file system under it has no O_DIRECT)"))
     for m, title in (("net_up_mbits", "iperf3 guest → host, Mbit/s"),

@@ -107,6 +107,11 @@ def run_all(s, env, res, phases):
             cases.retried(q.name + " template", lambda: q.make_template(
                 os.path.join(s.workdir, q.name + ".migration")))
 
+    def workloads():
+        log("== workloads: compute kernel, fio, iperf3, ping (one instance per system)")
+        data = env.data_file(s.data_mib)
+        cases.workloads(res, [boot, qm, q35, runc, proc], env, s, netdesc, data)
+
     if "cold" in phases:
         keep = {}
         if s.templates_from_cold:
@@ -152,9 +157,8 @@ def run_all(s, env, res, phases):
             cases.rate(res, [boot, clone, qm, q35, runc, proc], starters, s.rate_starts)
 
     if "workloads" in phases:
-        log("== workloads: compute kernel, fio, iperf3, ping (one instance per system)")
-        data = env.data_file(s.data_mib)
-        cases.workloads(res, [boot, qm, q35, runc, proc], env, s, netdesc, data)
+        workloads()
+
 
 
 if __name__ == "__main__":

@@ -66,6 +66,26 @@ class AgentInstance:
 
 # ------------------------------------------------------------------ libmicrovm
 
+def connect_agent(vm):
+    """The agent of the started @vm, within READY_TIMEOUT; fails at once
+    when the VM stops first (a guest kernel that panics at boot, as L2
+    guests in the emulator now and then do, resets the VM)."""
+    end = time.monotonic() + common.READY_TIMEOUT
+    while True:
+        left = end - time.monotonic()
+        try:
+            return microvm.Agent.connect(vm, timeout=max(0.1, min(2.0, left)))
+        except Exception as e:
+            if time.monotonic() >= end:
+                raise
+            try:
+                ex = vm.wait(0)
+            except Exception:  # still running (TimedOutError) or not waitable
+                time.sleep(0.01)
+                continue
+            raise RuntimeError("the VM stopped before its agent answered (%s; %s)" % (ex, e))
+
+
 class MicrovmInstance(AgentInstance):
     kind = "vm"
 
@@ -75,7 +95,7 @@ class MicrovmInstance(AgentInstance):
         self.system, self.vm, self.console, self.console_w = system, vm, console, console_w
         self.first_ms = None
         try:
-            self.agent = microvm.Agent.connect(vm, timeout=common.READY_TIMEOUT)
+            self.agent = connect_agent(vm)
         except Exception as e:
             self.close()
             raise RuntimeError("%s: agent: %s; console: %r" % (system, e, console.tail[-3000:]))
