@@ -48,6 +48,15 @@ void gm_zero(const struct guest_mem *m, void *p, uint64_t len)
 		memset(p, 0, len);
 }
 
+void gm_will_fill(const struct guest_mem *m, void *p, uint64_t len)
+{
+	const uintptr_t huge = 2u << 20;
+	uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+	uintptr_t b = ((uintptr_t)p + len) & ~(huge - 1);
+	if (m->fd < 0 && b > a)
+		madvise((void *)a, b - a, MADV_HUGEPAGE);
+}
+
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout)
 {
 	memset(m, 0, sizeof(*m));

@@ -60,6 +60,10 @@ int gm_init(struct guest_mem *m, uint64_t size, const struct gm_layout *layout);
 int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layout *layout);
 /* Zero @len bytes at @p (inside RAM) unless RAM is still all zeros. */
 void gm_zero(const struct guest_mem *m, void *p, uint64_t len);
+/* [p, p + len) (inside RAM) is about to be written whole (a kernel image):
+ * back its 2 MiB-aligned interior with transparent huge pages where the
+ * host allows (one fault per 2 MiB instead of 512). Only a hint. */
+void gm_will_fill(const struct guest_mem *m, void *p, uint64_t len);
 /* Unmap and close. Safe on a zeroed or already released struct. */
 void gm_release(struct guest_mem *m);
 

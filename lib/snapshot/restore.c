@@ -331,7 +331,7 @@ static int load_vcpu(void *ctx, struct microvm *vm, uint32_t i)
 static int load_virtio(struct load_ctx *l, struct microvm *vm)
 {
 	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++) {
-		char name[16];
+		char name[24];
 		snprintf(name, sizeof(name), "virtio@%u", i);
 		int n = st_sub(l->fdt, 0, name, l->err, sizeof(l->err));
 		int r = n < 0 ? n : virtio_mmio_load(vm->dev.virtio[i], l->fdt, n, l->err,

@@ -3,6 +3,7 @@
 #include "fuzz.h"
 
 #include "arch/x86_64/bzimage.h"
+#include "image.h"
 
 static struct guest_mem mem;
 
@@ -14,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_ram(&mem, 64 * MIB);
 	static struct bzimage_info out;
 	char err[256];
-	(void)bzimage_load(data, size, &mem, &out, err, sizeof(err));
+	struct image im = image_of_buffer(data, size);
+	(void)bzimage_load(&im, &mem, &out, err, sizeof(err));
 	return 0;
 }

@@ -2,6 +2,7 @@
 #include "fuzz.h"
 
 #include "arch/x86_64/elf.h"
+#include "image.h"
 
 static struct guest_mem mem;
 
@@ -13,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_ram(&mem, 16 * MIB);
 	struct elf_image out;
 	char err[256];
-	(void)elf_load(data, size, &mem, 0x100000, &out, err, sizeof(err));
+	struct image im = image_of_buffer(data, size);
+	(void)elf_load(&im, &mem, 0x100000, &out, err, sizeof(err));
 	return 0;
 }

@@ -22,6 +22,7 @@
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/layout.h"
 #include "arch/arch.h"
+#include "image.h"
 #include "memory.h"
 #include "microvm.h"
 
@@ -668,6 +669,59 @@ static void test_load_initrd_too_big(void **state)
 	assert_int_equal(bi.initrd_size, 0);
 }
 
+/* lib/image.c: reads stay inside the size seen at open; a file that shrank
+ * since is an error (the loaders read, never map: no SIGBUS). */
+static void test_image_reads_are_bounded(void **state)
+{
+	(void)state;
+	char path[64];
+	uint8_t data[8192], got[8192];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	make_temp(path, sizeof(path), data, sizeof(data));
+	int fds = open_fd_count();
+	struct image im;
+	char err[256] = "";
+	assert_int_equal(image_open(&im, path, 4096, err, sizeof(err)), -ENOMEM);
+	assert_non_null(strstr(err, path));
+	assert_int_equal(open_fd_count(), fds);
+	assert_int_equal(image_open(&im, path, sizeof(data), err, sizeof(err)), 0);
+	assert_int_equal(im.size, sizeof(data));
+	assert_int_equal(image_read(&im, 100, got, 5000), 0);
+	assert_memory_equal(got, data + 100, 5000);
+	assert_int_equal(image_read(&im, 8000, got, 193), -EINVAL);
+	assert_int_equal(image_read(&im, UINT64_MAX, got, 1), -EINVAL);
+	assert_int_equal(image_read(&im, 8192, got, 0), 0);
+	assert_int_equal(truncate(path, 4096), 0);
+	assert_int_equal(image_read(&im, 0, got, 4096), 0);
+	assert_int_equal(image_read(&im, 4000, got, 200), -EIO);
+	image_close(&im);
+	image_close(&im); /* idempotent */
+	assert_int_equal(open_fd_count(), fds);
+	struct image b = image_of_buffer(data, 16);
+	assert_int_equal(image_read(&b, 8, got, 8), 0);
+	assert_memory_equal(got, data + 8, 8);
+	assert_int_equal(image_read(&b, 8, got, 9), -EINVAL);
+	unlink(path);
+}
+
+/* A kernel file cut short between the header check and the segment read
+ * (simulated: the ELF's segment lies past a truncation) fails cleanly. */
+static void test_load_kernel_truncated(void **state)
+{
+	struct guest_mem *m = *state;
+	uint8_t img[512];
+	size_t len = build_kernel(img, sizeof(img));
+	char path[64];
+	make_temp(path, sizeof(path), img, len - 1);
+	struct boot_info bi = { 0 };
+	char err[512] = "";
+	int r = boot_load_kernel(m, path, &bi, err, sizeof(err));
+	unlink(path);
+	assert_int_equal(r, -ENOEXEC);
+	assert_non_null(strstr(err, "past the end of the file"));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -693,6 +747,8 @@ int main(void)
 		T(test_load_kernel_ok),
 		T(test_load_initrd_ok),
 		T(test_load_initrd_too_big),
+		cmocka_unit_test(test_image_reads_are_bounded),
+		T(test_load_kernel_truncated),
 	};
 	return cmocka_run_group_tests_name("boot", tests, NULL, NULL);
 }

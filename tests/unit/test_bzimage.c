@@ -26,6 +26,7 @@
 
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/bzimage.h"
+#include "image.h"
 #include "arch/x86_64/layout.h"
 #include "arch/arch.h"
 #include "memory.h"
@@ -79,7 +80,7 @@ static uint8_t payload_byte(size_t i)
 	return (uint8_t)(i * 7 + (i >> 8) + 0x31);
 }
 
-struct image {
+struct test_image {
 	uint8_t *data;
 	size_t size;
 	size_t pm_offset; /* where the protected-mode kernel starts */
@@ -91,10 +92,10 @@ struct image {
  * sector (the value written at 0x1f1 is @setup_sects_field, so 0 can be
  * paired with an area of 4 sectors), then @payload_len bytes of kernel.
  */
-static struct image build_image_ex(uint8_t setup_sects_field, unsigned setup_area_sects,
+static struct test_image build_image_ex(uint8_t setup_sects_field, unsigned setup_area_sects,
 				   size_t payload_len)
 {
-	struct image im;
+	struct test_image im;
 	im.pm_offset = (size_t)(setup_area_sects + 1) * 512;
 	im.pm_len = payload_len;
 	im.size = im.pm_offset + payload_len;
@@ -130,12 +131,12 @@ static struct image build_image_ex(uint8_t setup_sects_field, unsigned setup_are
 	return im;
 }
 
-static struct image build_image(void)
+static struct test_image build_image(void)
 {
 	return build_image_ex(IMG_SETUP_SECTS, IMG_SETUP_SECTS, IMG_PAYLOAD_LEN);
 }
 
-static void free_image(struct image *im)
+static void free_image(struct test_image *im)
 {
 	free(im->data);
 	im->data = NULL;
@@ -183,7 +184,7 @@ static void assert_ram_zero(const struct guest_mem *m, uint64_t gpa, uint64_t le
 
 /* The payload of @im sits at @load; everything from the end of the payload
  * to @load + @init_size is zero; the RAM around it is untouched. */
-static void assert_loaded(const struct guest_mem *m, const struct image *im, uint64_t load,
+static void assert_loaded(const struct guest_mem *m, const struct test_image *im, uint64_t load,
 			  uint64_t init_size)
 {
 	const uint8_t *p = gm_ptr(m, load, im->pm_len);
@@ -198,15 +199,15 @@ static void assert_loaded(const struct guest_mem *m, const struct image *im, uin
 	assert_ram_pattern(m, load + init_size, m->low_size - (load + init_size));
 }
 
-static int load_image(struct guest_mem *m, const struct image *im, struct bzimage_info *zi,
+static int load_image(struct guest_mem *m, const struct test_image *im, struct bzimage_info *zi,
 		      char *err, size_t errlen)
 {
 	memset(zi, 0xcc, sizeof(*zi));
 	err[0] = '\0';
-	return bzimage_load(im->data, im->size, m, zi, err, errlen);
+	return bzimage_load(&(struct image){ im->data, -1, im->size }, m, zi, err, errlen);
 }
 
-static void load_ok(struct guest_mem *m, const struct image *im, struct bzimage_info *zi)
+static void load_ok(struct guest_mem *m, const struct test_image *im, struct bzimage_info *zi)
 {
 	char err[256];
 	int r = load_image(m, im, zi, err, sizeof(err));
@@ -220,14 +221,14 @@ static void assert_rejected_buf(struct guest_mem *m, const uint8_t *img, size_t 
 {
 	struct bzimage_info zi;
 	char err[256] = "";
-	int r = bzimage_load(img, size, m, &zi, err, sizeof(err));
+	int r = bzimage_load(&(struct image){ img, -1, size }, m, &zi, err, sizeof(err));
 	if (code == 0 ? (r != -ENOMEM && r != -ENOEXEC) : r != code)
 		fail_msg("bzimage_load returned %d (%s), expected %d", r, err, code);
 	assert_true(strlen(err) > 0);
 	assert_ram_untouched(m);
 }
 
-static void assert_rejected(struct guest_mem *m, const struct image *im, int code)
+static void assert_rejected(struct guest_mem *m, const struct test_image *im, int code)
 {
 	assert_rejected_buf(m, im->data, im->size, code);
 }
@@ -277,7 +278,7 @@ static int teardown(void **state)
 static void test_good_image(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	/* A non-default, aligned, fitting pref_address, and not relocatable:
 	 * the kernel can only be where pref_address says. */
 	const uint64_t pref = 0x1400000; /* 20 MiB */
@@ -304,7 +305,7 @@ static void test_good_image(void **state)
 static void test_pref_zero_means_16m(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put64(im.data + OFF_PREF_ADDRESS, 0);
 	im.data[OFF_RELOCATABLE] = 0;
 	struct bzimage_info zi;
@@ -319,7 +320,7 @@ static void test_setup_sects_zero_means_4(void **state)
 {
 	struct guest_mem *m = *state;
 	/* 0 at 0x1f1 with a 4-sector setup area: the kernel starts at 5 * 512. */
-	struct image im = build_image_ex(0, 4, IMG_PAYLOAD_LEN);
+	struct test_image im = build_image_ex(0, 4, IMG_PAYLOAD_LEN);
 	assert_int_equal(im.pm_offset, 5 * 512);
 	struct bzimage_info zi;
 	load_ok(m, &im, &zi);
@@ -334,7 +335,7 @@ static void test_other_setup_sizes(void **state)
 	static const unsigned sects[] = { 1, 2, 17, 63, 255 };
 	for (size_t i = 0; i < sizeof(sects) / sizeof(sects[0]); i++) {
 		fill_ram(m);
-		struct image im = build_image_ex((uint8_t)sects[i], sects[i], 4096 + i);
+		struct test_image im = build_image_ex((uint8_t)sects[i], sects[i], 4096 + i);
 		struct bzimage_info zi;
 		load_ok(m, &im, &zi);
 		assert_int_equal(zi.load_addr, IMG_PREF);
@@ -346,7 +347,7 @@ static void test_other_setup_sizes(void **state)
 static void test_init_size_smaller_than_payload(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_INIT_SIZE, 0x100); /* less than the file carries */
 	struct bzimage_info zi;
 	load_ok(m, &im, &zi);
@@ -364,7 +365,7 @@ static void test_header_end_fallback(void **state)
 	static const uint8_t jumps[] = { 0x00, 0x20, 0xff };
 	for (size_t i = 0; i < sizeof(jumps); i++) {
 		fill_ram(m);
-		struct image im = build_image();
+		struct test_image im = build_image();
 		im.data[OFF_JUMP_END] = jumps[i];
 		struct bzimage_info zi;
 		load_ok(m, &im, &zi);
@@ -374,7 +375,7 @@ static void test_header_end_fallback(void **state)
 	}
 	/* Exactly at the end of the area: taken as is. */
 	fill_ram(m);
-	struct image im = build_image();
+	struct test_image im = build_image();
 	im.data[OFF_JUMP_END] = 0x290 - 0x202;
 	struct bzimage_info zi;
 	load_ok(m, &im, &zi);
@@ -387,7 +388,7 @@ static void test_header_end_fallback(void **state)
 static void test_relocate_misaligned_pref(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put64(im.data + OFF_PREF_ADDRESS, 0x1400000 + 0x1000); /* not 2 MiB aligned */
 	struct bzimage_info zi;
 	load_ok(m, &im, &zi);
@@ -401,7 +402,7 @@ static void test_relocate_misaligned_pref(void **state)
 static void test_relocate_pref_below_1m(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_KERNEL_ALIGNMENT, 0x1000);
 	put64(im.data + OFF_PREF_ADDRESS, 0x80000); /* aligned, but in low memory */
 	struct bzimage_info zi;
@@ -422,7 +423,7 @@ static void test_relocate_pref_beyond_ram(void **state)
 	};
 	for (size_t i = 0; i < sizeof(prefs) / sizeof(prefs[0]); i++) {
 		fill_ram(m);
-		struct image im = build_image();
+		struct test_image im = build_image();
 		put32(im.data + OFF_INIT_SIZE, 4 * MIB);
 		put64(im.data + OFF_PREF_ADDRESS, prefs[i]);
 		struct bzimage_info zi;
@@ -437,7 +438,7 @@ static void test_relocate_pref_beyond_ram(void **state)
 static void test_relocate_rounds_up_to_alignment(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	/* 32 MiB alignment: 16 MiB is not aligned, the next aligned spot is
 	 * 32 MiB; pref_address (16 MiB) is not aligned either. */
 	put32(im.data + OFF_KERNEL_ALIGNMENT, 32 * MIB);
@@ -465,7 +466,7 @@ static void test_not_relocatable_does_not_fit(void **state)
 		{ 0x80000, 0 },                  /* below 1 MiB */
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct image im = build_image();
+		struct test_image im = build_image();
 		put32(im.data + OFF_INIT_SIZE, 4 * MIB);
 		put64(im.data + OFF_PREF_ADDRESS, cases[i].pref);
 		im.data[OFF_RELOCATABLE] = 0;
@@ -479,13 +480,13 @@ static void test_init_size_bigger_than_ram(void **state)
 	struct guest_mem *m = *state;
 	static const uint32_t sizes[] = { RAM_SIZE, 2 * RAM_SIZE, 0xffffffffU };
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		struct image im = build_image();
+		struct test_image im = build_image();
 		put32(im.data + OFF_INIT_SIZE, sizes[i]);
 		assert_rejected(m, &im, -ENOMEM);
 		free_image(&im);
 	}
 	/* What still fits above 16 MiB loads. */
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_INIT_SIZE, RAM_SIZE - DEFAULT_LOAD);
 	struct bzimage_info zi;
 	load_ok(m, &im, &zi);
@@ -517,21 +518,21 @@ static void test_pref_in_high_ram(void **state)
 	assert_non_null(high);
 	memset(high, RAM_PATTERN, 64 * MIB);
 
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put64(im.data + OFF_PREF_ADDRESS, MEM_HIGH_BASE);
 
 	/* Not relocatable: it must load at 4 GiB, which it may not. */
 	im.data[OFF_RELOCATABLE] = 0;
 	struct bzimage_info zi;
 	char err[256] = "";
-	assert_int_equal(bzimage_load(im.data, im.size, &hm, &zi, err, sizeof(err)), -ENOMEM);
+	assert_int_equal(bzimage_load(&(struct image){ im.data, -1, im.size }, &hm, &zi, err, sizeof(err)), -ENOMEM);
 	assert_true(strlen(err) > 0);
 	assert_ram_pattern(&hm, MEM_HIGH_BASE, 64 * MIB);
 
 	/* Relocatable: 16 MiB. */
 	im.data[OFF_RELOCATABLE] = 1;
 	err[0] = '\0';
-	int r = bzimage_load(im.data, im.size, &hm, &zi, err, sizeof(err));
+	int r = bzimage_load(&(struct image){ im.data, -1, im.size }, &hm, &zi, err, sizeof(err));
 	assert_ram_pattern(&hm, MEM_HIGH_BASE, 64 * MIB);
 	if (r != 0)
 		fail_msg("bzimage_load: %d (%s)", r, err);
@@ -549,7 +550,7 @@ static void test_pref_in_high_ram(void **state)
 static void test_too_small(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	/* Up to the end of init_size is required; shorter buffers, down to
 	 * nothing at all, are refused. */
 	assert_rejected_buf(m, im.data, 0x263, -ENOEXEC);
@@ -563,7 +564,7 @@ static void test_too_small(void **state)
 static void test_no_hdrs_magic(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	memcpy(im.data + OFF_HEADER, "HdrT", 4);
 	assert_rejected(m, &im, -ENOEXEC);
 	memset(im.data + OFF_HEADER, 0, 4);
@@ -574,7 +575,7 @@ static void test_no_hdrs_magic(void **state)
 static void test_bad_boot_flag(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put16(im.data + OFF_BOOT_FLAG, 0x55aa);
 	assert_rejected(m, &im, -ENOEXEC);
 	put16(im.data + OFF_BOOT_FLAG, 0);
@@ -585,7 +586,7 @@ static void test_bad_boot_flag(void **state)
 static void test_old_protocol(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put16(im.data + OFF_VERSION, 0x020b); /* 2.11: no xloadflags yet */
 	assert_rejected(m, &im, -ENOEXEC);
 	put16(im.data + OFF_VERSION, 0x0100);
@@ -601,7 +602,7 @@ static void test_old_protocol(void **state)
 static void test_loaded_high_clear(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	im.data[OFF_LOADFLAGS] = 0x80; /* other bits set, LOADED_HIGH clear */
 	assert_rejected(m, &im, -ENOEXEC);
 	free_image(&im);
@@ -610,7 +611,7 @@ static void test_loaded_high_clear(void **state)
 static void test_no_64bit_entry(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put16(im.data + OFF_XLOADFLAGS, 0x0002); /* above-4G only, no XLF_KERNEL_64 */
 	assert_rejected(m, &im, -ENOEXEC);
 	put16(im.data + OFF_XLOADFLAGS, 0);
@@ -622,15 +623,15 @@ static void test_setup_covers_file(void **state)
 {
 	struct guest_mem *m = *state;
 	/* setup_sects 10 in an 11-sector file: no protected-mode kernel. */
-	struct image im = build_image_ex(10, 10, 0);
+	struct test_image im = build_image_ex(10, 10, 0);
 	assert_int_equal(im.size, 11 * 512);
 	assert_rejected(m, &im, -ENOEXEC);
 	/* Claiming more setup than the file holds. */
-	struct image big = build_image_ex(200, 4, 4096);
+	struct test_image big = build_image_ex(200, 4, 4096);
 	assert_true(big.size < 201 * 512);
 	assert_rejected(m, &big, -ENOEXEC);
 	/* setup_sects 0 means 4: a 5-sector file has no kernel. */
-	struct image zero = build_image_ex(0, 4, 0);
+	struct test_image zero = build_image_ex(0, 4, 0);
 	assert_rejected(m, &zero, -ENOEXEC);
 	free_image(&im);
 	free_image(&big);
@@ -642,7 +643,7 @@ static void test_bad_kernel_alignment(void **state)
 	struct guest_mem *m = *state;
 	static const uint32_t bad[] = { 0, 3, 0x300000, 0x1001, 0x80000000U, 0xffffffffU };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct image im = build_image();
+		struct test_image im = build_image();
 		put32(im.data + OFF_KERNEL_ALIGNMENT, bad[i]);
 		assert_rejected(m, &im, -ENOEXEC);
 		free_image(&im);
@@ -652,12 +653,12 @@ static void test_bad_kernel_alignment(void **state)
 static void test_error_buffer_small(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put16(im.data + OFF_BOOT_FLAG, 0);
 	struct bzimage_info zi;
 	char err[8];
 	memset(err, 'x', sizeof(err));
-	assert_int_equal(bzimage_load(im.data, im.size, m, &zi, err, 4), -ENOEXEC);
+	assert_int_equal(bzimage_load(&(struct image){ im.data, -1, im.size }, m, &zi, err, 4), -ENOEXEC);
 	assert_int_equal(strlen(err), 3); /* truncated, terminated */
 	assert_int_equal(err[4], 'x');    /* and nothing past errlen */
 	assert_ram_untouched(m);
@@ -669,7 +670,7 @@ static void test_error_buffer_small(void **state)
 static void test_load_kernel_bzimage_file(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_INITRD_ADDR_MAX, 0x1ffffff);
 	char path[64];
 	make_temp(path, sizeof(path), im.data, im.size);
@@ -723,7 +724,7 @@ static void test_load_kernel_random_bytes(void **state)
 static void test_load_kernel_malformed_bzimage_file(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	im.data[OFF_LOADFLAGS] = 0; /* a zImage */
 	char path[64];
 	make_temp(path, sizeof(path), im.data, im.size);
@@ -754,7 +755,7 @@ static void test_load_kernel_malformed_bzimage_file(void **state)
 
 /* --------------------------------------------------- zero page / initrd */
 
-static void load_file_ok(struct guest_mem *m, const struct image *im, struct boot_info *bi)
+static void load_file_ok(struct guest_mem *m, const struct test_image *im, struct boot_info *bi)
 {
 	char path[64];
 	make_temp(path, sizeof(path), im->data, im->size);
@@ -790,7 +791,7 @@ static uint8_t zp8(const struct guest_mem *m, uint64_t off)
 static void test_zero_page_has_kernel_header(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put16(im.data + OFF_VERSION, 0x020d); /* not what the ELF path writes */
 	put32(im.data + OFF_KERNEL_ALIGNMENT, 0x400000);
 	im.data[OFF_LOADFLAGS] = 0x01 | 0x20; /* LOADED_HIGH | QUIET_FLAG */
@@ -834,7 +835,7 @@ static void test_zero_page_has_kernel_header(void **state)
 static void test_cmdline_longer_than_cmdline_size(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_CMDLINE_SIZE, 256);
 	struct boot_info bi;
 	load_file_ok(m, &im, &bi);
@@ -873,7 +874,7 @@ static void check_initrd(struct guest_mem *m, uint32_t initrd_max, size_t initrd
 			 uint64_t expect_top)
 {
 	fill_ram(m);
-	struct image im = build_image();
+	struct test_image im = build_image();
 	put32(im.data + OFF_INITRD_ADDR_MAX, initrd_max);
 	struct boot_info bi;
 	load_file_ok(m, &im, &bi);
@@ -926,7 +927,7 @@ static void test_initrd_below_addr_max(void **state)
 static void test_initrd_addr_max_below_kernel(void **state)
 {
 	struct guest_mem *m = *state;
-	struct image im = build_image();
+	struct test_image im = build_image();
 	/* The kernel is at [16 MiB, 17 MiB); no room below 16 MiB + 4 KiB. */
 	put32(im.data + OFF_INITRD_ADDR_MAX, DEFAULT_LOAD + 0xfff);
 	struct boot_info bi;

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 
 #include "arch/x86_64/elf.h"
+#include "image.h"
 #include "arch/x86_64/layout.h"
 #include "arch/arch.h"
 #include "memory.h"
@@ -38,22 +39,22 @@
 #define ENTRY (SEG0_ADDR + 0x10)
 #define GOOD_SIZE (DATA1_OFF + DATA1_FILESZ)
 
-struct image {
+struct test_image {
 	_Alignas(8) uint8_t buf[8192];
 	size_t size;
 };
 
 struct fixture {
 	struct guest_mem mem;
-	struct image im;
+	struct test_image im;
 };
 
-static Elf64_Ehdr *ehdr(struct image *im)
+static Elf64_Ehdr *ehdr(struct test_image *im)
 {
 	return (Elf64_Ehdr *)im->buf;
 }
 
-static Elf64_Phdr *phdr(struct image *im, int i)
+static Elf64_Phdr *phdr(struct test_image *im, int i)
 {
 	return (Elf64_Phdr *)(im->buf + sizeof(Elf64_Ehdr)) + i;
 }
@@ -75,7 +76,7 @@ static uint8_t seg1_byte(size_t i)
  * The virtual addresses are kernel-style high addresses: the loader must use
  * the physical ones.
  */
-static void build_good(struct image *im)
+static void build_good(struct test_image *im)
 {
 	memset(im->buf, 0, sizeof(im->buf));
 	Elf64_Ehdr *eh = ehdr(im);
@@ -164,7 +165,7 @@ static void expect_rejected(struct fixture *f, const char *needle)
 {
 	char err[256] = "";
 	struct elf_image out = { 0x1111, 0x2222, 0x3333 };
-	int r = elf_load(f->im.buf, f->im.size, &f->mem, MIN_ADDR, &out, err, sizeof(err));
+	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, err, sizeof(err));
 	assert_int_equal(r, -ENOEXEC);
 	assert_true(strlen(err) > 0);
 	if (needle && !strstr(err, needle))
@@ -178,7 +179,7 @@ static void expect_rejected(struct fixture *f, const char *needle)
 static void expect_loaded(struct fixture *f, struct elf_image *out)
 {
 	char err[256] = "";
-	int r = elf_load(f->im.buf, f->im.size, &f->mem, MIN_ADDR, out, err, sizeof(err));
+	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, out, err, sizeof(err));
 	if (r != 0)
 		fail_msg("elf_load failed: %d (%s)", r, err);
 }
@@ -584,7 +585,7 @@ static void test_small_error_buffer(void **state)
 	char err[16];
 	memset(err, 'X', sizeof(err));
 	struct elf_image out;
-	int r = elf_load(f->im.buf, f->im.size, &f->mem, MIN_ADDR, &out, err, 8);
+	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, err, 8);
 	assert_int_equal(r, -ENOEXEC);
 	/* Truncated, NUL-terminated within errlen, nothing written past it. */
 	assert_int_equal(strlen(err), 7);
@@ -592,7 +593,7 @@ static void test_small_error_buffer(void **state)
 		assert_int_equal(err[i], 'X');
 
 	/* No buffer at all is fine too. */
-	r = elf_load(f->im.buf, f->im.size, &f->mem, MIN_ADDR, &out, NULL, 0);
+	r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, NULL, 0);
 	assert_int_equal(r, -ENOEXEC);
 	assert_true(ram_untouched(&f->mem));
 }

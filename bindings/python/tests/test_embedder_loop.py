@@ -14,51 +14,52 @@ from conftest import GUEST_TIMEOUT, payload
 import microvm
 
 
-def test_console_input_through_selectors(kvm, tiny_vm, console):
+@pytest.fixture
+def echo(kvm, tiny_vm, console):
+    """The echo guest with event_loop="embedder", started and ready; yields
+    (vm, the write end of its console input)."""
     rd, wr = os.pipe()
     try:
         vm = tiny_vm("echo", console_in=rd, console_out=console, event_loop="embedder")
         vm.start()
         console.wait_for("echo: ready\n")
-        os.write(wr, b"ping\n")
-        sel = selectors.DefaultSelector()
-        sel.register(vm.loop_fd, selectors.EVENT_READ)
-        assert sel.select(GUEST_TIMEOUT)               # the input is there...
-        assert "echo: ping" not in console.text()      # ...but nobody ran the loop
-        taken = 0
-        for _ in range(int(GUEST_TIMEOUT / 0.01)):
-            if "echo: ping\n" in console.text():
-                break
-            taken += vm.loop_run(0.01)
-        assert taken >= 1
-        assert vm.wait(GUEST_TIMEOUT).reason == microvm.ExitReason.RESET
-        assert console.text() == "echo: ready\necho: ping\n"
-        sel.close()
+        yield vm, wr
     finally:
         os.close(rd)
         os.close(wr)
 
 
-def test_console_input_through_asyncio(kvm, tiny_vm, console):
-    rd, wr = os.pipe()
-    try:
-        vm = tiny_vm("echo", console_in=rd, console_out=console, event_loop="embedder")
-        vm.start()
-        console.wait_for("echo: ready\n")
+def test_console_input_through_selectors(echo, console):
+    vm, wr = echo
+    os.write(wr, b"ping\n")
+    sel = selectors.DefaultSelector()
+    sel.register(vm.loop_fd, selectors.EVENT_READ)
+    assert sel.select(GUEST_TIMEOUT)               # the input is there...
+    assert "echo: ping" not in console.text()      # ...but nobody ran the loop
+    sel.close()
+    taken = 0
+    for _ in range(int(GUEST_TIMEOUT / 0.01)):
+        if "echo: ping\n" in console.text():
+            break
+        taken += vm.loop_run(0.01)
+    assert taken >= 1
+    assert vm.wait(GUEST_TIMEOUT).reason == microvm.ExitReason.RESET
+    assert console.text() == "echo: ready\necho: ping\n"
 
-        async def main():
-            loop = asyncio.get_running_loop()
-            loop.add_reader(vm.loop_fd, vm.loop_run)
-            try:
-                os.write(wr, b"aio\n")
-                await loop.run_in_executor(None, vm.wait, GUEST_TIMEOUT)
-            finally:
-                loop.remove_reader(vm.loop_fd)
-        asyncio.run(main())
-        assert console.text() == "echo: ready\necho: aio\n"
-    finally:
-        os.close(rd)
-        os.close(wr)
+
+def test_console_input_through_asyncio(echo, console):
+    vm, wr = echo
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.add_reader(vm.loop_fd, vm.loop_run)
+        try:
+            os.write(wr, b"aio\n")
+            await loop.run_in_executor(None, vm.wait, GUEST_TIMEOUT)
+        finally:
+            loop.remove_reader(vm.loop_fd)
+    asyncio.run(main())
+    assert console.text() == "echo: ready\necho: aio\n"
 
 
 def test_disk_guest_across_snapshot_fork_restore(kvm, tiny_vm, console, tmp_path):

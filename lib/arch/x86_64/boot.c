@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -16,90 +17,74 @@
 #include "memory.h"
 #include "byteorder.h"
 #include "errbuf.h"
-#include "file.h"
+#include "image.h"
 #include "microvm.h"
 
 
-/*
- * Read a whole regular file of at most @max bytes into a malloc'd buffer.
- * (Reading rather than mmap: a file truncated meanwhile must give an error,
- * not SIGBUS.)
- */
-static int read_file(const char *path, uint64_t max, uint8_t **data, size_t *size, char *err,
-		     size_t errlen)
+/* What the first bytes of @im say it is (an ELF or a bzImage). */
+static int kernel_format(const struct image *im, bool *elf)
 {
-	struct stat st;
-	int fd = file_open_regular(path, O_RDONLY, &st);
-	if (fd == -EINVAL)
-		return errbuf_fail(err, errlen, -EINVAL, "%s: not a regular file", path);
-	if (fd < 0)
-		return errbuf_fail(err, errlen, fd, "%s: %s", path, strerror(-fd));
-	int r = 0;
-	uint8_t *buf = NULL;
-	if (st.st_size == 0)
-		r = errbuf_fail(err, errlen, -ENOEXEC, "%s: empty file", path);
-	else if ((uint64_t)st.st_size > max)
-		r = errbuf_fail(err, errlen, -ENOMEM, "%s: %lld bytes do not fit in guest RAM", path,
-			 (long long)st.st_size);
-	else if (!(buf = malloc((size_t)st.st_size)))
-		r = errbuf_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
-	size_t got = 0;
-	while (r == 0 && got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			r = errbuf_fail(err, errlen, -errno, "%s: read: %s", path, strerror(errno));
-		else if (n == 0)
-			r = errbuf_fail(err, errlen, -EIO, "%s: file shrank while being read", path);
-		else
-			got += (size_t)n;
-	}
-	close(fd);
-	if (r < 0) {
-		free(buf);
+	uint8_t head[BP_HDR_HEADER + 4];
+	uint64_t n = im->size < sizeof(head) ? im->size : sizeof(head);
+	int r = image_read(im, 0, head, n);
+	if (r < 0)
 		return r;
+	*elf = n >= 4 && memcmp(head, "\177ELF", 4) == 0;
+	if (*elf || (n == sizeof(head) && memcmp(head + BP_HDR_HEADER, "HdrS", 4) == 0))
+		return 0;
+	return -ENOEXEC;
+}
+
+static int load_elf(const struct image *im, struct guest_mem *mem, struct boot_info *bi,
+		    char *why, size_t whylen)
+{
+	struct elf_image ei;
+	int r = elf_load(im, mem, HIGH_MEMORY_START, &ei, why, whylen);
+	if (r == 0 && ei.load_hi > MEM_LOW_LIMIT)
+		r = errbuf_fail(why, whylen, -ENOEXEC,
+				"loads up to 0x%llx; it must lie below 0x%llx (the boot page "
+				"tables map only low memory)",
+				(unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
+	if (r == 0) {
+		bi->entry = ei.entry;
+		bi->kernel_end = ei.load_hi;
 	}
-	*data = buf;
-	*size = got;
-	return 0;
+	return r;
+}
+
+static int load_bzimage(const struct image *im, struct guest_mem *mem, struct boot_info *bi,
+			char *why, size_t whylen)
+{
+	struct bzimage_info zi;
+	int r = bzimage_load(im, mem, &zi, why, whylen);
+	if (r == 0) {
+		bi->entry = zi.entry;
+		bi->kernel_end = zi.kernel_end;
+		bi->initrd_addr_max = zi.initrd_addr_max;
+		bi->setup_hdr_len = zi.hdr_len;
+		memcpy(bi->setup_hdr, zi.hdr, zi.hdr_len);
+	}
+	return r;
 }
 
 int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen)
 {
-	uint8_t *img;
-	size_t size;
-	int r = read_file(path, mem->size, &img, &size, err, errlen);
+	struct image im;
+	int r = image_open(&im, path, mem->size, err, errlen);
 	if (r < 0)
 		return r;
 	char why[256];
-	if (size >= 4 && memcmp(img, "\177ELF", 4) == 0) {
-		struct elf_image ei;
-		r = elf_load(img, size, mem, HIGH_MEMORY_START, &ei, why, sizeof(why));
-		if (r == 0 && ei.load_hi > MEM_LOW_LIMIT)
-			r = errbuf_fail(why, sizeof(why), -ENOEXEC,
-					"loads up to 0x%llx; it must lie below 0x%llx (the boot page "
-					"tables map only low memory)",
-					(unsigned long long)ei.load_hi, (unsigned long long)MEM_LOW_LIMIT);
-		if (r == 0) {
-			bi->entry = ei.entry;
-			bi->kernel_end = ei.load_hi;
-		}
-	} else if (size > BP_HDR_HEADER + 4 && memcmp(img + BP_HDR_HEADER, "HdrS", 4) == 0) {
-		struct bzimage_info zi;
-		r = bzimage_load(img, size, mem, &zi, why, sizeof(why));
-		if (r == 0) {
-			bi->entry = zi.entry;
-			bi->kernel_end = zi.kernel_end;
-			bi->initrd_addr_max = zi.initrd_addr_max;
-			bi->setup_hdr_len = zi.hdr_len;
-			memcpy(bi->setup_hdr, zi.hdr, zi.hdr_len);
-		}
-	} else {
-		r = errbuf_fail(why, sizeof(why), -ENOEXEC, "not an ELF vmlinux or a bzImage");
-	}
-	free(img);
+	bool elf = false;
+	r = kernel_format(&im, &elf);
+	if (r == -ENOEXEC)
+		errbuf_fail(why, sizeof(why), r, "not an ELF vmlinux or a bzImage");
+	else if (r < 0)
+		errbuf_fail(why, sizeof(why), r, "read: %s", strerror(-r));
+	else
+		r = elf ? load_elf(&im, mem, bi, why, sizeof(why))
+			: load_bzimage(&im, mem, bi, why, sizeof(why));
+	image_close(&im);
 	if (r < 0)
 		return errbuf_fail(err, errlen, r, "kernel %s: %s", path, why);
 	return 0;
@@ -108,26 +93,28 @@ int boot_load_kernel(struct guest_mem *mem, const char *path, struct boot_info *
 int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *bi, char *err,
 		     size_t errlen)
 {
-	uint8_t *img;
-	size_t size;
-	int r = read_file(path, mem->size, &img, &size, err, errlen);
+	struct image im;
+	int r = image_open(&im, path, mem->size, err, errlen);
 	if (r < 0)
 		return r;
+	uint64_t size = im.size;
 	/* Highest page-aligned spot in low RAM (below 4 GiB, as the 32-bit
 	 * ramdisk fields require) above the kernel. */
 	uint64_t top = mem->low_size;
 	if (bi->initrd_addr_max && (uint64_t)bi->initrd_addr_max + 1 < top)
 		top = (uint64_t)bi->initrd_addr_max + 1;
 	uint64_t addr = size <= top ? ((top - size) & ~0xfffULL) : 0;
-	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL)) {
-		free(img);
-		return errbuf_fail(err, errlen, -ENOMEM,
-			    "initrd %s (%zu bytes) does not fit in guest RAM between the kernel "
-			    "(ends at 0x%llx) and 0x%llx",
-			    path, size, (unsigned long long)bi->kernel_end, (unsigned long long)top);
-	}
-	memcpy(gm_ptr(mem, addr, size), img, size);
-	free(img);
+	if (size > top || addr < ((bi->kernel_end + 0xfff) & ~0xfffULL))
+		r = errbuf_fail(err, errlen, -ENOMEM,
+				"initrd %s (%llu bytes) does not fit in guest RAM between the "
+				"kernel (ends at 0x%llx) and 0x%llx",
+				path, (unsigned long long)size, (unsigned long long)bi->kernel_end,
+				(unsigned long long)top);
+	else if ((r = image_read(&im, 0, gm_ptr(mem, addr, size), size)) < 0)
+		errbuf_fail(err, errlen, r, "initrd %s: read: %s", path, strerror(-r));
+	image_close(&im);
+	if (r < 0)
+		return r;
 	bi->initrd_addr = addr;
 	bi->initrd_size = size;
 	return 0;

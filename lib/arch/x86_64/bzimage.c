@@ -10,6 +10,7 @@
 #include "memory.h"
 #include "byteorder.h"
 #include "errbuf.h"
+#include "image.h"
 
 /* Setup header fields (offsets in the image and in boot_params). */
 #define HDR_SETUP_SECTS 0x1f1
@@ -31,11 +32,19 @@
 #define DEFAULT_LOAD_ADDR 0x1000000ULL /* 16 MiB, Linux's usual physical start */
 
 
-int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
-		 struct bzimage_info *out, char *err, size_t errlen)
+/* Read the setup header of @im into @img (zero-filled past the file) and
+ * check the magic, boot flag, protocol version and 64-bit entry. */
+static int read_header(const struct image *im, uint8_t img[SETUP_HDR_START + SETUP_HDR_MAX],
+		       char *err, size_t errlen)
 {
-	if (size < HDR_INIT_SIZE + 4)
-		return errbuf_fail(err, errlen, -ENOEXEC, "file too small for a bzImage (%zu bytes)", size);
+	const uint64_t n = SETUP_HDR_START + SETUP_HDR_MAX;
+	if (im->size < HDR_INIT_SIZE + 4)
+		return errbuf_fail(err, errlen, -ENOEXEC, "file too small for a bzImage (%llu bytes)",
+				   (unsigned long long)im->size);
+	memset(img, 0, n);
+	int r = image_read(im, 0, img, im->size < n ? im->size : n);
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "reading the setup header: %s", strerror(-r));
 	if (get32(img + HDR_MAGIC) != 0x53726448) /* "HdrS" */
 		return errbuf_fail(err, errlen, -ENOEXEC, "no \"HdrS\" setup header magic");
 	if (get16(img + HDR_BOOT_FLAG) != 0xaa55)
@@ -50,6 +59,19 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 		return errbuf_fail(err, errlen, -ENOEXEC, "not a bzImage (LOADED_HIGH is clear)");
 	if (!(get16(img + HDR_XLOADFLAGS) & XLF_KERNEL_64))
 		return errbuf_fail(err, errlen, -ENOEXEC, "kernel has no 64-bit entry point (XLF_KERNEL_64)");
+	return 0;
+}
+
+int bzimage_load(const struct image *im, struct guest_mem *mem, struct bzimage_info *out,
+		 char *err, size_t errlen)
+{
+	/* Every header field lies below SETUP_HDR_START + SETUP_HDR_MAX. */
+	uint8_t img[SETUP_HDR_START + SETUP_HDR_MAX];
+	int r = read_header(im, img, err, errlen);
+	if (r < 0)
+		return r;
+	uint64_t size = im->size;
+	uint16_t version = get16(img + HDR_VERSION);
 
 	uint32_t hdr_end = 0x202u + img[HDR_JUMP_END];
 	if (hdr_end <= HDR_INIT_SIZE + 4 || hdr_end > SETUP_HDR_START + SETUP_HDR_MAX)
@@ -93,7 +115,9 @@ int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
 			    (unsigned long long)mem->size);
 
 	uint8_t *dst = gm_ptr(mem, load, init_size);
-	memcpy(dst, img + pm_offset, pm_size);
+	r = image_read(im, pm_offset, dst, pm_size);
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "reading the kernel: %s", strerror(-r));
 	gm_zero(mem, dst + pm_size, init_size - pm_size);
 
 	memset(out, 0, sizeof(*out));

@@ -1,5 +1,6 @@
-/* bzImage loader (Linux x86 boot protocol, 64-bit entry). Pure: works on a
- * buffer and guest memory, so unit tests can feed it malformed images. */
+/* bzImage loader (Linux x86 boot protocol, 64-bit entry). Works on an image
+ * (lib/image.h: a file, or a buffer so unit tests and fuzzers can feed it
+ * malformed images) and guest memory. */
 #ifndef MICROVM_BZIMAGE_H
 #define MICROVM_BZIMAGE_H
 
@@ -7,6 +8,7 @@
 #include <stdint.h>
 
 struct guest_mem;
+struct image;
 
 /* The setup header lives at [0x1f1, 0x202 + byte at 0x201) of the image. */
 #define SETUP_HDR_START 0x1f1
@@ -29,10 +31,10 @@ struct bzimage_info {
  * Validate the setup header of @img and copy the protected-mode kernel to its
  * load address (pref_address when it fits, else the lowest kernel_alignment-
  * aligned address at or above 16 MiB... see bzimage.c). Returns 0 or
- * -ENOEXEC/-ENOMEM with a message in @err. Nothing is written to guest
- * memory unless every check passed.
+ * -ENOEXEC/-ENOMEM (-EIO if the file shrank while read) with a message in
+ * @err. Nothing is written to guest memory unless every check passed.
  */
-int bzimage_load(const uint8_t *img, size_t size, struct guest_mem *mem,
-		 struct bzimage_info *out, char *err, size_t errlen);
+int bzimage_load(const struct image *im, struct guest_mem *mem, struct bzimage_info *out,
+		 char *err, size_t errlen);
 
 #endif

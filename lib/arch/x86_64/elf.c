@@ -9,17 +9,21 @@
 
 #include "memory.h"
 #include "errbuf.h"
+#include "image.h"
 
 #define MAX_PHDRS 64
 
 /* Read and check the ELF header; the program headers it points at must lie
  * inside the file. */
-static int elf_read_header(const uint8_t *img, size_t size, Elf64_Ehdr *eh, char *err,
-			   size_t errlen)
+static int elf_read_header(const struct image *im, Elf64_Ehdr *eh, char *err, size_t errlen)
 {
+	uint64_t size = im->size;
 	if (size < sizeof(*eh))
-		return errbuf_fail(err, errlen, -ENOEXEC, "file too small for an ELF header (%zu bytes)", size);
-	memcpy(eh, img, sizeof(*eh));
+		return errbuf_fail(err, errlen, -ENOEXEC, "file too small for an ELF header (%llu bytes)",
+				   (unsigned long long)size);
+	int r = image_read(im, 0, eh, sizeof(*eh));
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "reading the ELF header: %s", strerror(-r));
 	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
 		return errbuf_fail(err, errlen, -ENOEXEC, "bad ELF magic");
 	if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB)
@@ -48,7 +52,7 @@ static bool elf_segment_loads(const Elf64_Phdr *p)
 /* Check loadable segment @i of @ph: its data inside the file and, if it takes
  * memory, its memory inside guest RAM at or above @min_addr and apart from
  * the segments before it. */
-static int elf_check_segment(const Elf64_Phdr *ph, int i, size_t size, struct guest_mem *mem,
+static int elf_check_segment(const Elf64_Phdr *ph, int i, uint64_t size, struct guest_mem *mem,
 			     uint64_t min_addr, char *err, size_t errlen)
 {
 	const Elf64_Phdr *p = &ph[i];
@@ -80,7 +84,7 @@ static int elf_check_segment(const Elf64_Phdr *ph, int i, size_t size, struct gu
 }
 
 /* Check every PT_LOAD segment and find the range [*lo, *hi) they cover. */
-static int elf_check_segments(const Elf64_Phdr *ph, int phnum, size_t size, struct guest_mem *mem,
+static int elf_check_segments(const Elf64_Phdr *ph, int phnum, uint64_t size, struct guest_mem *mem,
 			      uint64_t min_addr, uint64_t *lo, uint64_t *hi, char *err,
 			      size_t errlen)
 {
@@ -118,41 +122,49 @@ static bool elf_entry_loaded(const Elf64_Phdr *ph, int phnum, uint64_t entry)
 	return false;
 }
 
-/* Copy the checked segments into guest memory, zeroing each one's tail. */
-static void elf_copy_segments(const uint8_t *img, const Elf64_Phdr *ph, int phnum,
-			      struct guest_mem *mem)
+/* Read the checked segments into guest memory, zeroing each one's tail. */
+static int elf_copy_segments(const struct image *im, const Elf64_Phdr *ph, int phnum,
+			     struct guest_mem *mem, char *err, size_t errlen)
 {
 	for (int i = 0; i < phnum; i++) {
 		const Elf64_Phdr *p = &ph[i];
 		if (!elf_segment_loads(p))
 			continue;
 		uint8_t *dst = gm_ptr(mem, p->p_paddr, p->p_memsz); /* checked above */
-		memcpy(dst, img + p->p_offset, p->p_filesz);
+		gm_will_fill(mem, dst, p->p_filesz);
+		int r = image_read(im, p->p_offset, dst, p->p_filesz);
+		if (r < 0)
+			return errbuf_fail(err, errlen, r, "segment %d: %s", i, strerror(-r));
 		gm_zero(mem, dst + p->p_filesz, p->p_memsz - p->p_filesz); /* bss */
 	}
+	return 0;
 }
 
-int elf_load(const uint8_t *img, size_t size, struct guest_mem *mem, uint64_t min_addr,
+int elf_load(const struct image *im, struct guest_mem *mem, uint64_t min_addr,
 	     struct elf_image *out, char *err, size_t errlen)
 {
 	Elf64_Ehdr eh;
-	int r = elf_read_header(img, size, &eh, err, errlen);
+	int r = elf_read_header(im, &eh, err, errlen);
 	if (r < 0)
 		return r;
 
 	Elf64_Phdr ph[MAX_PHDRS];
-	memcpy(ph, img + eh.e_phoff, (size_t)eh.e_phnum * sizeof(Elf64_Phdr));
+	r = image_read(im, eh.e_phoff, ph, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr));
+	if (r < 0)
+		return errbuf_fail(err, errlen, r, "reading the program headers: %s", strerror(-r));
 
 	/* Validate everything before writing anything to guest memory. */
 	uint64_t lo, hi;
-	r = elf_check_segments(ph, eh.e_phnum, size, mem, min_addr, &lo, &hi, err, errlen);
+	r = elf_check_segments(ph, eh.e_phnum, im->size, mem, min_addr, &lo, &hi, err, errlen);
 	if (r < 0)
 		return r;
 	if (!elf_entry_loaded(ph, eh.e_phnum, eh.e_entry))
 		return errbuf_fail(err, errlen, -ENOEXEC, "entry point 0x%llx is outside the loaded segments",
 			    (unsigned long long)eh.e_entry);
 
-	elf_copy_segments(img, ph, eh.e_phnum, mem);
+	r = elf_copy_segments(im, ph, eh.e_phnum, mem, err, errlen);
+	if (r < 0)
+		return r;
 	out->entry = eh.e_entry;
 	out->load_lo = lo;
 	out->load_hi = hi;
