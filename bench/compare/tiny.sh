@@ -51,13 +51,19 @@ def rows(section):
     return out[1:]  # without the heading
 
 
+# section 1's rows by their labels (others, such as the 20 MiB image rows,
+# are not in the comparison)
+LABELS = {"floor: raw KVM calls": "floor", "libmicrovm: create + start": "libmicrovm",
+          "QEMU 7.2 -M microvm: exec -> first byte": "qemu_first",
+          "QEMU: exec -> process exit": "qemu_exit"}
 start = {}
 for label, med, p90, _ in rows(1):
-    if not med:
-        continue
-    key = ("floor" if label.startswith("floor") else "libmicrovm" if label.startswith("libmicrovm")
-           else "qemu_first" if "first byte" in label else "qemu_exit")
-    start[key] = {"median_ms": float(med), "p90_ms": float(p90)}
+    key = next((k for l, k in LABELS.items() if label.startswith(l)), None)
+    if key and med:
+        start[key] = {"median_ms": float(med), "p90_ms": float(p90)}
+for k in ("floor", "libmicrovm"):
+    if k not in start:
+        sys.exit("tiny.sh: bench-density's output has no %s row" % k)
 tput = {int(t): {"floor": float(f), "libmicrovm": float(r)} for t, f, r, _ in rows(2)}
 live = [{"alive": int(a), "floor_start_ms": float(f), "start_ms": float(s),
          "destroy_us": float(d)} for a, f, s, _, d in rows(3)]
