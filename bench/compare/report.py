@@ -404,7 +404,8 @@ def main():
         md += ["## Retried starts", "",
                "Under the emulator an L2 guest now and then stalls at boot; such a start was "
                "tried once more (its time is the second attempt's):", ""]
-        md += ["- " + r.replace("\n", " ")[:300] for r in L["retries"]] + [""]
+        md += ["- " + (lambda t: t if len(t) <= 700 else t[:300] + " […] " + t[-400:])(
+            r.replace("\n", " ")) for r in L["retries"]] + [""]
     md += ["## Plots", ""]
     for title, png in pics:
         md += ["### " + title, "", "![%s](%s)" % (title, png), ""]
