@@ -1,12 +1,13 @@
 /*
  * bench-boot: cold-start cost of a tiny guest, measured from the host.
  *
- *   bench-boot [--kernel PATH] [--runs N]
+ *   bench-boot [--kernel PATH] [--runs N] [--samples FILE]
  *
  * For each run: microvm_create + configure + microvm_start, then block on the
  * console pipe until the guest's first port write (a byte of "Hello...")
  * arrives, then wait for the guest's reset, then destroy. Prints the median,
- * p10 and p90 of each phase in milliseconds.
+ * p10 and p90 of each phase in milliseconds. --samples writes every run's
+ * "create -> first guest output" (ms), one per line, to FILE (for plots).
  */
 #include <getopt.h>
 #include <poll.h>
@@ -22,18 +23,21 @@
 
 int main(int argc, char **argv)
 {
-	const char *kernel = BENCH_TINY_DIR "/hello.elf";
+	const char *kernel = BENCH_TINY_DIR "/hello.elf", *samples = NULL;
 	int runs = 200, c;
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, 'k' },
 		{ "runs", required_argument, NULL, 'n' },
+		{ "samples", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
-	while ((c = getopt_long(argc, argv, "k:n:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:n:s:", opts, NULL)) != -1) {
 		if (c == 'k')
 			kernel = optarg;
 		else if (c == 'n')
 			runs = atoi(optarg);
+		else if (c == 's')
+			samples = optarg;
 		else
 			return 2;
 	}
@@ -87,6 +91,19 @@ int main(int argc, char **argv)
 		t[TOTAL_FIRST][i] = t3 - t0;
 		t[RESET][i] = t4 - t3;
 		t[DESTROY][i] = t5 - t4;
+	}
+	if (samples) {
+		FILE *f = fopen(samples, "w");
+		if (!f) {
+			perror(samples);
+			return 1;
+		}
+		for (int i = 0; i < runs; i++)
+			fprintf(f, "%.4f\n", t[TOTAL_FIRST][i]);
+		if (fclose(f) != 0) {
+			perror(samples);
+			return 1;
+		}
 	}
 	printf("bench-boot: %d runs of %s (128 MiB, 1 vCPU), times in ms\n", runs, kernel);
 	printf("%-36s %10s %10s %10s\n", "phase", "median", "p10", "p90");

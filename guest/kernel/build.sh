@@ -7,6 +7,8 @@
 #          outputs bzImage and vmlinux
 #   l1     the harness L1 kernel (tests/harness/run-nested.sh):
 #          tinyconfig + microvm.config + l1.config; outputs bzImage
+#   pci    the guest kernel plus virtio-pci, for PCI machines (QEMU q35
+#          in bench/compare.sh): tinyconfig + microvm.config + pci.config
 #
 # Source: Debian's linux-source-6.1 (/usr/src/linux-source-6.1.tar.xz),
 # unpacked once into the cache.  Results are cached in
@@ -41,11 +43,12 @@ trap progress_stop EXIT
 case $target in
 guest) fragments=("$here/microvm.config") ;;
 l1) fragments=("$here/microvm.config" "$here/l1.config") ;;
+pci) fragments=("$here/microvm.config" "$here/pci.config") ;;
 -h | --help)
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
     exit 0
     ;;
-*) die "unknown target '$target' (expected guest or l1)" ;;
+*) die "unknown target '$target' (expected guest, l1 or pci)" ;;
 esac
 for f in "${fragments[@]}"; do
     [[ -r $f ]] || die "missing config fragment $f"

@@ -2,10 +2,13 @@
 # Build (or fetch from the cache) a Debian bookworm root filesystem image
 # (ext4) for libmicrovm guests, with the guest agent as /.microvm/agent.
 #
-#   guest/rootfs/build-debian.sh [--agent PATH]
+#   guest/rootfs/build-debian.sh [--agent PATH] [--packages PKG[,PKG...]]
 #
 #   --agent PATH  the guest agent binary (static; default
 #                 build/guest/agent/microvm-agent of the repository root)
+#   --packages L  Debian packages to add to the default set (a variant
+#                 image with its own cache keys, e.g. fio,iperf3 for
+#                 bench/compare.sh)
 #
 # The last line on stdout is the absolute path of the image; progress goes
 # to stderr.  Boot it read-only with the agent as init and a private
@@ -45,7 +48,9 @@ set -euo pipefail
 readonly SCHEMA=1
 readonly SUITE=bookworm
 readonly VARIANT=minbase
-readonly INCLUDE=python3,procps,iproute2,less,ca-certificates,netbase
+# Not readonly: --packages appends to it (run_mmdebstrap reads it, so the
+# default image keeps its cache key).
+INCLUDE=python3,procps,iproute2,less,ca-certificates,netbase
 readonly DPKG_OPTS=(
     'path-exclude=/usr/share/man/*'
     'path-exclude=/usr/share/info/*'
@@ -85,6 +90,12 @@ while (($#)); do
     --agent=*)
         agent=${1#--agent=}
         shift
+        ;;
+    --packages)
+        (($# >= 2)) || usage
+        [[ $2 =~ ^[a-z0-9][a-z0-9.+-]*(,[a-z0-9][a-z0-9.+-]*)*$ ]] || die "--packages: bad list '$2'"
+        INCLUDE+=,$2
+        shift 2
         ;;
     *) usage ;;
     esac
