@@ -52,6 +52,20 @@ static inline char *read_all(int fd)
 	return buf;
 }
 
+/* Print the last @lines lines of a guest console under a heading: the
+ * failure message after it stays on screen and in truncated CI logs. */
+static inline void print_console_tail(const char *what, const char *text, int lines)
+{
+	const char *t = text + strlen(text);
+	int n = 0;
+	while (t > text && n <= lines)
+		if (*--t == '\n')
+			n++;
+	if (t > text)
+		t++;
+	fprintf(stderr, "---- %s: last %d console lines ----\n%s\n----\n", what, lines, t);
+}
+
 static inline void copy_file(const char *from, const char *to)
 {
 	int in = open(from, O_RDONLY | O_CLOEXEC);

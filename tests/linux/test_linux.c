@@ -76,7 +76,7 @@ static void boot_guest(struct boot *b)
 		free(text);
 		if (now_ms() - t0 > BOOT_TIMEOUT_MS) {
 			text = read_all(out);
-			fprintf(stderr, "---- console so far ----\n%s\n----\n", text);
+			print_console_tail("guest (still running)", text, 40);
 			free(text);
 			microvm_destroy(vm);
 			fprintf(stderr, "GUEST-STUCK: the guest did not stop within %d s\n",
@@ -97,8 +97,8 @@ static void boot_guest(struct boot *b)
 static void dump_on_failure(const struct boot *b, const char *needle)
 {
 	if (!strstr(b->out, needle)) {
-		fprintf(stderr, "---- console ----\n%s\n---- exit: %u %s\n", b->out, b->ex.reason,
-			b->ex.message);
+		print_console_tail("guest", b->out, 40);
+		fprintf(stderr, "exit: %u %s\n", b->ex.reason, b->ex.message);
 		fail_msg("console output lacks \"%s\"", needle);
 	}
 }

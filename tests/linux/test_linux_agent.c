@@ -55,7 +55,7 @@ static int destroy_vm(void **state)
 static void dump_console(void)
 {
 	char *t = read_all(console);
-	fprintf(stderr, "---- console ----\n%s\n----\n", t);
+	print_console_tail("agent guest", t, 40);
 	free(t);
 }
 

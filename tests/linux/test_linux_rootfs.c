@@ -62,7 +62,7 @@ static char *guest_sh(struct rootvm *r, const char *script, int *code)
 	int e = microvm_agent_connect(r->vm, AGENT_TIMEOUT_MS, &a);
 	if (e) {
 		char *c = console_text(r);
-		fprintf(stderr, "---- console ----\n%s\n----\n", c);
+		print_console_tail("root file system guest", c, 40);
 		free(c);
 		fail_msg("agent connect: %d %s", e, microvm_last_error(r->vm));
 	}

@@ -52,8 +52,8 @@ static size_t guest_wait(struct guest *g, const char *needle, size_t from)
 		}
 		microvm_exit ex = MICROVM_EXIT_INIT;
 		if (microvm_wait(g->vm, 0, &ex) == 0 || now_ms() > end) {
-			fprintf(stderr, "---- %s console ----\n%s\n---- exit %u %s\n", g->name, t,
-				ex.reason, ex.message);
+			print_console_tail(g->name, t, 40);
+			fprintf(stderr, "%s: exit %u %s\n", g->name, ex.reason, ex.message);
 			free(t);
 			if (ex.reason)
 				fail_msg("%s stopped before printing \"%s\"", g->name, needle);
