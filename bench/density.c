@@ -8,7 +8,7 @@
  * 1. Start: create -> first guest output of the tiny guest (1 vCPU,
  *    128 MiB), three ways in one run, interleaved: the floor (the raw KVM
  *    calls a VMM cannot avoid, bench/floor.h), the library (the "hello"
- *    payload, first byte on the console pipe) and QEMU 7.2 -M microvm with
+ *    payload, first byte on the console pipe) and QEMU -M microvm with
  *    KVM (fork + exec to the first byte of a 16-byte BIOS on its serial
  *    port: a process start). The same for a vmlinux-sized image (big.elf:
  *    20 MiB of data, 4 MiB of bss) next to a bare memcpy of its 20 MiB into
@@ -222,7 +222,7 @@ static void bench_start(const struct opts *o, const struct floor_host *h)
 			q[i] = qemu_once(bios, &qx[i]);
 		unlink(bios);
 		double mq = median(q, o->qemu_runs);
-		printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "QEMU 7.2 -M microvm: exec -> first byte",
+		printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "QEMU -M microvm: exec -> first byte",
 		       mq, quantile(q, o->qemu_runs, 0.9), mq / mf);
 		printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "QEMU: exec -> process exit",
 		       median(qx, o->qemu_runs), quantile(qx, o->qemu_runs, 0.9),

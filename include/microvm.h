@@ -657,7 +657,8 @@ MICROVM_API int microvm_seccomp_allow(microvm *vm, int32_t nr);
 /*
  * Build the VM (open /dev/kvm, check capabilities, allocate RAM, load the
  * kernel, create vCPUs) and start running it. Returns once the vCPU threads
- * run; the guest runs in the background. On failure nothing of the VM is left
+ * run (named "vcpu<N>", N the vCPU index, as ps and top -H show them); the
+ * guest runs in the background. On failure nothing of the VM is left
  * running, the VM stays CONFIGURED and microvm_last_error() says why.
  * -EBUSY if already started (running or paused), -EINVAL if stopped or no
  * kernel is set; -ENOENT/-EACCES when /dev/kvm is missing/not accessible,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 
 static __thread struct vcpu *current_vcpu;
 
@@ -248,6 +249,10 @@ void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, vm->cfg.kick_signal);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* "vcpu<N>" in ps/top -H and /proc/<pid>/task/<tid>/comm. */
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%u", v->index);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
 	vm_seccomp_enter(vm, SECCOMP_KIND_VCPU, v->index); /* stops the VM on failure */
 
 	pthread_mutex_lock(&vm->run.lock);

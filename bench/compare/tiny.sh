@@ -54,7 +54,7 @@ def rows(section):
 # section 1's rows by their labels (others, such as the 20 MiB image rows,
 # are not in the comparison)
 LABELS = {"floor: raw KVM calls": "floor", "libmicrovm: create + start": "libmicrovm",
-          "QEMU 7.2 -M microvm: exec -> first byte": "qemu_first",
+          "QEMU -M microvm: exec -> first byte": "qemu_first",
           "QEMU: exec -> process exit": "qemu_exit"}
 start = {}
 for label, med, p90, _ in rows(1):

@@ -1,6 +1,7 @@
 /* Tiny-guest tests of the VM life cycle through the public API. */
 #include "kvm_test.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -143,6 +144,50 @@ static void test_smp(void **state)
 		microvm_destroy(vm);
 		close(out);
 	}
+}
+
+/* How many of this process's threads are called @name. */
+static int threads_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	struct dirent *e;
+	int n = 0;
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f)) {
+			comm[strcspn(comm, "\n")] = 0;
+			n += strcmp(comm, name) == 0;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* vCPU threads are "vcpu<N>" in /proc (ps, top -H); gone after destroy.
+ * Each thread names itself as it starts, which start does not wait for. */
+static void test_vcpu_threads_are_named(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("busy", "loops=1000", 2, out);
+	start_ok(vm);
+	for (int i = 0; i < 500 && threads_named("vcpu0") + threads_named("vcpu1") < 2; i++)
+		usleep(10000);
+	assert_int_equal(threads_named("vcpu0"), 1);
+	assert_int_equal(threads_named("vcpu1"), 1);
+	assert_int_equal(threads_named("vcpu2"), 0);
+	microvm_destroy(vm);
+	close(out);
+	for (int i = 0; i < 500 && threads_named("vcpu0") + threads_named("vcpu1"); i++)
+		usleep(10000); /* exiting threads leave /proc a little later */
+	assert_int_equal(threads_named("vcpu0") + threads_named("vcpu1"), 0);
 }
 
 static void test_halted_vm_stop_and_wait_timeout(void **state)
@@ -489,6 +534,7 @@ int main(void)
 		cmocka_unit_test(test_emulation_failure_is_internal_error),
 		cmocka_unit_test(test_mmio_device),
 		cmocka_unit_test(test_smp),
+		cmocka_unit_test(test_vcpu_threads_are_named),
 		cmocka_unit_test(test_halted_vm_stop_and_wait_timeout),
 		cmocka_unit_test(test_wait_rejects_bad_timeout),
 		cmocka_unit_test(test_pause_resume),

@@ -73,6 +73,7 @@ static void boot_guest(struct boot *b)
 			assert_int_equal(write(in[1], b->input, len), (ssize_t)len);
 			sent = true;
 		}
+		exit_if_guest_stalled("guest", text);
 		free(text);
 		if (now_ms() - t0 > BOOT_TIMEOUT_MS) {
 			text = read_all(out);

@@ -62,7 +62,7 @@ static void dump_console(void)
 static microvm_agent *agent(void)
 {
 	microvm_agent *a = NULL;
-	int r = microvm_agent_connect(vm, AGENT_TIMEOUT_MS, &a);
+	int r = agent_connect_watching(vm, console, "agent guest", AGENT_TIMEOUT_MS, &a);
 	if (r) {
 		dump_console();
 		fail_msg("agent connect: %d %s", r, microvm_last_error(vm));

@@ -59,7 +59,8 @@ static void destroy_root(struct rootvm *r)
 static char *guest_sh(struct rootvm *r, const char *script, int *code)
 {
 	microvm_agent *a = NULL;
-	int e = microvm_agent_connect(r->vm, AGENT_TIMEOUT_MS, &a);
+	int e = agent_connect_watching(r->vm, r->console, "root file system guest",
+				       AGENT_TIMEOUT_MS, &a);
 	if (e) {
 		char *c = console_text(r);
 		print_console_tail("root file system guest", c, 40);

@@ -11,8 +11,6 @@
 
 #include <microvm_agent.h>
 
-#define EXIT_GUEST_STUCK 124
-
 struct guest {
 	const char *name;
 	microvm *vm;
@@ -50,6 +48,7 @@ static size_t guest_wait(struct guest *g, const char *needle, size_t from)
 			free(t);
 			return off;
 		}
+		exit_if_guest_stalled(g->name, t);
 		microvm_exit ex = MICROVM_EXIT_INIT;
 		if (microvm_wait(g->vm, 0, &ex) == 0 || now_ms() > end) {
 			print_console_tail(g->name, t, 40);
@@ -222,11 +221,10 @@ static int agent_console = -1;
 static char *agent_sh(microvm *vm, const char *script)
 {
 	microvm_agent *a = NULL;
-	int r = microvm_agent_connect(vm, BOOT_TIMEOUT_MS, &a);
+	int r = agent_connect_watching(vm, agent_console, "agent guest", BOOT_TIMEOUT_MS, &a);
 	if (r) {
 		char *t = read_all(agent_console);
-		size_t n = strlen(t);
-		fprintf(stderr, "---- console (tail) ----\n%s\n----\n", n > 3000 ? t + n - 3000 : t);
+		print_console_tail("agent guest", t, 40);
 		free(t);
 		fail_msg("agent connect for \"%s\": %d %s", script, r, microvm_last_error(vm));
 	}

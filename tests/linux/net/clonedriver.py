@@ -6,7 +6,10 @@ it, restores two clones in this process (each with a new MAC address and
 its own passt) and, in both at once: waits (bounded) until the guest's
 eth0 has the clone's new MAC address (the agent re-probes the device after
 the restore's link flap), pings PING_ADDR and fetches URL. Prints one
-"key value..." line per VM.
+"key value..." line per VM; for a clone that failed, the last lines of its
+console (SNAPSHOT_DIR-clone<i>.console) on stderr, and "GUEST-STUCK" there
+when its kernel reported a stalled vCPU while every vCPU thread was in
+KVM_RUN (see tests/linux/linux_test.h).
 """
 import os
 import sys
@@ -37,6 +40,12 @@ def probe(vm, mac, url, ping_addr):
         sbx.kill()
 
 
+def console_tail(path, lines=30):
+    with open(path, "rb") as f:
+        text = f.read().decode(errors="replace")
+    return text, "\n".join(text.splitlines()[-lines:])
+
+
 def main(kernel, image, url, ping_addr, snap):
     vm = microvm.VM(memory_mib=512, kernel=kernel, cmdline=CMDLINE, rng=True, vsock_cid=3,
                     disks=[{"path": image, "read_only": True}], nets=["user"])
@@ -45,7 +54,9 @@ def main(kernel, image, url, ping_addr, snap):
         print("parent", vm.net_mac(0), *probe(vm, vm.net_mac(0), url, ping_addr), flush=True)
         vm.pause()
         vm.snapshot(snap)
-    clones = [microvm.VM.restore(snap) for _ in range(2)]
+    consoles = ["%s-clone%d.console" % (snap, i) for i in range(2)]
+    files = [open(c, "wb") for c in consoles]
+    clones = [microvm.VM.restore(snap, console_out=f) for f in files]
     out = [None, None]
 
     def serve(i):
@@ -61,8 +72,45 @@ def main(kernel, image, url, ping_addr, snap):
         t.join(600)
     for i, c in enumerate(clones):
         print("clone%d" % i, *(out[i] or ["timeout"]), flush=True)
+        if not out[i] or out[i][0] == "error":
+            report_failed_clone(i, consoles[i])
         c.close()
+        files[i].close()
     return 0
+
+
+def vcpu_threads_blocked_in_library():
+    """Prints the process's vCPU threads; True if one waits in a system call
+    other than ioctl (KVM_RUN): in the library, not in the guest."""
+    blocked = False
+    for tid in os.listdir("/proc/self/task"):
+        base = "/proc/self/task/%s/" % tid
+        try:
+            comm = open(base + "comm").read().strip()
+            if not comm.startswith("vcpu"):
+                continue
+            sysc = open(base + "syscall").read().split()
+            wchan = open(base + "wchan").read().strip()
+        except OSError:
+            continue
+        print("  thread %s (%s): system call %s, waits in %s"
+              % (tid, comm, " ".join(sysc[:2]), wchan or "-"), file=sys.stderr)
+        if sysc and sysc[0].isdigit() and sysc[0] != "16":
+            blocked = True
+    return blocked
+
+
+def report_failed_clone(i, console):
+    """The last lines of the clone's console; "GUEST-STUCK" when its kernel
+    reported a stalled vCPU while every vCPU thread is in KVM_RUN (the
+    emulated machine's trouble, tests/linux/linux_test.h)."""
+    text, tail = console_tail(console)
+    print("---- clone%d: last console lines ----\n%s\n----" % (i, tail), file=sys.stderr)
+    if "detected stalls" in text or "self-detected stall" in text:
+        print("clone%d: its kernel reports a stalled vCPU; the vCPU threads:" % i,
+              file=sys.stderr)
+        if not vcpu_threads_blocked_in_library():
+            print("GUEST-STUCK: clone%d: every vCPU thread in KVM_RUN" % i, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -290,10 +290,16 @@ def test_two_clones_get_new_macs_and_reach_the_host_at_once(webroot, tmp_path):
     takes it after the restore's link flap) and a passt of their own, and
     both ping the host side and fetch from its loopback at the same time."""
     url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
-    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "clonedriver.py"), KERNEL,
-                             IMAGE, url, GATEWAY, str(tmp_path / "snap")),
-                       capture_output=True, timeout=LONG)
-    show("two clones at once (Python bindings)", r)
+    for attempt in (1, 2):
+        snap = str(tmp_path / ("snap%d" % attempt))
+        r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "clonedriver.py"), KERNEL,
+                                 IMAGE, url, GATEWAY, snap),
+                           capture_output=True, timeout=LONG)
+        show("two clones at once (Python bindings), attempt %d" % attempt, r)
+        # A clone whose kernel reported a stalled vCPU: the emulated
+        # machine's trouble (tests/linux/linux_test.h); once more, loudly.
+        if b"GUEST-STUCK" not in r.stderr or not os.environ.get("MICROVM_NESTED"):
+            break
     assert r.returncode == 0, r.stderr.decode()
     seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
     macs = []
