@@ -68,9 +68,9 @@ echo "linux tests: no vmx/svm on this CPU: running inside the emulated machine"
 # One emulated machine per test case, so that a failure of the emulator
 # itself (the harness exits 125, e.g. an oops in the L1 kernel under QEMU's
 # nested SVM; or exit 124, a guest stuck for minutes or whose kernel
-# reports a stalled vCPU while every vCPU thread is in KVM_RUN: see
-# exit_if_guest_stalled() in linux_test.h) costs one case a retry instead
-# of the run. A failing assertion is never retried.
+# reports a vCPU stalled for over a minute while every vCPU thread is in
+# KVM_RUN: exit_if_guest_stalled() in linux_test.h) costs one case a retry
+# instead of the run. A failing assertion is never retried.
 start=$(date +%s)
 failed=0 passed=0 retries=0
 for p in $programs; do
