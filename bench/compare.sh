@@ -31,10 +31,9 @@
 # warm starts restore. It proves the suite works and asserts no timings:
 # it fails only when a case could not run (each step has a time limit, and
 # the runner a 300 s deadline). Passing runs took 189-195 s on the 2-core
-# development machine with the guest builds cached, over the 3 minutes
-# scripts/test.sh could spend on it, so it does not run it yet (see
-# docs/performance.md; the fio hang in QEMU guests that also failed runs
-# is fixed in tests/harness/run-nested.sh).
+# development machine with the guest builds cached, and fio now and then
+# hangs in the QEMU guests there (the run fails), so scripts/test.sh does
+# not run it yet (see docs/performance.md).
 # A full run on that machine takes ~35 minutes.
 # The run counts of both are set below.
 set -euo pipefail

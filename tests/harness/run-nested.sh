@@ -203,18 +203,6 @@ fi
 rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro
 append="console=ttyS0 root=hostroot rootfstype=9p rootflags=$rootflags ro"
 append+=" init=$scratch/init.sh panic=-1 loglevel=4 tsc=reliable"
-# The emulated CPU's TSC runs at the host's TSC rate. Left alone, the L1
-# kernel now and then calibrates it early (against the HPET) 0.1 % off and
-# refines it only after its KVM took the early rate for its guests; a VMM
-# that then asks KVM for that stale rate (QEMU does) gets "user requested
-# TSC rate below hardware speed", and fio in such QEMU guests hung (seen
-# in 1 of ~5 boots; reproduced every time with tsc_early_khz set 0.12 %
-# low). So the L1 starts from the host's TSC rate when the host, itself a
-# VM with a constant TSC, reports it (its "cpu MHz" is its TSC rate there).
-if grep -qw hypervisor /proc/cpuinfo && grep -qw constant_tsc /proc/cpuinfo; then
-    tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
-    [[ ${tsc_khz:-0} -gt 100000 ]] && append+=" tsc_early_khz=$tsc_khz"
-fi
 read -r -a extra <<<"${MICROVM_NESTED_QEMU_ARGS:-}"
 
 # shellcheck disable=SC2054  # commas belong to QEMU option values
