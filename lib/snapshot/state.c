@@ -200,15 +200,24 @@ int st_verify(const void *blob, size_t len, char *err, size_t errlen)
 	if (fdt_check_header(blob) != 0 || fdt_totalsize(blob) != len)
 		return errbuf_fail(err, errlen, -EINVAL, "state file is not a valid state tree (bad header or "
 			    "size; truncated?)");
+	/* libfdt checks the blocks' bounds, not their alignment; a state file
+	 * this library wrote has them aligned (memory map 8, structure 4), so
+	 * that the readers' 4-byte values are aligned too. */
+	if (fdt_off_mem_rsvmap(blob) % 8 || fdt_off_dt_struct(blob) % 4)
+		return errbuf_fail(err, errlen, -EINVAL, "state file is corrupt: misaligned blocks "
+				   "(memory map at %u, structure at %u)", fdt_off_mem_rsvmap(blob),
+				   fdt_off_dt_struct(blob));
 	/* Checks every structure offset, so the lookups below stay in bounds. */
 	int r = fdt_check_full(blob, len);
 	if (r != 0)
 		return errbuf_fail(err, errlen, -EINVAL, "state file is corrupt: %s", fdt_strerror(r));
 	int plen = 0;
-	const fdt32_t *ck = fdt_getprop(blob, 0, "checksum", &plen);
+	const void *ck = fdt_getprop(blob, 0, "checksum", &plen);
 	if (!ck || plen != 4)
 		return errbuf_fail(err, errlen, -EINVAL, "state file has no checksum");
-	uint32_t want = fdt32_to_cpu(*ck);
+	fdt32_t be;
+	memcpy(&be, ck, sizeof(be));
+	uint32_t want = fdt32_to_cpu(be);
 	void *copy = malloc(len);
 	if (!copy)
 		return -ENOMEM;

@@ -115,6 +115,19 @@ static void test_reader_errors(void **state)
 	memcpy(copy, w.fdt, (size_t)len);
 	assert_int_equal(st_verify(copy, (size_t)len + 8, err, sizeof(err)), -EINVAL);
 	free(copy);
+
+	/* The structure block moved one byte on (found by fuzz_state: libfdt
+	 * accepts it, and the checksum read was a misaligned load). */
+	uint32_t off = fdt_off_dt_struct(w.fdt);
+	copy = calloc(1, (size_t)len + 1);
+	memcpy(copy, w.fdt, off);
+	memcpy(copy + off + 1, (uint8_t *)w.fdt + off, (size_t)len - off);
+	fdt_set_totalsize(copy, (uint32_t)len + 1);
+	fdt_set_off_dt_struct(copy, off + 1);
+	fdt_set_off_dt_strings(copy, fdt_off_dt_strings(w.fdt) + 1);
+	assert_int_equal(st_verify(copy, (size_t)len + 1, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "misaligned blocks"));
+	free(copy);
 	st_free(&w);
 }
 
