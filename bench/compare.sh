@@ -24,16 +24,16 @@
 #     of the distributions next to it; the raw samples as .json.
 # DIR is bench/results for a full run, build/compare-results for --quick.
 #
-# --quick (for CI) runs every case on every system once, with the smallest
-# counts: no warm-up runs, 1 starter for the start rate, 0.25 s per fio
-# pattern, 1 s of iperf3; the Linux-guest phases all in one emulated
-# machine, and the last cold start of each VM saved as the template its
-# warm starts restore. It proves the suite works and asserts no timings:
-# it fails only when a case could not run (each step has a time limit, and
-# the runner a 300 s deadline). Passing runs took 189-195 s on the 2-core
-# development machine with the guest builds cached, and fio now and then
-# hangs in the QEMU guests there (the run fails), so scripts/test.sh does
-# not run it yet (see docs/performance.md).
+# --quick (for CI; scripts/test.sh runs it) runs every case on every system
+# once, with the smallest counts: no warm-up runs, 0.25 s per fio pattern,
+# 1 s of iperf3; the Linux-guest phases all in one emulated machine, the
+# last cold start of each VM saved as the template its warm starts
+# restore, and the start rate (1 starter, 1 start) taken from the cold and
+# restore starts instead of starting again. It proves the suite works and
+# asserts no timings: it fails only when a case could not run (each step
+# has a time limit, and the runner a 300 s deadline). Runs took 140 s on
+# the 2-core development machine with the guest builds cached (a VM start
+# that stalls under the emulator and is retried adds up to 60 s).
 # A full run on that machine takes ~35 minutes.
 # The run counts of both are set below.
 set -euo pipefail
@@ -62,7 +62,7 @@ if ((quick)); then
 	counts='"runs": 1, "warmup": 0, "warm_runs": 1, "mem_n": 1, "budget_mib": 256,
 		"fit_cap": 1, "rate_starters": [1], "rate_starts": 1, "cpu_reps": 1, "cpu_mib": 4,
 		"data_mib": 16, "fio_seconds": 0.25, "fio_ramp": 0, "net_seconds": 1, "pings": 10,
-		"one_machine": 1, "templates_from_cold": 1, "fio_serial": 1,
+		"one_machine": 1, "templates_from_cold": 1, "rate_from_one": 1, "fio_serial": 1,
 		"ready_timeout": 60, "cmd_timeout": 30, "deadline_s": 300'
 else
 	out=${out:-bench/results}
@@ -70,7 +70,7 @@ else
 	counts='"runs": 10, "warmup": 1, "warm_runs": 10, "mem_n": 4, "budget_mib": 384,
 		"fit_cap": 24, "rate_starters": [1, 2], "rate_starts": 3, "cpu_reps": 5, "cpu_mib": 32,
 		"data_mib": 256, "fio_seconds": 5, "fio_ramp": 1, "net_seconds": 5, "pings": 200,
-		"one_machine": 0, "templates_from_cold": 0, "fio_serial": 1,
+		"one_machine": 0, "templates_from_cold": 0, "rate_from_one": 0, "fio_serial": 1,
 		"ready_timeout": 120, "cmd_timeout": 120, "deadline_s": 0'
 fi
 

@@ -2,6 +2,8 @@
 # Set everything up and run the whole test suite:
 #   1. release build: unit tests, tiny-guest KVM tests, install check (ctest),
 #      then the Python bindings' tests (pytest: scripts/test-python.sh)
+#      and the comparison benchmark's smoke run (bench/compare.sh --quick:
+#      every case on every system once, ~2.5 min; asserts no timings)
 #   2. ASan+UBSan build: the same unit and KVM tests; a TSan build
 #      (scripts/tsan.sh): the thread-heavy KVM tests and the unit tests
 #   3. the libFuzzer targets, 5 s each (tests/fuzz/run.sh)
@@ -33,6 +35,10 @@ py_out=$(./scripts/test-python.sh)
 sed '$d' <<<"$py_out"
 passed=$((passed + $(tail -n 1 <<<"$py_out" | awk '{print $1}')))
 
+echo "== the comparison, quick (bench/compare.sh --quick: every case on every system once; no timings asserted)"
+bench/compare.sh --quick
+passed=$((passed + 1))
+
 echo "== tests (ASan + UBSan build)"
 BUILD_DIR=build-asan CMAKE_ARGS="-DMICROVM_SANITIZE=ON" ./scripts/setup.sh >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -61,5 +67,5 @@ for t in test_vm test_snapshot; do
 	MICROVM_FUZZ_ITERS=60 "${vg[@]}" "build/tests/kvm/$t" >/dev/null
 	passed=$((passed + 1))
 done
-echo "test: all passed (ctest release, pytest, ASan/UBSan, TSan, fuzz, valgrind)"
+echo "test: all passed (ctest release, pytest, compare --quick, ASan/UBSan, TSan, fuzz, valgrind)"
 echo "$passed passed, 0 failed"

@@ -74,38 +74,55 @@ def guarded(res, case, system, fn):
 # ------------------------------------------------------------------ cold start
 
 def one_start(system, start, keep=None):
-    """start() an instance, run `true` in it, close it: its three times.
-    keep(inst), when given, runs before the close (not timed)."""
+    """start() an instance, run `true` in it, close it: its three times
+    (first output, ready, exit of `true`) and the whole cycle to the end of
+    the close (what a start costs a starter). keep(inst), when given, runs
+    before the close (timed by none of them)."""
     def attempt():
         t0 = now_ms()
         return t0, start()
     t0, inst = retried("start of " + system, attempt)
     try:
         timed_command(inst, ["true"])
-        times = inst.first_ms, inst.ready_ms, now_ms() - t0
+        done = now_ms() - t0
         if keep:
             keep(inst)
-        return times
-    finally:
+    except BaseException:
         inst.close()
+        raise
+    t1 = now_ms()
+    inst.close()
+    return inst.first_ms, inst.ready_ms, done, done + now_ms() - t1
 
 
-def cold(res, systems, runs, warmup, keep=None):
+def rate_of_one(res, name, done, cycle):
+    """--quick: the start rate with one starter and one start is what the
+    cold (or restore) start just measured: its exit time, and one start over
+    its whole cycle. Recorded as the rate case's, without starting again."""
+    res.add("rate1_latency_ms", name, done)
+    res.set("rate1_per_s", name, 1e3 / cycle)
+    log("rate %-20s 1 starter(s) x 1: %.3f starts/s (the start above)" % (name, 1e3 / cycle))
+
+
+def cold(res, systems, runs, warmup, keep=None, rate_from_one=False):
     """@keep: system name -> (start function, keep function) for systems
     whose last cold start's instance is kept for something else (--quick:
-    saved as the warm starts' template) before it is closed."""
+    saved as the warm starts' template) before it is closed.
+    @rate_from_one (--quick, one run): the start also gives the start rate."""
     keep = keep or {}
     for sy in systems:
         def go(sy=sy):
             for i in range(1 - warmup, runs + 1):  # run 0 (the warm-up) is not counted
                 start, k = keep.get(sy.name, (sy.start, None)) if i == runs else (sy.start, None)
-                first, ready, done = one_start(sy.name, start, k)
+                first, ready, done, cycle = one_start(sy.name, start, k)
                 log("cold %-20s %2d/%d: first output %8.1f ms, ready %8.1f ms, exit %8.1f ms"
                     % (sy.name, i, runs, first or 0, ready, done))
                 if i:
                     res.add("cold_first_ms", sy.name, first)
                     res.add("cold_ready_ms", sy.name, ready)
                     res.add("cold_exit_ms", sy.name, done)
+                if i and rate_from_one:
+                    rate_of_one(res, sy.name, done, cycle)
         guarded(res, "cold start", sy.name, go)
 
 
@@ -118,10 +135,12 @@ def record_warm(res, name, i, runs, ready, done):
         res.add("warm_exit_ms", name, done)
 
 
-def warm_restore(res, clone, runs, warmup):
+def warm_restore(res, clone, runs, warmup, rate_from_one=False):
     for i in range(1 - warmup, runs + 1):
-        _, ready, done = one_start(clone.name, clone.start)
+        _, ready, done, cycle = one_start(clone.name, clone.start)
         record_warm(res, "libmicrovm-restore", i, runs, ready, done)
+        if i and rate_from_one:
+            rate_of_one(res, clone.name, done, cycle)
 
 
 def warm_reset(res, clone, runs, warmup):
@@ -169,14 +188,14 @@ def warm_fork(res, template, runs, warmup):
 
 def warm_qemu(res, qemu, runs, warmup):
     for i in range(1 - warmup, runs + 1):
-        _, ready, done = one_start(qemu.name, qemu.restore)
+        _, ready, done, _ = one_start(qemu.name, qemu.restore)
         record_warm(res, qemu.name + "-restore", i, runs, ready, done)
 
 
 def warm_runc(res, runc, runs, warmup):
     for i in range(1 - warmup, runs + 1):
         created = runc.create()
-        _, ready, done = one_start("runc", lambda: runc.start_created(created))
+        _, ready, done, _ = one_start("runc", lambda: runc.start_created(created))
         record_warm(res, "runc-start", i, runs, ready, done)
 
 
@@ -302,7 +321,7 @@ def rate(res, systems, starters, per_starter):
             def worker():
                 try:
                     for _ in range(per_starter):
-                        _, _, done = one_start(sy.name, sy.start)
+                        _, _, done, _ = one_start(sy.name, sy.start)
                         res.add("rate%d_latency_ms" % starters, sy.name, done)
                 except Exception as e:
                     errs.append(e)

@@ -127,6 +127,19 @@ class Console:
             pass
 
 
+def launch(argv, cgroup=None):
+    """Start @argv (an instance that is a process: QEMU, the plain process)
+    with its stdout on a pipe drained by a Console, in @cgroup when given:
+    (process, console, launch time in ms)."""
+    r, w = os.pipe()
+    pre = (lambda: cgroup.enter()) if cgroup else None
+    t0 = now_ms()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w,
+                            stderr=subprocess.DEVNULL, preexec_fn=pre)
+    os.close(w)
+    return proc, Console(r, t0), t0
+
+
 def timed_command(inst, argv, timeout=None):
     """Run @argv in instance @inst; (ms it took, stdout text). Fails on a
     non-zero exit status, and when it runs longer than @timeout s (default

@@ -187,13 +187,8 @@ class Process:
         self.s = s
 
     def start(self, data=None, net=None, cgroup=None):
-        r, w = os.pipe()
-        pre = (lambda: cgroup.enter()) if cgroup else None
-        t0 = now_ms()
-        proc = subprocess.Popen(INIT, stdin=subprocess.DEVNULL, stdout=w,
-                                stderr=subprocess.DEVNULL, preexec_fn=pre)
-        os.close(w)
-        return ProcessInstance(proc, Console(r, t0), data)
+        proc, console, _ = common.launch(INIT, cgroup)
+        return ProcessInstance(proc, console, data)
 
 
 def wait_gone(pids, timeout=10):

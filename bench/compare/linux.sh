@@ -38,7 +38,14 @@ measure() { # $1 = repository root, $2 = settings file, $3 = phase
     rm -rf "$CMP_WORKDIR"
     mkdir -p "$CMP_WORKDIR"
     trap 'rm -rf "$CMP_WORKDIR"' EXIT
-    unshare --net -- /usr/bin/python3 "$root/bench/compare/run.py" "$2" "$3"
+    local rc=0
+    unshare --net -- /usr/bin/python3 "$root/bench/compare/run.py" "$2" "$3" || rc=$?
+    if [ "${MICROVM_NESTED:-0}" = 1 ]; then
+        # How the emulated machine's kernel and KVM took the TSC rate (see
+        # MICROVM_NESTED_TSC_FROM_HOST in run-nested.sh), for the log.
+        dmesg | grep -E 'tsc: (Detected|Refined)|TSC rate' | sed 's/^/compare: L1 /' >&2 || true
+    fi
+    return "$rc"
 }
 
 setting() { /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$settings" "$1"; }
@@ -51,6 +58,8 @@ one_phase() { # $1 = phase(s), $2 = output file
     if grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
         measure "$root" "$settings" "$1" >"$2"
     else
+        # The QEMU guests need the L1's TSC rate right (run-nested.sh).
+        MICROVM_NESTED_TSC_FROM_HOST=1 \
         MICROVM_NESTED_TIMEOUT=${MICROVM_NESTED_TIMEOUT:-$nested_timeout} \
             "$root/tests/harness/run-nested.sh" bash -c "$(declare -f measure); measure $(printf '%q %q %q' "$root" "$settings" "$1")" >"$2"
     fi

@@ -127,12 +127,13 @@ def run_all(s, env, res, phases):
                         inst, os.path.join(s.workdir, q.name + ".migration")))
         log("== cold start: %d runs per system (+%d warm-up)%s" % (
             s.runs, w, "; the last VM starts saved as the templates" if keep else ""))
-        cases.cold(res, [boot, qm, q35, runc, proc], s.runs, w, keep)
+        cases.cold(res, [boot, qm, q35, runc, proc], s.runs, w, keep, s.rate_from_one)
 
     if "warm" in phases:
         log("== warm start: %d runs per kind (+%d warm-up)" % (s.warm_runs, w))
         cases.guarded(res, "warm start", "libmicrovm-restore",
-                      lambda: (need_template(), cases.warm_restore(res, clone, s.warm_runs, w)))
+                      lambda: (need_template(), cases.warm_restore(res, clone, s.warm_runs, w,
+                                                                   s.rate_from_one)))
         cases.guarded(res, "warm start", "libmicrovm-reset",
                       lambda: (need_template(), cases.warm_reset(res, clone, s.warm_runs, w)))
         cases.guarded(res, "warm start", "libmicrovm-fork",
@@ -150,7 +151,9 @@ def run_all(s, env, res, phases):
         cases.memory(res, env, s, [boot, clone, qm, q35, runc, proc], s.mem_n,
                      s.budget_mib, s.fit_cap)
 
-    if "rate" in phases:
+    if "rate" in phases and s.rate_from_one:
+        log("== start rate: 1 starter, 1 start: taken from the cold and restore starts above")
+    elif "rate" in phases:
         cases.guarded(res, "start rate", "libmicrovm-restore template", need_template)
         for starters in s.rate_starters:
             log("== start rate: %d starter(s), %d starts each" % (starters, s.rate_starts))

@@ -274,21 +274,12 @@ class Qemu:
         a += ["-device", dev("vhost-vsock") + ",guest-cid=%d" % cid]
         return a + list(extra)
 
-    def launch(self, argv, cgroup=None):
-        r, w = os.pipe()
-        pre = (lambda: cgroup.enter()) if cgroup else None
-        t0 = now_ms()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w,
-                                stderr=subprocess.DEVNULL, preexec_fn=pre)
-        os.close(w)
-        return proc, Console(r, t0), t0
-
     def start(self, data=None, net=None, cgroup=None, qmp=None):
         """A booted instance; with @qmp (a socket path) also a QMP server, so
         that save_template() can save it."""
         cid = next_cid()
         extra = ["-qmp", "unix:%s,server=on,wait=off" % qmp] if qmp else []
-        proc, console, t0 = self.launch(self.args(cid, data, net, extra), cgroup)
+        proc, console, t0 = common.launch(self.args(cid, data, net, extra), cgroup)
         inst = QemuInstance(self.name, proc, console, cid, t0, qmp)
         if net:
             try:
@@ -345,7 +336,7 @@ class Qemu:
         devices, a new vsock CID: the guest learns it from the transport
         reset QEMU sends after loading)."""
         cid = next_cid()
-        proc, console, t0 = self.launch(self.args(cid, extra=[
+        proc, console, t0 = common.launch(self.args(cid, extra=[
             "-incoming", "exec:cat " + self.template]))
         return QemuInstance(self.name + "-restore", proc, console, cid, t0)
 
