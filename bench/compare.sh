@@ -28,8 +28,8 @@
 # once, with the smallest counts: no warm-up runs, 0.25 s per fio pattern,
 # 1 s of iperf3; the Linux-guest phases all in one emulated machine, the
 # last cold start of each VM saved as the template its warm starts
-# restore, and the start rate (1 starter, 1 start) taken from the cold and
-# restore starts instead of starting again. It proves the suite works and
+# restore, and the VMs' start rate (1 starter, 1 start) taken from their
+# cold and restore starts instead of booting again. It proves the suite works and
 # asserts no timings: it fails only when a case could not run (each step
 # has a time limit, and the runner a 300 s deadline). Runs took 140 s on
 # the 2-core development machine with the guest builds cached (a VM start

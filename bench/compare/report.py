@@ -371,8 +371,8 @@ def main():
           "Command: `%s` (%s; %.0f s in the Linux-guest runner)." % (
               a.command, "quick: proves the suite runs, the numbers mean nothing; all "
               "Linux-guest phases in one machine, the last cold start of each VM saved as "
-              "its warm starts' template, the start rate (1 starter, 1 start) taken from "
-              "the cold and restore starts"
+              "its warm starts' template, the VMs' start rate (1 starter, 1 start) taken "
+              "from their cold and restore starts"
               if S["quick"] else "full run", L["runner_seconds"]), "",
           "## Host", "",
           "| fact | value |", "|---|---|"]
