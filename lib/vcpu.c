@@ -1,6 +1,7 @@
 #include "vcpu.h"
 
 #include "arch/arch.h"
+#include "vm_devices.h"
 #include "vm_seccomp.h"
 
 #include <errno.h>
@@ -288,8 +289,12 @@ void *vcpu_thread(void *arg)
 	}
 	pthread_cond_broadcast(&vm->run.cond);
 	pthread_mutex_unlock(&vm->run.lock);
-	if (last)
+	if (last) {
+		/* Before this thread ends: destroy joins it before it frees
+		 * the devices. */
+		vm_devices_stopped(vm);
 		vm_notify(vm);
+	}
 	current_vcpu = NULL;
 	return NULL;
 }

@@ -91,3 +91,9 @@ int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 		instance += vm->dev.virtio[i]->ops == kind->ops;
 	return kind->restore_add(vm, fdt, dn, cfg, instance, err, errlen);
 }
+
+void vm_devices_stopped(struct microvm *vm)
+{
+	for (uint32_t i = 0; i < vm->dev.nr_virtio; i++)
+		virtio_mmio_vm_stopped(vm->dev.virtio[i]);
+}

@@ -44,6 +44,10 @@ int virtio_devices_add(struct microvm *vm);
 int virtio_restore_add(struct microvm *vm, const void *fdt, int node,
 		       const microvm_restore_config *cfg, char *err, size_t errlen);
 
+/* The VM stopped (its last vCPU thread, before it ends): every virtio
+ * device's vm_stopped. */
+void vm_devices_stopped(struct microvm *vm);
+
 /* Restore: every kind's check of the caller's overrides in @cfg. 0 or
  * -EINVAL with a message in @err. */
 int virtio_check_overrides(const microvm_restore_config *cfg, char *err, size_t errlen);

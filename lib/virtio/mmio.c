@@ -393,6 +393,15 @@ void virtio_mmio_quiesce(struct virtio_device *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
+void virtio_mmio_vm_stopped(struct virtio_device *d)
+{
+	if (!d->ops->vm_stopped)
+		return;
+	pthread_mutex_lock(&d->lock);
+	d->ops->vm_stopped(d->opaque);
+	pthread_mutex_unlock(&d->lock);
+}
+
 /* The registers a driver writes, and a queue's state: saved and loaded as
  * tables; load checks each against what the model can hold. */
 static const struct st_field reg_fields[] = {

@@ -65,6 +65,12 @@ struct virtio_device_ops {
 	void (*save)(void *opaque, struct st_writer *w, int node);
 	int (*load)(void *opaque, struct virtio_device *vdev, const void *fdt, int node,
 		    char *err, size_t errlen);
+	/* Optional. The VM stopped (its last vCPU left: the guest reset,
+	 * powered off or crashed, or the host stopped it): end what only a
+	 * running guest can finish, so that nobody on the host waits for it
+	 * (vsock: the host's streams are reset). Runs on the last vCPU
+	 * thread, lock held. */
+	void (*vm_stopped)(void *opaque);
 };
 
 struct virtio_queue_notify {
@@ -129,6 +135,8 @@ void virtio_mmio_discard(struct virtio_device *vdev);
  * negative errno with a message in @err.
  */
 void virtio_mmio_quiesce(struct virtio_device *vdev);
+/* The VM stopped: the device's vm_stopped, under its lock. */
+void virtio_mmio_vm_stopped(struct virtio_device *vdev);
 /* The device ID a saved virtio node @node holds (restore picks the device
  * kind by it). 0 or -EINVAL + message. */
 int virtio_mmio_saved_id(const void *fdt, int node, uint32_t *id, char *err, size_t errlen);

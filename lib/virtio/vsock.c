@@ -1456,6 +1456,14 @@ static void vsock_reset(void *opaque)
 	virtio_vsock_stop(opaque);
 }
 
+/* The guest is gone: a host peer of an open stream gets its end (EOF or
+ * ECONNRESET) now instead of waiting for an answer that cannot come. */
+static void vsock_vm_stopped(void *opaque)
+{
+	struct virtio_vsock *v = opaque;
+	close_all(v, -ECONNRESET);
+}
+
 static void vsock_release(void *opaque)
 {
 	struct virtio_vsock *v = opaque;
@@ -1525,6 +1533,7 @@ const struct virtio_device_ops virtio_vsock_ops = {
 	.release = vsock_release,
 	.save = vsock_save,
 	.load = vsock_load,
+	.vm_stopped = vsock_vm_stopped,
 };
 
 int virtio_vsock_device_new(const struct dev_host *host, uint64_t cid, const char *uds_path,
