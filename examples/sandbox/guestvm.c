@@ -75,9 +75,9 @@ void sbx_vm_init(const struct sbx_opts *o, struct sbx_vm *v)
 						      open("/dev/null", O_WRONLY | O_CLOEXEC) };
 }
 
-/* Why the agent never answered, when the guest stopped first (no init,
- * a kernel panic, a bad image: the guest resets or powers off). */
-static int guest_stopped(struct sbx_vm *v)
+/* When the guest stopped (@when: before its agent answered, or while a
+ * command ran): why, on stderr, and SBX_EXIT_FAILED; 0 if it runs. */
+int sbx_vm_stopped(struct sbx_vm *v, const char *when)
 {
 	microvm_exit ex = MICROVM_EXIT_INIT;
 	if (microvm_state(v->vm) != MICROVM_STATE_STOPPED || microvm_wait(v->vm, 0, &ex) < 0)
@@ -86,8 +86,8 @@ static int guest_stopped(struct sbx_vm *v)
 					   "stopped on an internal error", "was stopped" };
 	bool guest_did = ex.reason == MICROVM_EXIT_RESET || ex.reason == MICROVM_EXIT_POWEROFF ||
 			 ex.reason == MICROVM_EXIT_CRASH;
-	fprintf(stderr, "microvm-sandbox: the guest %s before its agent answered (%s)%s\n",
-		ex.reason < sizeof(why) / sizeof(why[0]) ? why[ex.reason] : "stopped",
+	fprintf(stderr, "microvm-sandbox: the guest %s %s (%s)%s\n",
+		ex.reason < sizeof(why) / sizeof(why[0]) ? why[ex.reason] : "stopped", when,
 		*ex.message ? ex.message : "no detail",
 		guest_did ? "; not a guest of this project's images? -v shows its console" : "");
 	return SBX_EXIT_FAILED;
@@ -96,7 +96,7 @@ static int guest_stopped(struct sbx_vm *v)
 static int connect_agent(struct sbx_vm *v, double t0)
 {
 	int r = microvm_agent_connect(v->vm, AGENT_WAIT_MS, &v->agent);
-	if (r < 0 && guest_stopped(v))
+	if (r < 0 && sbx_vm_stopped(v, "before its agent answered"))
 		return SBX_EXIT_FAILED;
 	if (r < 0)
 		return sbx_fail("guest agent", r == -ETIMEDOUT ? "did not answer within 120 s" :

@@ -145,6 +145,7 @@ int sbx_vm_configure(const struct sbx_opts *o, const struct sbx_guest *g, struct
 int sbx_vm_boot(struct sbx_vm *v);
 int sbx_vm_restore(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
 int sbx_vm_save(struct sbx_vm *v, const char *dir);
+int sbx_vm_stopped(struct sbx_vm *v, const char *when);
 void sbx_vm_destroy(struct sbx_vm *v);
 
 /* command.c */
