@@ -342,6 +342,9 @@ MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
  * Flow control follows the spec's credit scheme in both directions; a guest
  * that stops reading stalls only its own stream, and host-side buffering per
  * stream is bounded.
+ * When the VM stops (the guest reset, powered off or crashed, or
+ * microvm_stop()), every open stream is reset on the host side: its host
+ * peer reads end of file or gets ECONNRESET instead of waiting.
  *
  * Who can reach the guest: whoever can connect to <uds_path> can open
  * streams to every port the guest listens on (a guest agent there is a
