@@ -344,7 +344,10 @@ MICROVM_API const char *microvm_disk_backend(const microvm *vm, uint32_t index);
  * stream is bounded.
  * When the VM stops (the guest reset, powered off or crashed, or
  * microvm_stop()), every open stream is reset on the host side: its host
- * peer reads end of file or gets ECONNRESET instead of waiting.
+ * peer reads end of file or gets ECONNRESET instead of waiting. This
+ * happens as the last vCPU thread ends: just after the VM is seen STOPPED
+ * (microvm_wait() may return a moment before), and before
+ * microvm_destroy() returns.
  *
  * Who can reach the guest: whoever can connect to <uds_path> can open
  * streams to every port the guest listens on (a guest agent there is a

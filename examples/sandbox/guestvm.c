@@ -75,8 +75,8 @@ void sbx_vm_init(const struct sbx_opts *o, struct sbx_vm *v)
 						      open("/dev/null", O_WRONLY | O_CLOEXEC) };
 }
 
-/* When the guest stopped (@when: before its agent answered, or while a
- * command ran): why, on stderr, and SBX_EXIT_FAILED; 0 if it runs. */
+/* When the guest stopped (@when: before its agent answered, or during the
+ * run: copies and the command): why, on stderr, and SBX_EXIT_FAILED; 0 if it runs. */
 int sbx_vm_stopped(struct sbx_vm *v, const char *when)
 {
 	microvm_exit ex = MICROVM_EXIT_INIT;

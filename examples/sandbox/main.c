@@ -149,7 +149,7 @@ static void run_in_vm(const struct sbx_opts *o, const struct sbx_guest *g, struc
 	if (!res->status)
 		sbx_run_command(o, &g->pc, v->agent, res);
 	if (res->status == SBX_EXIT_FAILED)
-		sbx_vm_stopped(v, "while the command ran"); /* why, if it did */
+		sbx_vm_stopped(v, "during the run"); /* why, if it did */
 	bool ran = v->agent && res->status != SBX_EXIT_FAILED && res->status != SBX_EXIT_USAGE;
 	for (int i = 0; i < o->ncopy_out && ran; i++)
 		if (sbx_copy_out(v->agent, o->copy_out[i], f->out[i], f->created[i]))
