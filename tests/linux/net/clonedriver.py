@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "bindings", "python"))
 sys.path.insert(0, HERE)
 import microvm  # noqa: E402
 from guestnet import PING  # noqa: E402
+from guestwatch import report_failed  # noqa: E402
 
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 pci=off quiet tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs ip=dhcp")
@@ -38,12 +39,6 @@ def probe(vm, mac, url, ping_addr):
                                 timeout=300).stdout.split()
     finally:
         sbx.kill()
-
-
-def console_tail(path, lines=30):
-    with open(path, "rb") as f:
-        text = f.read().decode(errors="replace")
-    return text, "\n".join(text.splitlines()[-lines:])
 
 
 def main(kernel, image, url, ping_addr, snap):
@@ -73,44 +68,10 @@ def main(kernel, image, url, ping_addr, snap):
     for i, c in enumerate(clones):
         print("clone%d" % i, *(out[i] or ["timeout"]), flush=True)
         if not out[i] or out[i][0] == "error":
-            report_failed_clone(i, consoles[i])
+            report_failed("clone%d" % i, consoles[i])
         c.close()
         files[i].close()
     return 0
-
-
-def vcpu_threads_blocked_in_library():
-    """Prints the process's vCPU threads; True if one waits in a system call
-    other than ioctl (KVM_RUN): in the library, not in the guest."""
-    blocked = False
-    for tid in os.listdir("/proc/self/task"):
-        base = "/proc/self/task/%s/" % tid
-        try:
-            comm = open(base + "comm").read().strip()
-            if not comm.startswith("vcpu"):
-                continue
-            sysc = open(base + "syscall").read().split()
-            wchan = open(base + "wchan").read().strip()
-        except OSError:
-            continue
-        print("  thread %s (%s): system call %s, waits in %s"
-              % (tid, comm, " ".join(sysc[:2]), wchan or "-"), file=sys.stderr)
-        if sysc and sysc[0].isdigit() and sysc[0] != "16":
-            blocked = True
-    return blocked
-
-
-def report_failed_clone(i, console):
-    """The last lines of the clone's console; "GUEST-STUCK" when its kernel
-    reported a stalled vCPU twice (over a minute) while every vCPU thread
-    is in KVM_RUN (the emulated machine's trouble, tests/linux/linux_test.h)."""
-    text, tail = console_tail(console)
-    print("---- clone%d: last console lines ----\n%s\n----" % (i, tail), file=sys.stderr)
-    if text.count("detected stall") >= 2:  # a stall over a minute long
-        print("clone%d: its kernel reports a stalled vCPU; the vCPU threads:" % i,
-              file=sys.stderr)
-        if not vcpu_threads_blocked_in_library():
-            print("GUEST-STUCK: clone%d: every vCPU thread in KVM_RUN" % i, file=sys.stderr)
 
 
 if __name__ == "__main__":

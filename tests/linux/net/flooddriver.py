@@ -1,12 +1,13 @@
 """Host memory stays bounded while the guest takes nothing (tests/linux/net):
 run in the test's network namespace as
-  flooddriver.py KERNEL IMAGE SECONDS
+  flooddriver.py KERNEL IMAGE SECONDS CONSOLE
 Boots the Debian image with a user-mode interface forwarding UDP port 5000,
 takes eth0 down in the guest (its driver stops taking frames: the receive
 queue fills), floods 127.0.0.1:5000 from the host for SECONDS, and prints
 the resident memory (KiB) of this process (the VMM) and of passt after a
 third of the flood and at its end, the counters, and whether the guest
-still answers: "key value..." lines.
+still answers: "key value..." lines. The guest's console goes to the file
+CONSOLE; if the driver fails, its tail is on stderr (guestwatch.py).
 """
 import os
 import socket
@@ -14,9 +15,11 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                                "bindings", "python"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "bindings", "python"))
+sys.path.insert(0, HERE)
 import microvm  # noqa: E402
+from guestwatch import reported  # noqa: E402
 
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 pci=off quiet tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs ip=dhcp")
@@ -51,12 +54,13 @@ def flood(until, sent):
             time.sleep(0.0005)
 
 
-def main(kernel, image, seconds):
+def main(kernel, image, seconds, console):
     seconds = float(seconds)
+    out = open(console, "wb")
     vm = microvm.VM(memory_mib=512, kernel=kernel, cmdline=CMDLINE, rng=True, vsock_cid=3,
-                    disks=[{"path": image, "read_only": True}],
+                    disks=[{"path": image, "read_only": True}], console_out=out,
                     nets=[{"backend": "user", "ports": ["5000:5000/udp"]}])
-    with vm:
+    with vm, reported("the flooded guest", console):
         vm.start()
         sbx = microvm.Sandbox(vm, lambda: microvm.Agent.connect(vm, timeout=300), owns_vm=False)
         try:

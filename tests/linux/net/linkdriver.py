@@ -1,17 +1,21 @@
 """Link down/up through the Python bindings (tests/linux/net): run in the
 test's network namespace as
-  linkdriver.py KERNEL IMAGE URL
+  linkdriver.py KERNEL IMAGE URL CONSOLE
 Boots the Debian image with a user-mode interface (Sandbox over a VM built
 here, as Sandbox.create does for initramfs guests), fetches URL, takes the
 link down (the guest sees no carrier, a fetch fails), up again (a fetch
-works), and prints what it saw and the counters, one "key value" a line.
+works), and prints what it saw and the counters, one "key value" a line. The
+guest's console goes to the file CONSOLE; if the driver fails, its tail is
+on stderr (guestwatch.py).
 """
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                                "bindings", "python"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "bindings", "python"))
+sys.path.insert(0, HERE)
 import microvm  # noqa: E402
+from guestwatch import reported  # noqa: E402
 
 CMDLINE = ("console=ttyS0 reboot=k panic=-1 pci=off quiet tsc=reliable root=/dev/vda ro "
            "rootfstype=ext4 init=/.microvm/agent microvm.overlay=tmpfs ip=dhcp")
@@ -23,10 +27,11 @@ PROBE = ('for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/carrier)" = "$0" 
          'python3 -c "$1" "$2" 20 && echo fetch=ok || echo fetch=failed')
 
 
-def main(kernel, image, url):
+def main(kernel, image, url, console):
+    out = open(console, "wb")
     vm = microvm.VM(memory_mib=512, kernel=kernel, cmdline=CMDLINE, rng=True, vsock_cid=3,
-                    disks=[{"path": image, "read_only": True}], nets=["user"])
-    with vm:
+                    disks=[{"path": image, "read_only": True}], nets=["user"], console_out=out)
+    with vm, reported("the guest", console):
         vm.start()
         sbx = microvm.Sandbox(vm, lambda: microvm.Agent.connect(vm, timeout=300), owns_vm=False)
         try:

@@ -57,6 +57,19 @@ def show(what, r):
                                      r.stderr.decode(errors="replace")))
 
 
+def run_driver(what, script, args):
+    """Runs the Python driver @script in the namespace with args(attempt);
+    when its guest stalled in the emulated machine (GUEST-STUCK, see
+    guestwatch.py), once more, loudly. The last run's CompletedProcess."""
+    for attempt in (1, 2):
+        r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, script), *args(attempt)),
+                           capture_output=True, timeout=LONG)
+        show("%s, attempt %d" % (what, attempt), r)
+        if b"GUEST-STUCK" not in r.stderr or not os.environ.get("MICROVM_NESTED"):
+            return r
+    return r
+
+
 @pytest.fixture(scope="module", autouse=True)
 def netns():
     subprocess.run(["ip", "netns", "add", NS], check=True)
@@ -269,12 +282,11 @@ def test_usage_errors(args):
     assert b"--help" in r.stderr
 
 
-def test_link_down_up_through_the_python_bindings(webroot):
+def test_link_down_up_through_the_python_bindings(webroot, tmp_path):
     assert os.environ.get("MICROVM_LIBRARY"), "MICROVM_LIBRARY is not set"
     url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
-    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "linkdriver.py"), KERNEL, IMAGE,
-                             url), capture_output=True, timeout=LONG)
-    show("link down/up (Python bindings)", r)
+    r = run_driver("link down/up (Python bindings)", "linkdriver.py",
+                   lambda n: (KERNEL, IMAGE, url, str(tmp_path / ("console%d" % n))))
     assert r.returncode == 0, r.stderr.decode()
     seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
     assert seen["up1"] == ["carrier=1", "31", "fetch=ok"]
@@ -290,16 +302,8 @@ def test_two_clones_get_new_macs_and_reach_the_host_at_once(webroot, tmp_path):
     takes it after the restore's link flap) and a passt of their own, and
     both ping the host side and fetch from its loopback at the same time."""
     url = "http://%s:%d/hello.txt" % (GATEWAY, HTTP_PORT)
-    for attempt in (1, 2):
-        snap = str(tmp_path / ("snap%d" % attempt))
-        r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "clonedriver.py"), KERNEL,
-                                 IMAGE, url, GATEWAY, snap),
-                           capture_output=True, timeout=LONG)
-        show("two clones at once (Python bindings), attempt %d" % attempt, r)
-        # A clone whose kernel reported a stalled vCPU: the emulated
-        # machine's trouble (tests/linux/linux_test.h); once more, loudly.
-        if b"GUEST-STUCK" not in r.stderr or not os.environ.get("MICROVM_NESTED"):
-            break
+    r = run_driver("two clones at once (Python bindings)", "clonedriver.py",
+                   lambda n: (KERNEL, IMAGE, url, GATEWAY, str(tmp_path / ("snap%d" % n))))
     assert r.returncode == 0, r.stderr.decode()
     seen = {l.split()[0]: l.split()[1:] for l in r.stdout.decode().splitlines()}
     macs = []
@@ -360,10 +364,9 @@ def test_tap_under_jail(tap):
     assert r.stdout.decode().startswith("ping=ok"), r.stdout
 
 
-def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded():
-    r = subprocess.run(in_ns(sys.executable, os.path.join(HERE, "flooddriver.py"), KERNEL,
-                             IMAGE, "30"), capture_output=True, timeout=LONG)
-    show("UDP flood, guest eth0 down (Python bindings)", r)
+def test_flood_while_the_guest_takes_nothing_keeps_host_memory_bounded(tmp_path):
+    r = run_driver("UDP flood, guest eth0 down (Python bindings)", "flooddriver.py",
+                   lambda n: (KERNEL, IMAGE, "30", str(tmp_path / ("console%d" % n))))
     assert r.returncode == 0, r.stderr.decode()
     seen = {l.split()[0]: [int(x) if x.isdigit() else x for x in l.split()[1:]]
             for l in r.stdout.decode().splitlines()}
