@@ -105,7 +105,7 @@
  *    microvm_stop, microvm_snapshot (the lock is held while the files are
  *    written, so other calls on that VM wait for it), microvm_reset,
  *    microvm_fork (on the parent; the child is new), microvm_net_set_link,
- *    microvm_net_stats, microvm_disk_backend.
+ *    microvm_net_stats, microvm_disk_backend, microvm_describe.
  *  Serialised, but not holding the lock while it waits:
  *    microvm_vsock_connect: other calls proceed meanwhile; microvm_stop and
  *    microvm_destroy make a waiting connect return -ECONNRESET, and destroy
@@ -685,6 +685,25 @@ MICROVM_API int microvm_pause(microvm *vm);
 
 /* Resume a paused VM. -EINVAL if it is not paused. */
 MICROVM_API int microvm_resume(microvm *vm);
+
+/*
+ * A report on a paused or stopped VM, for people chasing a hang or a crash
+ * (since 0.8): for each vCPU its run state (runnable, halted, ...), where it
+ * is (rip, rsp, rflags, cr0, cr3, cr4, efer), the events KVM holds for it,
+ * its local APIC's requested (irr), in-service (isr) and level (tmr)
+ * vectors and its timer; for each virtio device its status, interrupt
+ * status and negotiated features, and for each ready queue the device's
+ * indices (next avail, used, last signalled) beside the driver's (avail
+ * index, flags, used_event; the device's avail_event). Plain text, one
+ * line per item, written into @buf (@len bytes, NUL-terminated, cut to fit
+ * as snprintf cuts). The format is for people and may change. Returns the
+ * length of the whole report (as snprintf: call again with a larger buffer
+ * if it is >= @len), -EINVAL for a NULL @vm, or @buf NULL with @len > 0,
+ * -EBUSY if the VM is running or its vCPUs have not all parked or ended
+ * yet (pause it first: a running vCPU's state cannot be read), -EINVAL if
+ * it was never started.
+ */
+MICROVM_API int microvm_describe(microvm *vm, char *buf, size_t len);
 
 /*
  * Stop a running or paused VM: all vCPU threads end and the VM becomes

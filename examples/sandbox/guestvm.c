@@ -71,8 +71,26 @@ static int configure(microvm *vm, const struct sbx_opts *o, const struct sbx_gue
 /* A fresh sbx_vm with its console fd (opened now: not from inside --jail). */
 void sbx_vm_init(const struct sbx_opts *o, struct sbx_vm *v)
 {
-	*v = (struct sbx_vm){ .console = o->verbose ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) :
+	*v = (struct sbx_vm){ .verbose = o->verbose,
+			      .console = o->verbose ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) :
 						      open("/dev/null", O_WRONLY | O_CLOEXEC) };
+}
+
+/* With -v, after a failure: the VM's report (paused first if it still
+ * runs; it is about to be destroyed) on stderr, for a bug report. */
+void sbx_vm_report(struct sbx_vm *v)
+{
+	if (!v->verbose || !v->vm)
+		return;
+	if (microvm_state(v->vm) == MICROVM_STATE_RUNNING)
+		microvm_pause(v->vm);
+	char buf[8192];
+	int n = microvm_describe(v->vm, buf, sizeof(buf));
+	if (n < 0)
+		fprintf(stderr, "microvm-sandbox: no VM report: %s\n", microvm_last_error(v->vm));
+	else
+		fprintf(stderr, "microvm-sandbox: the VM:\n%s%s", buf,
+			(size_t)n >= sizeof(buf) ? "...\n" : "");
 }
 
 /* When the guest stopped (@when: before its agent answered, or during the
@@ -96,11 +114,15 @@ int sbx_vm_stopped(struct sbx_vm *v, const char *when)
 static int connect_agent(struct sbx_vm *v, double t0)
 {
 	int r = microvm_agent_connect(v->vm, AGENT_WAIT_MS, &v->agent);
-	if (r < 0 && sbx_vm_stopped(v, "before its agent answered"))
+	if (r < 0 && sbx_vm_stopped(v, "before its agent answered")) {
+		sbx_vm_report(v);
 		return SBX_EXIT_FAILED;
-	if (r < 0)
+	}
+	if (r < 0) {
+		sbx_vm_report(v);
 		return sbx_fail("guest agent", r == -ETIMEDOUT ? "did not answer within 120 s" :
 								 strerror(-r));
+	}
 	v->start_ms = sbx_now_ms() - t0;
 	return 0;
 }

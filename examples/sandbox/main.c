@@ -148,8 +148,10 @@ static void run_in_vm(const struct sbx_opts *o, const struct sbx_guest *g, struc
 		res->status = sbx_copy_in(v->agent, o->copy_in[i], f->in[i]);
 	if (!res->status)
 		sbx_run_command(o, &g->pc, v->agent, res);
-	if (res->status == SBX_EXIT_FAILED)
+	if (res->status == SBX_EXIT_FAILED) {
 		sbx_vm_stopped(v, "during the run"); /* why, if it did */
+		sbx_vm_report(v);
+	}
 	bool ran = v->agent && res->status != SBX_EXIT_FAILED && res->status != SBX_EXIT_USAGE;
 	for (int i = 0; i < o->ncopy_out && ran; i++)
 		if (sbx_copy_out(v->agent, o->copy_out[i], f->out[i], f->created[i]))

@@ -136,6 +136,8 @@ struct sbx_vm {
 	microvm *vm;
 	microvm_agent *agent;
 	bool restored;
+	bool verbose; /* -v: the guest's console on stderr, and the VM's report
+		       * (microvm_describe) when it fails a run */
 	int console;
 	double start_ms;   /* create/restore -> agent ready */
 	double created_ms; /* when sbx_vm_configure() began */
@@ -146,6 +148,7 @@ int sbx_vm_boot(struct sbx_vm *v);
 int sbx_vm_restore(const struct sbx_opts *o, const struct sbx_guest *g, struct sbx_vm *v);
 int sbx_vm_save(struct sbx_vm *v, const char *dir);
 int sbx_vm_stopped(struct sbx_vm *v, const char *when);
+void sbx_vm_report(struct sbx_vm *v);
 void sbx_vm_destroy(struct sbx_vm *v);
 
 /* command.c */

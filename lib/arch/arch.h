@@ -18,6 +18,7 @@ struct evloop;
 struct guest_mem;
 struct kvm_run;
 struct st_writer;
+struct textbuf;
 
 /* Recorded in snapshots; restore refuses another architecture's. */
 extern const char arch_name[];
@@ -136,6 +137,10 @@ int arch_vcpu_sync_flush(int vcpu_fd, struct kvm_run *run);
  * the message in @buf, for exit reports. */
 void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, char *buf,
 			size_t len);
+/* Append a report on vCPU @vcpu_fd, which is not running (microvm_describe):
+ * its run state, where it is, its pending events and its interrupt
+ * controller's state, as text lines each starting with @indent. */
+void arch_vcpu_report(int vcpu_fd, const char *indent, struct textbuf *t);
 
 /* ------------------------------------------------------- platform devices */
 

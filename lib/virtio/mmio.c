@@ -13,6 +13,7 @@
 #include "devices/host.h"
 #include "microvm.h"
 #include "snapshot/state.h"
+#include "textbuf.h"
 
 /* Register offsets (section 4.2.2). */
 enum {
@@ -399,6 +400,21 @@ void virtio_mmio_vm_stopped(struct virtio_device *d)
 		return;
 	pthread_mutex_lock(&d->lock);
 	d->ops->vm_stopped(d->opaque);
+	pthread_mutex_unlock(&d->lock);
+}
+
+void virtio_mmio_report(struct virtio_device *d, const char *indent, struct textbuf *t)
+{
+	pthread_mutex_lock(&d->lock);
+	tb_printf(t, "%s%s at 0x%llx, irq %u: status 0x%x, interrupt status 0x%x, "
+		  "features 0x%llx\n", indent, d->ops->name, (unsigned long long)d->base, d->gsi,
+		  d->status, d->int_status, (unsigned long long)d->driver_features);
+	for (uint32_t q = 0; q < d->ops->num_queues; q++) {
+		if (!d->queues[q].ready)
+			continue;
+		tb_printf(t, "%s  queue %u: ", indent, q);
+		virtq_report(&d->queues[q], t);
+	}
 	pthread_mutex_unlock(&d->lock);
 }
 

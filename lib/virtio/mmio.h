@@ -19,6 +19,7 @@
 #include "microvm.h"
 #include "virtio/queue.h"
 
+struct textbuf;
 struct bus_ops;
 struct dev_host;
 struct virtio_device;
@@ -137,6 +138,11 @@ void virtio_mmio_discard(struct virtio_device *vdev);
 void virtio_mmio_quiesce(struct virtio_device *vdev);
 /* The VM stopped: the device's vm_stopped, under its lock. */
 void virtio_mmio_vm_stopped(struct virtio_device *vdev);
+
+/* Append lines on the device for microvm_describe(): its registers'
+ * state and each ready queue (virtq_report), each line starting with
+ * @indent. Takes the device lock. */
+void virtio_mmio_report(struct virtio_device *vdev, const char *indent, struct textbuf *t);
 /* The device ID a saved virtio node @node holds (restore picks the device
  * kind by it). 0 or -EINVAL + message. */
 int virtio_mmio_saved_id(const void *fdt, int node, uint32_t *id, char *err, size_t errlen);

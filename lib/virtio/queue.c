@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "memory.h"
+#include "textbuf.h"
 
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
@@ -427,4 +428,26 @@ uint32_t virtq_iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint
 		off = 0;
 	}
 	return k;
+}
+
+void virtq_report(const struct virtq *q, struct textbuf *t)
+{
+	tb_printf(t, "size %u, device: next avail %u, used %u, signalled %u%s", q->size,
+		  q->last_avail, q->used_idx, q->signalled_used,
+		  q->signalled_used_valid ? "" : " (none yet)");
+	const uint8_t *avail = q->mem && size_ok(q->size) && !(q->avail_gpa & 1)
+				       ? gm_ptr(q->mem, q->avail_gpa, avail_area_len(q->size)) : NULL;
+	const uint8_t *used = q->mem && size_ok(q->size) && !(q->used_gpa & 3)
+				      ? gm_ptr(q->mem, q->used_gpa, used_area_len(q->size)) : NULL;
+	if (!avail || !used) {
+		tb_printf(t, "; rings outside RAM\n");
+		return;
+	}
+	tb_printf(t, "; driver: avail %u, flags 0x%x", load16(avail + RING_IDX),
+		  load16(avail + RING_FLAGS));
+	if (q->event_idx)
+		tb_printf(t, ", used_event %u; avail_event %u",
+			  load16(avail + RING_ENTRIES + 2u * q->size),
+			  load16(used + RING_ENTRIES + (uint64_t)USED_ELEM_SIZE * q->size));
+	tb_printf(t, "\n");
 }

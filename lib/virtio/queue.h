@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 struct guest_mem;
+struct textbuf;
 
 #define VIRTQ_MAX_SIZE 1024 /* largest queue we offer (QueueNumMax) */
 
@@ -108,5 +109,9 @@ uint32_t virtq_iov_slice(const struct iovec *src, uint32_t n, uint64_t off, uint
  * byte @off, scatter into in-buffers. Return bytes copied. */
 uint64_t virtq_read(const struct virtq_chain *c, uint64_t off, void *dst, uint64_t len);
 uint64_t virtq_write(const struct virtq_chain *c, uint64_t off, const void *src, uint64_t len);
+
+/* Append one line on a ready queue for microvm_describe(): the device's
+ * indices and what the driver last wrote in the rings (read now). */
+void virtq_report(const struct virtq *q, struct textbuf *t);
 
 #endif

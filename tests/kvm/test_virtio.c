@@ -59,6 +59,11 @@ static void blk_rw(const char *name, uint32_t flags)
 	assert_non_null(strstr(text, "vblk: sector0: MICROVM-DISK-SIGNATURE-012345678\n"));
 	check_sector1(fd, true);
 	printf("virtio-blk %s: backend %s\n", name, backend);
+	/* The stopped VM's report shows the queue the driver used. */
+	char rep[2048];
+	assert_true(microvm_describe(vm, rep, sizeof(rep)) > 0);
+	if (!strstr(rep, "virtio-blk at 0x") || !strstr(rep, "\n  queue 0: size "))
+		fail_msg("%s: report: %s", name, rep);
 	microvm_destroy(vm);
 	close(out);
 	close(fd);

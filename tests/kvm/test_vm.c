@@ -221,6 +221,47 @@ static void test_halted_vm_stop_and_wait_timeout(void **state)
 	close(out);
 }
 
+/* microvm_describe(): refused before a start and while running; on a
+ * paused VM a report of the vCPU (halted at the guest's last hlt) and the
+ * devices, cut to fit as snprintf cuts; on a stopped VM too. */
+static void test_describe(void **state)
+{
+	(void)state;
+	SKIP_WITHOUT_KVM();
+	int out = console_fd();
+	microvm *vm = tiny_vm("busy", "loops=1000", 1, out);
+	char buf[4096], small[16];
+	assert_int_equal(microvm_set_rng(vm, 1), 0);
+	assert_int_equal(microvm_describe(vm, buf, sizeof(buf)), -EINVAL);
+	assert_non_null(strstr(microvm_last_error(vm), "never started"));
+	start_ok(vm);
+	assert_int_equal(console_wait_for(out, "busy: done, halting\n", GUEST_TIMEOUT_MS), 0);
+	assert_int_equal(microvm_describe(vm, buf, sizeof(buf)), -EBUSY);
+	assert_int_equal(microvm_describe(NULL, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(microvm_describe(vm, NULL, 5), -EINVAL);
+	assert_int_equal(microvm_pause(vm), 0);
+	int n = microvm_describe(vm, buf, sizeof(buf));
+	printf("%s", buf);
+	assert_true(n > 0 && (size_t)n < sizeof(buf));
+	assert_int_equal(strlen(buf), (size_t)n);
+	assert_non_null(strstr(buf, "paused, 1 vCPU(s), 1 virtio device(s)\n"));
+	assert_non_null(strstr(buf, "vcpu0: halted rip=0x"));
+	assert_non_null(strstr(buf, " cr3=0x"));
+	assert_non_null(strstr(buf, " apic: irr="));
+	assert_non_null(strstr(buf, "virtio-rng at 0x"));
+	assert_int_equal(microvm_describe(vm, NULL, 0), n);
+	assert_int_equal(microvm_describe(vm, small, sizeof(small)), n);
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+	assert_memory_equal(small, buf, sizeof(small) - 1);
+	assert_int_equal(microvm_stop(vm), 0);
+	microvm_exit ex = MICROVM_EXIT_INIT;
+	assert_int_equal(microvm_wait(vm, GUEST_TIMEOUT_MS, &ex), 0);
+	assert_true(microvm_describe(vm, buf, sizeof(buf)) > 0);
+	assert_non_null(strstr(buf, "stopped, 1 vCPU(s)"));
+	microvm_destroy(vm);
+	close(out);
+}
+
 /* A timeout below -1 is refused at once, as by every other call with a
  * timeout, whatever the state (it used to mean "forever"). */
 static void test_wait_rejects_bad_timeout(void **state)
@@ -536,6 +577,7 @@ int main(void)
 		cmocka_unit_test(test_smp),
 		cmocka_unit_test(test_vcpu_threads_are_named),
 		cmocka_unit_test(test_halted_vm_stop_and_wait_timeout),
+		cmocka_unit_test(test_describe),
 		cmocka_unit_test(test_wait_rejects_bad_timeout),
 		cmocka_unit_test(test_pause_resume),
 		cmocka_unit_test(test_event_fd),

@@ -174,10 +174,27 @@ static inline void exit_if_guest_stalled(const char *what, const char *console)
 	_exit(EXIT_GUEST_STUCK);
 }
 
+/* The VM's report (microvm_describe; paused for it, then resumed) on
+ * stderr, for the log of a failure. */
+static inline void print_vm_report(microvm *vm, const char *what)
+{
+	bool was_running = microvm_state(vm) == MICROVM_STATE_RUNNING;
+	if (was_running)
+		microvm_pause(vm);
+	char buf[8192];
+	if (microvm_describe(vm, buf, sizeof(buf)) >= 0)
+		fprintf(stderr, "%s: the VM:\n%s", what, buf);
+	else
+		fprintf(stderr, "%s: no VM report: %s\n", what, microvm_last_error(vm));
+	if (was_running)
+		microvm_resume(vm);
+}
+
 /*
  * microvm_agent_connect() for up to @timeout_ms, in 15 s slices, checking
  * the guest console (@console_fd, a memfd) between them for a stall
- * (above). Returns what microvm_agent_connect() returned last.
+ * (above); after the last, the VM's report. Returns what
+ * microvm_agent_connect() returned last.
  */
 static inline int agent_connect_watching(microvm *vm, int console_fd, const char *what,
 					 int timeout_ms, microvm_agent **out)
@@ -187,6 +204,8 @@ static inline int agent_connect_watching(microvm *vm, int console_fd, const char
 		double left = end - now_ms();
 		int slice = left < 15000 ? (int)(left > 0 ? left : 0) : 15000;
 		int r = microvm_agent_connect(vm, slice, out);
+		if (r == -ETIMEDOUT && now_ms() >= end)
+			print_vm_report(vm, what);
 		if (r != -ETIMEDOUT || now_ms() >= end)
 			return r;
 		char *t = read_all(console_fd);

@@ -29,9 +29,10 @@ from ._version import __version__
 
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
 # version whose API these declarations describe (0.4 added reset, fork and
-# networking, 0.5 the MAC address, 0.6 the process-wide runtime, 0.7 the embedder-driven loop).
+# networking, 0.5 the MAC address, 0.6 the process-wide runtime, 0.7 the embedder-driven loop,
+# 0.8 microvm_describe).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 7
+LIB_MIN_MINOR = 8
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
@@ -366,6 +367,7 @@ PROTOTYPES = {
     "microvm_net_set_link": (_I, [VM_P, _U32, _I]),
     "microvm_net_stats": (_I, [VM_P, _U32, ctypes.POINTER(NetCounters)]),
     "microvm_net_mac": (_I, [VM_P, _U32, ctypes.POINTER(ctypes.c_uint8 * 6)]),
+    "microvm_describe": (_I, [VM_P, ctypes.c_char_p, ctypes.c_size_t]),
     "microvm_runtime_configure": (_I, [ctypes.POINTER(RuntimeConfig)]),
     "microvm_runtime_stats": (_I, [ctypes.POINTER(RuntimeCounters)]),
     "microvm_teardown_wait": (_I, [_I]),

@@ -691,6 +691,20 @@ class VM:
     def stop(self):
         self._call("microvm_stop")
 
+    def describe(self):
+        """A report on the paused or stopped VM, for a person chasing a hang
+        or a crash: each vCPU's run state, registers, pending events and
+        interrupt controller, each virtio device's status and queue indices
+        (microvm_describe; the format may change). BusyError while it runs:
+        pause it first."""
+        size = 4096
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = self._call("microvm_describe", buf, size)
+            if n < size:
+                return buf.value.decode("utf-8", "replace")
+            size = n + 1
+
     def _wait_once(self, ms):
         ex = L.Exit()
         ptr = self._enter()

@@ -67,6 +67,22 @@ def test_pause_resume_stop_and_timeout(kvm, tiny_vm, console):
     assert vm.state == microvm.State.STOPPED
 
 
+def test_describe_a_paused_vm(kvm, tiny_vm, console):
+    """VM.describe(): refused while running, a report once paused."""
+    vm = tiny_vm("busy", "loops=1000", console_out=console)
+    vm.start()
+    console.wait_for("busy: done, halting\n")
+    with pytest.raises(microvm.BusyError):
+        vm.describe()
+    vm.pause()
+    text = vm.describe()
+    assert text.startswith("paused, 1 vCPU(s)"), text
+    assert "vcpu0: halted rip=0x" in text and "apic: irr=" in text, text
+    vm.stop()
+    vm.wait(GUEST_TIMEOUT)
+    assert vm.describe().startswith("stopped, 1 vCPU(s)")
+
+
 def test_event_fd_readable_on_state_changes(kvm, tiny_vm):
     vm = tiny_vm("busy", "loops=1000")
     fd = vm.event_fd

@@ -82,6 +82,22 @@ static int setup_lapic(int fd)
 #define MISC_ENABLE_FAST_STRING 0x1
 #define MTRR_ENABLE_WB ((1u << 11) | 6u)
 
+uint32_t x86_msrs_get(int vcpu_fd, uint32_t n, const uint32_t *index, uint64_t *data)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[4];
+	} m;
+	memset(&m, 0, sizeof(m));
+	m.hdr.nmsrs = n < 4 ? n : 4;
+	for (uint32_t i = 0; i < m.hdr.nmsrs; i++)
+		m.e[i].index = index[i];
+	int got = ioctl(vcpu_fd, KVM_GET_MSRS, &m);
+	for (int i = 0; i < got; i++)
+		data[i] = m.e[i].data;
+	return got > 0 ? (uint32_t)got : 0;
+}
+
 static int setup_msrs(int fd)
 {
 	struct {

@@ -20,4 +20,8 @@ int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out);
 int x86_vcpu_setup(int vcpu_fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
 		   uint64_t entry, char *err, size_t errlen);
 
+/* Read the vCPU's MSRs @index[0 .. n) (n <= 4) into @data. Returns how
+ * many KVM read, in order (0 on error). */
+uint32_t x86_msrs_get(int vcpu_fd, uint32_t n, const uint32_t *index, uint64_t *data);
+
 #endif

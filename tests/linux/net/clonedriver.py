@@ -68,7 +68,7 @@ def main(kernel, image, url, ping_addr, snap):
     for i, c in enumerate(clones):
         print("clone%d" % i, *(out[i] or ["timeout"]), flush=True)
         if not out[i] or out[i][0] == "error":
-            report_failed("clone%d" % i, consoles[i])
+            report_failed("clone%d" % i, consoles[i], c)
         c.close()
         files[i].close()
     return 0

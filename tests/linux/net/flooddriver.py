@@ -60,7 +60,7 @@ def main(kernel, image, seconds, console):
     vm = microvm.VM(memory_mib=512, kernel=kernel, cmdline=CMDLINE, rng=True, vsock_cid=3,
                     disks=[{"path": image, "read_only": True}], console_out=out,
                     nets=[{"backend": "user", "ports": ["5000:5000/udp"]}])
-    with vm, reported("the flooded guest", console):
+    with vm, reported("the flooded guest", console, vm):
         vm.start()
         sbx = microvm.Sandbox(vm, lambda: microvm.Agent.connect(vm, timeout=300), owns_vm=False)
         try:

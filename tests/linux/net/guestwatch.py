@@ -1,14 +1,19 @@
 """What a driver of tests/linux/net shows when its guest fails it: the last
-lines of the guest's console, where the VMM's vCPU threads wait and, when
-the guest kernel reported a stalled vCPU twice (a stall over a minute long)
-while every vCPU thread was in KVM_RUN, "GUEST-STUCK" on stderr: the
-emulated machine's trouble (tests/linux/linux_test.h), which test_net.py
-retries once, loudly.
+lines of the guest's console, where the VMM's vCPU threads wait, the paused
+VM's report (VM.describe(): where each vCPU is, its pending interrupts,
+each virtio queue's indices) and, when the guest kernel reported a stalled
+vCPU twice (a stall over a minute long) while every vCPU thread was in
+KVM_RUN, "GUEST-STUCK" on stderr: the emulated machine's trouble
+(tests/linux/linux_test.h), which test_net.py retries once, loudly.
 """
 import contextlib
 import os
 import sys
 import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "bindings", "python"))
+import microvm  # noqa: E402
 
 
 def console_tail(path, lines=30):
@@ -38,13 +43,25 @@ def vcpu_threads_blocked_in_library():
     return blocked
 
 
-def report_failed(name, console):
-    """The last lines of @name's console (a file) and its vCPU threads;
-    "GUEST-STUCK" as above."""
+def describe(name, vm):
+    """Pauses @vm (if it still runs) and prints its report."""
+    try:
+        if vm.state == microvm.State.RUNNING:
+            vm.pause()
+        print("---- %s: the VM ----\n%s----" % (name, vm.describe()), file=sys.stderr)
+    except microvm.Error as e:
+        print("%s: no report: %s" % (name, e), file=sys.stderr)
+
+
+def report_failed(name, console, vm=None):
+    """The last lines of @name's console (a file), its vCPU threads and,
+    given its VM, the VM's report; "GUEST-STUCK" as above."""
     text, tail = console_tail(console)
     print("---- %s: last console lines ----\n%s\n----" % (name, tail), file=sys.stderr)
     print("%s: the vCPU threads:" % name, file=sys.stderr)
     blocked = vcpu_threads_blocked_in_library()
+    if vm is not None:
+        describe(name, vm)
     if text.count("detected stall") >= 2 and not blocked:
         print("GUEST-STUCK: %s: a stalled vCPU, every vCPU thread in KVM_RUN" % name,
               file=sys.stderr)
@@ -52,13 +69,13 @@ def report_failed(name, console):
 
 
 @contextlib.contextmanager
-def reported(name, console):
+def reported(name, console, vm):
     """Runs the block; if it raises, prints the traceback and then reports
-    @name's guest (last on stderr, where a cut log still shows it), and
-    exits 1, as Python does for an uncaught exception."""
+    @name's guest and @vm (last on stderr, where a cut log still shows it),
+    and exits 1, as Python does for an uncaught exception."""
     try:
         yield
     except Exception:
         traceback.print_exc()
-        report_failed(name, console)
+        report_failed(name, console, vm)
         raise SystemExit(1)

@@ -31,7 +31,7 @@ def main(kernel, image, url, console):
     out = open(console, "wb")
     vm = microvm.VM(memory_mib=512, kernel=kernel, cmdline=CMDLINE, rng=True, vsock_cid=3,
                     disks=[{"path": image, "read_only": True}], nets=["user"], console_out=out)
-    with vm, reported("the guest", console):
+    with vm, reported("the guest", console, vm):
         vm.start()
         sbx = microvm.Sandbox(vm, lambda: microvm.Agent.connect(vm, timeout=300), owns_vm=False)
         try:
