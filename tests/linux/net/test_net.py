@@ -48,6 +48,12 @@ def in_ns(*cmd):
 
 
 def sandbox(*args, timeout=LONG, **kw):
+    """The tool in the namespace; a `run` also gets -v (the guest's console
+    on stderr and, if the guest fails the run, the VM's report) and a
+    command timeout below this one, so that a guest that stops answering is
+    reported by the tool (exit 125) rather than killed with it."""
+    if args[:1] == ("run",):
+        args = ("run", "-v", "--timeout", str(timeout - 300)) + args[1:]
     return subprocess.run(in_ns(TOOL, *args), capture_output=True, timeout=timeout, **kw)
 
 
