@@ -12,17 +12,20 @@
 #include "virtio/mmio.h"
 #include "vm.h"
 
-/* Whether no vCPU runs guest code: the VM is paused with every vCPU
- * parked, or stopped with every vCPU thread ended. */
-static bool vcpus_still(struct microvm *vm)
+/* The state, or -EBUSY while a vCPU may run guest code: only a VM paused
+ * with every vCPU parked, or stopped with every vCPU thread ended, is still
+ * (CONFIGURED passes through, for the caller to refuse). */
+static int still_state(struct microvm *vm)
 {
 	pthread_mutex_lock(&vm->run.lock);
 	const struct vm_run *r = &vm->run;
-	bool still = (r->state == MICROVM_STATE_PAUSED &&
-		      r->vcpus_parked + r->vcpus_exited == r->vcpus_running) ||
-		     (r->state == MICROVM_STATE_STOPPED && r->vcpus_exited == r->vcpus_running);
+	int s = r->state;
+	if ((s == MICROVM_STATE_PAUSED && r->vcpus_parked + r->vcpus_exited != r->vcpus_running) ||
+	    (s == MICROVM_STATE_STOPPED && r->vcpus_exited != r->vcpus_running) ||
+	    s == MICROVM_STATE_RUNNING)
+		s = -EBUSY;
 	pthread_mutex_unlock(&vm->run.lock);
-	return still;
+	return s;
 }
 
 MICROVM_API int microvm_describe(microvm *vm, char *buf, size_t len)
@@ -30,11 +33,10 @@ MICROVM_API int microvm_describe(microvm *vm, char *buf, size_t len)
 	if (!vm || (!buf && len))
 		return -EINVAL;
 	pthread_mutex_lock(&vm->api_lock);
-	int state = microvm_state(vm);
-	int r = 0;
+	int state = still_state(vm), r = 0;
 	if (state == MICROVM_STATE_CONFIGURED || vm->run.vcpus_created == 0)
 		r = vm_error(vm, -EINVAL, "describe: the VM was never started");
-	else if (!vcpus_still(vm))
+	else if (state < 0)
 		r = vm_error(vm, -EBUSY, "describe: the VM is running; pause it first");
 	if (r < 0) {
 		pthread_mutex_unlock(&vm->api_lock);
