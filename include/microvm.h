@@ -1121,6 +1121,18 @@ MICROVM_API void microvm_destroy(microvm *vm);
  *    waits, so parallel teardowns overlap), gone when nothing is queued.
  *    At most teardown_backlog (default 256) VMs wait; beyond that,
  *    microvm_destroy() does its VM's teardown itself.
+ * And one cache (since 0.9):
+ *  - boot images: the first start of a VM whose kernel or initrd file has
+ *    a range of 1 MiB or more to load copies the file once into a sealed
+ *    memfd; later starts map that range of the copy copy-on-write into
+ *    guest RAM instead of reading the file (no copy, and the VMs share the
+ *    pages none of them wrote). A file is recognised by its device, inode,
+ *    size, mtime and ctime, so a file written since is copied afresh. One
+ *    fd per cached file (none per VM); at most image_cache_mib MiB
+ *    (default 256), least recently used files dropped first; a file larger
+ *    than that is read as before. Pages VMs still map stay until those VMs
+ *    are gone. MICROVM_IMAGE_CACHE_OFF drops the cache and reads every
+ *    file.
  * All thread-safe, any time; a new limit applies to what starts after it.
  */
 typedef struct microvm_runtime_config {
@@ -1128,9 +1140,12 @@ typedef struct microvm_runtime_config {
 	uint32_t event_threads;    /* 1..1024; 0 = leave unchanged */
 	uint32_t teardown_threads; /* 1..64; 0 = leave unchanged */
 	uint32_t teardown_backlog; /* 1..1048576; 0 = leave unchanged */
+	uint32_t image_cache_mib;  /* 1..1048576, or MICROVM_IMAGE_CACHE_OFF;
+				    * 0 = leave unchanged. Since 0.9 */
 } microvm_runtime_config;
 
-#define MICROVM_RUNTIME_CONFIG_INIT { sizeof(microvm_runtime_config), 0, 0, 0 }
+#define MICROVM_IMAGE_CACHE_OFF 0xffffffffu
+#define MICROVM_RUNTIME_CONFIG_INIT { sizeof(microvm_runtime_config), 0, 0, 0, 0 }
 
 /* Set the limits above. -EINVAL for a value out of range (nothing changed). */
 MICROVM_API int microvm_runtime_configure(const microvm_runtime_config *cfg);
@@ -1140,9 +1155,11 @@ typedef struct microvm_runtime_counters {
 	uint32_t event_threads;    /* running now */
 	uint32_t teardown_threads; /* running now */
 	uint32_t teardown_pending; /* destroyed VMs not yet torn down */
+	uint32_t image_cache_files; /* boot images cached (since 0.9) */
+	uint32_t image_cache_kib;   /* their bytes, KiB rounded up (since 0.9) */
 } microvm_runtime_counters;
 
-#define MICROVM_RUNTIME_COUNTERS_INIT { sizeof(microvm_runtime_counters), 0, 0, 0 }
+#define MICROVM_RUNTIME_COUNTERS_INIT { sizeof(microvm_runtime_counters), 0, 0, 0, 0, 0 }
 
 /* Fill @out. -EINVAL for NULL or a size below the 0.6 struct. */
 MICROVM_API int microvm_runtime_stats(microvm_runtime_counters *out);

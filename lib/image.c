@@ -8,6 +8,23 @@
 
 #include "errbuf.h"
 #include "file.h"
+#include "image_cache.h"
+#include "memory.h"
+
+/* Ranges smaller than this are read: a copy of a few pages costs less than
+ * mapping them and faulting them in. */
+#define MAP_MIN (1u << 20)
+
+int image_identify(int fd, struct image_id *id)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*id = (struct image_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+				 st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+				 st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec };
+	return 0;
+}
 
 int image_open(struct image *im, const char *path, uint64_t max, char *err, size_t errlen)
 {
@@ -30,6 +47,9 @@ int image_open(struct image *im, const char *path, uint64_t max, char *err, size
 	}
 	im->fd = fd;
 	im->size = (uint64_t)st.st_size;
+	im->id = (struct image_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino, im->size,
+				    st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+				    st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec };
 	return 0;
 }
 
@@ -59,4 +79,36 @@ int image_read(const struct image *im, uint64_t off, void *dst, uint64_t len)
 		got += (uint64_t)n;
 	}
 	return 0;
+}
+
+/* Map the whole pages of [@dst, @dst + @len) from @c (whose bytes sit at
+ * @shift past its start) and read the partial pages at both ends from it
+ * too, so all of the range comes from one version of the file. */
+static int map_copy(const struct image_copy *c, uint64_t shift, struct guest_mem *mem,
+		    uint64_t off, uint8_t *dst, uint64_t len)
+{
+	uint8_t *a = (uint8_t *)(((uintptr_t)dst + GM_PAGE - 1) & ~(uintptr_t)(GM_PAGE - 1));
+	uint8_t *b = (uint8_t *)(((uintptr_t)dst + len) & ~(uintptr_t)(GM_PAGE - 1));
+	struct image copy = { NULL, image_copy_fd(c), shift + len + off, { 0, 0, 0, 0, 0 } };
+	int r = gm_map_copy(mem, a, (uint64_t)(b - a), copy.fd, shift + off + (uint64_t)(a - dst));
+	if (r == 0)
+		r = image_read(&copy, shift + off, dst, (uint64_t)(a - dst));
+	if (r == 0)
+		r = image_read(&copy, shift + off + (uint64_t)(b - dst), b, (uint64_t)(dst + len - b));
+	return r;
+}
+
+int image_to_ram(const struct image *im, struct guest_mem *mem, uint64_t off, void *dst,
+		 uint64_t len)
+{
+	if (off > im->size || len > im->size - off)
+		return -EINVAL;
+	uint64_t shift = ((uintptr_t)dst - off) & (GM_PAGE - 1);
+	struct image_copy *c = len >= MAP_MIN ? image_cache_get(im, shift) : NULL;
+	int r = c ? map_copy(c, shift, mem, off, dst, len) : -ENOENT;
+	image_cache_put(c);
+	if (r == 0)
+		return 0;
+	gm_will_fill(mem, dst, len);
+	return image_read(im, off, dst, len);
 }

@@ -83,6 +83,23 @@ int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layo
 	return 0;
 }
 
+int gm_map_copy(struct guest_mem *m, void *p, uint64_t len, int fd, uint64_t fd_off)
+{
+	uint64_t at = (uint64_t)((uint8_t *)p - m->host);
+	if (m->file_backed || !m->host || (uint8_t *)p < m->host || at >= m->size ||
+	    len == 0 || len > m->size - at || ((at | len | fd_off) & (GM_PAGE - 1)))
+		return -EINVAL;
+	if (m->n_mapped == GM_MAX_MAPPED)
+		return -ENOSPC;
+	void *q = mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
+		       (off_t)fd_off);
+	if (q == MAP_FAILED)
+		return -errno;
+	madvise(p, len, MADV_DONTDUMP);
+	m->mapped[m->n_mapped++] = (struct gm_range){ at, len };
+	return 0;
+}
+
 int gm_track_dirty(struct guest_mem *m)
 {
 	size_t words = (size_t)((GM_PAGES(m) + 63) / 64);

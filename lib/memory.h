@@ -19,6 +19,8 @@ struct gm_layout {
 	uint64_t high_base;
 };
 
+#define GM_MAX_MAPPED 8
+
 struct guest_mem {
 	int fd;            /* the file RAM maps (file_backed), else -1 */
 	uint8_t *host;     /* mapping of all of RAM */
@@ -34,6 +36,14 @@ struct guest_mem {
 	 * kernel loader need not zero its bss (writing zeros would allocate
 	 * host memory for every page of it). Cleared once the kernel is in. */
 	bool all_zero;
+	/* Ranges of anonymous RAM mapped copy-on-write from a cached image
+	 * file (gm_map_copy): their pages are file pages, not private ones,
+	 * yet hold the guest's data (snapshot and fork copy them). Offsets
+	 * into RAM's mapping. */
+	struct gm_range {
+		uint64_t off, len;
+	} mapped[GM_MAX_MAPPED];
+	uint32_t n_mapped;
 };
 
 #define GM_PAGE 4096u
@@ -64,6 +74,11 @@ void gm_zero(const struct guest_mem *m, void *p, uint64_t len);
  * back its 2 MiB-aligned interior with transparent huge pages where the
  * host allows (one fault per 2 MiB instead of 512). Only a hint. */
 void gm_will_fill(const struct guest_mem *m, void *p, uint64_t len);
+/* Map @len bytes of @fd at @fd_off (all page-aligned) over anonymous RAM
+ * at @p, private and copy-on-write, and note the range (mapped[]).
+ * -EINVAL (not anonymous RAM, not aligned, outside RAM), -ENOSPC (as many
+ * ranges as noted already) or -errno from mmap (RAM unchanged then). */
+int gm_map_copy(struct guest_mem *m, void *p, uint64_t len, int fd, uint64_t fd_off);
 /* Unmap and close. Safe on a zeroed or already released struct. */
 void gm_release(struct guest_mem *m);
 

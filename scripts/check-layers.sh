@@ -3,7 +3,7 @@
 # layer and those below (so calls go down, or stay inside a layer), and no
 # header includes itself through others.
 #
-#   0 core      memory, bus, evloop, file, image, errbuf, textbuf, byteorder, the state codec
+#   0 core      memory, bus, evloop, file, image, image_cache, errbuf, textbuf, byteorder, the state codec
 #               (snapshot/state), block backends, the device host interface
 #   1 devices   lib/devices/, lib/virtio/
 #   2 arch      lib/arch/ (its platform devices are devices)
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../lib"
 
 layer() {
 	case $1 in
-	memory | bus | evloop | file | image | errbuf | textbuf | byteorder | snapshot/state | backend/* | devices/host) echo 0 ;;
+	memory | bus | evloop | file | image | image_cache | errbuf | textbuf | byteorder | snapshot/state | backend/* | devices/host) echo 0 ;;
 	devices/* | virtio/*) echo 1 ;;
 	arch/*) echo 2 ;;
 	snapshot/* | agent/*) echo 4 ;;

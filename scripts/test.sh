@@ -62,7 +62,7 @@ for t in build/tests/unit/test_*; do
 	"${vg[@]}" "$t" >/dev/null
 	passed=$((passed + 1))
 done
-for t in test_vm test_snapshot; do
+for t in test_vm test_snapshot test_image_cache; do
 	echo "valgrind build/tests/kvm/$t"
 	MICROVM_FUZZ_ITERS=60 "${vg[@]}" "build/tests/kvm/$t" >/dev/null
 	passed=$((passed + 1))

@@ -56,7 +56,8 @@ static int nonzero_pages(const struct guest_mem *m, struct fill_ctx *c)
 }
 
 /* A memfd holding anonymous RAM @m's contents: the pages it populated,
- * found in the page map; the rest stay holes. A process that is not
+ * found in the page map, and the ranges mapped from image copies; the rest
+ * stay holes. A process that is not
  * dumpable cannot open its page map (it belongs to root then): every
  * non-zero page is copied instead. */
 static int ram_to_memfd(const struct guest_mem *m, int *out)
@@ -69,6 +70,8 @@ static int ram_to_memfd(const struct guest_mem *m, int *out)
 	int pm = r == 0 ? open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1;
 	if (r == 0)
 		r = pm >= 0 ? private_pages(pm, m, fill_run, &c) : nonzero_pages(m, &c);
+	for (uint32_t i = 0; r == 0 && pm >= 0 && i < m->n_mapped; i++)
+		r = fill_run(&c, m->mapped[i].off / GM_PAGE, m->mapped[i].len / GM_PAGE);
 	if (pm >= 0)
 		close(pm);
 	if (r < 0) {

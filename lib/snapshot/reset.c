@@ -103,6 +103,7 @@ int snapshot_remap_private(struct guest_mem *m, int fd)
 	}
 	m->file_backed = true;
 	m->all_zero = false;
+	m->n_mapped = 0; /* the image copies' ranges went with the old mapping */
 	return 0;
 }
 

@@ -164,7 +164,8 @@ static int mark_run(void *opaque, uint64_t first, uint64_t n)
 	return 0;
 }
 
-/* Anonymous RAM: the pages it populated (the others read as zeros), as a
+/* Anonymous RAM: the pages it populated and the ranges mapped from image
+ * copies (the others read as zeros), as a
  * bitmap in *@out. NULL (scan all) for RAM mapped from a file, and when
  * the page map cannot be opened (a process that is not dumpable: it
  * belongs to root then). */
@@ -178,6 +179,8 @@ static int populated_pages(const struct guest_mem *m, uint64_t **out)
 		return 0;
 	uint64_t *bits = calloc((size_t)((GM_PAGES(m) + 63) / 64) + 1, sizeof(uint64_t));
 	int r = bits ? private_pages(fd, m, mark_run, bits) : -ENOMEM;
+	for (uint32_t i = 0; r == 0 && i < m->n_mapped; i++)
+		mark_run(bits, m->mapped[i].off / GM_PAGE, m->mapped[i].len / GM_PAGE);
 	close(fd);
 	if (r < 0)
 		free(bits);

@@ -204,7 +204,7 @@ static int load_image(struct guest_mem *m, const struct test_image *im, struct b
 {
 	memset(zi, 0xcc, sizeof(*zi));
 	err[0] = '\0';
-	return bzimage_load(&(struct image){ im->data, -1, im->size }, m, zi, err, errlen);
+	return bzimage_load(&(struct image){ .buf = im->data, .fd = -1, .size = im->size }, m, zi, err, errlen);
 }
 
 static void load_ok(struct guest_mem *m, const struct test_image *im, struct bzimage_info *zi)
@@ -221,7 +221,7 @@ static void assert_rejected_buf(struct guest_mem *m, const uint8_t *img, size_t 
 {
 	struct bzimage_info zi;
 	char err[256] = "";
-	int r = bzimage_load(&(struct image){ img, -1, size }, m, &zi, err, sizeof(err));
+	int r = bzimage_load(&(struct image){ .buf = img, .fd = -1, .size = size }, m, &zi, err, sizeof(err));
 	if (code == 0 ? (r != -ENOMEM && r != -ENOEXEC) : r != code)
 		fail_msg("bzimage_load returned %d (%s), expected %d", r, err, code);
 	assert_true(strlen(err) > 0);
@@ -525,14 +525,14 @@ static void test_pref_in_high_ram(void **state)
 	im.data[OFF_RELOCATABLE] = 0;
 	struct bzimage_info zi;
 	char err[256] = "";
-	assert_int_equal(bzimage_load(&(struct image){ im.data, -1, im.size }, &hm, &zi, err, sizeof(err)), -ENOMEM);
+	assert_int_equal(bzimage_load(&(struct image){ .buf = im.data, .fd = -1, .size = im.size }, &hm, &zi, err, sizeof(err)), -ENOMEM);
 	assert_true(strlen(err) > 0);
 	assert_ram_pattern(&hm, MEM_HIGH_BASE, 64 * MIB);
 
 	/* Relocatable: 16 MiB. */
 	im.data[OFF_RELOCATABLE] = 1;
 	err[0] = '\0';
-	int r = bzimage_load(&(struct image){ im.data, -1, im.size }, &hm, &zi, err, sizeof(err));
+	int r = bzimage_load(&(struct image){ .buf = im.data, .fd = -1, .size = im.size }, &hm, &zi, err, sizeof(err));
 	assert_ram_pattern(&hm, MEM_HIGH_BASE, 64 * MIB);
 	if (r != 0)
 		fail_msg("bzimage_load: %d (%s)", r, err);
@@ -658,7 +658,7 @@ static void test_error_buffer_small(void **state)
 	struct bzimage_info zi;
 	char err[8];
 	memset(err, 'x', sizeof(err));
-	assert_int_equal(bzimage_load(&(struct image){ im.data, -1, im.size }, m, &zi, err, 4), -ENOEXEC);
+	assert_int_equal(bzimage_load(&(struct image){ .buf = im.data, .fd = -1, .size = im.size }, m, &zi, err, 4), -ENOEXEC);
 	assert_int_equal(strlen(err), 3); /* truncated, terminated */
 	assert_int_equal(err[4], 'x');    /* and nothing past errlen */
 	assert_ram_untouched(m);

@@ -165,7 +165,7 @@ static void expect_rejected(struct fixture *f, const char *needle)
 {
 	char err[256] = "";
 	struct elf_image out = { 0x1111, 0x2222, 0x3333 };
-	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, err, sizeof(err));
+	int r = elf_load(&(struct image){ .buf = f->im.buf, .fd = -1, .size = f->im.size }, &f->mem, MIN_ADDR, &out, err, sizeof(err));
 	assert_int_equal(r, -ENOEXEC);
 	assert_true(strlen(err) > 0);
 	if (needle && !strstr(err, needle))
@@ -179,7 +179,7 @@ static void expect_rejected(struct fixture *f, const char *needle)
 static void expect_loaded(struct fixture *f, struct elf_image *out)
 {
 	char err[256] = "";
-	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, out, err, sizeof(err));
+	int r = elf_load(&(struct image){ .buf = f->im.buf, .fd = -1, .size = f->im.size }, &f->mem, MIN_ADDR, out, err, sizeof(err));
 	if (r != 0)
 		fail_msg("elf_load failed: %d (%s)", r, err);
 }
@@ -585,7 +585,7 @@ static void test_small_error_buffer(void **state)
 	char err[16];
 	memset(err, 'X', sizeof(err));
 	struct elf_image out;
-	int r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, err, 8);
+	int r = elf_load(&(struct image){ .buf = f->im.buf, .fd = -1, .size = f->im.size }, &f->mem, MIN_ADDR, &out, err, 8);
 	assert_int_equal(r, -ENOEXEC);
 	/* Truncated, NUL-terminated within errlen, nothing written past it. */
 	assert_int_equal(strlen(err), 7);
@@ -593,7 +593,7 @@ static void test_small_error_buffer(void **state)
 		assert_int_equal(err[i], 'X');
 
 	/* No buffer at all is fine too. */
-	r = elf_load(&(struct image){ f->im.buf, -1, f->im.size }, &f->mem, MIN_ADDR, &out, NULL, 0);
+	r = elf_load(&(struct image){ .buf = f->im.buf, .fd = -1, .size = f->im.size }, &f->mem, MIN_ADDR, &out, NULL, 0);
 	assert_int_equal(r, -ENOEXEC);
 	assert_true(ram_untouched(&f->mem));
 }

@@ -30,13 +30,16 @@ from ._version import __version__
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
 # version whose API these declarations describe (0.4 added reset, fork and
 # networking, 0.5 the MAC address, 0.6 the process-wide runtime, 0.7 the embedder-driven loop,
-# 0.8 microvm_describe).
+# 0.8 microvm_describe; 0.9 the boot-image cache's runtime fields, which an
+# 0.8 library takes as zeros and reports as zeros).
 LIB_MAJOR = 0
 LIB_MIN_MINOR = 8
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
 LIB_EXEC_USER_MINOR = 4     # microvm_exec_config.user, exec_result resource use
+LIB_IMAGE_CACHE_MINOR = 9   # microvm_runtime_config.image_cache_mib
+IMAGE_CACHE_OFF = 0xFFFFFFFF
 SONAME = "libmicrovm.so.%d" % LIB_MAJOR
 
 # ------------------------------------------------------------ constants
@@ -277,6 +280,7 @@ class RuntimeConfig(_Sized):
         ("event_threads", ctypes.c_uint32),
         ("teardown_threads", ctypes.c_uint32),
         ("teardown_backlog", ctypes.c_uint32),
+        ("image_cache_mib", ctypes.c_uint32),      # 0.9
     ]
 
 
@@ -286,6 +290,8 @@ class RuntimeCounters(_Sized):
         ("event_threads", ctypes.c_uint32),
         ("teardown_threads", ctypes.c_uint32),
         ("teardown_pending", ctypes.c_uint32),
+        ("image_cache_files", ctypes.c_uint32),    # 0.9
+        ("image_cache_kib", ctypes.c_uint32),      # 0.9
     ]
 
 

@@ -1,2 +1,2 @@
 """The package's version: the libmicrovm release these bindings follow."""
-__version__ = "0.8.0"
+__version__ = "0.9.0"

@@ -110,7 +110,7 @@ int boot_load_initrd(struct guest_mem *mem, const char *path, struct boot_info *
 				"kernel (ends at 0x%llx) and 0x%llx",
 				path, (unsigned long long)size, (unsigned long long)bi->kernel_end,
 				(unsigned long long)top);
-	else if ((r = image_read(&im, 0, gm_ptr(mem, addr, size), size)) < 0)
+	else if ((r = image_to_ram(&im, mem, 0, gm_ptr(mem, addr, size), size)) < 0)
 		errbuf_fail(err, errlen, r, "initrd %s: read: %s", path, strerror(-r));
 	image_close(&im);
 	if (r < 0)

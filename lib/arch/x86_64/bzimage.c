@@ -115,7 +115,7 @@ int bzimage_load(const struct image *im, struct guest_mem *mem, struct bzimage_i
 			    (unsigned long long)mem->size);
 
 	uint8_t *dst = gm_ptr(mem, load, init_size);
-	r = image_read(im, pm_offset, dst, pm_size);
+	r = image_to_ram(im, mem, pm_offset, dst, pm_size);
 	if (r < 0)
 		return errbuf_fail(err, errlen, r, "reading the kernel: %s", strerror(-r));
 	gm_zero(mem, dst + pm_size, init_size - pm_size);

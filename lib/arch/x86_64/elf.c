@@ -131,8 +131,7 @@ static int elf_copy_segments(const struct image *im, const Elf64_Phdr *ph, int p
 		if (!elf_segment_loads(p))
 			continue;
 		uint8_t *dst = gm_ptr(mem, p->p_paddr, p->p_memsz); /* checked above */
-		gm_will_fill(mem, dst, p->p_filesz);
-		int r = image_read(im, p->p_offset, dst, p->p_filesz);
+		int r = image_to_ram(im, mem, p->p_offset, dst, p->p_filesz);
 		if (r < 0)
 			return errbuf_fail(err, errlen, r, "segment %d: %s", i, strerror(-r));
 		gm_zero(mem, dst + p->p_filesz, p->p_memsz - p->p_filesz); /* bss */
