@@ -441,3 +441,34 @@ def test_runtime_stats_configure_and_teardown_wait(kvm):
         microvm.runtime_configure(event_threads=5000)
     with pytest.raises(ValueError):
         microvm.runtime_configure(teardown_threads=65)
+
+
+def test_boot_image_cache(kvm, tmp_path):
+    # A kernel with a large segment is copied once into the process's
+    # boot-image cache (one fd, counted in runtime_stats) and mapped into
+    # every VM booting it; the limit is set, and 0 turns the cache off and
+    # drops what it holds. Every VM boots either way.
+    microvm.runtime_configure(image_cache_mib=256)
+    fds = fd_count()
+    for _ in range(2):
+        out = tmp_path / "out"
+        with open(out, "wb") as f, microvm.VM(kernel=payload("big"), memory_mib=64,
+                                              console_out=f.fileno()) as vm:
+            vm.start()
+            vm.wait(GUEST_TIMEOUT)
+        assert b"Hello from the big tiny guest!" in out.read_bytes()
+    st = microvm.runtime_stats()
+    assert st.image_cache_files == 1
+    assert st.image_cache_kib >= 20 * 1024
+    assert microvm.teardown_wait(GUEST_TIMEOUT)
+    assert fd_count() == fds  # the cache's fd is not counted; none per VM
+    microvm.runtime_configure(image_cache_mib=0)
+    st = microvm.runtime_stats()
+    assert (st.image_cache_files, st.image_cache_kib) == (0, 0)
+    with microvm.VM(kernel=payload("big"), memory_mib=64) as vm:
+        vm.start()
+        vm.wait(GUEST_TIMEOUT)
+    assert microvm.runtime_stats().image_cache_files == 0
+    with pytest.raises(ValueError):
+        microvm.runtime_configure(image_cache_mib=(1 << 20) + 1)
+    microvm.runtime_configure(image_cache_mib=256)  # the default back
