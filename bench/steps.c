@@ -185,6 +185,7 @@ static void ours_run(int out[2], double *row, uint32_t *calls)
 	microvm_exit ex = MICROVM_EXIT_INIT;
 	microvm_wait(vm, 60000, &ex);
 	microvm_destroy(vm);
+	microvm_teardown_wait(-1); /* not under the floor's next start */
 }
 
 static void print_table(double *fl[N_STEPS], double *us[N_STEPS], uint32_t fc[N_STEPS],
