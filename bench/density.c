@@ -49,13 +49,17 @@ static void die(const char *what, microvm *vm)
 	exit(1);
 }
 
+/* Whether the library's VMs have a PIT (the rows "without a PIT" clear it,
+ * and set the floor's no_pit alike). */
+static bool with_pit = true;
+
 static microvm *tiny(const char *payload, uint32_t mib, int out)
 {
 	microvm *vm;
 	if (microvm_create(&vm) < 0)
 		die("create", NULL);
 	if (microvm_set_memory(vm, mib) < 0 || microvm_set_console(vm, -1, out) < 0 ||
-	    microvm_set_kernel(vm, payload, NULL) < 0)
+	    microvm_set_kernel(vm, payload, NULL) < 0 || microvm_set_pit(vm, with_pit) < 0)
 		die("configure", vm);
 	return vm;
 }
@@ -210,6 +214,28 @@ static void big_image_rows(const struct opts *o, int out[2], double floor_ms)
 	free(c);
 }
 
+/* The same machine without a PIT, the floor likewise, interleaved. */
+static void no_pit_rows(const struct opts *o, const struct floor_host *h, int out[2])
+{
+	struct floor_host nh = *h;
+	nh.no_pit = true;
+	with_pit = false;
+	double *f = calloc((size_t)o->runs, sizeof(double)), *u = calloc((size_t)o->runs, sizeof(double));
+	double unused;
+	for (int i = 0; i < o->runs; i++) {
+		f[i] = floor_once(&nh, &unused);
+		u[i] = ours_start(HELLO, out, &unused);
+	}
+	with_pit = true;
+	double mf = median(f, o->runs);
+	printf("| %-44s | %9.3f | %9.3f | %9s |\n", "floor without a PIT", mf,
+	       quantile(f, o->runs, 0.9), "1.00");
+	printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "libmicrovm without a PIT (microvm_set_pit)",
+	       median(u, o->runs), quantile(u, o->runs, 0.9), median(u, o->runs) / mf);
+	free(f);
+	free(u);
+}
+
 static void bench_start(const struct opts *o, const struct floor_host *h)
 {
 	int out[2];
@@ -232,6 +258,7 @@ static void bench_start(const struct opts *o, const struct floor_host *h)
 	       quantile(fl, o->runs, 0.9), "1.00");
 	printf("| %-44s | %9.3f | %9.3f | %9.2f |\n", "libmicrovm: create + start -> first byte", mo,
 	       quantile(ours, o->runs, 0.9), mo / mf);
+	no_pit_rows(o, h, out);
 	big_image_rows(o, out, mf);
 	if (o->qemu_runs > 0 && have_qemu()) {
 		const char *bios = qemu_bios();
@@ -370,15 +397,22 @@ static void bench_throughput(const struct opts *o, const struct floor_host *h)
 	       "floor: the raw KVM calls to the same byte, closing the VM in the loop, or "
 	       "queued to %d threads as the library does\n\n",
 	       o->cycles, TEARDOWN_THREADS);
-	printf("| %-10s | %11s | %13s | %10s | %15s |\n", "threads", "floor, sync",
+	printf("| %-12s | %11s | %13s | %10s | %15s |\n", "threads, PIT", "floor, sync",
 	       "floor, queued", "libmicrovm", "x floor, queued");
 	printf("|---|---:|---:|---:|---:|\n");
-	for (int threads = 1; threads <= 2; threads++) {
-		double s = cycle_rate(h, threads, o->cycles, FLOOR_SYNC);
-		double q = cycle_rate(h, threads, o->cycles, FLOOR_QUEUED);
-		double r = cycle_rate(h, threads, o->cycles, OURS);
-		printf("| %-10d | %11.0f | %13.0f | %10.0f | %15.2f |\n", threads, s, q, r, r / q);
+	struct floor_host nh = *h;
+	nh.no_pit = true;
+	for (int k = 0; k < 4; k++) {
+		int threads = 1 + k % 2;
+		with_pit = k < 2;
+		const struct floor_host *fh = with_pit ? h : &nh;
+		double s = cycle_rate(fh, threads, o->cycles, FLOOR_SYNC);
+		double q = cycle_rate(fh, threads, o->cycles, FLOOR_QUEUED);
+		double r = cycle_rate(fh, threads, o->cycles, OURS);
+		printf("| %d, %-9s | %11.0f | %13.0f | %10.0f | %15.2f |\n", threads,
+		       with_pit ? "PIT" : "no PIT", s, q, r, r / q);
 	}
+	with_pit = true;
 }
 
 /* ----------------------------------------------------------- 3. scaling */

@@ -4,12 +4,14 @@
  * 128 MiB), then KVM_RUN until the guest's first port write. The guest is
  * 9 bytes at 1 MiB entered in 64-bit mode (2 MiB identity page, the page
  * tables written before the run): mov al,'A'; mov edx,0x3f8; out dx,al;
- * hlt. For bench/density.c, which times it in the same run as the library.
+ * hlt. With no_pit set the machine has no PIT (microvm_set_pit(vm, 0)).
+ * For bench/density.c, which times it in the same run as the library.
  */
 #ifndef MICROVM_BENCH_FLOOR_H
 #define MICROVM_BENCH_FLOOR_H
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <linux/kvm.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,10 +43,12 @@ struct floor_host {
 	int kvm;
 	int run_size;
 	struct kvm_cpuid2 *cpuid;
+	bool no_pit;
 };
 
 static void floor_host_init(struct floor_host *h)
 {
+	h->no_pit = false;
 	h->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (h->kvm < 0)
 		floor_die("/dev/kvm");
@@ -100,7 +104,8 @@ static void floor_start(const struct floor_host *h, struct floor_vm *f)
 	if (ioctl(f->vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0 ||
 	    ioctl(f->vm, KVM_SET_TSS_ADDR, 0xfeffd000) < 0 ||
 	    ioctl(f->vm, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0 ||
-	    ioctl(f->vm, KVM_CREATE_IRQCHIP, 0) < 0 || ioctl(f->vm, KVM_CREATE_PIT2, &pc) < 0)
+	    ioctl(f->vm, KVM_CREATE_IRQCHIP, 0) < 0 ||
+	    (!h->no_pit && ioctl(f->vm, KVM_CREATE_PIT2, &pc) < 0))
 		floor_die("VM setup");
 	f->vcpu = ioctl(f->vm, KVM_CREATE_VCPU, 0);
 	f->run = f->vcpu < 0 ? MAP_FAILED

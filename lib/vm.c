@@ -254,6 +254,16 @@ MICROVM_API int microvm_set_acpi(microvm *vm, int enabled)
 	return 0;
 }
 
+MICROVM_API int microvm_set_pit(microvm *vm, int enabled)
+{
+	int r = vm_lock_configured(vm, "set_pit");
+	if (r < 0)
+		return r;
+	vm->cfg.no_pit = !enabled;
+	pthread_mutex_unlock(&vm->api_lock);
+	return 0;
+}
+
 MICROVM_API int microvm_set_seccomp(microvm *vm, uint32_t mode)
 {
 	int r = vm_lock_configured(vm, "set_seccomp");
@@ -506,7 +516,7 @@ int vm_kvm_create(struct microvm *vm)
 	if (r < 0)
 		return r;
 	char err[256];
-	r = arch_vm_init(vm->kvm.vm_fd, err, sizeof(err));
+	r = arch_vm_init(vm->kvm.vm_fd, !vm->cfg.no_pit, err, sizeof(err));
 	return r < 0 ? vm_error(vm, r, "%s", err) : 0;
 }
 
@@ -733,8 +743,8 @@ static int boot_vcpu(void *ctx, struct microvm *vm, uint32_t i)
 {
 	struct boot_ctx *b = ctx;
 	char err[128];
-	int r = arch_vcpu_init(vm->run.vcpus[i].fd, b->cookie, i, vm->cfg.nr_vcpus, b->entry, err,
-			       sizeof(err));
+	int r = arch_vcpu_init(vm->run.vcpus[i].fd, b->cookie, i, vm->cfg.nr_vcpus, b->entry,
+			       !vm->cfg.no_pit, err, sizeof(err));
 	return r < 0 ? vm_error(vm, r, "vCPU %u: %s", i, err) : 0;
 }
 

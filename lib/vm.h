@@ -51,6 +51,7 @@ struct vm_config {
 	bool rng_enabled;
 	int kick_signal;
 	bool no_acpi;    /* MP table only; virtio devices on the command line */
+	bool no_pit;     /* no i8254; the TSC-deadline timer in CPUID instead */
 	bool embedder_loop; /* MICROVM_LOOP_EMBEDDER: no event thread */
 	bool vsock_enabled;
 	uint64_t vsock_cid;

@@ -45,14 +45,15 @@ uint32_t arch_virtio_gsi(uint32_t index);
 
 /* ------------------------------------------------------------------ the VM */
 
-/* After KVM_CREATE_VM and the RAM memslots: interrupt controller, timers and
- * whatever else the VM needs before vCPUs exist. 0 or -errno + message. */
-int arch_vm_init(int vm_fd, char *err, size_t errlen);
+/* After KVM_CREATE_VM and the RAM memslots: interrupt controller, timers
+ * (@pit: the legacy interval timer too) and whatever else the VM needs
+ * before vCPUs exist. 0 or -errno + message. */
+int arch_vm_init(int vm_fd, bool pit, char *err, size_t errlen);
 
-/* Snapshot of VM-wide KVM state (interrupt controllers, timers; the
- * clock is arch_clock_save's and arch_clock_load's). */
-int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen);
-int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen);
+/* Snapshot of VM-wide KVM state (interrupt controllers, timers, @pit as in
+ * arch_vm_init; the clock is arch_clock_save's and arch_clock_load's). */
+int arch_vm_save(int vm_fd, bool pit, struct st_writer *w, int node, char *err, size_t errlen);
+int arch_vm_load(int vm_fd, bool pit, const void *fdt, int node, char *err, size_t errlen);
 /* The guest's clocks (kvmclock and the @n vCPUs' TSCs), saved together after
  * the vCPUs and restored together once every vCPU is loaded (@vcpu_nodes:
  * each vCPU's state node); @node is the VM-wide one of arch_vm_save.
@@ -111,9 +112,10 @@ int arch_load_guest(struct guest_mem *mem, const struct arch_boot *boot, uint64_
  * process; unprepare releases what prepare made per VM. */
 int arch_vcpu_prepare(int kvm_fd, void **cookie, char *err, size_t errlen);
 void arch_vcpu_unprepare(void *cookie);
-/* Put vCPU @index of @count into the boot state for @entry. */
+/* Put vCPU @index of @count into the boot state for @entry, its CPU
+ * features fit for a machine with or without the legacy timer (@pit). */
 int arch_vcpu_init(int vcpu_fd, void *cookie, uint32_t index, uint32_t count, uint64_t entry,
-		   char *err, size_t errlen);
+		   bool pit, char *err, size_t errlen);
 /* Snapshot of one vCPU (registers, FPU, MSRs, local APIC, events...). */
 int arch_vcpu_save(int kvm_fd, int vcpu_fd, struct st_writer *w, int node, char *err,
 		   size_t errlen);

@@ -243,7 +243,7 @@ static int load_state(struct microvm *vm)
 	char err[256] = "";
 	int n = st_sub(fdt, 0, "kvm", err, sizeof(err));
 	int kn = n;
-	int r = n < 0 ? n : arch_vm_load(vm->kvm.vm_fd, fdt, n, err, sizeof(err));
+	int r = n < 0 ? n : arch_vm_load(vm->kvm.vm_fd, !vm->cfg.no_pit, fdt, n, err, sizeof(err));
 	int fds[MICROVM_MAX_VCPUS], nodes[MICROVM_MAX_VCPUS];
 	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
 		char name[24];

@@ -311,7 +311,8 @@ static int load_vm(void *ctx, struct microvm *vm)
 {
 	struct load_ctx *l = ctx;
 	int kn = st_sub(l->fdt, 0, "kvm", l->err, sizeof(l->err));
-	int r = kn < 0 ? kn : arch_vm_load(vm->kvm.vm_fd, l->fdt, kn, l->err, sizeof(l->err));
+	int r = kn < 0 ? kn : arch_vm_load(vm->kvm.vm_fd, !vm->cfg.no_pit, l->fdt, kn, l->err,
+						     sizeof(l->err));
 	return r < 0 ? vm_error(vm, r, "%s", l->err) : 0;
 }
 

@@ -245,7 +245,7 @@ static int build_state(struct microvm *vm, struct st_writer *w, int kvm_fd, cons
 	}
 
 	int kn = st_node(w, 0, "kvm");
-	int r = arch_vm_save(vm->kvm.vm_fd, w, kn, err, errlen);
+	int r = arch_vm_save(vm->kvm.vm_fd, !vm->cfg.no_pit, w, kn, err, errlen);
 	int fds[MICROVM_MAX_VCPUS];
 	for (uint32_t i = 0; r == 0 && i < vm->cfg.nr_vcpus; i++) {
 		char name[24];

@@ -14,6 +14,12 @@ panic)
 rng)
 	echo "RNG: $(od -An -N16 -tx1 /dev/hwrng | tr -d ' \n')"
 	reboot -f ;;
+timers)
+	# Which timers the kernel found; then a sleep, which needs them to tick.
+	echo "DEADLINE-CPUS: $(grep -c tsc_deadline_timer /proc/cpuinfo)"
+	echo "CLOCKSOURCE: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+	sleep 1 && echo "SLEPT"
+	reboot -f ;;
 ro-disk)
 	# The disk is attached read-only: writing it must fail in the guest.
 	if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then

@@ -22,6 +22,7 @@ struct boot {
 	bool disk_ro;
 	bool rng;
 	bool virtio_console;
+	bool no_pit;
 	/* results */
 	int start_rc;
 	microvm_exit ex;
@@ -53,6 +54,8 @@ static void boot_guest(struct boot *b)
 		assert_int_equal(microvm_set_rng(vm, 1), 0);
 	if (b->virtio_console)
 		assert_int_equal(microvm_set_console_type(vm, MICROVM_CONSOLE_VIRTIO), 0);
+	if (b->no_pit)
+		assert_int_equal(microvm_set_pit(vm, 0), 0);
 	double t0 = now_ms();
 	b->start_rc = microvm_start(vm);
 	if (b->start_rc != 0)
@@ -149,6 +152,28 @@ static void test_distro_kernel_2cpus(void **state)
 {
 	(void)state;
 	check_echo_boot(need_env("MICROVM_TEST_DISTRO_KERNEL"), 2, "Debian cloud kernel");
+}
+
+/* A machine without a PIT (microvm_set_pit): Linux boots on both vCPUs,
+ * finds the TSC-deadline timer on each, and its timers tick (a sleep
+ * returns). */
+static void test_no_pit_2cpus(void **state)
+{
+	(void)state;
+	struct boot b = {
+		.kernel = need_env("MICROVM_TEST_VMLINUX"),
+		.cmdline = BASE_CMDLINE " MICROVM_TEST=timers",
+		.vcpus = 2,
+		.no_pit = true,
+	};
+	boot_guest(&b);
+	dump_on_failure(&b, "CPUS: 2");
+	dump_on_failure(&b, "DEADLINE-CPUS: 2");
+	dump_on_failure(&b, "SLEPT");
+	assert_int_equal(b.ex.reason, MICROVM_EXIT_RESET);
+	const char *cs = strstr(b.out, "CLOCKSOURCE: ");
+	printf("linux: without a PIT: %.*s\n", cs ? (int)strcspn(cs, "\r\n") : 1, cs ? cs : "?");
+	free(b.out);
 }
 
 static void test_init_exits_panic_reboots(void **state)
@@ -297,6 +322,7 @@ int main(void)
 		cmocka_unit_test(test_vmlinux_1cpu),
 		cmocka_unit_test(test_vmlinux_2cpus),
 		cmocka_unit_test(test_bzimage_2cpus),
+		cmocka_unit_test(test_no_pit_2cpus),
 		cmocka_unit_test(test_init_exits_panic_reboots),
 		cmocka_unit_test(test_poweroff_via_acpi),
 		cmocka_unit_test(test_ext4_rootfs_on_virtio_blk),

@@ -30,15 +30,13 @@ from ._version import __version__
 # The major version (SONAME libmicrovm.so.<major>) and the oldest minor
 # version whose API these declarations describe (0.4 added reset, fork and
 # networking, 0.5 the MAC address, 0.6 the process-wide runtime, 0.7 the embedder-driven loop,
-# 0.8 microvm_describe; 0.9 the boot-image cache's runtime fields, which an
-# 0.8 library takes as zeros and reports as zeros).
+# 0.8 microvm_describe, 0.9 microvm_set_pit and the boot-image cache).
 LIB_MAJOR = 0
-LIB_MIN_MINOR = 8
+LIB_MIN_MINOR = 9
 # Later additions the package uses only when the loaded library has them
 # (see Library.has). A 0.3 library takes the 0.4 structs as long as the
 # fields it does not know are zero ("Structs that may grow" in microvm.h).
 LIB_EXEC_USER_MINOR = 4     # microvm_exec_config.user, exec_result resource use
-LIB_IMAGE_CACHE_MINOR = 9   # microvm_runtime_config.image_cache_mib
 IMAGE_CACHE_OFF = 0xFFFFFFFF
 SONAME = "libmicrovm.so.%d" % LIB_MAJOR
 
@@ -367,6 +365,7 @@ PROTOTYPES = {
     "microvm_set_console": (_I, [VM_P, _I, _I]),
     "microvm_set_console_type": (_I, [VM_P, _U32]),
     "microvm_set_rng": (_I, [VM_P, _I]),
+    "microvm_set_pit": (_I, [VM_P, _I]),
     "microvm_add_disk": (_I, [VM_P, ctypes.POINTER(DiskConfig)]),
     "microvm_disk_backend": (_S, [VM_P, _U32]),
     "microvm_add_net": (_I, [VM_P, ctypes.POINTER(NetConfig)]),

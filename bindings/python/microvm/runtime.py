@@ -22,8 +22,8 @@ def configure(event_threads=None, teardown_threads=None, teardown_backlog=None,
     per seccomp setting (1..1024; default: online CPUs, at most 8),
     teardown threads (1..64, default 16), VMs waiting for teardown before
     destroy does its own (1..1048576, default 256), the boot-image cache's
-    size in MiB (0: off, cached files dropped; 1..1048576; default 256;
-    needs libmicrovm 0.9). Applies to what starts afterwards."""
+    size in MiB (0: off, cached files dropped; 1..1048576; default 256).
+    Applies to what starts afterwards."""
     lib = L.get()
     c = L.RuntimeConfig()
     c.event_threads = cv.integer("event_threads", event_threads or 0, 0, 1024)
@@ -31,9 +31,6 @@ def configure(event_threads=None, teardown_threads=None, teardown_backlog=None,
     c.teardown_backlog = cv.integer("teardown_backlog", teardown_backlog or 0, 0, 1 << 20)
     if image_cache_mib is not None:
         mib = cv.integer("image_cache_mib", image_cache_mib, 0, 1 << 20)
-        if not lib.has(L.LIB_IMAGE_CACHE_MINOR):
-            raise NotImplementedError("image_cache_mib needs libmicrovm 0.%d"
-                                      % L.LIB_IMAGE_CACHE_MINOR)
         c.image_cache_mib = mib if mib else L.IMAGE_CACHE_OFF
     rc = lib.microvm_runtime_configure(ctypes.byref(c))
     if rc < 0:
@@ -43,7 +40,7 @@ def configure(event_threads=None, teardown_threads=None, teardown_backlog=None,
 def stats():
     """RuntimeStats: event and teardown threads running now, destroyed VMs
     whose teardown is not done yet, and the boot-image cache's files (one fd
-    each) and KiB (0 with a library before 0.9)."""
+    each) and KiB."""
     lib = L.get()
     c = L.RuntimeCounters()
     rc = lib.microvm_runtime_stats(ctypes.byref(c))

@@ -211,7 +211,7 @@ class VM:
     vcpus, memory_mib, kernel (+ cmdline), initrd, console_in/console_out
     (file objects with fileno(), fds, or None; borrowed: keep them open
     while the VM lives; the VM keeps the objects referenced), console_type
-    ('serial'/'virtio'), rng, acpi, kick_signal, log (+ log_level),
+    ('serial'/'virtio'), rng, acpi, pit, kick_signal, log (+ log_level),
     disks (paths, or dicts of add_disk's arguments), nets (backend names
     like "user", or dicts of add_net's arguments), vsock_cid (+
     vsock_uds_path), event_loop ("shared" or "embedder", see
@@ -226,7 +226,7 @@ class VM:
 
     def __init__(self, *, vcpus=None, memory_mib=None, kernel=None, cmdline=None, initrd=None,
                  console_in=None, console_out=None, console_type=None, rng=None, acpi=None,
-                 kick_signal=None, log=None, log_level=None, disks=(), nets=(),
+                 pit=None, kick_signal=None, log=None, log_level=None, disks=(), nets=(),
                  vsock_cid=None, vsock_uds_path=None, event_loop=None, library=None):
         self._init_state(_library(library))
         ptr = L.VM_P()
@@ -258,6 +258,8 @@ class VM:
                 self.rng = rng
             if acpi is not None:
                 self.acpi = acpi
+            if pit is not None:
+                self.pit = pit
             if kick_signal is not None:
                 self.kick_signal = kick_signal
             if isinstance(disks, (str, bytes)) or hasattr(disks, "__fspath__"):
@@ -295,7 +297,7 @@ class VM:
         self._keep = {}
         self._config = {"vcpus": 1, "memory_mib": 128, "kernel": None, "cmdline": None,
                         "initrd": None, "console_type": ConsoleType.SERIAL, "rng": False,
-                        "acpi": True, "kick_signal": None}
+                        "acpi": True, "pit": True, "kick_signal": None}
 
     # ------------------------------------------------------------ plumbing
 
@@ -535,6 +537,14 @@ class VM:
         self._call("microvm_set_acpi", int(enabled))
         self._config["acpi"] = enabled
 
+    def set_pit(self, enabled=True):
+        """The i8254 PIT (default on). Off: no KVM PIT worker thread per VM,
+        cheaper create and teardown; the guest gets the TSC-deadline LAPIC
+        timer instead (Linux with kvmclock needs no PIT)."""
+        enabled = cv.flag("pit", enabled)
+        self._call("microvm_set_pit", int(enabled))
+        self._config["pit"] = enabled
+
     def set_kick_signal(self, signo):
         signo = _kick_signal(signo)
         self._call("microvm_set_kick_signal", signo)
@@ -551,6 +561,7 @@ class VM:
     console_type = _prop("console_type", "set_console_type", "ConsoleType.SERIAL or VIRTIO.")
     rng = _prop("rng", "set_rng", "virtio-rng on/off.")
     acpi = _prop("acpi", "set_acpi", "ACPI tables on/off.")
+    pit = _prop("pit", "set_pit", "i8254 PIT on/off.")
     kick_signal = _prop("kick_signal", "set_kick_signal", "Signal kicking vCPU threads.")
     del _prop
 

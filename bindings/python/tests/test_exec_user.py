@@ -43,7 +43,7 @@ def sbx(agent_sock):
 
 
 def test_library_and_agent_are_new_enough(agent):
-    assert L.LIB_MIN_MINOR == 8                    # describe() needs 0.8
+    assert L.LIB_MIN_MINOR == 9                    # set_pit() needs 0.9
     assert microvm.library().has(L.LIB_EXEC_USER_MINOR)
     assert agent.protocol >= 0x00010002 == L.AGENT_PROTOCOL_VERSION
 

@@ -472,3 +472,19 @@ def test_boot_image_cache(kvm, tmp_path):
     with pytest.raises(ValueError):
         microvm.runtime_configure(image_cache_mib=(1 << 20) + 1)
     microvm.runtime_configure(image_cache_mib=256)  # the default back
+
+
+def test_no_pit(kvm, tmp_path):
+    # A machine without a PIT boots the tiny guest; the setting is kept by
+    # a snapshot and its restore, and refused once the VM started.
+    out = tmp_path / "out"
+    with open(out, "wb") as f, microvm.VM(kernel=payload("hello"), memory_mib=16, pit=False,
+                                          console_out=f.fileno()) as vm:
+        assert vm.pit is False
+        vm.start()
+        vm.wait(GUEST_TIMEOUT)
+        with pytest.raises(microvm.BusyError):
+            vm.pit = True
+    assert out.read_bytes() == b"Hello from the microvm tiny guest!\n"
+    with pytest.raises(TypeError):
+        microvm.VM(pit="no")

@@ -62,7 +62,7 @@ uint32_t arch_virtio_gsi(uint32_t index)
 	return gsi == RTC_GSI ? VIRTIO_MMIO_GSI_INSTEAD_OF_RTC : gsi;
 }
 
-int arch_vm_init(int vm_fd, char *err, size_t errlen)
+int arch_vm_init(int vm_fd, bool pit, char *err, size_t errlen)
 {
 	if (ioctl(vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
 		return errbuf_fail(err, errlen, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
@@ -72,8 +72,8 @@ int arch_vm_init(int vm_fd, char *err, size_t errlen)
 				   strerror(errno));
 	if (ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return errbuf_fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-	struct kvm_pit_config pit = { .flags = 0 };
-	if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+	struct kvm_pit_config pc = { .flags = 0 };
+	if (pit && ioctl(vm_fd, KVM_CREATE_PIT2, &pc) < 0)
 		return errbuf_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	return 0;
 }
@@ -149,17 +149,25 @@ int arch_load_guest(struct guest_mem *mem, const struct arch_boot *boot, uint64_
 	return r;
 }
 
+/* What vCPU setup asks of KVM: the same for every VM of the process. */
+struct cpu_host {
+	struct kvm_cpuid2 *supported;
+	bool tsc_deadline; /* KVM_CAP_TSC_DEADLINE_TIMER */
+};
+
 /* The supported CPUID is the same for every VM of the process: asked once
  * (about 0.1 ms of the start path) and kept. */
 int arch_vcpu_prepare(int kvm_fd, void **cookie, char *err, size_t errlen)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static struct kvm_cpuid2 *supported;
+	static struct cpu_host host;
 	int r = 0;
 	pthread_mutex_lock(&lock);
-	if (!supported)
-		r = x86_supported_cpuid(kvm_fd, &supported);
-	*cookie = supported;
+	if (!host.supported) {
+		r = x86_supported_cpuid(kvm_fd, &host.supported);
+		host.tsc_deadline = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+	}
+	*cookie = &host;
 	pthread_mutex_unlock(&lock);
 	if (r < 0)
 		return errbuf_fail(err, errlen, r, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
@@ -172,9 +180,12 @@ void arch_vcpu_unprepare(void *cookie)
 }
 
 int arch_vcpu_init(int vcpu_fd, void *cookie, uint32_t index, uint32_t count, uint64_t entry,
-		   char *err, size_t errlen)
+		   bool pit, char *err, size_t errlen)
 {
-	return x86_vcpu_setup(vcpu_fd, index, count, cookie, entry, err, errlen);
+	const struct cpu_host *host = cookie;
+	/* Without a PIT, Linux needs a local APIC timer it need not calibrate */
+	return x86_vcpu_setup(vcpu_fd, index, count, host->supported, !pit && host->tsc_deadline,
+			      entry, err, errlen);
 }
 
 void arch_vcpu_describe(int vcpu_fd, const struct guest_mem *mem, bool code, char *buf,

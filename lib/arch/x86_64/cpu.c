@@ -29,8 +29,9 @@ int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 }
 
 #define CPUID_HYPERVISOR (1u << 31)
+#define CPUID_TSC_DEADLINE (1u << 24) /* leaf 1 ECX; KVM_CAP_TSC_DEADLINE_TIMER */
 
-static void fix_cpuid(struct kvm_cpuid2 *c, uint32_t index, uint32_t count)
+static void fix_cpuid(struct kvm_cpuid2 *c, uint32_t index, uint32_t count, bool tsc_deadline)
 {
 	for (uint32_t i = 0; i < c->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &c->entries[i];
@@ -39,6 +40,8 @@ static void fix_cpuid(struct kvm_cpuid2 *c, uint32_t index, uint32_t count)
 			/* EBX[31:24] initial APIC ID, [23:16] logical CPUs per package. */
 			e->ebx = (e->ebx & 0x0000ffffu) | (index << 24) | ((count & 0xff) << 16);
 			e->ecx |= CPUID_HYPERVISOR;
+			if (tsc_deadline)
+				e->ecx |= CPUID_TSC_DEADLINE;
 			if (count > 1)
 				e->edx |= 1u << 28; /* HTT: multiple logical CPUs */
 			break;
@@ -122,16 +125,17 @@ static int ioctl_fail(char *err, size_t errlen, const char *name, int r)
 	return errbuf_fail(err, errlen, r, "%s: %s", name, strerror(-r));
 }
 
-/* CPUID from @base with the APIC ID and topology of vCPU @index of @count. */
+/* CPUID from @base with the APIC ID and topology of vCPU @index of @count,
+ * and the TSC-deadline timer if @tsc_deadline. */
 static int set_cpuid(int fd, const struct kvm_cpuid2 *base, uint32_t index, uint32_t count,
-		     char *err, size_t errlen)
+		     bool tsc_deadline, char *err, size_t errlen)
 {
 	size_t sz = sizeof(*base) + base->nent * sizeof(base->entries[0]);
 	struct kvm_cpuid2 *c = malloc(sz);
 	if (!c)
 		return errbuf_fail(err, errlen, -ENOMEM, "KVM_SET_CPUID2: out of memory for the CPUID table");
 	memcpy(c, base, sz);
-	fix_cpuid(c, index, count);
+	fix_cpuid(c, index, count, tsc_deadline);
 	int r = ioctl(fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
 	free(c);
 	return r < 0 ? ioctl_fail(err, errlen, "KVM_SET_CPUID2", r) : 0;
@@ -196,9 +200,9 @@ static int setup_boot_regs(int fd, uint64_t entry)
 }
 
 int x86_vcpu_setup(int fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
-		   uint64_t entry, char *err, size_t errlen)
+		   bool tsc_deadline, uint64_t entry, char *err, size_t errlen)
 {
-	int r = set_cpuid(fd, base, index, count, err, errlen);
+	int r = set_cpuid(fd, base, index, count, tsc_deadline, err, errlen);
 	if (r < 0)
 		return r;
 	r = setup_fpu(fd);

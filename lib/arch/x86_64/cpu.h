@@ -2,6 +2,7 @@
 #ifndef MICROVM_X86_CPU_H
 #define MICROVM_X86_CPU_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,7 +19,7 @@ int x86_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out);
  * message naming the failing ioctl in @err (@errlen bytes).
  */
 int x86_vcpu_setup(int vcpu_fd, uint32_t index, uint32_t count, const struct kvm_cpuid2 *base,
-		   uint64_t entry, char *err, size_t errlen);
+		   bool tsc_deadline, uint64_t entry, char *err, size_t errlen);
 
 /* Read the vCPU's MSRs @index[0 .. n) (n <= 4) into @data. Returns how
  * many KVM read, in order (0 on error). */

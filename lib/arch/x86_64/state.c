@@ -287,7 +287,7 @@ static const struct {
 	{ KVM_IRQCHIP_IOAPIC, "ioapic" },
 };
 
-int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t errlen)
+int arch_vm_save(int vm_fd, bool pit, struct st_writer *w, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip c = { .chip_id = chips[i].chip_id };
@@ -295,11 +295,12 @@ int arch_vm_save(int vm_fd, struct st_writer *w, int node, char *err, size_t err
 			return io_err(err, errlen, "KVM_GET_IRQCHIP");
 		st_blob(w, node, chips[i].name, &c, sizeof(c));
 	}
-	SAVE(vm_fd, KVM_GET_PIT2, struct kvm_pit_state2, "pit");
+	if (pit)
+		SAVE(vm_fd, KVM_GET_PIT2, struct kvm_pit_state2, "pit");
 	return w->err;
 }
 
-int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
+int arch_vm_load(int vm_fd, bool pit, const void *fdt, int node, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip c;
@@ -312,7 +313,8 @@ int arch_vm_load(int vm_fd, const void *fdt, int node, char *err, size_t errlen)
 		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &c) < 0)
 			return io_err(err, errlen, "KVM_SET_IRQCHIP");
 	}
-	LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
+	if (pit)
+		LOAD(vm_fd, KVM_SET_PIT2, struct kvm_pit_state2, "pit");
 	return 0; /* the clock: arch_clock_load() */
 }
 

@@ -1,0 +1,190 @@
+/*
+ * A machine without the i8254 PIT (microvm_set_pit): no KVM PIT worker
+ * thread exists for the VM, the guest runs and takes interrupts (the
+ * "idle" payload answers console input through the IOAPIC), and the
+ * setting survives a snapshot (no PIT state in it), a restore, a reset and
+ * a fork. The default keeps the PIT. (Linux without a PIT:
+ * tests/linux/test_linux.c, test_no_pit_2cpus.)
+ */
+#include <libfdt.h>
+
+#include "kvm_test.h"
+
+/* KVM's PIT worker threads of this process ("kvm-pit/<pid>", host kernel
+ * threads, not in /proc/self/task). */
+static int pit_threads(void)
+{
+	char want[32], path[300], comm[64];
+	snprintf(want, sizeof(want), "kvm-pit/%d\n", (int)getpid());
+	DIR *d = opendir("/proc");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && strcmp(comm, want) == 0)
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+struct idle {
+	microvm *vm;
+	int in[2], out;
+};
+
+static void idle_start(struct idle *t, bool pit)
+{
+	t->out = console_fd();
+	assert_int_equal(pipe2(t->in, O_CLOEXEC), 0);
+	t->vm = tiny_vm("idle", NULL, 1, t->out);
+	assert_int_equal(microvm_set_console(t->vm, t->in[0], t->out), 0);
+	if (!pit)
+		assert_int_equal(microvm_set_pit(t->vm, 0), 0);
+	start_ok(t->vm);
+	assert_int_equal(console_wait_for(t->out, "idle: ready", GUEST_TIMEOUT_MS), 0);
+}
+
+/* The guest answers @line: its interrupts work. */
+static void idle_answers(int in, int out, const char *line)
+{
+	char msg[64], want[64];
+	snprintf(msg, sizeof(msg), "%s\n", line);
+	snprintf(want, sizeof(want), "idle: %s", line);
+	assert_int_equal(write(in, msg, strlen(msg)), (ssize_t)strlen(msg));
+	assert_int_equal(console_wait_for(out, want, GUEST_TIMEOUT_MS), 0);
+}
+
+static void idle_done(struct idle *t)
+{
+	microvm_destroy(t->vm);
+	close(t->in[0]);
+	close(t->in[1]);
+	close(t->out);
+}
+
+static void test_pit_thread_only_with_pit(void **state)
+{
+	(void)state;
+	assert_int_equal(microvm_teardown_wait(30000), 0);
+	int before = pit_threads();
+	struct idle with, without;
+	idle_start(&with, true);
+	assert_int_equal(pit_threads(), before + 1);
+	idle_start(&without, false);
+	assert_int_equal(pit_threads(), before + 1);
+	idle_answers(with.in[1], with.out, "one");
+	idle_answers(without.in[1], without.out, "two");
+	idle_done(&with);
+	idle_done(&without);
+	assert_int_equal(microvm_teardown_wait(30000), 0);
+	assert_int_equal(pit_threads(), before);
+}
+
+static void test_set_pit_only_before_start(void **state)
+{
+	(void)state;
+	struct idle t;
+	idle_start(&t, false);
+	assert_int_equal(microvm_set_pit(t.vm, 1), -EBUSY);
+	idle_done(&t);
+}
+
+/* The snapshot's state: "pit" 0 in the machine node, no PIT state. */
+static void check_state(const char *dir)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/state.dtb", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	static char blob[1 << 20];
+	ssize_t n = read(fd, blob, sizeof(blob));
+	close(fd);
+	assert_true(n > 0 && fdt_check_header(blob) == 0);
+	int mach = fdt_subnode_offset(blob, 0, "machine");
+	int kvm = fdt_subnode_offset(blob, 0, "kvm");
+	assert_true(mach >= 0 && kvm >= 0);
+	int len = 0;
+	const fdt64_t *pit = fdt_getprop(blob, mach, "pit", &len);
+	assert_non_null(pit);
+	assert_int_equal(len, 8);
+	assert_int_equal(fdt64_to_cpu(*pit), 0);
+	assert_null(fdt_getprop(blob, kvm, "pit", NULL));
+	assert_non_null(fdt_getprop(blob, kvm, "ioapic", NULL));
+}
+
+static void test_snapshot_restore_reset_fork(void **state)
+{
+	(void)state;
+	assert_int_equal(microvm_teardown_wait(30000), 0);
+	int before = pit_threads();
+	struct idle t;
+	idle_start(&t, false);
+	assert_int_equal(microvm_pause(t.vm), 0);
+	char dir[] = "/tmp/microvm-nopit-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char snap[64];
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	int r = microvm_snapshot(t.vm, snap, 0);
+	if (r < 0)
+		fail_msg("snapshot: %d %s", r, microvm_last_error(t.vm));
+	check_state(snap);
+
+	/* restore: no PIT, and it answers */
+	int in[2], out = console_fd();
+	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
+	rc.console_in = in[0];
+	rc.console_out = out;
+	microvm *restored = NULL;
+	char err[256] = "";
+	if ((r = microvm_restore(&restored, snap, &rc, err, sizeof(err))) < 0)
+		fail_msg("restore: %d %s", r, err);
+	idle_answers(in[1], out, "restored");
+	assert_int_equal(pit_threads(), before);
+
+	/* reset the original to its snapshot, then fork it */
+	assert_int_equal(microvm_reset(t.vm, 0), 0);
+	idle_answers(t.in[1], t.out, "reset");
+	assert_int_equal(microvm_pause(t.vm), 0);
+	int fin[2], fout = console_fd();
+	assert_int_equal(pipe2(fin, O_CLOEXEC), 0);
+	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
+	fc.console_in = fin[0];
+	fc.console_out = fout;
+	microvm *child = NULL;
+	if ((r = microvm_fork(t.vm, &child, &fc)) < 0)
+		fail_msg("fork: %d %s", r, microvm_last_error(t.vm));
+	idle_answers(fin[1], fout, "forked");
+	assert_int_equal(pit_threads(), before);
+
+	microvm_destroy(child);
+	microvm_destroy(restored);
+	idle_done(&t);
+	close(in[0]);
+	close(in[1]);
+	close(out);
+	close(fin[0]);
+	close(fin[1]);
+	close(fout);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pit_thread_only_with_pit),
+		cmocka_unit_test(test_set_pit_only_before_start),
+		cmocka_unit_test(test_snapshot_restore_reset_fork),
+	};
+	return cmocka_run_group_tests(tests, require_kvm, wait_teardown_done);
+}
