@@ -15,14 +15,19 @@
  * mapping them and faulting them in. */
 #define MAP_MIN (1u << 20)
 
+static struct image_id id_of(const struct stat *st)
+{
+	return (struct image_id){ (uint64_t)st->st_dev, (uint64_t)st->st_ino, (uint64_t)st->st_size,
+				  st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+				  st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec };
+}
+
 int image_identify(int fd, struct image_id *id)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	*id = (struct image_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
-				 st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
-				 st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec };
+	*id = id_of(&st);
 	return 0;
 }
 
@@ -47,9 +52,7 @@ int image_open(struct image *im, const char *path, uint64_t max, char *err, size
 	}
 	im->fd = fd;
 	im->size = (uint64_t)st.st_size;
-	im->id = (struct image_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino, im->size,
-				    st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
-				    st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec };
+	im->id = id_of(&st);
 	return 0;
 }
 
@@ -89,7 +92,8 @@ static int map_copy(const struct image_copy *c, uint64_t shift, struct guest_mem
 {
 	uint8_t *a = (uint8_t *)(((uintptr_t)dst + GM_PAGE - 1) & ~(uintptr_t)(GM_PAGE - 1));
 	uint8_t *b = (uint8_t *)(((uintptr_t)dst + len) & ~(uintptr_t)(GM_PAGE - 1));
-	struct image copy = { NULL, image_copy_fd(c), shift + len + off, { 0, 0, 0, 0, 0 } };
+	/* the copy as an image, as long as the range's end */
+	struct image copy = { NULL, image_copy_fd(c), shift + off + len, { 0, 0, 0, 0, 0 } };
 	int r = gm_map_copy(mem, a, (uint64_t)(b - a), copy.fd, shift + off + (uint64_t)(a - dst));
 	if (r == 0)
 		r = image_read(&copy, shift + off, dst, (uint64_t)(a - dst));
