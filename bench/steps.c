@@ -3,7 +3,7 @@
  * same steps of the floor (bench/floor.h: the KVM calls any VMM makes for
  * the tiny guest), in one run, interleaved.
  *
- *   bench-start-steps [--runs N]
+ *   bench-start-steps [--runs N] [--no-pit] [--payload NAME]
  *
  * Each run times create -> first guest output (the "once" payload's byte
  * on the console pipe; the floor's first port write) and, inside it, every
@@ -168,14 +168,20 @@ static void floor_run(const struct floor_host *h, double *row, uint32_t *calls)
 	floor_destroy(h, &f);
 }
 
+static bool no_pit; /* --no-pit: both machines without a PIT */
+static const char *payload = "once";
+
 static void ours_run(int out[2], double *row, uint32_t *calls)
 {
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s.elf", BENCH_TINY_DIR, payload);
 	uint64_t t0 = record();
 	microvm *vm;
 	if (microvm_create(&vm) < 0)
 		die("create", NULL);
 	if (microvm_set_memory(vm, 128) < 0 || microvm_set_console(vm, -1, out[1]) < 0 ||
-	    microvm_set_kernel(vm, BENCH_TINY_DIR "/once.elf", NULL) < 0 || microvm_start(vm) < 0)
+	    microvm_set_kernel(vm, path, NULL) < 0 ||
+	    microvm_set_pit(vm, !no_pit) < 0 || microvm_start(vm) < 0)
 		die("start", vm);
 	struct pollfd p = { out[0], POLLIN, 0 };
 	char c;
@@ -186,6 +192,9 @@ static void ours_run(int out[2], double *row, uint32_t *calls)
 	microvm_wait(vm, 60000, &ex);
 	microvm_destroy(vm);
 	microvm_teardown_wait(-1); /* not under the floor's next start */
+	char buf[256];
+	while (poll(&p, 1, 0) == 1 && read(out[0], buf, sizeof(buf)) > 0)
+		; /* the rest of its output */
 }
 
 static void print_table(double *fl[N_STEPS], double *us[N_STEPS], uint32_t fc[N_STEPS],
@@ -209,12 +218,20 @@ int main(int argc, char **argv)
 {
 	int runs = 200, c;
 	static const struct option lo[] = { { "runs", required_argument, NULL, 'r' },
+					     { "no-pit", no_argument, NULL, 'p' },
+					     { "payload", required_argument, NULL, 'l' },
 					     { NULL, 0, NULL, 0 } };
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
-		if (c != 'r' || (runs = atoi(optarg)) < 1)
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (c == 'p')
+			no_pit = true;
+		else if (c == 'l')
+			payload = optarg;
+		else if (c != 'r' || (runs = atoi(optarg)) < 1)
 			return 2;
+	}
 	struct floor_host h;
 	floor_host_init(&h);
+	h.no_pit = no_pit;
 	int out[2];
 	if (pipe(out) < 0)
 		die("pipe", NULL);
@@ -235,7 +252,7 @@ int main(int argc, char **argv)
 			us[s][i] = row[s];
 	}
 	printf("bench-start-steps: libmicrovm %s, %d runs each, interleaved; tiny guest "
-	       "(1 vCPU, 128 MiB)\n\n", microvm_version(), runs);
+	       "(1 vCPU, 128 MiB%s)\n\n", microvm_version(), runs, no_pit ? ", no PIT" : "");
 	print_table(fl, us, fc, oc, runs);
 	return 0;
 }

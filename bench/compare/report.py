@@ -336,8 +336,9 @@ def table(L, T, S):
                "process": (pr["rate_per_s"][str(th)] if str(th) in pr["rate_per_s"]
                            else pr["rate_per_s"][int(th)], "(floor %s VMs/s)" % fmt(tp["floor"]))},
               "bench-density: create + start + run to the guest's exit + destroy, teardown "
-              "included; the floor (raw KVM) in brackets; process: `busybox true` run to its "
-              "exit from Python threads (higher is better)")
+              "included; the floor (raw KVM, its VM teardown queued to 16 threads as the "
+              "library's) in brackets; process: `busybox true` run to its exit from Python "
+              "threads (higher is better)")
     for lv in T["live"]:
         t.row("tiny guest: start with %d idle VMs alive, ms (native)" % lv["alive"],
               {"libmicrovm": (lv["start_ms"], "(destroy %s us)" % fmt(lv["destroy_us"])),

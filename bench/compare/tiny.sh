@@ -64,10 +64,16 @@ for label, med, p90, _ in rows(1):
 for k in ("floor", "libmicrovm"):
     if k not in start:
         sys.exit("tiny.sh: bench-density's output has no %s row" % k)
-tput = {int(t): {"floor": float(f), "libmicrovm": float(r)} for t, f, r, _ in rows(2)}
+# section 2: "threads, PIT" | floor closing in the loop | floor with its
+# teardown queued as the library's | libmicrovm | ratio
+tput, tput_no_pit = {}, {}
+for label, sync, queued, r, _ in rows(2):
+    threads, pit = [c.strip() for c in label.split(",")]
+    (tput if pit == "PIT" else tput_no_pit)[int(threads)] = {
+        "floor": float(queued), "floor_sync": float(sync), "libmicrovm": float(r)}
 live = [{"alive": int(a), "floor_start_ms": float(f), "start_ms": float(s),
          "destroy_us": float(d)} for a, f, s, _, d in rows(3)]
 print(json.dumps({"runs": int(sys.argv[4]), "boot_first_ms": boot, "start": start,
-                  "throughput": tput, "live": live, "process": proc["process"],
+                  "throughput": tput, "throughput_no_pit": tput_no_pit, "live": live, "process": proc["process"],
                   "memory": proc["memory"]}))
 PY
