@@ -130,6 +130,31 @@ static inline long kvm_test_rss_kib(void)
 	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* KVM's PIT worker threads of this process's VMs ("kvm-pit/<pid>": host
+ * kernel threads, one per VM with a PIT, not in /proc/self/task). */
+static inline int kvm_test_pit_threads(void)
+{
+	char want[32], path[300], comm[64];
+	snprintf(want, sizeof(want), "kvm-pit/%d\n", (int)getpid());
+	DIR *d = opendir("/proc");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && strcmp(comm, want) == 0)
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
 static inline int thread_count(void)
 {
 	int n = 0;

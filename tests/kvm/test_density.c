@@ -7,7 +7,9 @@
  * idle. Then all are destroyed and fds, threads and RSS must return to
  * the baseline (the runtime's event threads, kept once made, aside).
  * Prints fds, threads and host RSS per VM beyond guest pages, and the
- * answer latencies (reported, never asserted: CI machines vary).
+ * answer latencies (reported, never asserted: CI machines vary). The VMs
+ * have no PIT (microvm_set_pit: no KVM PIT worker thread per VM, the
+ * density setting); MICROVM_DENSITY_PIT=1 gives them one.
  */
 #include "kvm_test.h"
 
@@ -102,9 +104,16 @@ static size_t read_lines(struct density *d, const char *needle, int lines, int *
 	return total;
 }
 
+static bool with_pit(void)
+{
+	const char *e = getenv("MICROVM_DENSITY_PIT");
+	return e && strcmp(e, "1") == 0;
+}
+
 static microvm *idle_vm(struct density *d, int i)
 {
 	microvm *vm = tiny_vm("idle", NULL, 1, d->out[1]);
+	assert_int_equal(microvm_set_pit(vm, with_pit()), 0);
 	if (i < SAMPLE) {
 		assert_int_equal(pipe2(d->in[i], O_CLOEXEC), 0);
 		assert_int_equal(microvm_set_console(vm, d->in[i][0], d->out[1]), 0);
@@ -276,7 +285,11 @@ static void test_density(void **state)
 	       base.threads, up.threads, (double)lib_threads / d.n, kvm_test_event_threads(),
 	       (double)(up.kvm_threads - base.kvm_threads) / d.n, base.rss_kib, up.rss_kib, guest,
 	       (double)guest / d.n, (double)(up.rss_kib - base.rss_kib - guest) / d.n);
+	int pits = kvm_test_pit_threads();
+	printf("  host kernel threads for the VMs' PITs: %d (%s)\n", pits,
+	       with_pit() ? "MICROVM_DENSITY_PIT=1" : "no PIT");
 	report_latency(ms, SAMPLE);
+	assert_int_equal(pits, with_pit() ? d.n : 0);
 	for (int i = 0; i < d.n; i++)
 		assert_int_equal(microvm_state(d.vms[i]), MICROVM_STATE_RUNNING);
 	assert_true(up.fds - base.fds <= 2 * d.n + 2 * SAMPLE);

@@ -10,31 +10,6 @@
 
 #include "kvm_test.h"
 
-/* KVM's PIT worker threads of this process ("kvm-pit/<pid>", host kernel
- * threads, not in /proc/self/task). */
-static int pit_threads(void)
-{
-	char want[32], path[300], comm[64];
-	snprintf(want, sizeof(want), "kvm-pit/%d\n", (int)getpid());
-	DIR *d = opendir("/proc");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f) && strcmp(comm, want) == 0)
-			n++;
-		fclose(f);
-	}
-	closedir(d);
-	return n;
-}
-
 struct idle {
 	microvm *vm;
 	int in[2], out;
@@ -74,18 +49,18 @@ static void test_pit_thread_only_with_pit(void **state)
 {
 	(void)state;
 	assert_int_equal(microvm_teardown_wait(30000), 0);
-	int before = pit_threads();
+	int before = kvm_test_pit_threads();
 	struct idle with, without;
 	idle_start(&with, true);
-	assert_int_equal(pit_threads(), before + 1);
+	assert_int_equal(kvm_test_pit_threads(), before + 1);
 	idle_start(&without, false);
-	assert_int_equal(pit_threads(), before + 1);
+	assert_int_equal(kvm_test_pit_threads(), before + 1);
 	idle_answers(with.in[1], with.out, "one");
 	idle_answers(without.in[1], without.out, "two");
 	idle_done(&with);
 	idle_done(&without);
 	assert_int_equal(microvm_teardown_wait(30000), 0);
-	assert_int_equal(pit_threads(), before);
+	assert_int_equal(kvm_test_pit_threads(), before);
 }
 
 static void test_set_pit_only_before_start(void **state)
@@ -124,7 +99,7 @@ static void test_snapshot_restore_reset_fork(void **state)
 {
 	(void)state;
 	assert_int_equal(microvm_teardown_wait(30000), 0);
-	int before = pit_threads();
+	int before = kvm_test_pit_threads();
 	struct idle t;
 	idle_start(&t, false);
 	assert_int_equal(microvm_pause(t.vm), 0);
@@ -148,7 +123,7 @@ static void test_snapshot_restore_reset_fork(void **state)
 	if ((r = microvm_restore(&restored, snap, &rc, err, sizeof(err))) < 0)
 		fail_msg("restore: %d %s", r, err);
 	idle_answers(in[1], out, "restored");
-	assert_int_equal(pit_threads(), before);
+	assert_int_equal(kvm_test_pit_threads(), before);
 
 	/* reset the original to its snapshot, then fork it */
 	assert_int_equal(microvm_reset(t.vm, 0), 0);
@@ -163,7 +138,7 @@ static void test_snapshot_restore_reset_fork(void **state)
 	if ((r = microvm_fork(t.vm, &child, &fc)) < 0)
 		fail_msg("fork: %d %s", r, microvm_last_error(t.vm));
 	idle_answers(fin[1], fout, "forked");
-	assert_int_equal(pit_threads(), before);
+	assert_int_equal(kvm_test_pit_threads(), before);
 
 	microvm_destroy(child);
 	microvm_destroy(restored);
