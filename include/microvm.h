@@ -593,8 +593,8 @@ MICROVM_API int microvm_set_acpi(microvm *vm, int enabled);
 /*
  * The i8254 PIT (default: on). Off, the machine has no PIT: KVM then starts
  * no PIT worker thread for the VM (a host kernel thread per VM otherwise),
- * and creating and tearing the VM down costs less (see docs/performance.md:
- * about 1.6x the create/destroy rate of the raw KVM calls). The guest gets
+ * and creating and tearing the VM down costs less (docs/performance.md: a
+ * fifth to a third more VMs created and destroyed per second). The guest gets
  * the local APIC's TSC-deadline timer in its CPUID instead (if KVM has
  * it), which Linux uses without calibrating against a PIT; the PIT's ports
  * read as all ones. For guests that need no PIT: Linux with kvmclock (any
