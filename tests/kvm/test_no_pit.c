@@ -87,10 +87,12 @@ static void check_state(const char *dir)
 	int kvm = fdt_subnode_offset(blob, 0, "kvm");
 	assert_true(mach >= 0 && kvm >= 0);
 	int len = 0;
-	const fdt64_t *pit = fdt_getprop(blob, mach, "pit", &len);
+	const void *pit = fdt_getprop(blob, mach, "pit", &len);
 	assert_non_null(pit);
 	assert_int_equal(len, 8);
-	assert_int_equal(fdt64_to_cpu(*pit), 0);
+	fdt64_t v; /* properties are 4-byte aligned only */
+	memcpy(&v, pit, sizeof(v));
+	assert_int_equal(fdt64_to_cpu(v), 0);
 	assert_null(fdt_getprop(blob, kvm, "pit", NULL));
 	assert_non_null(fdt_getprop(blob, kvm, "ioapic", NULL));
 }
