@@ -16,7 +16,7 @@
 struct image_copy {
 	struct image_copy *next; /* most recently used first */
 	struct image_id id;
-	uint64_t shift, bytes;
+	uint64_t shift;
 	int fd;
 	unsigned refs;  /* users mapping it now */
 	bool dropped;   /* out of the list: closed by the last put */
@@ -25,6 +25,12 @@ struct image_copy {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct image_copy *copies;
 static uint64_t held, limit = (uint64_t)DEFAULT_LIMIT_MIB << 20;
+
+/* Bytes the copy holds: the file after @shift bytes of padding. */
+static uint64_t bytes_of(const struct image_copy *c)
+{
+	return c->shift + c->id.size;
+}
 
 static bool same(const struct image_copy *c, const struct image_id *id, uint64_t shift)
 {
@@ -44,7 +50,7 @@ static void drop(struct image_copy **link)
 {
 	struct image_copy *c = *link;
 	*link = c->next;
-	held -= c->bytes;
+	held -= bytes_of(c);
 	c->dropped = true;
 	if (c->refs == 0)
 		free_copy(c);
@@ -122,15 +128,14 @@ static struct image_copy *add(const struct image *im, uint64_t shift)
 		free(c);
 		return NULL;
 	}
-	*c = (struct image_copy){ .id = im->id, .shift = shift, .bytes = shift + im->size,
-				  .fd = fd, .refs = 1 };
+	*c = (struct image_copy){ .id = im->id, .shift = shift, .fd = fd, .refs = 1 };
 	pthread_mutex_lock(&lock);
 	struct image_copy *other = lookup(im, shift);
-	if (!other && c->bytes <= limit) {
-		make_room(c->bytes);
+	if (!other && bytes_of(c) <= limit) {
+		make_room(bytes_of(c));
 		c->next = copies;
 		copies = c;
-		held += c->bytes;
+		held += bytes_of(c);
 	} else {
 		c->dropped = true; /* used once, then closed by its put */
 	}

@@ -85,9 +85,10 @@ int gm_map_file(struct guest_mem *m, int fd, uint64_t size, const struct gm_layo
 
 int gm_map_copy(struct guest_mem *m, void *p, uint64_t len, int fd, uint64_t fd_off)
 {
-	uint64_t at = (uint64_t)((uint8_t *)p - m->host);
-	if (m->file_backed || !m->host || (uint8_t *)p < m->host || at >= m->size ||
-	    len == 0 || len > m->size - at || ((at | len | fd_off) & (GM_PAGE - 1)))
+	uintptr_t base = (uintptr_t)m->host, addr = (uintptr_t)p;
+	uint64_t at = addr - base; /* checked below: addr >= base */
+	if (m->file_backed || !m->host || addr < base || at >= m->size || len == 0 ||
+	    len > m->size - at || ((at | len | fd_off) & (GM_PAGE - 1)))
 		return -EINVAL;
 	if (m->n_mapped == GM_MAX_MAPPED)
 		return -ENOSPC;

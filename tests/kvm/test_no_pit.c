@@ -15,10 +15,16 @@ struct idle {
 	int in[2], out;
 };
 
-static void idle_start(struct idle *t, bool pit)
+/* The console pipes of an idle VM (made by a start, restore or fork). */
+static void idle_console(struct idle *t)
 {
 	t->out = console_fd();
 	assert_int_equal(pipe2(t->in, O_CLOEXEC), 0);
+}
+
+static void idle_start(struct idle *t, bool pit)
+{
+	idle_console(t);
 	t->vm = tiny_vm("idle", NULL, 1, t->out);
 	assert_int_equal(microvm_set_console(t->vm, t->in[0], t->out), 0);
 	if (!pit)
@@ -115,42 +121,34 @@ static void test_snapshot_restore_reset_fork(void **state)
 	check_state(snap);
 
 	/* restore: no PIT, and it answers */
-	int in[2], out = console_fd();
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+	struct idle restored;
+	idle_console(&restored);
 	microvm_restore_config rc = MICROVM_RESTORE_CONFIG_INIT;
-	rc.console_in = in[0];
-	rc.console_out = out;
-	microvm *restored = NULL;
+	rc.console_in = restored.in[0];
+	rc.console_out = restored.out;
 	char err[256] = "";
-	if ((r = microvm_restore(&restored, snap, &rc, err, sizeof(err))) < 0)
+	if ((r = microvm_restore(&restored.vm, snap, &rc, err, sizeof(err))) < 0)
 		fail_msg("restore: %d %s", r, err);
-	idle_answers(in[1], out, "restored");
+	idle_answers(restored.in[1], restored.out, "restored");
 	assert_int_equal(kvm_test_pit_threads(), before);
 
 	/* reset the original to its snapshot, then fork it */
 	assert_int_equal(microvm_reset(t.vm, 0), 0);
 	idle_answers(t.in[1], t.out, "reset");
 	assert_int_equal(microvm_pause(t.vm), 0);
-	int fin[2], fout = console_fd();
-	assert_int_equal(pipe2(fin, O_CLOEXEC), 0);
+	struct idle child;
+	idle_console(&child);
 	microvm_fork_config fc = MICROVM_FORK_CONFIG_INIT;
-	fc.console_in = fin[0];
-	fc.console_out = fout;
-	microvm *child = NULL;
-	if ((r = microvm_fork(t.vm, &child, &fc)) < 0)
+	fc.console_in = child.in[0];
+	fc.console_out = child.out;
+	if ((r = microvm_fork(t.vm, &child.vm, &fc)) < 0)
 		fail_msg("fork: %d %s", r, microvm_last_error(t.vm));
-	idle_answers(fin[1], fout, "forked");
+	idle_answers(child.in[1], child.out, "forked");
 	assert_int_equal(kvm_test_pit_threads(), before);
 
-	microvm_destroy(child);
-	microvm_destroy(restored);
+	idle_done(&child);
+	idle_done(&restored);
 	idle_done(&t);
-	close(in[0]);
-	close(in[1]);
-	close(out);
-	close(fin[0]);
-	close(fin[1]);
-	close(fout);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
